@@ -1,0 +1,176 @@
+//! Integer quantities. JSON accepts a number or a decimal string (JavaScript
+//! clients cannot hold 2^53 and above as numbers) and always writes numbers.
+//! Floats are refused outright: money is never approximate.
+
+use crate::error::CoreError;
+use serde::de::{self, Visitor};
+
+/// A positive quantity moved by an operation, in the unit's smallest
+/// denomination. Zero is refused: a zero transfer is always a client bug.
+/// Amounts above `i128::MAX` parse, but no balance can hold them, so the
+/// engine rejects them with `amount_overflow`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Amount(u128);
+
+/// A signed balance or limit: available balances may be negative down to
+/// their floor, and `@world` is negative without bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Balance(i128);
+
+impl Amount {
+    pub const FIELD: &'static str = "amount";
+
+    pub fn new(value: u128) -> Result<Self, CoreError> {
+        if value == 0 {
+            return Err(CoreError::invalid(Self::FIELD, "must be greater than 0"));
+        }
+        Ok(Amount(value))
+    }
+
+    pub fn value(self) -> u128 {
+        self.0
+    }
+
+    pub fn parse(text: &str) -> Result<Self, CoreError> {
+        Amount::new(parse_integer(Self::FIELD, text)?.unsigned(Self::FIELD)?)
+    }
+}
+
+impl Balance {
+    pub const FIELD: &'static str = "balance";
+
+    pub fn new(value: i128) -> Self {
+        Balance(value)
+    }
+
+    pub fn value(self) -> i128 {
+        self.0
+    }
+
+    pub fn parse(text: &str) -> Result<Self, CoreError> {
+        parse_integer(Self::FIELD, text)?
+            .signed(Self::FIELD)
+            .map(Balance)
+    }
+}
+
+/// An integer read from JSON before its sign and range are checked.
+enum Integer {
+    Negative(i128),
+    NonNegative(u128),
+}
+
+impl Integer {
+    fn unsigned(self, field: &'static str) -> Result<u128, CoreError> {
+        match self {
+            Integer::NonNegative(value) => Ok(value),
+            Integer::Negative(_) => Err(CoreError::invalid(field, "must not be negative")),
+        }
+    }
+
+    fn signed(self, field: &'static str) -> Result<i128, CoreError> {
+        match self {
+            Integer::Negative(value) => Ok(value),
+            Integer::NonNegative(value) => i128::try_from(value).map_err(|_| {
+                CoreError::invalid(field, format!("exceeds the largest balance {}", i128::MAX))
+            }),
+        }
+    }
+}
+
+fn parse_integer(field: &'static str, text: &str) -> Result<Integer, CoreError> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || digits.len() > 40 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Err(CoreError::invalid(
+            field,
+            format!(
+                "{text:?} is not an integer (digits only, optional leading '-', no decimal point)"
+            ),
+        ));
+    }
+    let out_of_range = || CoreError::invalid(field, format!("{text:?} is out of range"));
+    if text.starts_with('-') {
+        text.parse::<i128>()
+            .map(Integer::Negative)
+            .map_err(|_| out_of_range())
+    } else {
+        digits
+            .parse::<u128>()
+            .map(Integer::NonNegative)
+            .map_err(|_| out_of_range())
+    }
+}
+
+struct IntegerVisitor(&'static str);
+
+impl<'de> Visitor<'de> for IntegerVisitor {
+    type Value = Integer;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            formatter,
+            "an integer {} as a JSON number or a decimal string",
+            self.0
+        )
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Integer, E> {
+        Ok(Integer::NonNegative(u128::from(value)))
+    }
+
+    fn visit_u128<E: de::Error>(self, value: u128) -> Result<Integer, E> {
+        Ok(Integer::NonNegative(value))
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Integer, E> {
+        self.visit_i128(i128::from(value))
+    }
+
+    fn visit_i128<E: de::Error>(self, value: i128) -> Result<Integer, E> {
+        Ok(if value < 0 {
+            Integer::Negative(value)
+        } else {
+            Integer::NonNegative(value as u128)
+        })
+    }
+
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Integer, E> {
+        Err(E::custom(format!("invalid {}: {value} is not an integer; amounts are integers in the smallest denomination", self.0)))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Integer, E> {
+        parse_integer(self.0, text).map_err(E::custom)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Amount {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let integer = deserializer.deserialize_any(IntegerVisitor(Amount::FIELD))?;
+        integer
+            .unsigned(Amount::FIELD)
+            .and_then(Amount::new)
+            .map_err(de::Error::custom)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Balance {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let integer = deserializer.deserialize_any(IntegerVisitor(Balance::FIELD))?;
+        integer
+            .signed(Balance::FIELD)
+            .map(Balance)
+            .map_err(de::Error::custom)
+    }
+}
+
+impl serde::Serialize for Amount {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u128(self.0)
+    }
+}
+
+impl serde::Serialize for Balance {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_i128(self.0)
+    }
+}

@@ -1,0 +1,435 @@
+//! The deterministic state machine. Input: (timestamp, transactions); output:
+//! outcomes. It never reads a clock, a random source or the environment, and
+//! no hash-map iteration order reaches an outcome or a snapshot, so replaying
+//! the same input always yields the same state, byte for byte.
+
+use crate::codec::{encode_transaction_body, Writer};
+use crate::idempotency::{IdempotencyEntry, IdempotencyWindow};
+use crate::identifier::{AccountId, HoldId, TransactionId};
+use crate::limits::{EngineLimits, BATCH_TRANSACTIONS_MAX};
+use crate::operation::Transaction;
+use crate::rejection::Rejection;
+use crate::state::{
+    Account, AccountIndex, AccountStatus, AccountView, BatchOutcome, Effect, ExpiredHold, Hold,
+    HoldStatus, HoldView, Outcome, Record, Verdict, NO_CEILING,
+};
+use crate::unit::Unit;
+use foldhash::fast::FixedState;
+use hashbrown::{HashMap, HashTable};
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::BuildHasher;
+
+/// One entry of the per-transaction undo log, replayed in reverse on
+/// rejection so that a transaction is all or nothing.
+#[derive(Debug, Clone)]
+pub(crate) enum Undo {
+    /// The account's numbers before the transaction first touched it.
+    Balances(AccountIndex, crate::state::Balances),
+    /// The last account was created by this transaction.
+    AccountOpened,
+    /// The last unit, and its `@world` account, were created.
+    UnitCreated,
+    HoldCreated(HoldId),
+    HoldChanged(HoldId, Hold),
+}
+
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub(crate) limits: EngineLimits,
+    pub(crate) units: Vec<Unit>,
+    pub(crate) unit_lookup: HashMap<Unit, u32, FixedState>,
+    /// The `@world` account of each unit, by unit number.
+    pub(crate) world_of_unit: Vec<AccountIndex>,
+    pub(crate) accounts: Vec<Account>,
+    /// Regular (non-`@world`) accounts by id; values index `accounts`.
+    pub(crate) account_lookup: HashTable<u32>,
+    pub(crate) holds: HashMap<HoldId, Hold, FixedState>,
+    /// Active holds with an expiry, by (expires_at_ms, serial).
+    pub(crate) hold_expiry: BTreeMap<(u64, u64), HoldId>,
+    /// Finished holds in the order they finished; pruned after the window.
+    pub(crate) finished_holds: VecDeque<HoldId>,
+    pub(crate) hold_serial_next: u64,
+    pub(crate) idempotency: IdempotencyWindow,
+    pub(crate) sequence_next: u64,
+    pub(crate) timestamp_ms_last: u64,
+    pub(crate) hasher: FixedState,
+    // Scratch space for one transaction, kept to avoid allocations.
+    pub(crate) undo: Vec<Undo>,
+    pub(crate) touched: Vec<AccountIndex>,
+    pub(crate) finished_in_transaction: Vec<HoldId>,
+    fingerprint_buffer: Vec<u8>,
+}
+
+impl Engine {
+    pub fn new(limits: EngineLimits) -> Self {
+        assert!(
+            limits.accounts_max >= 2,
+            "room for one account and its @world"
+        );
+        assert!(limits.idempotency_entries_max >= 1);
+        Engine {
+            limits,
+            units: Vec::new(),
+            unit_lookup: HashMap::default(),
+            world_of_unit: Vec::new(),
+            accounts: Vec::new(),
+            account_lookup: HashTable::new(),
+            holds: HashMap::default(),
+            hold_expiry: BTreeMap::new(),
+            finished_holds: VecDeque::new(),
+            hold_serial_next: 0,
+            idempotency: IdempotencyWindow::default(),
+            sequence_next: 0,
+            timestamp_ms_last: 0,
+            hasher: FixedState::default(),
+            undo: Vec::new(),
+            touched: Vec::new(),
+            finished_in_transaction: Vec::new(),
+            fingerprint_buffer: Vec::new(),
+        }
+    }
+
+    pub fn limits(&self) -> EngineLimits {
+        self.limits
+    }
+
+    /// The sequence number the next transaction will get.
+    pub fn sequence_next(&self) -> u64 {
+        self.sequence_next
+    }
+
+    pub fn timestamp_ms_last(&self) -> u64 {
+        self.timestamp_ms_last
+    }
+
+    /// Applies one batch. Every transaction gets the next sequence number,
+    /// whatever its outcome, so the journal's numbering matches the engine's.
+    /// A timestamp earlier than the previous batch's is raised to it: time
+    /// never runs backwards inside the engine, and replay raises it the same.
+    pub fn apply_batch(&mut self, timestamp_ms: u64, transactions: &[Transaction]) -> BatchOutcome {
+        assert!(
+            transactions.len() <= BATCH_TRANSACTIONS_MAX,
+            "batch larger than BATCH_TRANSACTIONS_MAX"
+        );
+        let timestamp_ms = timestamp_ms.max(self.timestamp_ms_last);
+        self.timestamp_ms_last = timestamp_ms;
+        let first_sequence = self.sequence_next;
+        let expired = self.advance_time(timestamp_ms);
+        let outcomes = transactions
+            .iter()
+            .map(|transaction| self.apply_transaction(timestamp_ms, transaction))
+            .collect();
+        assert_eq!(
+            self.sequence_next,
+            first_sequence + transactions.len() as u64
+        );
+        BatchOutcome {
+            timestamp_ms,
+            first_sequence,
+            expired,
+            outcomes,
+        }
+    }
+
+    /// Expires holds and forgets what fell out of the retention window.
+    fn advance_time(&mut self, timestamp_ms: u64) -> Vec<ExpiredHold> {
+        let mut expired = Vec::new();
+        while let Some(entry) = self.hold_expiry.first_entry() {
+            if entry.key().0 > timestamp_ms {
+                break;
+            }
+            let hold_id = entry.remove();
+            expired.push(self.expire_hold(hold_id, timestamp_ms));
+        }
+        let cutoff_ms = timestamp_ms.saturating_sub(self.limits.idempotency_window_ms);
+        if timestamp_ms >= self.limits.idempotency_window_ms {
+            self.idempotency.evict_through(cutoff_ms);
+            while let Some(hold_id) = self.finished_holds.front() {
+                let hold = &self.holds[hold_id];
+                if hold.finished_at_ms > cutoff_ms {
+                    break;
+                }
+                self.holds.remove(hold_id);
+                self.finished_holds.pop_front();
+            }
+        }
+        expired
+    }
+
+    fn expire_hold(&mut self, hold_id: HoldId, timestamp_ms: u64) -> ExpiredHold {
+        let hold = self
+            .holds
+            .get_mut(&hold_id)
+            .expect("the expiry index only names existing holds");
+        assert_eq!(hold.status, HoldStatus::Active);
+        let amount = hold.remaining;
+        hold.status = HoldStatus::Expired;
+        hold.remaining = 0;
+        hold.finished_at_ms = timestamp_ms;
+        let account = hold.account;
+        let balances = &mut self.accounts[account.slot()].balances;
+        balances.frozen -= amount;
+        balances.available = balances
+            .available
+            .checked_add(amount)
+            .expect("frozen came out of available");
+        balances.version += 1;
+        balances.updated_at_ms = timestamp_ms;
+        assert!(balances.frozen >= 0);
+        self.finished_holds.push_back(hold_id.clone());
+        let effect = self.effect_of(account);
+        ExpiredHold {
+            hold: hold_id,
+            amount,
+            effect,
+        }
+    }
+
+    fn apply_transaction(&mut self, timestamp_ms: u64, transaction: &Transaction) -> Outcome {
+        let sequence = self.sequence_next;
+        self.sequence_next += 1;
+        let fingerprint = self.fingerprint(transaction);
+        if let Some(entry) = self.idempotency.get(transaction.id()) {
+            return if entry.fingerprint == fingerprint {
+                Outcome::Replayed(entry.record)
+            } else {
+                Outcome::IdReused(entry.record)
+            };
+        }
+        assert!(
+            self.undo.is_empty()
+                && self.touched.is_empty()
+                && self.finished_in_transaction.is_empty()
+        );
+        let mut effects = Vec::new();
+        let verdict = match self.apply_operations(timestamp_ms, transaction) {
+            Ok(()) => {
+                self.commit(timestamp_ms, &mut effects);
+                Verdict::Committed
+            }
+            Err(rejection) => {
+                self.roll_back();
+                Verdict::Rejected(rejection)
+            }
+        };
+        let record = Record {
+            sequence,
+            timestamp_ms,
+            verdict,
+        };
+        let entry = IdempotencyEntry {
+            id: transaction.id().clone(),
+            fingerprint,
+            record,
+        };
+        self.idempotency
+            .insert(entry, self.limits.idempotency_entries_max);
+        Outcome::New { record, effects }
+    }
+
+    fn apply_operations(
+        &mut self,
+        timestamp_ms: u64,
+        transaction: &Transaction,
+    ) -> Result<(), Rejection> {
+        for (index, op) in transaction.ops().iter().enumerate() {
+            let op_index = u16::try_from(index).expect("ops per transaction fit in u16");
+            self.apply_operation(timestamp_ms, op)
+                .map_err(|code| Rejection { code, op_index })?;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, timestamp_ms: u64, effects: &mut Vec<Effect>) {
+        self.undo.clear();
+        effects.reserve(self.touched.len());
+        for index in self.touched.drain(..) {
+            let account = &mut self.accounts[index.slot()];
+            let balances = &mut account.balances;
+            balances.version += 1;
+            balances.updated_at_ms = timestamp_ms;
+            // Postconditions of every rule, checked on what changed.
+            assert!(balances.frozen >= 0, "frozen never negative");
+            assert!(
+                balances.available >= balances.min_available,
+                "available never below its floor"
+            );
+            assert!(
+                balances.max_total == NO_CEILING
+                    || balances
+                        .total()
+                        .is_some_and(|total| total <= balances.max_total)
+            );
+            effects.push(Effect {
+                account: index,
+                available: balances.available,
+                frozen: balances.frozen,
+                version: balances.version,
+            });
+        }
+        for hold_id in self.finished_in_transaction.drain(..) {
+            self.finished_holds.push_back(hold_id);
+        }
+    }
+
+    fn roll_back(&mut self) {
+        while let Some(entry) = self.undo.pop() {
+            match entry {
+                Undo::Balances(index, balances) => self.accounts[index.slot()].balances = balances,
+                Undo::AccountOpened => {
+                    let account = self.accounts.pop().expect("undo names an opened account");
+                    let hash = self.hasher.hash_one(account.id.as_str());
+                    let slot = self.accounts.len() as u32;
+                    let found = self.account_lookup.find_entry(hash, |index| *index == slot);
+                    found.expect("opened account is indexed").remove();
+                }
+                Undo::UnitCreated => {
+                    let world = self.accounts.pop().expect("undo names a @world account");
+                    assert!(world.id.is_world());
+                    let unit = self.units.pop().expect("undo names a unit");
+                    self.unit_lookup.remove(&unit);
+                    self.world_of_unit.pop();
+                }
+                Undo::HoldCreated(hold_id) => {
+                    let hold = self
+                        .holds
+                        .remove(&hold_id)
+                        .expect("undo names a created hold");
+                    if let Some(expires_at_ms) = hold.expires_at_ms {
+                        self.hold_expiry.remove(&(expires_at_ms, hold.serial));
+                    }
+                    self.hold_serial_next -= 1;
+                }
+                Undo::HoldChanged(hold_id, previous) => {
+                    let hold = self
+                        .holds
+                        .get_mut(&hold_id)
+                        .expect("undo names an existing hold");
+                    let was_removed_from_expiry =
+                        previous.status == HoldStatus::Active && hold.status != HoldStatus::Active;
+                    *hold = previous;
+                    if let (true, Some(expires_at_ms)) =
+                        (was_removed_from_expiry, previous.expires_at_ms)
+                    {
+                        self.hold_expiry
+                            .insert((expires_at_ms, previous.serial), hold_id);
+                    }
+                }
+            }
+        }
+        self.touched.clear();
+        self.finished_in_transaction.clear();
+    }
+
+    fn fingerprint(&mut self, transaction: &Transaction) -> u128 {
+        self.fingerprint_buffer.clear();
+        encode_transaction_body(transaction, &mut Writer::new(&mut self.fingerprint_buffer));
+        xxhash_rust::xxh3::xxh3_128(&self.fingerprint_buffer)
+    }
+
+    pub(crate) fn effect_of(&self, index: AccountIndex) -> Effect {
+        let balances = &self.accounts[index.slot()].balances;
+        Effect {
+            account: index,
+            available: balances.available,
+            frozen: balances.frozen,
+            version: balances.version,
+        }
+    }
+
+    // ---- Reads. They see only what the engine has applied; the server
+    // ---- answers them after the batch that applied a write is durable.
+
+    pub fn find_account(&self, id: &AccountId) -> Option<AccountIndex> {
+        let hash = self.hasher.hash_one(id.as_str());
+        let accounts = &self.accounts;
+        self.account_lookup
+            .find(hash, |index| accounts[*index as usize].id == *id)
+            .map(|index| AccountIndex(*index))
+    }
+
+    pub fn world_account(&self, unit: &Unit) -> Option<AccountIndex> {
+        self.unit_lookup
+            .get(unit)
+            .map(|unit_number| self.world_of_unit[*unit_number as usize])
+    }
+
+    pub fn account(&self, id: &AccountId) -> Option<AccountView> {
+        self.find_account(id).map(|index| self.account_at(index))
+    }
+
+    pub fn account_id(&self, index: AccountIndex) -> &AccountId {
+        &self.accounts[index.slot()].id
+    }
+
+    pub fn account_unit(&self, index: AccountIndex) -> &Unit {
+        &self.units[self.accounts[index.slot()].unit as usize]
+    }
+
+    pub fn account_at(&self, index: AccountIndex) -> AccountView {
+        let account = &self.accounts[index.slot()];
+        let balances = &account.balances;
+        AccountView {
+            id: account.id.clone(),
+            unit: self.units[account.unit as usize].clone(),
+            available: balances.available,
+            frozen: balances.frozen,
+            total: balances.total().expect("totals stay in range"),
+            min_available: (balances.min_available != crate::state::NO_FLOOR)
+                .then_some(balances.min_available),
+            max_total: (balances.max_total != NO_CEILING).then_some(balances.max_total),
+            status: if balances.closed {
+                AccountStatus::Closed
+            } else {
+                AccountStatus::Open
+            },
+            metadata: account.metadata.clone(),
+            version: balances.version,
+            created_at_ms: account.created_at_ms,
+            updated_at_ms: balances.updated_at_ms,
+        }
+    }
+
+    /// All accounts in creation order, `@world` accounts included.
+    pub fn accounts(&self) -> impl Iterator<Item = AccountView> + '_ {
+        (0..self.accounts.len() as u32).map(|slot| self.account_at(AccountIndex(slot)))
+    }
+
+    pub fn account_count(&self) -> usize {
+        self.accounts.len()
+    }
+
+    pub fn units(&self) -> &[Unit] {
+        &self.units
+    }
+
+    pub fn hold(&self, id: &HoldId) -> Option<HoldView> {
+        let hold = self.holds.get(id)?;
+        Some(HoldView {
+            id: id.clone(),
+            account: self.account_id(hold.account).clone(),
+            unit: self.account_unit(hold.account).clone(),
+            to: hold.to.map(|to| self.account_id(to).clone()),
+            amount: hold.amount,
+            captured: hold.captured,
+            remaining: hold.remaining,
+            status: hold.status,
+            expires_at_ms: hold.expires_at_ms,
+            created_at_ms: hold.created_at_ms,
+            finished_at_ms: (hold.status != HoldStatus::Active).then_some(hold.finished_at_ms),
+        })
+    }
+
+    pub fn open_hold_count(&self) -> usize {
+        self.holds.len() - self.finished_holds.len()
+    }
+
+    /// The remembered outcome of a transaction id still in the window.
+    pub fn transaction(&self, id: &TransactionId) -> Option<Record> {
+        self.idempotency.get(id).map(|entry| entry.record)
+    }
+
+    pub fn idempotency_entry_count(&self) -> usize {
+        self.idempotency.len()
+    }
+}

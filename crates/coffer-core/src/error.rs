@@ -1,0 +1,23 @@
+use thiserror::Error;
+
+/// Errors of the core layer: input that cannot become a domain value, and
+/// bytes that cannot become engine state. Ledger-rule violations are not
+/// errors: they are [`crate::Rejection`]s, recorded like commits.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CoreError {
+    /// A value failed validation; `field` names what was being parsed.
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    /// A snapshot or journal payload is malformed.
+    #[error("corrupt encoding at byte {offset}: {reason}")]
+    Decode { offset: usize, reason: String },
+}
+
+impl CoreError {
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        CoreError::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+}

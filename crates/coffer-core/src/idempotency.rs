@@ -1,0 +1,99 @@
+//! The window of remembered transaction ids.
+//!
+//! Entries live in a queue in arrival order (which is also time order, since
+//! batch timestamps never go backwards), so eviction by age or by count pops
+//! from the front. A hash table of queue positions finds an id without
+//! storing it twice: memory per id is the entry plus eight bytes of table.
+
+use crate::identifier::TransactionId;
+use crate::state::Record;
+use foldhash::fast::FixedState;
+use hashbrown::HashTable;
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IdempotencyEntry {
+    pub id: TransactionId,
+    pub fingerprint: u128,
+    pub record: Record,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct IdempotencyWindow {
+    entries: VecDeque<IdempotencyEntry>,
+    /// Absolute position of `entries[0]`; positions only grow.
+    front_position: u64,
+    table: HashTable<u64>,
+    hasher: FixedState,
+}
+
+impl IdempotencyWindow {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &IdempotencyEntry> {
+        self.entries.iter()
+    }
+
+    pub fn get(&self, id: &TransactionId) -> Option<&IdempotencyEntry> {
+        let hash = self.hasher.hash_one(id.as_str());
+        let front = self.front_position;
+        let entries = &self.entries;
+        self.table
+            .find(hash, |position| {
+                entries[(position - front) as usize].id == *id
+            })
+            .map(|position| &entries[(position - front) as usize])
+    }
+
+    /// Remembers an id that is not in the window.
+    pub fn insert(&mut self, entry: IdempotencyEntry, entries_max: u32) {
+        assert!(entries_max > 0);
+        while self.entries.len() >= entries_max as usize {
+            self.evict_front();
+        }
+        if let Some(last) = self.entries.back() {
+            assert!(
+                last.record.timestamp_ms <= entry.record.timestamp_ms,
+                "window must stay in time order"
+            );
+        }
+        let hash = self.hasher.hash_one(entry.id.as_str());
+        let position = self.front_position + self.entries.len() as u64;
+        let front = self.front_position;
+        let entries = &self.entries;
+        let hasher = &self.hasher;
+        self.table.insert_unique(hash, position, |existing| {
+            hasher.hash_one(entries[(existing - front) as usize].id.as_str())
+        });
+        self.entries.push_back(entry);
+    }
+
+    /// Forgets every entry recorded at or before `cutoff_ms`.
+    pub fn evict_through(&mut self, cutoff_ms: u64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|entry| entry.record.timestamp_ms <= cutoff_ms)
+        {
+            self.evict_front();
+        }
+    }
+
+    fn evict_front(&mut self) {
+        let Some(entry) = self.entries.front() else {
+            return;
+        };
+        let hash = self.hasher.hash_one(entry.id.as_str());
+        let front = self.front_position;
+        let removed = self
+            .table
+            .find_entry(hash, |position| *position == front)
+            .map(|found| found.remove());
+        assert!(removed.is_ok(), "every queued entry is in the table");
+        self.entries.pop_front();
+        self.front_position += 1;
+    }
+}

@@ -1,0 +1,118 @@
+//! Validated identifiers. Once one of these exists, it is 1..=128 bytes of
+//! `[A-Za-z0-9_.:@-]`: safe in URLs, logs, SQL and Kafka keys without escaping.
+
+use crate::error::CoreError;
+use crate::limits::ID_BYTES_MAX;
+
+fn is_identifier_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b':' | b'@' | b'-')
+}
+
+pub(crate) fn validate_identifier(field: &'static str, text: &str) -> Result<(), CoreError> {
+    if text.is_empty() {
+        return Err(CoreError::invalid(field, "must not be empty"));
+    }
+    if text.len() > ID_BYTES_MAX {
+        return Err(CoreError::invalid(
+            field,
+            format!("is {} bytes long, the limit is {ID_BYTES_MAX}", text.len()),
+        ));
+    }
+    if let Some(position) = text.bytes().position(|byte| !is_identifier_byte(byte)) {
+        let character = text[position..].chars().next().unwrap_or('?');
+        return Err(CoreError::invalid(
+            field,
+            format!(
+                "character {character:?} at byte {position} is not allowed (use A-Z a-z 0-9 _ . : @ -)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+macro_rules! identifier {
+    ($(#[$doc:meta])* $name:ident, $field:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(Box<str>);
+
+        impl $name {
+            pub const FIELD: &'static str = $field;
+
+            pub fn parse(text: &str) -> Result<Self, CoreError> {
+                validate_identifier($field, text)?;
+                Ok($name(text.into()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str(&self.0)
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(formatter, "{}({:?})", stringify!($name), &*self.0)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = CoreError;
+            fn from_str(text: &str) -> Result<Self, CoreError> {
+                Self::parse(text)
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                Self::parse(&text).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+identifier!(
+    /// An account id. Ids starting with `@` are system accounts; `@world`
+    /// exists implicitly in every unit.
+    AccountId,
+    "account id"
+);
+identifier!(
+    /// A hold (reservation) id, chosen by the client.
+    HoldId,
+    "hold id"
+);
+identifier!(
+    /// A transaction id: the idempotency key.
+    TransactionId,
+    "transaction id"
+);
+
+/// The id of the implicit per-unit source and sink of money.
+pub const WORLD: &str = "@world";
+
+impl AccountId {
+    pub fn world() -> Self {
+        AccountId(WORLD.into())
+    }
+
+    pub fn is_world(&self) -> bool {
+        &*self.0 == WORLD
+    }
+
+    pub fn is_system(&self) -> bool {
+        self.0.starts_with('@')
+    }
+}

@@ -1,0 +1,38 @@
+//! # coffer-core
+//!
+//! The deterministic ledger state machine at the centre of coffer: validated
+//! domain types, the engine that applies transactions atomically with
+//! idempotency and hold expiry, and the binary encodings used by the journal
+//! and snapshots. No I/O, no async, no clock, no randomness: the engine's
+//! only inputs are a batch timestamp and the transactions themselves.
+
+mod amount;
+mod apply;
+pub mod codec;
+mod engine;
+mod error;
+mod idempotency;
+mod identifier;
+mod invariants;
+pub mod limits;
+mod metadata;
+mod operation;
+mod rejection;
+mod snapshot;
+mod state;
+mod unit;
+
+pub use amount::{Amount, Balance};
+pub use engine::Engine;
+pub use error::CoreError;
+pub use identifier::{AccountId, HoldId, TransactionId, WORLD};
+pub use limits::EngineLimits;
+pub use metadata::Metadata;
+pub use operation::{LimitChange, Operation, Transaction};
+pub use rejection::{Rejection, RejectionCode};
+pub use snapshot::SNAPSHOT_FORMAT_VERSION;
+pub use state::{
+    AccountIndex, AccountStatus, AccountView, BatchOutcome, Effect, ExpiredHold, HoldStatus,
+    HoldView, Outcome, Record, Verdict,
+};
+pub use unit::Unit;

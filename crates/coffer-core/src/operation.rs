@@ -1,0 +1,204 @@
+use crate::amount::{Amount, Balance};
+use crate::error::CoreError;
+use crate::identifier::{AccountId, HoldId, TransactionId};
+use crate::limits::{HOLD_TTL_MS_MAX, OPS_PER_TRANSACTION_MAX};
+use crate::metadata::Metadata;
+use crate::unit::Unit;
+use serde::{Deserialize, Serialize};
+
+/// One step of a transaction. JSON form: a tagged object,
+/// `{"type": "transfer", "from": "a", "to": "b", "amount": 5}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Operation {
+    Open {
+        account: AccountId,
+        unit: Unit,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_available: Option<Balance>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_total: Option<Balance>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metadata: Option<Metadata>,
+    },
+    Transfer {
+        from: AccountId,
+        to: AccountId,
+        amount: Amount,
+    },
+    Hold {
+        hold: HoldId,
+        account: AccountId,
+        amount: Amount,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<AccountId>,
+        /// Absolute expiry, milliseconds since the Unix epoch.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at_ms: Option<u64>,
+        /// Expiry relative to the transaction's batch timestamp.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_ms: Option<u64>,
+    },
+    Capture {
+        hold: HoldId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        amount: Option<Amount>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<AccountId>,
+    },
+    Release {
+        hold: HoldId,
+    },
+    SetBalance {
+        account: AccountId,
+        available: Balance,
+    },
+    SetLimits {
+        account: AccountId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_available: Option<Balance>,
+        /// Absent: unchanged; `null`: no ceiling; a number: the new ceiling.
+        #[serde(default, skip_serializing_if = "LimitChange::is_unchanged")]
+        max_total: LimitChange,
+    },
+    Close {
+        account: AccountId,
+    },
+    Reopen {
+        account: AccountId,
+    },
+}
+
+/// A ceiling update that can tell "leave it" from "remove it".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LimitChange {
+    #[default]
+    Unchanged,
+    Remove,
+    Set(Balance),
+}
+
+impl LimitChange {
+    pub fn is_unchanged(&self) -> bool {
+        matches!(self, LimitChange::Unchanged)
+    }
+}
+
+impl Serialize for LimitChange {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            LimitChange::Set(value) => value.serialize(serializer),
+            LimitChange::Unchanged | LimitChange::Remove => serializer.serialize_none(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LimitChange {
+    // Only called when the field is present: absence is `Default`.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(match Option::<Balance>::deserialize(deserializer)? {
+            Some(value) => LimitChange::Set(value),
+            None => LimitChange::Remove,
+        })
+    }
+}
+
+impl Operation {
+    /// Checks the rules that need no engine state.
+    pub fn validate(&self) -> Result<(), CoreError> {
+        if let Operation::Hold {
+            expires_at_ms,
+            ttl_ms,
+            ..
+        } = self
+        {
+            if expires_at_ms.is_some() && ttl_ms.is_some() {
+                return Err(CoreError::invalid(
+                    "hold",
+                    "give expires_at or ttl_ms, not both",
+                ));
+            }
+            if let Some(ttl) = ttl_ms {
+                if *ttl == 0 || *ttl > HOLD_TTL_MS_MAX {
+                    return Err(CoreError::invalid(
+                        "ttl_ms",
+                        format!("must be 1 to {HOLD_TTL_MS_MAX} milliseconds"),
+                    ));
+                }
+            }
+        }
+        if let Operation::Open { account, .. } = self {
+            if account.is_world() {
+                return Err(CoreError::invalid(
+                    AccountId::FIELD,
+                    "@world exists implicitly and cannot be opened",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Operation::Open { .. } => "open",
+            Operation::Transfer { .. } => "transfer",
+            Operation::Hold { .. } => "hold",
+            Operation::Capture { .. } => "capture",
+            Operation::Release { .. } => "release",
+            Operation::SetBalance { .. } => "set_balance",
+            Operation::SetLimits { .. } => "set_limits",
+            Operation::Close { .. } => "close",
+            Operation::Reopen { .. } => "reopen",
+        }
+    }
+}
+
+/// A list of operations applied atomically under one idempotency key.
+/// Construction validates everything that does not depend on engine state,
+/// so the engine only ever sees well-formed transactions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    id: TransactionId,
+    ops: Vec<Operation>,
+    metadata: Option<Metadata>,
+}
+
+impl Transaction {
+    pub fn new(
+        id: TransactionId,
+        ops: Vec<Operation>,
+        metadata: Option<Metadata>,
+    ) -> Result<Self, CoreError> {
+        if ops.is_empty() || ops.len() > OPS_PER_TRANSACTION_MAX {
+            return Err(CoreError::invalid(
+                "ops",
+                format!(
+                    "a transaction has 1 to {OPS_PER_TRANSACTION_MAX} operations, got {}",
+                    ops.len()
+                ),
+            ));
+        }
+        for (index, op) in ops.iter().enumerate() {
+            op.validate().map_err(|error| match error {
+                CoreError::Invalid { field, reason } => CoreError::Invalid {
+                    field,
+                    reason: format!("{reason} (ops[{index}])"),
+                },
+                other => other,
+            })?;
+        }
+        Ok(Transaction { id, ops, metadata })
+    }
+
+    pub fn id(&self) -> &TransactionId {
+        &self.id
+    }
+
+    pub fn ops(&self) -> &[Operation] {
+        &self.ops
+    }
+
+    pub fn metadata(&self) -> Option<&Metadata> {
+        self.metadata.as_ref()
+    }
+}
