@@ -48,9 +48,7 @@ impl Balance {
     }
 
     pub fn parse(text: &str) -> Result<Self, CoreError> {
-        parse_integer(Self::FIELD, text)?
-            .signed(Self::FIELD)
-            .map(Balance)
+        parse_integer(Self::FIELD, text)?.signed(Self::FIELD).map(Balance)
     }
 }
 
@@ -71,9 +69,8 @@ impl Integer {
     fn signed(self, field: &'static str) -> Result<i128, CoreError> {
         match self {
             Integer::Negative(value) => Ok(value),
-            Integer::NonNegative(value) => i128::try_from(value).map_err(|_| {
-                CoreError::invalid(field, format!("exceeds the largest balance {}", i128::MAX))
-            }),
+            Integer::NonNegative(value) => i128::try_from(value)
+                .map_err(|_| CoreError::invalid(field, format!("exceeds the largest balance {}", i128::MAX))),
         }
     }
 }
@@ -83,16 +80,12 @@ fn parse_integer(field: &'static str, text: &str) -> Result<Integer, CoreError> 
     if digits.is_empty() || digits.len() > 40 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
         return Err(CoreError::invalid(
             field,
-            format!(
-                "{text:?} is not an integer (digits only, optional leading '-', no decimal point)"
-            ),
+            format!("{text:?} is not an integer (digits only, optional leading '-', no decimal point)"),
         ));
     }
     let out_of_range = || CoreError::invalid(field, format!("{text:?} is out of range"));
     if text.starts_with('-') {
-        text.parse::<i128>()
-            .map(Integer::Negative)
-            .map_err(|_| out_of_range())
+        text.parse::<i128>().map(Integer::Negative).map_err(|_| out_of_range())
     } else {
         digits
             .parse::<u128>()
@@ -107,11 +100,7 @@ impl<'de> Visitor<'de> for IntegerVisitor {
     type Value = Integer;
 
     fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(
-            formatter,
-            "an integer {} as a JSON number or a decimal string",
-            self.0
-        )
+        write!(formatter, "an integer {} as a JSON number or a decimal string", self.0)
     }
 
     fn visit_u64<E: de::Error>(self, value: u64) -> Result<Integer, E> {
@@ -135,7 +124,10 @@ impl<'de> Visitor<'de> for IntegerVisitor {
     }
 
     fn visit_f64<E: de::Error>(self, value: f64) -> Result<Integer, E> {
-        Err(E::custom(format!("invalid {}: {value} is not an integer; amounts are integers in the smallest denomination", self.0)))
+        Err(E::custom(format!(
+            "invalid {}: {value} is not an integer; amounts are integers in the smallest denomination",
+            self.0
+        )))
     }
 
     fn visit_str<E: de::Error>(self, text: &str) -> Result<Integer, E> {
@@ -156,10 +148,7 @@ impl<'de> serde::Deserialize<'de> for Amount {
 impl<'de> serde::Deserialize<'de> for Balance {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let integer = deserializer.deserialize_any(IntegerVisitor(Balance::FIELD))?;
-        integer
-            .signed(Balance::FIELD)
-            .map(Balance)
-            .map_err(de::Error::custom)
+        integer.signed(Balance::FIELD).map(Balance).map_err(de::Error::custom)
     }
 }
 

@@ -48,25 +48,12 @@ impl Engine {
             } => {
                 let expires_at_ms = match (expires_at_ms, ttl_ms) {
                     (Some(at), _) => Some(*at),
-                    (None, Some(ttl)) => Some(
-                        timestamp_ms
-                            .checked_add(*ttl)
-                            .ok_or(RejectionCode::InvalidExpiry)?,
-                    ),
+                    (None, Some(ttl)) => Some(timestamp_ms.checked_add(*ttl).ok_or(RejectionCode::InvalidExpiry)?),
                     (None, None) => None,
                 };
-                self.open_hold(
-                    timestamp_ms,
-                    hold,
-                    account,
-                    *amount,
-                    to.as_ref(),
-                    expires_at_ms,
-                )
+                self.open_hold(timestamp_ms, hold, account, *amount, to.as_ref(), expires_at_ms)
             }
-            Operation::Capture { hold, amount, to } => {
-                self.capture(timestamp_ms, hold, *amount, to.as_ref())
-            }
+            Operation::Capture { hold, amount, to } => self.capture(timestamp_ms, hold, *amount, to.as_ref()),
             Operation::Release { hold } => self.release(timestamp_ms, hold),
             Operation::SetBalance { account, available } => self.set_balance(account, *available),
             Operation::SetLimits {
@@ -110,9 +97,7 @@ impl Engine {
         if id.is_world() {
             return Ok(self.world_of_unit[unit as usize]);
         }
-        let index = self
-            .find_account(id)
-            .ok_or(RejectionCode::AccountNotFound)?;
+        let index = self.find_account(id).ok_or(RejectionCode::AccountNotFound)?;
         if self.unit_number(index) != unit {
             return Err(RejectionCode::UnitMismatch);
         }
@@ -209,17 +194,14 @@ impl Engine {
     }
 
     fn push_account(&mut self, account: Account) -> AccountIndex {
-        let index =
-            AccountIndex(u32::try_from(self.accounts.len()).expect("accounts_max fits in u32"));
+        let index = AccountIndex(u32::try_from(self.accounts.len()).expect("accounts_max fits in u32"));
         self.accounts.push(account);
         index
     }
 
     fn create_unit(&mut self, timestamp_ms: u64, unit: &Unit) -> Result<u32, RejectionCode> {
         // A new unit needs room for its @world and the account being opened.
-        if self.units.len() >= UNITS_MAX
-            || self.accounts.len() + 2 > self.limits.accounts_max as usize
-        {
+        if self.units.len() >= UNITS_MAX || self.accounts.len() + 2 > self.limits.accounts_max as usize {
             return Err(RejectionCode::CapacityExceeded);
         }
         let unit_number = self.units.len() as u32;
@@ -266,10 +248,7 @@ impl Engine {
     ) -> Result<(AccountIndex, AccountIndex), RejectionCode> {
         if first.is_world() {
             let second = self.regular_account(second)?;
-            return Ok((
-                self.world_of_unit[self.unit_number(second) as usize],
-                second,
-            ));
+            return Ok((self.world_of_unit[self.unit_number(second) as usize], second));
         }
         let first = self.regular_account(first)?;
         let second = self.account_in_unit(second, self.unit_number(first))?;
@@ -346,13 +325,7 @@ impl Engine {
         Ok(hold)
     }
 
-    fn finish_hold(
-        &mut self,
-        timestamp_ms: u64,
-        hold_id: &HoldId,
-        mut hold: Hold,
-        status: HoldStatus,
-    ) {
+    fn finish_hold(&mut self, timestamp_ms: u64, hold_id: &HoldId, mut hold: Hold, status: HoldStatus) {
         if let Some(at) = hold.expires_at_ms {
             self.hold_expiry.remove(&(at, hold.serial));
         }
@@ -362,13 +335,7 @@ impl Engine {
         self.finished_in_transaction.push(hold_id.clone());
     }
 
-    fn capture(
-        &mut self,
-        timestamp_ms: u64,
-        hold_id: &HoldId,
-        amount: Option<Amount>,
-        to: Option<&AccountId>,
-    ) -> Rule {
+    fn capture(&mut self, timestamp_ms: u64, hold_id: &HoldId, amount: Option<Amount>, to: Option<&AccountId>) -> Rule {
         let mut hold = self.active_hold(hold_id)?;
         let amount = match amount {
             Some(amount) => signed(amount).map_err(|_| RejectionCode::CaptureExceedsHold)?,
@@ -445,12 +412,7 @@ impl Engine {
         Ok(())
     }
 
-    fn set_limits(
-        &mut self,
-        account: &AccountId,
-        min_available: Option<Balance>,
-        max_total: LimitChange,
-    ) -> Rule {
+    fn set_limits(&mut self, account: &AccountId, min_available: Option<Balance>, max_total: LimitChange) -> Rule {
         let index = self.regular_account(account)?;
         let current = *self.balances(index);
         let min_available = min_available.map_or(current.min_available, Balance::value);

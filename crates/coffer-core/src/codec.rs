@@ -142,10 +142,7 @@ impl<'a> Reader<'a> {
 
     pub fn bytes(&mut self) -> Result<&'a [u8], CoreError> {
         let length = self.u64()? as usize;
-        let end = self
-            .position
-            .checked_add(length)
-            .filter(|end| *end <= self.bytes.len());
+        let end = self.position.checked_add(length).filter(|end| *end <= self.bytes.len());
         let end = end.ok_or_else(|| self.error(format!("length {length} runs past the end")))?;
         let slice = &self.bytes[self.position..end];
         self.position = end;
@@ -174,10 +171,7 @@ impl<'a> Reader<'a> {
 
     /// Parses a string with a validating constructor, reporting failures as
     /// decode errors at the string's offset.
-    pub fn parsed<T>(
-        &mut self,
-        parse: impl FnOnce(&str) -> Result<T, CoreError>,
-    ) -> Result<T, CoreError> {
+    pub fn parsed<T>(&mut self, parse: impl FnOnce(&str) -> Result<T, CoreError>) -> Result<T, CoreError> {
         let start = self.position;
         let text = self.str()?;
         parse(text).map_err(|error| CoreError::Decode {
@@ -234,9 +228,7 @@ pub fn encode_transaction_body(transaction: &Transaction, writer: &mut Writer) {
     for op in transaction.ops() {
         encode_operation(op, writer);
     }
-    writer.option(transaction.metadata(), |writer, metadata| {
-        writer.str(metadata.as_str())
-    });
+    writer.option(transaction.metadata(), |writer, metadata| writer.str(metadata.as_str()));
 }
 
 pub fn encode_transaction(transaction: &Transaction, writer: &mut Writer) {
@@ -276,9 +268,7 @@ fn encode_operation(op: &Operation, writer: &mut Writer) {
             writer.str(unit.as_str());
             writer.option(*min_available, |writer, value| writer.i128(value.value()));
             writer.option(*max_total, |writer, value| writer.i128(value.value()));
-            writer.option(metadata.as_ref(), |writer, value| {
-                writer.str(value.as_str())
-            });
+            writer.option(metadata.as_ref(), |writer, value| writer.str(value.as_str()));
         }
         Operation::Transfer { from, to, amount } => {
             writer.u8(tag::TRANSFER);

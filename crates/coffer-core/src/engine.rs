@@ -10,8 +10,8 @@ use crate::limits::{EngineLimits, BATCH_TRANSACTIONS_MAX};
 use crate::operation::Transaction;
 use crate::rejection::Rejection;
 use crate::state::{
-    Account, AccountIndex, AccountStatus, AccountView, BatchOutcome, Effect, ExpiredHold, Hold,
-    HoldStatus, HoldView, Outcome, Record, Verdict, NO_CEILING,
+    Account, AccountIndex, AccountStatus, AccountView, BatchOutcome, Effect, ExpiredHold, Hold, HoldStatus, HoldView,
+    Outcome, Record, Verdict, NO_CEILING,
 };
 use crate::unit::Unit;
 use foldhash::fast::FixedState;
@@ -62,10 +62,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(limits: EngineLimits) -> Self {
-        assert!(
-            limits.accounts_max >= 2,
-            "room for one account and its @world"
-        );
+        assert!(limits.accounts_max >= 2, "room for one account and its @world");
         assert!(limits.idempotency_entries_max >= 1);
         Engine {
             limits,
@@ -115,19 +112,18 @@ impl Engine {
         self.timestamp_ms_last = timestamp_ms;
         let first_sequence = self.sequence_next;
         let expired = self.advance_time(timestamp_ms);
+        let mut effects = Vec::with_capacity(transactions.len() * 2);
         let outcomes = transactions
             .iter()
-            .map(|transaction| self.apply_transaction(timestamp_ms, transaction))
+            .map(|transaction| self.apply_transaction(timestamp_ms, transaction, &mut effects))
             .collect();
-        assert_eq!(
-            self.sequence_next,
-            first_sequence + transactions.len() as u64
-        );
+        assert_eq!(self.sequence_next, first_sequence + transactions.len() as u64);
         BatchOutcome {
             timestamp_ms,
             first_sequence,
             expired,
             outcomes,
+            effects,
         }
     }
 
@@ -185,26 +181,28 @@ impl Engine {
         }
     }
 
-    fn apply_transaction(&mut self, timestamp_ms: u64, transaction: &Transaction) -> Outcome {
+    fn apply_transaction(
+        &mut self,
+        timestamp_ms: u64,
+        transaction: &Transaction,
+        effects: &mut Vec<Effect>,
+    ) -> Outcome {
         let sequence = self.sequence_next;
         self.sequence_next += 1;
         let fingerprint = self.fingerprint(transaction);
-        if let Some(entry) = self.idempotency.get(transaction.id()) {
+        let hash = self.idempotency.hash(transaction.id());
+        if let Some(entry) = self.idempotency.get_hashed(transaction.id(), hash) {
             return if entry.fingerprint == fingerprint {
                 Outcome::Replayed(entry.record)
             } else {
                 Outcome::IdReused(entry.record)
             };
         }
-        assert!(
-            self.undo.is_empty()
-                && self.touched.is_empty()
-                && self.finished_in_transaction.is_empty()
-        );
-        let mut effects = Vec::new();
+        assert!(self.undo.is_empty() && self.touched.is_empty() && self.finished_in_transaction.is_empty());
+        let effects_start = effects.len();
         let verdict = match self.apply_operations(timestamp_ms, transaction) {
             Ok(()) => {
-                self.commit(timestamp_ms, &mut effects);
+                self.commit(timestamp_ms, effects);
                 Verdict::Committed
             }
             Err(rejection) => {
@@ -219,19 +217,18 @@ impl Engine {
         };
         let entry = IdempotencyEntry {
             id: transaction.id().clone(),
+            hash,
             fingerprint,
             record,
         };
-        self.idempotency
-            .insert(entry, self.limits.idempotency_entries_max);
-        Outcome::New { record, effects }
+        self.idempotency.insert(entry, self.limits.idempotency_entries_max);
+        Outcome::New {
+            record,
+            effects: effects_start..effects.len(),
+        }
     }
 
-    fn apply_operations(
-        &mut self,
-        timestamp_ms: u64,
-        transaction: &Transaction,
-    ) -> Result<(), Rejection> {
+    fn apply_operations(&mut self, timestamp_ms: u64, transaction: &Transaction) -> Result<(), Rejection> {
         for (index, op) in transaction.ops().iter().enumerate() {
             let op_index = u16::try_from(index).expect("ops per transaction fit in u16");
             self.apply_operation(timestamp_ms, op)
@@ -255,10 +252,7 @@ impl Engine {
                 "available never below its floor"
             );
             assert!(
-                balances.max_total == NO_CEILING
-                    || balances
-                        .total()
-                        .is_some_and(|total| total <= balances.max_total)
+                balances.max_total == NO_CEILING || balances.total().is_some_and(|total| total <= balances.max_total)
             );
             effects.push(Effect {
                 account: index,
@@ -291,28 +285,19 @@ impl Engine {
                     self.world_of_unit.pop();
                 }
                 Undo::HoldCreated(hold_id) => {
-                    let hold = self
-                        .holds
-                        .remove(&hold_id)
-                        .expect("undo names a created hold");
+                    let hold = self.holds.remove(&hold_id).expect("undo names a created hold");
                     if let Some(expires_at_ms) = hold.expires_at_ms {
                         self.hold_expiry.remove(&(expires_at_ms, hold.serial));
                     }
                     self.hold_serial_next -= 1;
                 }
                 Undo::HoldChanged(hold_id, previous) => {
-                    let hold = self
-                        .holds
-                        .get_mut(&hold_id)
-                        .expect("undo names an existing hold");
+                    let hold = self.holds.get_mut(&hold_id).expect("undo names an existing hold");
                     let was_removed_from_expiry =
                         previous.status == HoldStatus::Active && hold.status != HoldStatus::Active;
                     *hold = previous;
-                    if let (true, Some(expires_at_ms)) =
-                        (was_removed_from_expiry, previous.expires_at_ms)
-                    {
-                        self.hold_expiry
-                            .insert((expires_at_ms, previous.serial), hold_id);
+                    if let (true, Some(expires_at_ms)) = (was_removed_from_expiry, previous.expires_at_ms) {
+                        self.hold_expiry.insert((expires_at_ms, previous.serial), hold_id);
                     }
                 }
             }
@@ -375,8 +360,7 @@ impl Engine {
             available: balances.available,
             frozen: balances.frozen,
             total: balances.total().expect("totals stay in range"),
-            min_available: (balances.min_available != crate::state::NO_FLOOR)
-                .then_some(balances.min_available),
+            min_available: (balances.min_available != crate::state::NO_FLOOR).then_some(balances.min_available),
             max_total: (balances.max_total != NO_CEILING).then_some(balances.max_total),
             status: if balances.closed {
                 AccountStatus::Closed

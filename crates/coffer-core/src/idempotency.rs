@@ -15,6 +15,8 @@ use std::hash::BuildHasher;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct IdempotencyEntry {
     pub id: TransactionId,
+    /// The id's table hash, kept so eviction never reads the id itself.
+    pub hash: u64,
     pub fingerprint: u128,
     pub record: Record,
 }
@@ -37,14 +39,19 @@ impl IdempotencyWindow {
         self.entries.iter()
     }
 
+    pub fn hash(&self, id: &TransactionId) -> u64 {
+        self.hasher.hash_one(id.as_str())
+    }
+
     pub fn get(&self, id: &TransactionId) -> Option<&IdempotencyEntry> {
-        let hash = self.hasher.hash_one(id.as_str());
+        self.get_hashed(id, self.hash(id))
+    }
+
+    pub fn get_hashed(&self, id: &TransactionId, hash: u64) -> Option<&IdempotencyEntry> {
         let front = self.front_position;
         let entries = &self.entries;
         self.table
-            .find(hash, |position| {
-                entries[(position - front) as usize].id == *id
-            })
+            .find(hash, |position| entries[(position - front) as usize].id == *id)
             .map(|position| &entries[(position - front) as usize])
     }
 
@@ -60,13 +67,12 @@ impl IdempotencyWindow {
                 "window must stay in time order"
             );
         }
-        let hash = self.hasher.hash_one(entry.id.as_str());
+        debug_assert_eq!(entry.hash, self.hash(&entry.id));
         let position = self.front_position + self.entries.len() as u64;
         let front = self.front_position;
         let entries = &self.entries;
-        let hasher = &self.hasher;
-        self.table.insert_unique(hash, position, |existing| {
-            hasher.hash_one(entries[(existing - front) as usize].id.as_str())
+        self.table.insert_unique(entry.hash, position, |existing| {
+            entries[(existing - front) as usize].hash
         });
         self.entries.push_back(entry);
     }
@@ -86,7 +92,7 @@ impl IdempotencyWindow {
         let Some(entry) = self.entries.front() else {
             return;
         };
-        let hash = self.hasher.hash_one(entry.id.as_str());
+        let hash = entry.hash;
         let front = self.front_position;
         let removed = self
             .table

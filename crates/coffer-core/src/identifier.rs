@@ -1,5 +1,8 @@
 //! Validated identifiers. Once one of these exists, it is 1..=128 bytes of
 //! `[A-Za-z0-9_.:@-]`: safe in URLs, logs, SQL and Kafka keys without escaping.
+//! Ids up to 24 bytes are stored inline (no heap allocation), which keeps
+//! the engine's lookups to one cache line per account and makes remembering
+//! a transaction id allocation-free in the common case.
 
 use crate::error::CoreError;
 use crate::limits::ID_BYTES_MAX;
@@ -22,9 +25,7 @@ pub(crate) fn validate_identifier(field: &'static str, text: &str) -> Result<(),
         let character = text[position..].chars().next().unwrap_or('?');
         return Err(CoreError::invalid(
             field,
-            format!(
-                "character {character:?} at byte {position} is not allowed (use A-Z a-z 0-9 _ . : @ -)"
-            ),
+            format!("character {character:?} at byte {position} is not allowed (use A-Z a-z 0-9 _ . : @ -)"),
         ));
     }
     Ok(())
@@ -34,14 +35,14 @@ macro_rules! identifier {
     ($(#[$doc:meta])* $name:ident, $field:literal) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(Box<str>);
+        pub struct $name(compact_str::CompactString);
 
         impl $name {
             pub const FIELD: &'static str = $field;
 
             pub fn parse(text: &str) -> Result<Self, CoreError> {
                 validate_identifier($field, text)?;
-                Ok($name(text.into()))
+                Ok($name(compact_str::CompactString::new(text)))
             }
 
             pub fn as_str(&self) -> &str {
@@ -105,7 +106,7 @@ pub const WORLD: &str = "@world";
 
 impl AccountId {
     pub fn world() -> Self {
-        AccountId(WORLD.into())
+        AccountId(compact_str::CompactString::const_new(WORLD))
     }
 
     pub fn is_world(&self) -> bool {

@@ -7,13 +7,10 @@ use crate::state::{AccountIndex, HoldStatus, NO_CEILING};
 
 impl Engine {
     pub fn check_invariants(&self) -> Result<(), String> {
-        let mut unit_sums = vec![0i128; self.units.len()];
+        let mut unit_sums = vec![WideSum::default(); self.units.len()];
         let mut frozen_by_holds = vec![0i128; self.accounts.len()];
         for (hold_id, hold) in &self.holds {
-            if hold.remaining < 0
-                || hold.captured < 0
-                || hold.remaining + hold.captured > hold.amount
-            {
+            if hold.remaining < 0 || hold.captured < 0 || hold.remaining + hold.captured > hold.amount {
                 return Err(format!("hold {hold_id} has inconsistent amounts"));
             }
             let indexed = hold
@@ -21,11 +18,10 @@ impl Engine {
                 .map(|at| self.hold_expiry.get(&(at, hold.serial)) == Some(hold_id));
             match hold.status {
                 HoldStatus::Active => {
-                    frozen_by_holds[hold.account.slot()] += hold.remaining;
+                    let frozen = &mut frozen_by_holds[hold.account.slot()];
+                    *frozen = frozen.checked_add(hold.remaining).ok_or("open holds overflow")?;
                     if indexed == Some(false) {
-                        return Err(format!(
-                            "active hold {hold_id} is missing from the expiry index"
-                        ));
+                        return Err(format!("active hold {hold_id} is missing from the expiry index"));
                     }
                 }
                 _ if hold.remaining != 0 || indexed == Some(true) => {
@@ -49,7 +45,7 @@ impl Engine {
             let total = balances
                 .total()
                 .ok_or_else(|| format!("account {} total overflows", account.id))?;
-            unit_sums[account.unit as usize] += total;
+            unit_sums[account.unit as usize].add(total);
             if balances.frozen != frozen_by_holds[slot] {
                 return Err(format!(
                     "account {} frozen {} but its open holds sum to {}",
@@ -62,33 +58,52 @@ impl Engine {
             if balances.max_total != NO_CEILING && total > balances.max_total {
                 return Err(format!("account {} is above its ceiling", account.id));
             }
-            let is_world =
-                self.world_of_unit.get(account.unit as usize) == Some(&AccountIndex(slot as u32));
+            let is_world = self.world_of_unit.get(account.unit as usize) == Some(&AccountIndex(slot as u32));
             if account.id.is_world() != is_world {
-                return Err(format!(
-                    "account {} at {slot} is misfiled as @world",
-                    account.id
-                ));
+                return Err(format!("account {} at {slot} is misfiled as @world", account.id));
             }
         }
-        if let Some(unit) = unit_sums.iter().position(|sum| *sum != 0) {
+        if let Some(unit) = unit_sums.iter().position(|sum| sum.value() != Some(0)) {
             return Err(format!(
-                "unit {} does not sum to zero: {}",
+                "unit {} does not sum to zero: {:?}",
                 self.units[unit], unit_sums[unit]
             ));
         }
         Ok(())
     }
 
-    /// Sum of all totals of a unit, `@world` included: always zero.
+    /// Sum of all totals of a unit, `@world` included: always zero. None
+    /// for an unknown unit.
     pub fn unit_sum(&self, unit: &crate::Unit) -> Option<i128> {
         let number = *self.unit_lookup.get(unit)?;
-        Some(
-            self.accounts
-                .iter()
-                .filter(|account| account.unit == number)
-                .map(|account| account.balances.available + account.balances.frozen)
-                .sum(),
-        )
+        let mut sum = WideSum::default();
+        for account in self.accounts.iter().filter(|account| account.unit == number) {
+            sum.add(account.balances.total().expect("totals stay in range"));
+        }
+        Some(sum.value().expect("a unit sums to zero, which fits"))
+    }
+}
+
+/// A 256-bit running sum: partial sums of i128 totals can leave the i128
+/// range even when the full sum is zero (one account at i128::MAX, @world
+/// at i128::MIN, another at 1).
+#[derive(Debug, Clone, Copy, Default)]
+struct WideSum {
+    low: u128,
+    high: i128,
+}
+
+impl WideSum {
+    fn add(&mut self, value: i128) {
+        let (low, carry) = self.low.overflowing_add(value as u128);
+        let sign_extension: i128 = if value < 0 { -1 } else { 0 };
+        self.low = low;
+        self.high += sign_extension + i128::from(carry);
+    }
+
+    fn value(&self) -> Option<i128> {
+        let fits =
+            (self.high == 0 && self.low <= i128::MAX as u128) || (self.high == -1 && self.low > i128::MAX as u128);
+        fits.then_some(self.low as i128)
     }
 }

@@ -32,7 +32,7 @@ pub use operation::{LimitChange, Operation, Transaction};
 pub use rejection::{Rejection, RejectionCode};
 pub use snapshot::SNAPSHOT_FORMAT_VERSION;
 pub use state::{
-    AccountIndex, AccountStatus, AccountView, BatchOutcome, Effect, ExpiredHold, HoldStatus,
-    HoldView, Outcome, Record, Verdict,
+    AccountIndex, AccountStatus, AccountView, BatchOutcome, Effect, ExpiredHold, HoldStatus, HoldView, Outcome, Record,
+    Verdict,
 };
 pub use unit::Unit;

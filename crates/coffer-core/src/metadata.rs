@@ -16,8 +16,7 @@ impl Metadata {
         };
         // serde_json's Map is a BTreeMap (no preserve_order feature), so this
         // text is canonical.
-        let text = serde_json::to_string(object)
-            .map_err(|error| CoreError::invalid(Self::FIELD, error.to_string()))?;
+        let text = serde_json::to_string(object).map_err(|error| CoreError::invalid(Self::FIELD, error.to_string()))?;
         if text.len() > METADATA_BYTES_MAX {
             return Err(CoreError::invalid(
                 Self::FIELD,
@@ -31,8 +30,8 @@ impl Metadata {
     }
 
     pub fn parse(text: &str) -> Result<Self, CoreError> {
-        let value: serde_json::Value = serde_json::from_str(text)
-            .map_err(|error| CoreError::invalid(Self::FIELD, error.to_string()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|error| CoreError::invalid(Self::FIELD, error.to_string()))?;
         Self::from_value(&value)
     }
 

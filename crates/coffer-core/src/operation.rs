@@ -107,16 +107,11 @@ impl Operation {
     /// Checks the rules that need no engine state.
     pub fn validate(&self) -> Result<(), CoreError> {
         if let Operation::Hold {
-            expires_at_ms,
-            ttl_ms,
-            ..
+            expires_at_ms, ttl_ms, ..
         } = self
         {
             if expires_at_ms.is_some() && ttl_ms.is_some() {
-                return Err(CoreError::invalid(
-                    "hold",
-                    "give expires_at or ttl_ms, not both",
-                ));
+                return Err(CoreError::invalid("hold", "give expires_at or ttl_ms, not both"));
             }
             if let Some(ttl) = ttl_ms {
                 if *ttl == 0 || *ttl > HOLD_TTL_MS_MAX {
@@ -164,11 +159,7 @@ pub struct Transaction {
 }
 
 impl Transaction {
-    pub fn new(
-        id: TransactionId,
-        ops: Vec<Operation>,
-        metadata: Option<Metadata>,
-    ) -> Result<Self, CoreError> {
+    pub fn new(id: TransactionId, ops: Vec<Operation>, metadata: Option<Metadata>) -> Result<Self, CoreError> {
         if ops.is_empty() || ops.len() > OPS_PER_TRANSACTION_MAX {
             return Err(CoreError::invalid(
                 "ops",

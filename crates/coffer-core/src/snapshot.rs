@@ -85,12 +85,10 @@ impl Engine {
         if !reader.is_empty() {
             return Err(reader.error("trailing bytes after the snapshot"));
         }
-        engine
-            .check_invariants()
-            .map_err(|reason| CoreError::Decode {
-                offset: 0,
-                reason: format!("snapshot breaks an invariant: {reason}"),
-            })?;
+        engine.check_invariants().map_err(|reason| CoreError::Decode {
+            offset: 0,
+            reason: format!("snapshot breaks an invariant: {reason}"),
+        })?;
         Ok(engine)
     }
 }
@@ -144,10 +142,9 @@ pub(crate) fn decode_record(reader: &mut Reader) -> Result<Record, CoreError> {
     let verdict = match reader.u8()? {
         0 => Verdict::Committed,
         code => {
-            let code = RejectionCode::from_u8(code)
-                .ok_or_else(|| reader.error(format!("unknown rejection code {code}")))?;
-            let op_index =
-                u16::try_from(reader.u64()?).map_err(|_| reader.error("op index out of range"))?;
+            let code =
+                RejectionCode::from_u8(code).ok_or_else(|| reader.error(format!("unknown rejection code {code}")))?;
+            let op_index = u16::try_from(reader.u64()?).map_err(|_| reader.error("op index out of range"))?;
             Verdict::Rejected(Rejection { code, op_index })
         }
     };
@@ -161,9 +158,7 @@ pub(crate) fn decode_record(reader: &mut Reader) -> Result<Record, CoreError> {
 fn count(reader: &mut Reader, limit: usize, what: &str) -> Result<usize, CoreError> {
     let value = reader.u64()?;
     if value > limit as u64 {
-        return Err(reader.error(format!(
-            "{value} {what} exceed the configured limit {limit}"
-        )));
+        return Err(reader.error(format!("{value} {what} exceed the configured limit {limit}")));
     }
     Ok(value as usize)
 }
@@ -172,11 +167,7 @@ fn decode_units(engine: &mut Engine, reader: &mut Reader) -> Result<(), CoreErro
     let units = count(reader, crate::limits::UNITS_MAX, "units")?;
     for number in 0..units {
         let unit = reader.parsed(Unit::parse)?;
-        if engine
-            .unit_lookup
-            .insert(unit.clone(), number as u32)
-            .is_some()
-        {
+        if engine.unit_lookup.insert(unit.clone(), number as u32).is_some() {
             return Err(reader.error(format!("unit {unit} listed twice")));
         }
         engine.units.push(unit);
@@ -192,9 +183,7 @@ fn decode_accounts(engine: &mut Engine, reader: &mut Reader) -> Result<(), CoreE
         let id = reader.account_id()?;
         let unit = reader.u32()?;
         if unit as usize >= engine.units.len() {
-            return Err(reader.error(format!(
-                "account {id} names unit {unit}, which does not exist"
-            )));
+            return Err(reader.error(format!("account {id} names unit {unit}, which does not exist")));
         }
         let balances = Balances {
             available: reader.i128()?,
@@ -210,10 +199,7 @@ fn decode_accounts(engine: &mut Engine, reader: &mut Reader) -> Result<(), CoreE
         if id.is_world() {
             let world = &mut engine.world_of_unit[unit as usize];
             if world.0 != u32::MAX {
-                return Err(reader.error(format!(
-                    "unit {} has two @world accounts",
-                    engine.units[unit as usize]
-                )));
+                return Err(reader.error(format!("unit {} has two @world accounts", engine.units[unit as usize])));
             }
             *world = AccountIndex(slot);
         } else {
@@ -221,8 +207,7 @@ fn decode_accounts(engine: &mut Engine, reader: &mut Reader) -> Result<(), CoreE
                 return Err(reader.error(format!("account {id} listed twice")));
             }
             let hash = engine.hasher.hash_one(id.as_str());
-            let (table, accounts, hasher) =
-                (&mut engine.account_lookup, &engine.accounts, &engine.hasher);
+            let (table, accounts, hasher) = (&mut engine.account_lookup, &engine.accounts, &engine.hasher);
             table.insert_unique(hash, slot, |other| {
                 hasher.hash_one(accounts[*other as usize].id.as_str())
             });
@@ -235,11 +220,7 @@ fn decode_accounts(engine: &mut Engine, reader: &mut Reader) -> Result<(), CoreE
             created_at_ms,
         });
     }
-    if let Some(unit) = engine
-        .world_of_unit
-        .iter()
-        .position(|world| world.0 == u32::MAX)
-    {
+    if let Some(unit) = engine.world_of_unit.iter().position(|world| world.0 == u32::MAX) {
         return Err(reader.error(format!("unit {} has no @world account", engine.units[unit])));
     }
     Ok(())
@@ -264,16 +245,14 @@ fn decode_holds(engine: &mut Engine, reader: &mut Reader) -> Result<(), CoreErro
             captured: reader.i128()?,
             remaining: reader.i128()?,
             expires_at_ms: reader.option(Reader::u64)?,
-            status: HoldStatus::from_u8(reader.u8()?)
-                .ok_or_else(|| reader.error("unknown hold status"))?,
+            status: HoldStatus::from_u8(reader.u8()?).ok_or_else(|| reader.error("unknown hold status"))?,
             serial: reader.u64()?,
             created_at_ms: reader.u64()?,
             finished_at_ms: reader.u64()?,
         };
+        check_hold(engine, &hold_id, &hold).map_err(|reason| reader.error(reason))?;
         if let (HoldStatus::Active, Some(at)) = (hold.status, hold.expires_at_ms) {
-            engine
-                .hold_expiry
-                .insert((at, hold.serial), hold_id.clone());
+            engine.hold_expiry.insert((at, hold.serial), hold_id.clone());
         }
         if engine.holds.insert(hold_id.clone(), hold).is_some() {
             return Err(reader.error(format!("hold {hold_id} listed twice")));
@@ -283,13 +262,27 @@ fn decode_holds(engine: &mut Engine, reader: &mut Reader) -> Result<(), CoreErro
     for _ in 0..finished {
         let hold_id = reader.hold_id()?;
         match engine.holds.get(&hold_id) {
-            Some(hold) if hold.status != HoldStatus::Active => {
-                engine.finished_holds.push_back(hold_id)
-            }
-            _ => {
-                return Err(reader.error(format!("finished hold {hold_id} is not a finished hold")))
-            }
+            Some(hold) if hold.status != HoldStatus::Active => engine.finished_holds.push_back(hold_id),
+            _ => return Err(reader.error(format!("finished hold {hold_id} is not a finished hold"))),
         }
+    }
+    Ok(())
+}
+
+/// What the engine's rules guarantee for every hold, checked so that a
+/// decoded state can never make a later operation misbehave.
+fn check_hold(engine: &Engine, hold_id: &crate::HoldId, hold: &Hold) -> Result<(), String> {
+    let account = &engine.accounts[hold.account.slot()];
+    if account.id.is_world() {
+        return Err(format!("hold {hold_id} is on @world"));
+    }
+    if let Some(to) = hold.to {
+        if to == hold.account || engine.accounts[to.slot()].unit != account.unit {
+            return Err(format!("hold {hold_id} has an impossible destination"));
+        }
+    }
+    if hold.serial >= engine.hold_serial_next {
+        return Err(format!("hold {hold_id} has a serial from the future"));
     }
     Ok(())
 }
@@ -300,6 +293,7 @@ fn decode_idempotency(engine: &mut Engine, reader: &mut Reader) -> Result<(), Co
         engine.limits.idempotency_entries_max as usize,
         "idempotency entries",
     )?;
+    let mut previous_timestamp_ms = 0;
     for _ in 0..entries {
         let id = reader.transaction_id()?;
         let fingerprint = reader.u128()?;
@@ -307,11 +301,16 @@ fn decode_idempotency(engine: &mut Engine, reader: &mut Reader) -> Result<(), Co
         if engine.idempotency.get(&id).is_some() {
             return Err(reader.error(format!("transaction {id} listed twice")));
         }
-        if record.sequence >= engine.sequence_next {
-            return Err(reader.error(format!("transaction {id} has a sequence from the future")));
+        if record.sequence >= engine.sequence_next || record.timestamp_ms > engine.timestamp_ms_last {
+            return Err(reader.error(format!("transaction {id} is from the future")));
         }
+        if record.timestamp_ms < previous_timestamp_ms {
+            return Err(reader.error(format!("transaction {id} is out of time order")));
+        }
+        previous_timestamp_ms = record.timestamp_ms;
         engine.idempotency.insert(
             IdempotencyEntry {
+                hash: engine.idempotency.hash(&id),
                 id,
                 fingerprint,
                 record,

@@ -160,11 +160,9 @@ pub struct Effect {
 /// The result of submitting one transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Applied now (committed, with effects) or rejected now (no effects).
-    New {
-        record: Record,
-        effects: Vec<Effect>,
-    },
+    /// Applied now: committed (its effects are in `BatchOutcome::effects`
+    /// at this range) or rejected (an empty range).
+    New { record: Record, effects: std::ops::Range<usize> },
     /// The same id and payload were seen before: nothing changed.
     Replayed(Record),
     /// The id was seen before with a different payload: nothing changed.
@@ -174,9 +172,7 @@ pub enum Outcome {
 impl Outcome {
     pub fn record(&self) -> &Record {
         match self {
-            Outcome::New { record, .. } | Outcome::Replayed(record) | Outcome::IdReused(record) => {
-                record
-            }
+            Outcome::New { record, .. } | Outcome::Replayed(record) | Outcome::IdReused(record) => record,
         }
     }
 }
@@ -196,4 +192,17 @@ pub struct BatchOutcome {
     pub first_sequence: u64,
     pub expired: Vec<ExpiredHold>,
     pub outcomes: Vec<Outcome>,
+    /// The effects of every commit in the batch, in order; one allocation
+    /// per batch instead of one per transaction.
+    pub effects: Vec<Effect>,
+}
+
+impl BatchOutcome {
+    /// The accounts a new commit touched, with their balances after it.
+    pub fn effects_of(&self, outcome: &Outcome) -> &[Effect] {
+        match outcome {
+            Outcome::New { effects, .. } => &self.effects[effects.clone()],
+            Outcome::Replayed(_) | Outcome::IdReused(_) => &[],
+        }
+    }
 }

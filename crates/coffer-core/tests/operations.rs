@@ -3,8 +3,8 @@
 mod common;
 
 use coffer_core::{
-    AccountId, Amount, Balance, CoreError, EngineLimits, HoldStatus, Metadata, Operation, Outcome,
-    RejectionCode, Transaction, TransactionId, Unit, Verdict,
+    AccountId, Amount, Balance, CoreError, EngineLimits, HoldStatus, Metadata, Operation, Outcome, RejectionCode,
+    Transaction, TransactionId, Unit, Verdict,
 };
 use common::{transaction, Ledger};
 use serde_json::json;
@@ -24,15 +24,9 @@ fn open_creates_an_empty_account_and_its_world() {
     let mut ledger = Ledger::new();
     ledger.ok(json!([{"type": "open", "account": "alice", "unit": "USD/2", "metadata": {"tier": "gold"}}]));
     let view = ledger.engine.account(&"alice".parse().unwrap()).unwrap();
-    assert_eq!(
-        (view.available, view.frozen, view.total, view.version),
-        (0, 0, 0, 1)
-    );
+    assert_eq!((view.available, view.frozen, view.total, view.version), (0, 0, 0, 1));
     assert_eq!(view.metadata.unwrap().as_str(), r#"{"tier":"gold"}"#);
-    assert!(ledger
-        .engine
-        .world_account(&Unit::parse("USD/2").unwrap())
-        .is_some());
+    assert!(ledger.engine.world_account(&Unit::parse("USD/2").unwrap()).is_some());
     ledger.rejects(
         json!([{"type": "open", "account": "alice", "unit": "USD/2"}]),
         AccountExists,
@@ -66,16 +60,14 @@ fn deposit_transfer_and_withdrawal_move_money() {
     ledger.ok(json!([{"type": "transfer", "from": "bob", "to": "@world", "amount": "10"}]));
     assert_eq!(ledger.balance("alice"), (70, 0));
     assert_eq!(ledger.balance("bob"), (20, 0));
-    assert_eq!(
-        ledger.engine.unit_sum(&Unit::parse("USD/2").unwrap()),
-        Some(0)
-    );
+    assert_eq!(ledger.engine.unit_sum(&Unit::parse("USD/2").unwrap()), Some(0));
 }
 
 #[test]
 fn transfer_rejections() {
     let mut ledger = funded();
-    let transfer = |from: &str, to: &str, amount: u64| json!([{"type": "transfer", "from": from, "to": to, "amount": amount}]);
+    let transfer =
+        |from: &str, to: &str, amount: u64| json!([{"type": "transfer", "from": from, "to": to, "amount": amount}]);
     ledger.rejects(transfer("alice", "bob", 101), InsufficientFunds, 0);
     ledger.rejects(transfer("alice", "alice", 1), SameAccount, 0);
     ledger.rejects(transfer("@world", "@world", 1), SameAccount, 0);
@@ -153,13 +145,15 @@ fn transactions_are_atomic() {
 #[test]
 fn commit_effects_list_each_touched_account_once() {
     let mut ledger = funded();
-    let outcome = ledger.submit(json!([
-        {"type": "transfer", "from": "alice", "to": "bob", "amount": 5},
-        {"type": "transfer", "from": "bob", "to": "alice", "amount": 2}
-    ]));
-    let Outcome::New { effects, .. } = outcome else {
-        panic!("new outcome expected")
-    };
+    let tx = transaction(
+        "pair",
+        json!([
+            {"type": "transfer", "from": "alice", "to": "bob", "amount": 5},
+            {"type": "transfer", "from": "bob", "to": "alice", "amount": 2}
+        ]),
+    );
+    let batch = ledger.engine.apply_batch(ledger.now_ms + 1, &[tx]);
+    let effects = batch.effects_of(&batch.outcomes[0]);
     let names: Vec<_> = effects
         .iter()
         .map(|effect| ledger.engine.account_id(effect.account).to_string())
@@ -175,8 +169,7 @@ fn commit_effects_list_each_touched_account_once() {
 #[test]
 fn hold_capture_and_release() {
     let mut ledger = funded();
-    ledger
-        .ok(json!([{"type": "hold", "hold": "h1", "account": "alice", "amount": 40, "to": "bob"}]));
+    ledger.ok(json!([{"type": "hold", "hold": "h1", "account": "alice", "amount": 40, "to": "bob"}]));
     assert_eq!(ledger.balance("alice"), (60, 40));
     ledger.ok(json!([{"type": "capture", "hold": "h1", "amount": 15}]));
     assert_eq!(ledger.balance("alice"), (60, 25));
@@ -212,9 +205,7 @@ fn hold_rejections() {
     let mut ledger = funded();
     let hold = |extra: serde_json::Value| {
         let mut op = json!({"type": "hold", "hold": "h1", "account": "alice", "amount": 10});
-        op.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
+        op.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         json!([op])
     };
     ledger.rejects(hold(json!({"amount": 101})), InsufficientFunds, 0);
@@ -230,34 +221,21 @@ fn hold_rejections() {
         CaptureExceedsHold,
         0,
     );
-    ledger.rejects(
-        json!([{"type": "capture", "hold": "h1", "to": "eve"}]),
-        UnitMismatch,
-        0,
-    );
+    ledger.rejects(json!([{"type": "capture", "hold": "h1", "to": "eve"}]), UnitMismatch, 0);
     ledger.rejects(
         json!([{"type": "capture", "hold": "h1", "to": "alice"}]),
         SameAccount,
         0,
     );
-    ledger.rejects(
-        json!([{"type": "capture", "hold": "nope"}]),
-        HoldNotFound,
-        0,
-    );
-    ledger.rejects(
-        json!([{"type": "release", "hold": "nope"}]),
-        HoldNotFound,
-        0,
-    );
+    ledger.rejects(json!([{"type": "capture", "hold": "nope"}]), HoldNotFound, 0);
+    ledger.rejects(json!([{"type": "release", "hold": "nope"}]), HoldNotFound, 0);
 }
 
 #[test]
 fn capture_respects_the_destination_ceiling() {
     let mut ledger = funded();
     ledger.ok(json!([{"type": "set_limits", "account": "bob", "max_total": 5}]));
-    ledger
-        .ok(json!([{"type": "hold", "hold": "h1", "account": "alice", "amount": 10, "to": "bob"}]));
+    ledger.ok(json!([{"type": "hold", "hold": "h1", "account": "alice", "amount": 10, "to": "bob"}]));
     ledger.rejects(json!([{"type": "capture", "hold": "h1"}]), LimitExceeded, 0);
     ledger.ok(json!([{"type": "capture", "hold": "h1", "amount": 5}]));
 }
@@ -265,20 +243,12 @@ fn capture_respects_the_destination_ceiling() {
 #[test]
 fn holds_expire_by_batch_time_in_order() {
     let mut ledger = funded();
-    ledger.ok(
-        json!([{"type": "hold", "hold": "late", "account": "alice", "amount": 10, "ttl_ms": 100}]),
-    );
-    ledger.ok(
-        json!([{"type": "hold", "hold": "early", "account": "alice", "amount": 20, "ttl_ms": 50}]),
-    );
+    ledger.ok(json!([{"type": "hold", "hold": "late", "account": "alice", "amount": 10, "ttl_ms": 100}]));
+    ledger.ok(json!([{"type": "hold", "hold": "early", "account": "alice", "amount": 20, "ttl_ms": 50}]));
     ledger.ok(json!([{"type": "hold", "hold": "never", "account": "alice", "amount": 5}]));
     assert_eq!(ledger.balance("alice"), (65, 35));
     let batch = ledger.engine.apply_batch(ledger.now_ms + 1_000, &[]);
-    let expired: Vec<_> = batch
-        .expired
-        .iter()
-        .map(|expired| expired.hold.to_string())
-        .collect();
+    let expired: Vec<_> = batch.expired.iter().map(|expired| expired.hold.to_string()).collect();
     assert_eq!(expired, ["early", "late"]);
     assert_eq!(batch.expired[1].effect.available, 95);
     assert_eq!(ledger.balance("alice"), (95, 5));
@@ -290,8 +260,7 @@ fn holds_expire_by_batch_time_in_order() {
 #[test]
 fn capture_before_expiry_stops_the_expiry() {
     let mut ledger = funded();
-    ledger
-        .ok(json!([{"type": "hold", "hold": "h", "account": "alice", "amount": 10, "ttl_ms": 10}]));
+    ledger.ok(json!([{"type": "hold", "hold": "h", "account": "alice", "amount": 10, "ttl_ms": 10}]));
     ledger.ok(json!([{"type": "capture", "hold": "h"}]));
     let batch = ledger.engine.apply_batch(ledger.now_ms + 1_000, &[]);
     assert!(batch.expired.is_empty());
@@ -332,11 +301,7 @@ fn closed_accounts_take_no_movements() {
     let mut ledger = funded();
     ledger.ok(json!([{"type": "hold", "hold": "h", "account": "alice", "amount": 10}]));
     ledger.ok(json!([{"type": "close", "account": "alice"}]));
-    ledger.rejects(
-        json!([{"type": "close", "account": "alice"}]),
-        AccountClosed,
-        0,
-    );
+    ledger.rejects(json!([{"type": "close", "account": "alice"}]), AccountClosed, 0);
     ledger.rejects(
         json!([{"type": "transfer", "from": "alice", "to": "bob", "amount": 1}]),
         AccountClosed,
@@ -365,16 +330,8 @@ fn closed_accounts_take_no_movements() {
         0,
     );
     ledger.ok(json!([{"type": "reopen", "account": "alice"}]));
-    ledger.rejects(
-        json!([{"type": "reopen", "account": "alice"}]),
-        AccountNotClosed,
-        0,
-    );
-    ledger.rejects(
-        json!([{"type": "close", "account": "@world"}]),
-        WorldAccount,
-        0,
-    );
+    ledger.rejects(json!([{"type": "reopen", "account": "alice"}]), AccountNotClosed, 0);
+    ledger.rejects(json!([{"type": "close", "account": "@world"}]), WorldAccount, 0);
 }
 
 #[test]
@@ -411,13 +368,8 @@ fn idempotent_replay_and_reused_id() {
     let mut ledger = funded();
     let ops = json!([{"type": "transfer", "from": "alice", "to": "bob", "amount": 10}]);
     let first = ledger.submit_as("pay-1", ops.clone());
-    let Outcome::New { record, .. } = first else {
-        panic!()
-    };
-    assert_eq!(
-        ledger.submit_as("pay-1", ops.clone()),
-        Outcome::Replayed(record)
-    );
+    let Outcome::New { record, .. } = first else { panic!() };
+    assert_eq!(ledger.submit_as("pay-1", ops.clone()), Outcome::Replayed(record));
     assert_eq!(ledger.balance("alice"), (90, 0), "applied once");
     let other = json!([{"type": "transfer", "from": "alice", "to": "bob", "amount": 11}]);
     assert_eq!(ledger.submit_as("pay-1", other), Outcome::IdReused(record));
@@ -475,19 +427,10 @@ fn batch_timestamps_never_run_backwards() {
 
 #[test]
 fn every_rejection_code_has_a_stable_name() {
-    let names: Vec<_> = RejectionCode::ALL
-        .iter()
-        .map(|code| code.as_str())
-        .collect();
+    let names: Vec<_> = RejectionCode::ALL.iter().map(|code| code.as_str()).collect();
     let json: Vec<String> = RejectionCode::ALL
         .iter()
-        .map(|code| {
-            serde_json::to_value(code)
-                .unwrap()
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+        .map(|code| serde_json::to_value(code).unwrap().as_str().unwrap().to_owned())
         .collect();
     assert_eq!(names, json);
     for code in RejectionCode::ALL {
@@ -532,9 +475,7 @@ fn amounts_accept_numbers_and_decimal_strings_only() {
     let parse = |json: &str| serde_json::from_str::<Amount>(json);
     assert_eq!(parse("5").unwrap().value(), 5);
     assert_eq!(
-        parse("\"340282366920938463463374607431768211455\"")
-            .unwrap()
-            .value(),
+        parse("\"340282366920938463463374607431768211455\"").unwrap().value(),
         u128::MAX
     );
     for bad in [
@@ -550,10 +491,7 @@ fn amounts_accept_numbers_and_decimal_strings_only() {
     ] {
         assert!(parse(bad).is_err(), "{bad}");
     }
-    assert_eq!(
-        serde_json::from_str::<Balance>("\"-7\"").unwrap().value(),
-        -7
-    );
+    assert_eq!(serde_json::from_str::<Balance>("\"-7\"").unwrap().value(), -7);
     assert_eq!(
         serde_json::to_string(&Amount::new(u128::MAX).unwrap()).unwrap(),
         u128::MAX.to_string()
@@ -563,16 +501,12 @@ fn amounts_accept_numbers_and_decimal_strings_only() {
 #[test]
 fn operations_refuse_unknown_fields_and_bad_shapes() {
     let parse = |json: serde_json::Value| serde_json::from_value::<Operation>(json);
-    assert!(
-        parse(json!({"type": "transfer", "from": "a", "to": "b", "amount": 1, "memo": "x"}))
-            .is_err()
-    );
+    assert!(parse(json!({"type": "transfer", "from": "a", "to": "b", "amount": 1, "memo": "x"})).is_err());
     assert!(parse(json!({"type": "teleport", "account": "a"})).is_err());
     assert!(parse(json!({"type": "transfer", "from": "a", "to": "b"})).is_err());
     assert!(parse(json!({"type": "transfer", "from": "a b", "to": "b", "amount": 1})).is_err());
-    let both = parse(
-        json!({"type": "hold", "hold": "h", "account": "a", "amount": 1, "ttl_ms": 5, "expires_at_ms": 9}),
-    );
+    let both =
+        parse(json!({"type": "hold", "hold": "h", "account": "a", "amount": 1, "ttl_ms": 5, "expires_at_ms": 9}));
     let id = TransactionId::parse("t").unwrap();
     assert!(Transaction::new(id.clone(), vec![both.unwrap()], None).is_err());
     assert!(Transaction::new(id.clone(), vec![], None).is_err());
@@ -611,25 +545,16 @@ fn transaction_codec_round_trips() {
     let mut buffer = Vec::new();
     coffer_core::codec::encode_transaction(&tx, &mut coffer_core::codec::Writer::new(&mut buffer));
     let mut reader = coffer_core::codec::Reader::new(&buffer);
-    assert_eq!(
-        coffer_core::codec::decode_transaction(&mut reader).unwrap(),
-        tx
-    );
+    assert_eq!(coffer_core::codec::decode_transaction(&mut reader).unwrap(), tx);
     assert!(reader.is_empty());
     for cut in 0..buffer.len() {
-        assert!(
-            coffer_core::codec::decode_transaction(&mut coffer_core::codec::Reader::new(
-                &buffer[..cut]
-            ))
-            .is_err()
-        );
+        assert!(coffer_core::codec::decode_transaction(&mut coffer_core::codec::Reader::new(&buffer[..cut])).is_err());
     }
 }
 
 #[test]
 fn verdicts_are_comparable() {
     let mut ledger = funded();
-    let outcome =
-        ledger.submit(json!([{"type": "transfer", "from": "alice", "to": "bob", "amount": 1}]));
+    let outcome = ledger.submit(json!([{"type": "transfer", "from": "alice", "to": "bob", "amount": 1}]));
     assert_eq!(outcome.record().verdict, Verdict::Committed);
 }

@@ -1,13 +1,11 @@
 #![allow(dead_code)]
 use coffer_core::{
-    Engine, EngineLimits, Operation, Outcome, Rejection, RejectionCode, Transaction, TransactionId,
-    Verdict,
+    Engine, EngineLimits, Operation, Outcome, Rejection, RejectionCode, Transaction, TransactionId, Verdict,
 };
 use serde_json::Value;
 
 pub fn transaction(id: &str, ops: Value) -> Transaction {
-    let ops: Vec<Operation> =
-        serde_json::from_value(ops).expect("test ops are valid JSON operations");
+    let ops: Vec<Operation> = serde_json::from_value(ops).expect("test ops are valid JSON operations");
     Transaction::new(TransactionId::parse(id).unwrap(), ops, None).unwrap()
 }
 
@@ -34,9 +32,7 @@ impl Ledger {
 
     pub fn submit_as(&mut self, id: &str, ops: Value) -> Outcome {
         self.now_ms += 1;
-        let mut batch = self
-            .engine
-            .apply_batch(self.now_ms, &[transaction(id, ops)]);
+        let mut batch = self.engine.apply_batch(self.now_ms, &[transaction(id, ops)]);
         self.engine
             .check_invariants()
             .expect("invariants hold after every batch");
@@ -66,11 +62,7 @@ impl Ledger {
             matches!(&outcome, Outcome::New { record, effects } if record.verdict == expected && effects.is_empty()),
             "expected {code} at {op_index} for {ops}, got {outcome:?}"
         );
-        assert_eq!(
-            before,
-            self.state_without_idempotency(),
-            "a rejection changes nothing"
-        );
+        assert_eq!(before, self.state_without_idempotency(), "a rejection changes nothing");
     }
 
     fn state_without_idempotency(&self) -> Vec<coffer_core::AccountView> {
@@ -78,10 +70,7 @@ impl Ledger {
     }
 
     pub fn balance(&self, id: &str) -> (i128, i128) {
-        let view = self
-            .engine
-            .account(&id.parse().unwrap())
-            .expect("account exists");
+        let view = self.engine.account(&id.parse().unwrap()).expect("account exists");
         (view.available, view.frozen)
     }
 
@@ -90,8 +79,6 @@ impl Ledger {
     }
 
     pub fn deposit(&mut self, id: &str, amount: u64) {
-        self.ok(
-            serde_json::json!([{"type": "transfer", "from": "@world", "to": id, "amount": amount}]),
-        );
+        self.ok(serde_json::json!([{"type": "transfer", "from": "@world", "to": id, "amount": amount}]));
     }
 }
