@@ -283,7 +283,7 @@ impl Engine {
         if expires_at_ms.is_some_and(|at| at <= timestamp_ms) {
             return Err(RejectionCode::InvalidExpiry);
         }
-        if self.holds.len() >= self.limits.holds_max as usize {
+        if self.open_hold_count() >= self.limits.holds_max as usize {
             return Err(RejectionCode::CapacityExceeded);
         }
         let amount = signed(amount)?;

@@ -37,6 +37,14 @@ impl Engine {
             .values()
             .filter(|hold| hold.status == HoldStatus::Active && hold.expires_at_ms.is_some())
             .count();
+        let active = self
+            .holds
+            .values()
+            .filter(|hold| hold.status == HoldStatus::Active)
+            .count();
+        if active + self.finished_holds.len() != self.holds.len() {
+            return Err("the finished-hold queue does not list exactly the finished holds".into());
+        }
         if active_with_expiry != self.hold_expiry.len() {
             return Err("the expiry index names holds that are not active".into());
         }

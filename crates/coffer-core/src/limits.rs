@@ -29,8 +29,11 @@ pub const UNITS_MAX: usize = 65_536;
 pub struct EngineLimits {
     /// Accounts, including the implicit `@world` account of each unit.
     pub accounts_max: u32,
-    /// Holds kept in memory: open ones plus finished ones still retained.
+    /// Open (active) holds. A new hold beyond it is `capacity_exceeded`.
     pub holds_max: u32,
+    /// Finished holds kept for lookup, on top of the time window: the oldest
+    /// is forgotten first, so retention never blocks new holds.
+    pub finished_holds_max: u32,
     /// How long a transaction id (and a finished hold) is remembered.
     pub idempotency_window_ms: u64,
     /// How many transaction ids are remembered at most.
@@ -42,6 +45,7 @@ impl Default for EngineLimits {
         EngineLimits {
             accounts_max: 20_000_000,
             holds_max: 10_000_000,
+            finished_holds_max: 1_000_000,
             idempotency_window_ms: 24 * 3_600 * 1_000,
             idempotency_entries_max: 20_000_000,
         }

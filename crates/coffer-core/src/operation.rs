@@ -133,6 +133,22 @@ impl Operation {
         Ok(())
     }
 
+    /// The accounts this operation names directly (holds name theirs in the
+    /// hold record instead). Used to prefetch, so it may be incomplete.
+    pub fn accounts(&self) -> [Option<&AccountId>; 2] {
+        match self {
+            Operation::Transfer { from, to, .. } => [Some(from), Some(to)],
+            Operation::Hold { account, to, .. } => [Some(account), to.as_ref()],
+            Operation::Open { account, .. }
+            | Operation::SetBalance { account, .. }
+            | Operation::SetLimits { account, .. }
+            | Operation::Close { account }
+            | Operation::Reopen { account } => [Some(account), None],
+            Operation::Capture { to, .. } => [to.as_ref(), None],
+            Operation::Release { .. } => [None, None],
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Operation::Open { .. } => "open",

@@ -235,7 +235,11 @@ fn decode_account_index(engine: &Engine, reader: &mut Reader) -> Result<AccountI
 }
 
 fn decode_holds(engine: &mut Engine, reader: &mut Reader) -> Result<(), CoreError> {
-    let holds = count(reader, engine.limits.holds_max as usize, "holds")?;
+    let holds = count(
+        reader,
+        engine.limits.holds_max as usize + engine.limits.finished_holds_max as usize,
+        "holds",
+    )?;
     for _ in 0..holds {
         let hold_id = reader.hold_id()?;
         let hold = Hold {
@@ -258,7 +262,11 @@ fn decode_holds(engine: &mut Engine, reader: &mut Reader) -> Result<(), CoreErro
             return Err(reader.error(format!("hold {hold_id} listed twice")));
         }
     }
-    let finished = count(reader, holds, "finished holds")?;
+    let finished = count(
+        reader,
+        holds.min(engine.limits.finished_holds_max as usize),
+        "finished holds",
+    )?;
     for _ in 0..finished {
         let hold_id = reader.hold_id()?;
         match engine.holds.get(&hold_id) {

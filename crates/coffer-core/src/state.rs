@@ -162,7 +162,10 @@ pub struct Effect {
 pub enum Outcome {
     /// Applied now: committed (its effects are in `BatchOutcome::effects`
     /// at this range) or rejected (an empty range).
-    New { record: Record, effects: std::ops::Range<usize> },
+    New {
+        record: Record,
+        effects: std::ops::Range<usize>,
+    },
     /// The same id and payload were seen before: nothing changed.
     Replayed(Record),
     /// The id was seen before with a different payload: nothing changed.

@@ -558,3 +558,30 @@ fn verdicts_are_comparable() {
     let outcome = ledger.submit(json!([{"type": "transfer", "from": "alice", "to": "bob", "amount": 1}]));
     assert_eq!(outcome.record().verdict, Verdict::Committed);
 }
+
+#[test]
+fn retained_finished_holds_never_block_new_holds() {
+    let limits = EngineLimits {
+        holds_max: 2,
+        finished_holds_max: 3,
+        ..EngineLimits::default()
+    };
+    let mut ledger = Ledger::with_limits(limits);
+    ledger.open("a", "X");
+    ledger.deposit("a", 1_000);
+    for n in 0..10 {
+        ledger.ok(json!([{"type": "hold", "hold": format!("h{n}"), "account": "a", "amount": 1}]));
+        ledger.ok(json!([{"type": "capture", "hold": format!("h{n}")}]));
+    }
+    let remembered: Vec<_> = (0..10)
+        .filter(|n| ledger.engine.hold(&format!("h{n}").parse().unwrap()).is_some())
+        .collect();
+    assert_eq!(remembered, [7, 8, 9], "the three most recent finished holds are kept");
+    ledger.ok(json!([{"type": "hold", "hold": "open1", "account": "a", "amount": 1}]));
+    ledger.ok(json!([{"type": "hold", "hold": "open2", "account": "a", "amount": 1}]));
+    ledger.rejects(
+        json!([{"type": "hold", "hold": "open3", "account": "a", "amount": 1}]),
+        CapacityExceeded,
+        0,
+    );
+}
