@@ -1,0 +1,241 @@
+//! Startup: newest valid snapshot, then replay of every later record, with
+//! every replayed outcome compared to the journaled one.
+
+use crate::error::JournalError;
+use crate::files::{segment_path, segments, snapshots};
+use crate::format::{decode_snapshot_file, EntryVerdict, RecordHeader};
+use crate::options::JournalOptions;
+use crate::scan::{decode_batch, scan_segment, TornTail};
+use crate::writer::{JournalWriter, OpenSegment};
+use coffer_core::{Engine, EngineLimits};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What startup found and did, for the logs and for tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// `sequence_next` of the snapshot recovery started from, if any.
+    pub snapshot_sequence: Option<u64>,
+    pub records_replayed: u64,
+    pub entries_replayed: u64,
+    /// The sequence the next transaction gets.
+    pub sequence_next: u64,
+    pub torn_tail: Option<TornTail>,
+    pub duration: Duration,
+}
+
+/// Whether recovery may repair a torn tail (startup) or only report it
+/// (`coffer journal verify`, which never writes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Repair,
+    ReadOnly,
+}
+
+/// Opens a journal directory for writing: recovers the engine, truncates a
+/// torn tail, and starts the writer after the last valid record.
+pub fn open(
+    directory: &Path,
+    options: JournalOptions,
+    limits: EngineLimits,
+) -> Result<(Engine, JournalWriter, RecoveryReport), JournalError> {
+    std::fs::create_dir_all(directory).map_err(JournalError::io(directory))?;
+    remove_temporary_files(directory)?;
+    let (engine, report, last_segment) = recover(directory, limits, Mode::Repair)?;
+    let segment = OpenSegment::resume(directory, last_segment, engine.sequence_next())?;
+    let writer = JournalWriter::start(directory.to_owned(), options, engine.sequence_next(), segment);
+    tracing::info!(
+        directory = %directory.display(),
+        snapshot = ?report.snapshot_sequence,
+        records = report.records_replayed,
+        entries = report.entries_replayed,
+        sequence_next = report.sequence_next,
+        millis = report.duration.as_millis() as u64,
+        "journal recovered"
+    );
+    Ok((engine, writer, report))
+}
+
+fn remove_temporary_files(directory: &Path) -> Result<(), JournalError> {
+    for entry in std::fs::read_dir(directory).map_err(JournalError::io(directory))? {
+        let path = entry.map_err(JournalError::io(directory))?.path();
+        if path.extension().is_some_and(|extension| extension == "tmp") {
+            std::fs::remove_file(&path).map_err(JournalError::io(&path))?;
+        }
+    }
+    Ok(())
+}
+
+/// Rebuilds the engine from a journal directory. Returns the last segment
+/// (path and valid length) for the writer to continue.
+pub fn recover(
+    directory: &Path,
+    limits: EngineLimits,
+    mode: Mode,
+) -> Result<(Engine, RecoveryReport, Option<(PathBuf, u64)>), JournalError> {
+    let started = Instant::now();
+    let (mut engine, snapshot_sequence) = load_newest_snapshot(directory, limits)?;
+    let segments = segments(directory)?;
+    let mut replay = Replay {
+        engine: &mut engine,
+        expected: None,
+        records: 0,
+        entries: 0,
+    };
+    let mut torn_tail = None;
+    let mut last_segment = None;
+    for (index, (first_sequence, path)) in segments.iter().enumerate() {
+        let is_last = index + 1 == segments.len();
+        let bytes = std::fs::read(path).map_err(JournalError::io(path))?;
+        let mut first_record = true;
+        let tail = scan_segment(path, &bytes, is_last, |offset, header, payload| {
+            if first_record && header.first_sequence != *first_sequence {
+                return Err(corrupt(
+                    path,
+                    offset,
+                    format!(
+                        "segment is named {first_sequence} but starts at {}",
+                        header.first_sequence
+                    ),
+                ));
+            }
+            first_record = false;
+            replay.record(path, offset, header, payload)
+        })?;
+        let valid_bytes = tail.as_ref().map_or(bytes.len() as u64, |tail| tail.offset);
+        if let Some(tail) = tail {
+            tracing::warn!(path = %tail.path.display(), offset = tail.offset, bytes = tail.bytes_dropped, "torn record at the journal tail");
+            if mode == Mode::Repair {
+                truncate(&tail.path, tail.offset)?;
+            }
+            torn_tail = Some(tail);
+        }
+        if is_last {
+            last_segment = Some((path.clone(), valid_bytes));
+        }
+    }
+    let (records_replayed, entries_replayed) = (replay.records, replay.entries);
+    if let Some(expected) = replay.expected {
+        assert_eq!(expected, engine.sequence_next());
+    }
+    let report = RecoveryReport {
+        snapshot_sequence,
+        records_replayed,
+        entries_replayed,
+        sequence_next: engine.sequence_next(),
+        torn_tail,
+        duration: started.elapsed(),
+    };
+    Ok((engine, report, last_segment))
+}
+
+fn corrupt(path: &Path, offset: u64, reason: String) -> JournalError {
+    JournalError::Corrupt {
+        path: path.to_owned(),
+        offset,
+        reason,
+    }
+}
+
+fn truncate(path: &Path, length: u64) -> Result<(), JournalError> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(JournalError::io(path))?;
+    file.set_len(length)
+        .and_then(|()| file.sync_all())
+        .map_err(JournalError::io(path))
+}
+
+struct Replay<'a> {
+    engine: &'a mut Engine,
+    /// The first sequence the next record must have; `None` before the
+    /// first record is seen.
+    expected: Option<u64>,
+    records: u64,
+    entries: u64,
+}
+
+impl Replay<'_> {
+    fn record(&mut self, path: &Path, offset: u64, header: &RecordHeader, payload: &[u8]) -> Result<(), JournalError> {
+        let first = header.first_sequence;
+        let end = first + u64::from(header.count);
+        let snapshot_next = self.engine.sequence_next();
+        match self.expected {
+            Some(expected) if expected != first => {
+                return Err(corrupt(
+                    path,
+                    offset,
+                    format!("record starts at sequence {first}, expected {expected}"),
+                ));
+            }
+            None if first > snapshot_next => {
+                let reason = format!("the journal starts at sequence {first}, but the state only reaches {snapshot_next}: records are missing");
+                return Err(corrupt(path, offset, reason));
+            }
+            _ => {}
+        }
+        self.expected = Some(end);
+        if end <= snapshot_next {
+            return Ok(()); // covered by the snapshot
+        }
+        if first < snapshot_next {
+            return Err(corrupt(
+                path,
+                offset,
+                format!("record {first}..{end} straddles the snapshot at {snapshot_next}"),
+            ));
+        }
+        let batch = decode_batch(path, offset, header, payload)?;
+        let outcome = self.engine.apply_batch(batch.timestamp_ms, &batch.transactions);
+        for (index, (journaled, replayed)) in batch.verdicts.iter().zip(&outcome.outcomes).enumerate() {
+            let replayed = EntryVerdict::of(replayed);
+            if *journaled != replayed {
+                let sequence = first + index as u64;
+                return Err(JournalError::Diverged {
+                    sequence,
+                    journaled: journaled.to_string(),
+                    replayed: replayed.to_string(),
+                });
+            }
+        }
+        self.records += 1;
+        self.entries += u64::from(header.count);
+        Ok(())
+    }
+}
+
+fn load_newest_snapshot(directory: &Path, limits: EngineLimits) -> Result<(Engine, Option<u64>), JournalError> {
+    for (sequence_next, path) in snapshots(directory)?.into_iter().rev() {
+        match load_snapshot(&path, sequence_next, limits) {
+            Ok(engine) => return Ok((engine, Some(sequence_next))),
+            // An older snapshot plus a longer replay gives the same state, so
+            // a bad snapshot costs time, not data. If the segments it needed
+            // are gone, replay reports the gap.
+            Err(error) => tracing::warn!(%error, "skipping unusable snapshot"),
+        }
+    }
+    Ok((Engine::new(limits), None))
+}
+
+fn load_snapshot(path: &Path, sequence_next: u64, limits: EngineLimits) -> Result<Engine, JournalError> {
+    let unusable = |reason: String| JournalError::Snapshot {
+        path: path.to_owned(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(JournalError::io(path))?;
+    let (declared, state) = decode_snapshot_file(&bytes).map_err(unusable)?;
+    let engine = Engine::decode_snapshot(state, limits).map_err(|error| unusable(error.to_string()))?;
+    if declared != sequence_next || engine.sequence_next() != sequence_next {
+        return Err(unusable(format!(
+            "name says {sequence_next}, header {declared}, state {}",
+            engine.sequence_next()
+        )));
+    }
+    Ok(engine)
+}
+
+/// The path a new segment starting at `sequence` gets.
+pub(crate) fn new_segment_path(directory: &Path, sequence: u64) -> PathBuf {
+    segment_path(directory, sequence)
+}

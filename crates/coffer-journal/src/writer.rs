@@ -1,0 +1,355 @@
+//! The journal writer: one thread that owns the segment file.
+//!
+//! Group commit: the thread takes every batch waiting in its queue, encodes
+//! them into one buffer, does one `write` and one `fdatasync`, and only then
+//! runs each batch's completion. The engine thread never waits for the
+//! disk: it hands a batch over and applies the next one while this one
+//! syncs, and the completions release the replies.
+
+use crate::error::JournalError;
+use crate::files::sync_directory;
+use crate::format::{encode_record, JournalBatch};
+use crate::options::{Durability, JournalOptions};
+use crate::recovery::new_segment_path;
+use crate::snapshots::{prune, write_snapshot};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// Called once a batch is durable, or with the error that stopped the
+/// journal. Runs on the writer thread, so it must be quick (send a message).
+pub type Completion = Box<dyn FnOnce(Result<(), JournalError>) + Send>;
+
+enum Request {
+    Append(JournalBatch, Completion),
+    /// Write a snapshot once every earlier batch is durable.
+    Snapshot {
+        sequence_next: u64,
+        state: Vec<u8>,
+        done: Option<Completion>,
+    },
+}
+
+/// Counters for metrics; updated by the writer thread.
+#[derive(Debug, Default)]
+pub struct JournalStats {
+    pub bytes_written: AtomicU64,
+    pub records_written: AtomicU64,
+    pub syncs: AtomicU64,
+    pub sync_micros_last: AtomicU64,
+    pub sync_micros_total: AtomicU64,
+    /// Sequence below which everything is durable.
+    pub durable_sequence: AtomicU64,
+    pub snapshot_micros_last: AtomicU64,
+}
+
+pub(crate) struct OpenSegment {
+    path: PathBuf,
+    file: File,
+    bytes: u64,
+}
+
+impl OpenSegment {
+    /// Continues the last valid segment, or starts one at `sequence_next`.
+    pub(crate) fn resume(
+        directory: &Path,
+        last: Option<(PathBuf, u64)>,
+        sequence_next: u64,
+    ) -> Result<Self, JournalError> {
+        if let Some((path, bytes)) = last {
+            let empty_and_misnamed = bytes == 0 && path != new_segment_path(directory, sequence_next);
+            if !empty_and_misnamed {
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .map_err(JournalError::io(&path))?;
+                return Ok(OpenSegment { path, file, bytes });
+            }
+            std::fs::remove_file(&path).map_err(JournalError::io(&path))?;
+        }
+        OpenSegment::create(directory, sequence_next)
+    }
+
+    fn create(directory: &Path, first_sequence: u64) -> Result<Self, JournalError> {
+        let path = new_segment_path(directory, first_sequence);
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(JournalError::io(&path))?;
+        sync_directory(directory)?;
+        Ok(OpenSegment { path, file, bytes: 0 })
+    }
+}
+
+pub struct JournalWriter {
+    sender: Option<SyncSender<Request>>,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<JournalStats>,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl JournalWriter {
+    pub(crate) fn start(directory: PathBuf, options: JournalOptions, sequence_next: u64, segment: OpenSegment) -> Self {
+        if options.durability == Durability::None {
+            tracing::warn!("journal durability is NONE: acknowledged writes are lost on a crash; benchmarks only");
+        }
+        let (sender, receiver) = sync_channel(options.queue_batches_max.max(1));
+        let stats = Arc::new(JournalStats::default());
+        stats.durable_sequence.store(sequence_next, Ordering::Release);
+        let failure = Arc::new(Mutex::new(None));
+        let thread_state = WriterThread {
+            directory,
+            options,
+            segment,
+            sequence_next,
+            buffer: Vec::with_capacity(1 << 20),
+            completions: Vec::new(),
+            stats: Arc::clone(&stats),
+            failure: Arc::clone(&failure),
+            snapshot_thread: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name("coffer-journal".into())
+            .spawn(move || thread_state.run(receiver))
+            .expect("spawn the journal writer thread");
+        JournalWriter {
+            sender: Some(sender),
+            thread: Some(thread),
+            stats,
+            failure,
+        }
+    }
+
+    /// Queues a batch; `on_durable` runs once it is on disk. Blocks only when
+    /// the queue is full (the disk is behind). Batches must come in sequence
+    /// order without gaps.
+    pub fn append(&self, batch: JournalBatch, on_durable: Completion) -> Result<(), JournalError> {
+        self.check_running()?;
+        self.send(Request::Append(batch, on_durable))
+    }
+
+    /// Appends and waits until the batch is durable.
+    pub fn append_and_wait(&self, batch: JournalBatch) -> Result<(), JournalError> {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        self.append(batch, Box::new(move |result| drop(sender.send(result))))?;
+        receiver
+            .recv()
+            .map_err(|_| JournalError::Failed("writer stopped".into()))?
+    }
+
+    /// Writes a snapshot of the state covering every sequence below
+    /// `sequence_next`, after those batches are durable, on a helper thread.
+    /// `done` runs when the snapshot is on disk (or failed).
+    pub fn snapshot(&self, sequence_next: u64, state: Vec<u8>, done: Option<Completion>) -> Result<(), JournalError> {
+        self.check_running()?;
+        self.send(Request::Snapshot {
+            sequence_next,
+            state,
+            done,
+        })
+    }
+
+    pub fn stats(&self) -> &Arc<JournalStats> {
+        &self.stats
+    }
+
+    fn check_running(&self) -> Result<(), JournalError> {
+        match &*self.failure.lock().expect("failure lock") {
+            Some(message) => Err(JournalError::Failed(message.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn send(&self, request: Request) -> Result<(), JournalError> {
+        let sender = self.sender.as_ref().expect("sender lives until close");
+        sender
+            .send(request)
+            .map_err(|_| JournalError::Failed("writer thread stopped".into()))
+    }
+
+    /// Stops the writer after everything queued is durable.
+    pub fn close(mut self) -> Result<(), JournalError> {
+        self.shut_down();
+        self.check_running()
+    }
+
+    fn shut_down(&mut self) {
+        drop(self.sender.take());
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("journal writer thread panicked");
+        }
+    }
+}
+
+impl Drop for JournalWriter {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+struct WriterThread {
+    directory: PathBuf,
+    options: JournalOptions,
+    segment: OpenSegment,
+    sequence_next: u64,
+    buffer: Vec<u8>,
+    completions: Vec<Completion>,
+    stats: Arc<JournalStats>,
+    failure: Arc<Mutex<Option<String>>>,
+    snapshot_thread: Option<JoinHandle<()>>,
+}
+
+impl WriterThread {
+    fn run(mut self, receiver: Receiver<Request>) {
+        while let Ok(first) = receiver.recv() {
+            let mut next = Some(first);
+            while let Some(request) = next.take() {
+                self.handle(request);
+                if self.buffer.len() >= self.options.group_bytes_max {
+                    break;
+                }
+                next = match receiver.try_recv() {
+                    Ok(request) => Some(request),
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+                };
+            }
+            self.flush();
+        }
+        if let Some(thread) = self.snapshot_thread.take() {
+            thread.join().expect("snapshot thread panicked");
+        }
+    }
+
+    fn failed(&self) -> Option<String> {
+        self.failure.lock().expect("failure lock").clone()
+    }
+
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Append(batch, completion) => {
+                if let Some(message) = self.failed() {
+                    return completion(Err(JournalError::Failed(message)));
+                }
+                assert_eq!(
+                    batch.first_sequence, self.sequence_next,
+                    "journal batches must be contiguous"
+                );
+                if self.segment.bytes + self.buffer.len() as u64 >= self.options.segment_bytes_max {
+                    self.flush();
+                    self.roll_segment();
+                }
+                encode_record(&batch, &mut self.buffer);
+                self.sequence_next = batch.end_sequence();
+                self.completions.push(completion);
+            }
+            Request::Snapshot {
+                sequence_next,
+                state,
+                done,
+            } => {
+                assert!(
+                    sequence_next <= self.sequence_next,
+                    "a snapshot cannot cover unwritten batches"
+                );
+                self.flush();
+                self.spawn_snapshot(sequence_next, state, done);
+            }
+        }
+    }
+
+    /// Writes and syncs the buffer, then releases its completions.
+    fn flush(&mut self) {
+        if self.buffer.is_empty() && self.completions.is_empty() {
+            return;
+        }
+        let result = self.write_and_sync();
+        if let Err(error) = &result {
+            tracing::error!(%error, "journal write failed; the journal is stopped");
+            *self.failure.lock().expect("failure lock") = Some(error.to_string());
+        }
+        self.buffer.clear();
+        let failure = self.failed();
+        for completion in self.completions.drain(..) {
+            completion(match &failure {
+                None => Ok(()),
+                Some(message) => Err(JournalError::Failed(message.clone())),
+            });
+        }
+    }
+
+    fn write_and_sync(&mut self) -> Result<(), JournalError> {
+        if let Some(message) = self.failed() {
+            return Err(JournalError::Failed(message));
+        }
+        let path = &self.segment.path;
+        self.segment
+            .file
+            .write_all(&self.buffer)
+            .map_err(JournalError::io(path))?;
+        if self.options.durability == Durability::Fsync {
+            let started = Instant::now();
+            self.segment.file.sync_data().map_err(JournalError::io(path))?;
+            let micros = started.elapsed().as_micros() as u64;
+            self.stats.sync_micros_last.store(micros, Ordering::Relaxed);
+            self.stats.sync_micros_total.fetch_add(micros, Ordering::Relaxed);
+            self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        self.segment.bytes += self.buffer.len() as u64;
+        self.stats
+            .bytes_written
+            .fetch_add(self.buffer.len() as u64, Ordering::Relaxed);
+        self.stats
+            .records_written
+            .fetch_add(self.completions.len() as u64, Ordering::Relaxed);
+        self.stats.durable_sequence.store(self.sequence_next, Ordering::Release);
+        Ok(())
+    }
+
+    fn roll_segment(&mut self) {
+        if self.failed().is_some() {
+            return;
+        }
+        match OpenSegment::create(&self.directory, self.sequence_next) {
+            Ok(segment) => self.segment = segment,
+            Err(error) => {
+                tracing::error!(%error, "could not start a new journal segment; the journal is stopped");
+                *self.failure.lock().expect("failure lock") = Some(error.to_string());
+            }
+        }
+    }
+
+    /// Snapshots are large; writing one on this thread would stall every
+    /// append behind it. One at a time: a new one waits for the previous.
+    fn spawn_snapshot(&mut self, sequence_next: u64, state: Vec<u8>, done: Option<Completion>) {
+        if let Some(previous) = self.snapshot_thread.take() {
+            previous.join().expect("snapshot thread panicked");
+        }
+        let directory = self.directory.clone();
+        let options = self.options;
+        let stats = Arc::clone(&self.stats);
+        let thread = std::thread::Builder::new()
+            .name("coffer-snapshot".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let result =
+                    write_snapshot(&directory, sequence_next, &state).and_then(|()| prune(&directory, &options));
+                stats
+                    .snapshot_micros_last
+                    .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                match &result {
+                    Ok(()) => tracing::info!(sequence_next, bytes = state.len(), "snapshot written"),
+                    Err(error) => tracing::error!(%error, "snapshot failed; the journal still has every record"),
+                }
+                if let Some(done) = done {
+                    done(result);
+                }
+            });
+        self.snapshot_thread = Some(thread.expect("spawn the snapshot thread"));
+    }
+}

@@ -1,0 +1,329 @@
+use coffer_core::{AccountId, Amount, Engine, EngineLimits, Operation, Transaction, TransactionId, Unit};
+use coffer_journal::{journal_batch, open, recover, JournalError, JournalOptions, Mode, Retention};
+use std::path::Path;
+
+fn transfer(id: String, from: String, to: String, amount: u128) -> Transaction {
+    let op = Operation::Transfer {
+        from: AccountId::parse(&from).unwrap(),
+        to: AccountId::parse(&to).unwrap(),
+        amount: Amount::new(amount).unwrap(),
+    };
+    Transaction::new(TransactionId::parse(&id).unwrap(), vec![op], None).unwrap()
+}
+
+/// Deterministic batches: opens and funds 20 accounts, then transfers
+/// (some rejected for insufficient funds, some duplicate ids).
+fn batches(count: usize) -> Vec<(u64, Vec<Transaction>)> {
+    let opens = (0..20)
+        .map(|n| {
+            let account = AccountId::parse(&format!("a{n}")).unwrap();
+            let ops = vec![
+                Operation::Open {
+                    account: account.clone(),
+                    unit: Unit::parse("USD/2").unwrap(),
+                    min_available: None,
+                    max_total: None,
+                    metadata: None,
+                },
+                Operation::Transfer {
+                    from: AccountId::world(),
+                    to: account,
+                    amount: Amount::new(1_000).unwrap(),
+                },
+            ];
+            Transaction::new(TransactionId::parse(&format!("open-{n}")).unwrap(), ops, None).unwrap()
+        })
+        .collect();
+    let mut result = vec![(1_000, opens)];
+    for batch in 0..count as u64 {
+        let transactions = (0..(batch % 7 + 1))
+            .map(|n| {
+                let k = batch * 7 + n;
+                let id = if k % 11 == 0 {
+                    format!("dup-{}", k % 3)
+                } else {
+                    format!("tx-{k}")
+                };
+                transfer(
+                    id,
+                    format!("a{}", k % 20),
+                    format!("a{}", (k * 3 + 1) % 20),
+                    u128::from(k % 400 + 1),
+                )
+            })
+            .collect();
+        result.push((2_000 + batch * 10, transactions));
+    }
+    result
+}
+
+fn options() -> JournalOptions {
+    JournalOptions {
+        segment_bytes_max: 2_048,
+        ..JournalOptions::default()
+    }
+}
+
+/// Writes the batches through a real journal; returns the reference digest
+/// after each batch.
+fn write_all(directory: &Path, batches: &[(u64, Vec<Transaction>)]) -> Vec<u128> {
+    write_with(directory, batches, options())
+}
+
+fn write_with(directory: &Path, batches: &[(u64, Vec<Transaction>)], options: JournalOptions) -> Vec<u128> {
+    let (mut engine, writer, report) = open(directory, options, EngineLimits::default()).unwrap();
+    assert_eq!(report.sequence_next, 0);
+    let mut digests = Vec::new();
+    for (timestamp, transactions) in batches {
+        let outcome = engine.apply_batch(*timestamp, transactions);
+        writer
+            .append_and_wait(journal_batch(transactions.clone(), &outcome))
+            .unwrap();
+        digests.push(engine.digest());
+    }
+    writer.close().unwrap();
+    digests
+}
+
+fn reopen(directory: &Path) -> Result<Engine, JournalError> {
+    open(directory, options(), EngineLimits::default()).map(|(engine, writer, _)| {
+        writer.close().unwrap();
+        engine
+    })
+}
+
+#[test]
+fn reopen_gives_the_identical_state() {
+    let directory = tempfile::tempdir().unwrap();
+    let digests = write_all(directory.path(), &batches(200));
+    let segments = coffer_journal::segments(directory.path()).unwrap();
+    assert!(segments.len() > 3, "small segments roll: {}", segments.len());
+    let engine = reopen(directory.path()).unwrap();
+    assert_eq!(engine.digest(), *digests.last().unwrap());
+    engine.check_invariants().unwrap();
+}
+
+#[test]
+fn appends_continue_after_reopen() {
+    let directory = tempfile::tempdir().unwrap();
+    let all = batches(40);
+    let (first, second) = all.split_at(20);
+    write_all(directory.path(), first);
+    let (mut engine, writer, report) = open(directory.path(), options(), EngineLimits::default()).unwrap();
+    assert_eq!(report.sequence_next, engine.sequence_next());
+    for (timestamp, transactions) in second {
+        let outcome = engine.apply_batch(*timestamp, transactions);
+        writer
+            .append_and_wait(journal_batch(transactions.clone(), &outcome))
+            .unwrap();
+    }
+    writer.close().unwrap();
+    let mut reference = Engine::new(EngineLimits::default());
+    for (timestamp, transactions) in &all {
+        reference.apply_batch(*timestamp, transactions);
+    }
+    assert_eq!(reopen(directory.path()).unwrap().digest(), reference.digest());
+}
+
+fn last_segment(directory: &Path) -> std::path::PathBuf {
+    coffer_journal::segments(directory).unwrap().last().unwrap().1.clone()
+}
+
+/// Offsets of every record in a segment.
+fn record_offsets(path: &Path) -> Vec<u64> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut offsets = Vec::new();
+    coffer_journal::scan_segment(path, &bytes, true, |offset, _, _| {
+        offsets.push(offset);
+        Ok(())
+    })
+    .unwrap();
+    offsets
+}
+
+#[test]
+fn a_torn_last_record_is_truncated_at_every_byte_offset() {
+    let pristine = tempfile::tempdir().unwrap();
+    let workload = batches(30);
+    let digests = write_all(pristine.path(), &workload);
+    let segment = last_segment(pristine.path());
+    let bytes = std::fs::read(&segment).unwrap();
+    let last_record = *record_offsets(&segment).last().unwrap() as usize;
+    let name = segment.file_name().unwrap();
+    for cut in last_record..bytes.len() {
+        let directory = tempfile::tempdir().unwrap();
+        for (_, path) in coffer_journal::segments(pristine.path()).unwrap() {
+            std::fs::copy(&path, directory.path().join(path.file_name().unwrap())).unwrap();
+        }
+        std::fs::write(directory.path().join(name), &bytes[..cut]).unwrap();
+        let engine = reopen(directory.path()).unwrap_or_else(|error| panic!("cut at {cut}: {error}"));
+        assert_eq!(
+            engine.digest(),
+            digests[digests.len() - 2],
+            "cut at {cut}: every earlier record recovered"
+        );
+        let truncated = std::fs::metadata(directory.path().join(name)).unwrap().len();
+        assert_eq!(truncated as usize, last_record, "the torn bytes are removed");
+    }
+}
+
+#[test]
+fn a_flipped_byte_in_a_middle_record_refuses_to_start() {
+    let directory = tempfile::tempdir().unwrap();
+    write_with(directory.path(), &batches(30), JournalOptions::default());
+    let segment = last_segment(directory.path());
+    let offsets = record_offsets(&segment);
+    assert!(offsets.len() >= 30, "one segment holds every record");
+    let middle = offsets[offsets.len() / 2] as usize;
+    let original = std::fs::read(&segment).unwrap();
+    for position in [middle + 3, middle + 9, middle + 60] {
+        let mut bytes = original.clone();
+        bytes[position] ^= 0x01;
+        std::fs::write(&segment, &bytes).unwrap();
+        let error = reopen(directory.path())
+            .err()
+            .expect("a corrupt middle record refuses to start");
+        match &error {
+            JournalError::Corrupt { path, offset, .. } => {
+                assert_eq!(path, &segment);
+                assert_eq!(*offset as usize, middle);
+            }
+            other => panic!("expected corruption, got {other}"),
+        }
+        assert!(error.to_string().contains(&segment.display().to_string()), "{error}");
+        assert_eq!(std::fs::read(&segment).unwrap(), bytes, "data untouched");
+    }
+}
+
+#[test]
+fn corruption_in_an_earlier_segment_refuses_to_start() {
+    let directory = tempfile::tempdir().unwrap();
+    write_all(directory.path(), &batches(60));
+    let (_, first) = coffer_journal::segments(directory.path()).unwrap()[0].clone();
+    let mut bytes = std::fs::read(&first).unwrap();
+    let end = bytes.len();
+    bytes[end - 1] ^= 0xff; // the last record of a non-last segment
+    std::fs::write(&first, &bytes).unwrap();
+    assert!(matches!(reopen(directory.path()), Err(JournalError::Corrupt { .. })));
+}
+
+#[test]
+fn snapshot_then_replay_equals_full_replay() {
+    let directory = tempfile::tempdir().unwrap();
+    let workload = batches(120);
+    let options = JournalOptions {
+        segment_bytes_max: 2_048,
+        snapshots_kept: 1,
+        ..JournalOptions::default()
+    };
+    let (mut engine, writer, _) = open(directory.path(), options, EngineLimits::default()).unwrap();
+    for (index, (timestamp, transactions)) in workload.iter().enumerate() {
+        let outcome = engine.apply_batch(*timestamp, transactions);
+        writer
+            .append_and_wait(journal_batch(transactions.clone(), &outcome))
+            .unwrap();
+        if index == 50 || index == 90 {
+            let mut state = Vec::new();
+            engine.encode_snapshot(&mut state);
+            let (sender, receiver) = std::sync::mpsc::channel();
+            writer
+                .snapshot(
+                    engine.sequence_next(),
+                    state,
+                    Some(Box::new(move |result| sender.send(result).unwrap())),
+                )
+                .unwrap();
+            receiver.recv().unwrap().unwrap();
+        }
+    }
+    writer.close().unwrap();
+    let snapshots = coffer_journal::snapshots(directory.path()).unwrap();
+    assert_eq!(snapshots.len(), 1, "only the newest snapshot is kept");
+    let first_segment = coffer_journal::segments(directory.path()).unwrap()[0].0;
+    assert!(first_segment > 0, "segments covered by the snapshot were pruned");
+    let (from_snapshot, report, _) = recover(directory.path(), EngineLimits::default(), Mode::ReadOnly).unwrap();
+    assert_eq!(report.snapshot_sequence, Some(snapshots[0].0));
+    assert!(report.entries_replayed > 0);
+    let mut full = Engine::new(EngineLimits::default());
+    for (timestamp, transactions) in &workload {
+        full.apply_batch(*timestamp, transactions);
+    }
+    assert_eq!(from_snapshot.digest(), full.digest());
+    assert_eq!(from_snapshot.digest(), engine.digest());
+}
+
+#[test]
+fn keep_all_retention_keeps_every_segment() {
+    let directory = tempfile::tempdir().unwrap();
+    let options = JournalOptions {
+        segment_bytes_max: 1_024,
+        retention: Retention::KeepAll,
+        ..JournalOptions::default()
+    };
+    let (mut engine, writer, _) = open(directory.path(), options, EngineLimits::default()).unwrap();
+    for (timestamp, transactions) in batches(60) {
+        let outcome = engine.apply_batch(timestamp, &transactions);
+        writer.append_and_wait(journal_batch(transactions, &outcome)).unwrap();
+    }
+    let mut state = Vec::new();
+    engine.encode_snapshot(&mut state);
+    let (sender, receiver) = std::sync::mpsc::channel();
+    writer
+        .snapshot(
+            engine.sequence_next(),
+            state,
+            Some(Box::new(move |result| sender.send(result).unwrap())),
+        )
+        .unwrap();
+    receiver.recv().unwrap().unwrap();
+    writer.close().unwrap();
+    assert_eq!(coffer_journal::segments(directory.path()).unwrap()[0].0, 0);
+}
+
+#[test]
+fn a_journaled_outcome_that_replay_contradicts_is_refused() {
+    let directory = tempfile::tempdir().unwrap();
+    let (mut engine, writer, _) = open(directory.path(), options(), EngineLimits::default()).unwrap();
+    let transactions = vec![transfer("t1".into(), "nobody".into(), "ghost".into(), 5)];
+    let outcome = engine.apply_batch(10, &transactions);
+    let mut batch = journal_batch(transactions, &outcome);
+    batch.verdicts[0] = coffer_journal::EntryVerdict::Committed; // it was rejected
+    writer.append_and_wait(batch).unwrap();
+    writer.close().unwrap();
+    let error = reopen(directory.path()).err().unwrap();
+    assert!(matches!(error, JournalError::Diverged { sequence: 0, .. }), "{error}");
+}
+
+#[test]
+fn a_corrupt_newest_snapshot_falls_back_to_replay() {
+    let directory = tempfile::tempdir().unwrap();
+    let options = JournalOptions {
+        retention: Retention::KeepAll,
+        ..options()
+    };
+    let (mut engine, writer, _) = open(directory.path(), options, EngineLimits::default()).unwrap();
+    for (timestamp, transactions) in batches(20) {
+        let outcome = engine.apply_batch(timestamp, &transactions);
+        writer.append_and_wait(journal_batch(transactions, &outcome)).unwrap();
+    }
+    let mut state = Vec::new();
+    engine.encode_snapshot(&mut state);
+    let (sender, receiver) = std::sync::mpsc::channel();
+    writer
+        .snapshot(
+            engine.sequence_next(),
+            state,
+            Some(Box::new(move |result| sender.send(result).unwrap())),
+        )
+        .unwrap();
+    receiver.recv().unwrap().unwrap();
+    writer.close().unwrap();
+    let (_, snapshot) = coffer_journal::snapshots(directory.path()).unwrap()[0].clone();
+    let mut bytes = std::fs::read(&snapshot).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&snapshot, bytes).unwrap();
+    let (recovered, report, _) = recover(directory.path(), EngineLimits::default(), Mode::ReadOnly).unwrap();
+    assert_eq!(report.snapshot_sequence, None);
+    assert_eq!(recovered.digest(), engine.digest());
+}
