@@ -1,0 +1,6 @@
+//! The `coffer` command. `main.rs` only calls [`cli::main`]; everything it
+//! does lives here so that tests can drive the same code.
+
+pub mod cli;
+pub mod journal_tools;
+pub mod workload;
