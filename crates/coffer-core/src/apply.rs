@@ -186,7 +186,7 @@ impl Engine {
         let hash = self.hasher.hash_one(id.as_str());
         let accounts = &self.accounts;
         let hasher = &self.hasher;
-        self.account_lookup.insert_unique(hash, index.0, |slot| {
+        self.account_lookup.insert_unique(hash, index.slot() as u32, |slot| {
             hasher.hash_one(accounts[*slot as usize].id.as_str())
         });
         self.touch(index);
@@ -194,7 +194,7 @@ impl Engine {
     }
 
     fn push_account(&mut self, account: Account) -> AccountIndex {
-        let index = AccountIndex(u32::try_from(self.accounts.len()).expect("accounts_max fits in u32"));
+        let index = AccountIndex::from_slot(u32::try_from(self.accounts.len()).expect("accounts_max fits in u32"));
         self.accounts.push(account);
         index
     }
@@ -301,7 +301,7 @@ impl Engine {
             amount,
             captured: 0,
             remaining: amount,
-            expires_at_ms,
+            expires_at_ms: expires_at_ms.and_then(std::num::NonZeroU64::new),
             status: HoldStatus::Active,
             serial,
             created_at_ms: timestamp_ms,
@@ -326,7 +326,7 @@ impl Engine {
     }
 
     fn finish_hold(&mut self, timestamp_ms: u64, hold_id: &HoldId, mut hold: Hold, status: HoldStatus) {
-        if let Some(at) = hold.expires_at_ms {
+        if let Some(at) = hold.expiry() {
             self.hold_expiry.remove(&(at, hold.serial));
         }
         hold.status = status;

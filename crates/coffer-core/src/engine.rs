@@ -325,7 +325,7 @@ impl Engine {
                 }
                 Undo::HoldCreated(hold_id) => {
                     let hold = self.holds.remove(&hold_id).expect("undo names a created hold");
-                    if let Some(expires_at_ms) = hold.expires_at_ms {
+                    if let Some(expires_at_ms) = hold.expiry() {
                         self.hold_expiry.remove(&(expires_at_ms, hold.serial));
                     }
                     self.hold_serial_next -= 1;
@@ -335,7 +335,7 @@ impl Engine {
                     let was_removed_from_expiry =
                         previous.status == HoldStatus::Active && hold.status != HoldStatus::Active;
                     *hold = previous;
-                    if let (true, Some(expires_at_ms)) = (was_removed_from_expiry, previous.expires_at_ms) {
+                    if let (true, Some(expires_at_ms)) = (was_removed_from_expiry, previous.expiry()) {
                         self.hold_expiry.insert((expires_at_ms, previous.serial), hold_id);
                     }
                 }
@@ -386,7 +386,7 @@ impl Engine {
         let accounts = &self.accounts;
         self.account_lookup
             .find(hash, |index| accounts[*index as usize].id == *id)
-            .map(|index| AccountIndex(*index))
+            .map(|index| AccountIndex::from_slot(*index))
     }
 
     pub fn world_account(&self, unit: &Unit) -> Option<AccountIndex> {
@@ -432,7 +432,7 @@ impl Engine {
 
     /// All accounts in creation order, `@world` accounts included.
     pub fn accounts(&self) -> impl Iterator<Item = AccountView> + '_ {
-        (0..self.accounts.len() as u32).map(|slot| self.account_at(AccountIndex(slot)))
+        (0..self.accounts.len() as u32).map(|slot| self.account_at(AccountIndex::from_slot(slot)))
     }
 
     pub fn account_count(&self) -> usize {
@@ -454,7 +454,7 @@ impl Engine {
             captured: hold.captured,
             remaining: hold.remaining,
             status: hold.status,
-            expires_at_ms: hold.expires_at_ms,
+            expires_at_ms: hold.expiry(),
             created_at_ms: hold.created_at_ms,
             finished_at_ms: (hold.status != HoldStatus::Active).then_some(hold.finished_at_ms),
         })

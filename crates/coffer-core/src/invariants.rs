@@ -14,7 +14,7 @@ impl Engine {
                 return Err(format!("hold {hold_id} has inconsistent amounts"));
             }
             let indexed = hold
-                .expires_at_ms
+                .expiry()
                 .map(|at| self.hold_expiry.get(&(at, hold.serial)) == Some(hold_id));
             match hold.status {
                 HoldStatus::Active => {
@@ -35,7 +35,7 @@ impl Engine {
         let active_with_expiry = self
             .holds
             .values()
-            .filter(|hold| hold.status == HoldStatus::Active && hold.expires_at_ms.is_some())
+            .filter(|hold| hold.status == HoldStatus::Active && hold.expiry().is_some())
             .count();
         let active = self
             .holds
@@ -66,7 +66,7 @@ impl Engine {
             if balances.max_total != NO_CEILING && total > balances.max_total {
                 return Err(format!("account {} is above its ceiling", account.id));
             }
-            let is_world = self.world_of_unit.get(account.unit as usize) == Some(&AccountIndex(slot as u32));
+            let is_world = self.world_of_unit.get(account.unit as usize) == Some(&AccountIndex::from_slot(slot as u32));
             if account.id.is_world() != is_world {
                 return Err(format!("account {} at {slot} is misfiled as @world", account.id));
             }

@@ -111,12 +111,12 @@ fn encode_account(account: &Account, writer: &mut Writer) {
 }
 
 fn encode_hold(hold: &Hold, writer: &mut Writer) {
-    writer.u64(u64::from(hold.account.0));
-    writer.option(hold.to, |writer, to| writer.u64(u64::from(to.0)));
+    writer.u64(hold.account.slot() as u64);
+    writer.option(hold.to, |writer, to| writer.u64(to.slot() as u64));
     writer.i128(hold.amount);
     writer.i128(hold.captured);
     writer.i128(hold.remaining);
-    writer.option(hold.expires_at_ms, Writer::u64);
+    writer.option(hold.expiry(), Writer::u64);
     writer.u8(hold.status as u8);
     writer.u64(hold.serial);
     writer.u64(hold.created_at_ms);
@@ -172,13 +172,13 @@ fn decode_units(engine: &mut Engine, reader: &mut Reader) -> Result<(), CoreErro
         }
         engine.units.push(unit);
     }
-    engine.world_of_unit = vec![AccountIndex(u32::MAX); units];
     Ok(())
 }
 
 fn decode_accounts(engine: &mut Engine, reader: &mut Reader) -> Result<(), CoreError> {
     let accounts = count(reader, engine.limits.accounts_max as usize, "accounts")?;
     engine.accounts.reserve(accounts);
+    let mut worlds: Vec<Option<AccountIndex>> = vec![None; engine.units.len()];
     for slot in 0..accounts as u32 {
         let id = reader.account_id()?;
         let unit = reader.u32()?;
@@ -197,11 +197,11 @@ fn decode_accounts(engine: &mut Engine, reader: &mut Reader) -> Result<(), CoreE
         let metadata = reader.metadata()?;
         let created_at_ms = reader.u64()?;
         if id.is_world() {
-            let world = &mut engine.world_of_unit[unit as usize];
-            if world.0 != u32::MAX {
+            let world = &mut worlds[unit as usize];
+            if world.is_some() {
                 return Err(reader.error(format!("unit {} has two @world accounts", engine.units[unit as usize])));
             }
-            *world = AccountIndex(slot);
+            *world = Some(AccountIndex::from_slot(slot));
         } else {
             if engine.find_account(&id).is_some() {
                 return Err(reader.error(format!("account {id} listed twice")));
@@ -220,9 +220,10 @@ fn decode_accounts(engine: &mut Engine, reader: &mut Reader) -> Result<(), CoreE
             created_at_ms,
         });
     }
-    if let Some(unit) = engine.world_of_unit.iter().position(|world| world.0 == u32::MAX) {
+    if let Some(unit) = worlds.iter().position(Option::is_none) {
         return Err(reader.error(format!("unit {} has no @world account", engine.units[unit])));
     }
+    engine.world_of_unit = worlds.into_iter().flatten().collect();
     Ok(())
 }
 
@@ -231,7 +232,7 @@ fn decode_account_index(engine: &Engine, reader: &mut Reader) -> Result<AccountI
     if slot as usize >= engine.accounts.len() {
         return Err(reader.error(format!("account number {slot} does not exist")));
     }
-    Ok(AccountIndex(slot))
+    Ok(AccountIndex::from_slot(slot))
 }
 
 fn decode_holds(engine: &mut Engine, reader: &mut Reader) -> Result<(), CoreError> {
@@ -248,14 +249,17 @@ fn decode_holds(engine: &mut Engine, reader: &mut Reader) -> Result<(), CoreErro
             amount: reader.i128()?,
             captured: reader.i128()?,
             remaining: reader.i128()?,
-            expires_at_ms: reader.option(Reader::u64)?,
+            expires_at_ms: reader
+                .option(Reader::u64)?
+                .map(|at| std::num::NonZeroU64::new(at).ok_or_else(|| reader.error("expiry 0")))
+                .transpose()?,
             status: HoldStatus::from_u8(reader.u8()?).ok_or_else(|| reader.error("unknown hold status"))?,
             serial: reader.u64()?,
             created_at_ms: reader.u64()?,
             finished_at_ms: reader.u64()?,
         };
         check_hold(engine, &hold_id, &hold).map_err(|reason| reader.error(reason))?;
-        if let (HoldStatus::Active, Some(at)) = (hold.status, hold.expires_at_ms) {
+        if let (HoldStatus::Active, Some(at)) = (hold.status, hold.expiry()) {
             engine.hold_expiry.insert((at, hold.serial), hold_id.clone());
         }
         if engine.holds.insert(hold_id.clone(), hold).is_some() {

@@ -15,11 +15,18 @@ pub(crate) const NO_FLOOR: i128 = i128::MIN;
 /// Position of an account in the engine. Stable for the engine's life and
 /// across snapshots, so effects can name accounts without cloning ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct AccountIndex(pub(crate) u32);
+pub struct AccountIndex(std::num::NonZeroU32);
 
 impl AccountIndex {
+    /// Stored as slot + 1 so that `Option<AccountIndex>` is four bytes.
+    pub(crate) fn from_slot(slot: u32) -> Self {
+        AccountIndex(
+            std::num::NonZeroU32::new(slot.checked_add(1).expect("slot below u32::MAX")).expect("slot + 1 > 0"),
+        )
+    }
+
     pub(crate) fn slot(self) -> usize {
-        self.0 as usize
+        self.0.get() as usize - 1
     }
 }
 
@@ -34,6 +41,12 @@ pub(crate) struct Balances {
     pub version: u64,
     pub updated_at_ms: u64,
     pub closed: bool,
+}
+
+impl Hold {
+    pub fn expiry(&self) -> Option<u64> {
+        self.expires_at_ms.map(std::num::NonZeroU64::get)
+    }
 }
 
 impl Balances {
@@ -107,7 +120,9 @@ pub(crate) struct Hold {
     pub amount: i128,
     pub captured: i128,
     pub remaining: i128,
-    pub expires_at_ms: Option<u64>,
+    /// Never zero: an expiry is after its batch's timestamp. The niche
+    /// keeps this field at eight bytes (DESIGN.md §6: ≤ 256 bytes a hold).
+    pub expires_at_ms: Option<std::num::NonZeroU64>,
     pub status: HoldStatus,
     /// Creation order: breaks ties between holds expiring at the same instant.
     pub serial: u64,

@@ -22,6 +22,7 @@ pub use format::{EntryVerdict, JournalBatch};
 pub use options::{Durability, JournalOptions, Retention};
 pub use recovery::{open, recover, Mode, RecoveryReport};
 pub use scan::{scan_segment, TornTail};
+pub use snapshots::{prune, write_snapshot};
 pub use writer::{Completion, JournalStats, JournalWriter};
 
 /// Turns an engine batch into what the journal stores.
