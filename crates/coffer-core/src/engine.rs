@@ -37,7 +37,7 @@ pub(crate) enum Undo {
 /// enough to cover a memory round trip, few enough to stay in L1.
 const PREFETCH_DISTANCE: usize = 8;
 
-fn prefetch<T>(value: &T) {
+pub(crate) fn prefetch<T>(value: &T) {
     #[cfg(target_arch = "x86_64")]
     {
         let address = value as *const T as *const i8;
@@ -351,6 +351,7 @@ impl Engine {
     /// throughput comes from. The lookup takes the first candidate without
     /// comparing ids: a wrong guess only wastes one prefetch.
     fn prefetch_accounts(&self, transaction: &Transaction) {
+        self.idempotency.prefetch(self.idempotency.hash(transaction.id()));
         let Some(op) = transaction.ops().first() else { return };
         for id in op.accounts().into_iter().flatten() {
             let hash = self.hasher.hash_one(id.as_str());
