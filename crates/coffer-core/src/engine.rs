@@ -431,6 +431,12 @@ impl Engine {
         }
     }
 
+    /// The account at a creation-order position (0-based), for paging.
+    pub fn account_at_slot(&self, slot: u64) -> AccountView {
+        assert!(slot < self.accounts.len() as u64, "slot within the account count");
+        self.account_at(AccountIndex::from_slot(slot as u32))
+    }
+
     /// All accounts in creation order, `@world` accounts included.
     pub fn accounts(&self) -> impl Iterator<Item = AccountView> + '_ {
         (0..self.accounts.len() as u32).map(|slot| self.account_at(AccountIndex::from_slot(slot)))

@@ -1,4 +1,6 @@
 use clap::{Parser, Subcommand};
+use coffer_server::config::LogFormat;
+use coffer_server::ServerConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -8,13 +10,19 @@ use std::process::ExitCode;
     version,
     about = "coffer: balances kept exactly right under heavy concurrency"
 )]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// With no subcommand, `coffer` serves with these settings.
+    #[command(flatten)]
+    pub serve: ServerConfig,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Runs the server (the default when no subcommand is given).
+    Serve(ServerConfig),
     /// Operator tools for a data directory's journal (offline).
     #[command(subcommand)]
     Journal(JournalCommand),
@@ -54,20 +62,23 @@ pub enum JournalCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    let log_format = match &cli.command {
+        Some(Command::Serve(config)) => config.log_format,
+        _ => cli.serve.log_format,
+    };
+    init_logging(log_format);
     let result = match cli.command {
-        Command::Journal(JournalCommand::Verify { directory }) => crate::journal_tools::verify(&directory),
-        Command::Journal(JournalCommand::Dump { directory, from, limit }) => {
+        None => serve(cli.serve),
+        Some(Command::Serve(config)) => serve(config),
+        Some(Command::Journal(JournalCommand::Verify { directory })) => crate::journal_tools::verify(&directory),
+        Some(Command::Journal(JournalCommand::Dump { directory, from, limit })) => {
             crate::journal_tools::dump(&directory, from, limit, &mut std::io::stdout().lock())
         }
-        Command::Journal(JournalCommand::Load {
+        Some(Command::Journal(JournalCommand::Load {
             directory,
             batch_size,
             batches,
-        }) => crate::journal_tools::load(&directory, batch_size, batches),
+        })) => crate::journal_tools::load(&directory, batch_size, batches),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,4 +87,20 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(coffer_server::serve(config, coffer_server::shutdown_signal()))
 }

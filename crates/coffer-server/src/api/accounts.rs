@@ -1,0 +1,112 @@
+use super::{authorize, build, execute, transaction_id, views, JsonBody};
+use crate::auth::Role;
+use crate::error::ApiError;
+use crate::sequencer::{Answer, Query};
+use crate::state::AppState;
+use axum::extract::{Path, Query as UrlQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use coffer_core::{AccountId, Balance, Metadata, Operation, TransactionId, Unit};
+use serde::Deserialize;
+use std::sync::Arc;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAccount {
+    /// The account id (not the idempotency key: use `Idempotency-Key`).
+    id: AccountId,
+    unit: Unit,
+    min_available: Option<Balance>,
+    max_total: Option<Balance>,
+    metadata: Option<Metadata>,
+    transaction_id: Option<TransactionId>,
+}
+
+pub async fn open(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<OpenAccount>,
+) -> Result<Response, ApiError> {
+    let op = Operation::Open {
+        account: body.id.clone(),
+        unit: body.unit,
+        min_available: body.min_available,
+        max_total: body.max_total,
+        metadata: body.metadata,
+    };
+    authorize(&state, &headers, std::slice::from_ref(&op))?;
+    let transaction = build(transaction_id(&headers, body.transaction_id)?, vec![op], None)?;
+    let mut answered = execute(&state, transaction).await?;
+    // Answer with the account as it is now.
+    answered.body = views::account(&read_account(&state, body.id).await?);
+    Ok(answered.into_response())
+}
+
+async fn read_account(state: &AppState, id: AccountId) -> Result<coffer_core::AccountView, ApiError> {
+    match state.sequencer.read(Query::Account(id.clone())).await? {
+        Answer::Account(Some(view)) => Ok(view),
+        _ => Err(ApiError::NotFound {
+            what: "account",
+            id: id.to_string(),
+        }),
+    }
+}
+
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    state.auth.require(&headers, Role::Reader, "read")?;
+    let id = AccountId::parse(&id).map_err(|error| ApiError::invalid(error.to_string()))?;
+    let account = read_account(&state, id).await?;
+    Ok(axum::Json(views::account(&account)).into_response())
+}
+
+pub const LIST_LIMIT_MAX: usize = 1_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    UrlQuery(query): UrlQuery<ListQuery>,
+) -> Result<Response, ApiError> {
+    state.auth.require(&headers, Role::Reader, "read")?;
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > LIST_LIMIT_MAX {
+        return Err(ApiError::invalid(format!("limit must be 1 to {LIST_LIMIT_MAX}")));
+    }
+    if query.prefix.len() > coffer_core::limits::ID_BYTES_MAX {
+        return Err(ApiError::invalid("prefix is longer than an id can be"));
+    }
+    // The cursor is opaque to clients; it is a creation-order position.
+    let after = match &query.cursor {
+        None => 0,
+        Some(cursor) => cursor
+            .strip_prefix("a")
+            .and_then(|digits| u64::from_str_radix(digits, 16).ok())
+            .ok_or_else(|| ApiError::invalid("cursor is not one this server issued"))?,
+    };
+    let Answer::Accounts(accounts, next) = state
+        .sequencer
+        .read(Query::Accounts {
+            prefix: query.prefix,
+            after,
+            limit,
+        })
+        .await?
+    else {
+        unreachable!("an accounts query answers with accounts")
+    };
+    let data: Vec<_> = accounts.iter().map(views::account).collect();
+    let next_cursor = next.map(|slot| format!("a{slot:x}"));
+    Ok(axum::Json(serde_json::json!({ "data": data, "next_cursor": next_cursor })).into_response())
+}

@@ -1,0 +1,134 @@
+use super::{authorize, build, execute, transaction_id, views, JsonBody};
+use crate::auth::Role;
+use crate::error::ApiError;
+use crate::sequencer::{Answer, Query};
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use coffer_core::{AccountId, Amount, HoldId, Metadata, Operation, TransactionId};
+use serde::Deserialize;
+use std::sync::Arc;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldBody {
+    /// The idempotency key of the transaction that creates the hold.
+    id: Option<TransactionId>,
+    hold: HoldId,
+    account: AccountId,
+    amount: Amount,
+    to: Option<AccountId>,
+    ttl_ms: Option<u64>,
+    /// RFC 3339 instant, e.g. 2026-11-25T12:00:00Z.
+    expires_at: Option<String>,
+    metadata: Option<Metadata>,
+}
+
+fn parse_instant_ms(text: &str) -> Result<u64, ApiError> {
+    let instant = humantime::parse_rfc3339_weak(text)
+        .map_err(|error| ApiError::invalid(format!("expires_at {text:?} is not an RFC 3339 instant: {error}")))?;
+    let since_epoch = instant
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| ApiError::invalid("expires_at is before 1970"))?;
+    u64::try_from(since_epoch.as_millis()).map_err(|_| ApiError::invalid("expires_at is too far away"))
+}
+
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<HoldBody>,
+) -> Result<Response, ApiError> {
+    let expires_at_ms = body.expires_at.as_deref().map(parse_instant_ms).transpose()?;
+    let hold_id = body.hold.clone();
+    let op = Operation::Hold {
+        hold: body.hold,
+        account: body.account,
+        amount: body.amount,
+        to: body.to,
+        expires_at_ms,
+        ttl_ms: body.ttl_ms,
+    };
+    authorize(&state, &headers, std::slice::from_ref(&op))?;
+    let transaction = build(transaction_id(&headers, body.id)?, vec![op], body.metadata)?;
+    with_hold(&state, transaction, hold_id).await
+}
+
+/// Runs a hold transaction and adds the hold, as it is now, to the answer.
+async fn with_hold(
+    state: &AppState,
+    transaction: coffer_core::Transaction,
+    hold_id: HoldId,
+) -> Result<Response, ApiError> {
+    let mut answered = execute(state, transaction).await?;
+    if let Answer::Hold(Some(hold)) = state.sequencer.read(Query::Hold(hold_id)).await? {
+        answered.body["hold"] = views::hold(&hold);
+    }
+    Ok(answered.into_response())
+}
+
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    state.auth.require(&headers, Role::Reader, "read")?;
+    let id = HoldId::parse(&id).map_err(|error| ApiError::invalid(error.to_string()))?;
+    match state.sequencer.read(Query::Hold(id.clone())).await? {
+        Answer::Hold(Some(hold)) => Ok(axum::Json(views::hold(&hold)).into_response()),
+        _ => Err(ApiError::NotFound {
+            what: "hold",
+            id: id.to_string(),
+        }),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureBody {
+    id: Option<TransactionId>,
+    amount: Option<Amount>,
+    to: Option<AccountId>,
+    metadata: Option<Metadata>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseBody {
+    id: Option<TransactionId>,
+    metadata: Option<Metadata>,
+}
+
+fn hold_path(id: &str) -> Result<HoldId, ApiError> {
+    HoldId::parse(id).map_err(|error| ApiError::invalid(error.to_string()))
+}
+
+pub async fn capture(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<CaptureBody>,
+) -> Result<Response, ApiError> {
+    let hold = hold_path(&id)?;
+    let op = Operation::Capture {
+        hold: hold.clone(),
+        amount: body.amount,
+        to: body.to,
+    };
+    authorize(&state, &headers, std::slice::from_ref(&op))?;
+    let transaction = build(transaction_id(&headers, body.id)?, vec![op], body.metadata)?;
+    with_hold(&state, transaction, hold).await
+}
+
+pub async fn release(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ReleaseBody>,
+) -> Result<Response, ApiError> {
+    let hold = hold_path(&id)?;
+    let op = Operation::Release { hold: hold.clone() };
+    authorize(&state, &headers, std::slice::from_ref(&op))?;
+    let transaction = build(transaction_id(&headers, body.id)?, vec![op], body.metadata)?;
+    with_hold(&state, transaction, hold).await
+}

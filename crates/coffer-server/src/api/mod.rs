@@ -1,0 +1,166 @@
+//! The HTTP API of DESIGN.md §3. Handlers are thin: parse, check the role,
+//! build a core transaction, hand it to the sequencer, shape the answer.
+
+mod accounts;
+mod body;
+mod holds;
+mod operations;
+mod transactions;
+mod views;
+
+use crate::auth::Role;
+use crate::error::ApiError;
+use crate::sequencer::{Kind, SequencerError, Submitted};
+use crate::state::AppState;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use coffer_core::{Operation, Transaction, TransactionId, Verdict};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub use body::JsonBody;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let body_limit = state.config.body_bytes_max;
+    Router::new()
+        .route("/v1/accounts", post(accounts::open).get(accounts::list))
+        .route("/v1/accounts/{id}", get(accounts::get))
+        .route("/v1/transactions", post(transactions::create))
+        .route("/v1/transactions/batch", post(transactions::batch))
+        .route("/v1/transactions/{id}", get(transactions::get))
+        .route("/v1/deposits", post(transactions::deposit))
+        .route("/v1/withdrawals", post(transactions::withdrawal))
+        .route("/v1/transfers", post(transactions::transfer))
+        .route("/v1/holds", post(holds::create))
+        .route("/v1/holds/{id}", get(holds::get))
+        .route("/v1/holds/{id}/capture", post(holds::capture))
+        .route("/v1/holds/{id}/release", post(holds::release))
+        .route("/healthz", get(operations::health))
+        .route("/readyz", get(operations::ready))
+        .route("/metrics", get(operations::metrics))
+        .fallback(|| async { ApiError::NoRoute })
+        .layer(axum::middleware::from_fn(operations::record_request))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+impl From<SequencerError> for ApiError {
+    fn from(error: SequencerError) -> Self {
+        match error {
+            SequencerError::Overloaded => ApiError::Overloaded,
+            SequencerError::Stopped => ApiError::NotReady("the engine is stopping".into()),
+            SequencerError::Journal(message) => ApiError::Journal(message),
+        }
+    }
+}
+
+/// The idempotency key: the `Idempotency-Key` header, else `id` in the
+/// body, else a fresh server-generated id (the request is then not safely
+/// retryable, which the docs say).
+pub(crate) fn transaction_id(headers: &HeaderMap, body_id: Option<TransactionId>) -> Result<TransactionId, ApiError> {
+    let header = headers.get("idempotency-key").map(|value| {
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::invalid("Idempotency-Key must be ASCII"))?;
+        TransactionId::parse(text).map_err(|error| ApiError::invalid(format!("Idempotency-Key: {error}")))
+    });
+    match (header.transpose()?, body_id) {
+        (Some(header), Some(body)) if header != body => {
+            Err(ApiError::invalid("the Idempotency-Key header and the body id differ"))
+        }
+        (Some(id), _) | (None, Some(id)) => Ok(id),
+        (None, None) => Ok(generated_id()),
+    }
+}
+
+fn generated_id() -> TransactionId {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    let text = format!("gen-{nanos:x}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed));
+    TransactionId::parse(&text).expect("generated ids are valid")
+}
+
+/// The role an operation needs: changing limits, balances or account
+/// status, or opening a system account, is an administrator's act.
+fn role_for(op: &Operation) -> Role {
+    match op {
+        Operation::SetBalance { .. }
+        | Operation::SetLimits { .. }
+        | Operation::Close { .. }
+        | Operation::Reopen { .. } => Role::Admin,
+        Operation::Open { account, .. } if account.is_system() => Role::Admin,
+        _ => Role::Writer,
+    }
+}
+
+pub(crate) fn authorize(state: &AppState, headers: &HeaderMap, ops: &[Operation]) -> Result<(), ApiError> {
+    let needed = ops.iter().map(role_for).max().unwrap_or(Role::Writer);
+    let action = if needed == Role::Admin {
+        "change balances, limits, status or system accounts"
+    } else {
+        "write"
+    };
+    state.auth.require(headers, needed, action).map(drop)
+}
+
+pub(crate) fn build(
+    id: TransactionId,
+    ops: Vec<Operation>,
+    metadata: Option<coffer_core::Metadata>,
+) -> Result<Transaction, ApiError> {
+    Transaction::new(id, ops, metadata).map_err(|error| ApiError::invalid(error.to_string()))
+}
+
+/// A successful write's answer, which handlers may extend before it
+/// becomes a response.
+pub(crate) struct Answered {
+    pub status: StatusCode,
+    pub replayed: bool,
+    pub body: serde_json::Value,
+}
+
+impl IntoResponse for Answered {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body)).into_response();
+        if self.replayed {
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        }
+        response
+    }
+}
+
+/// Runs one transaction. DESIGN.md §3: 201 on a first commit, 200 with
+/// `Idempotent-Replayed: true` on a replay, 422 with the rejection code,
+/// 409 on an id reused with another payload.
+pub(crate) async fn execute(state: &AppState, transaction: Transaction) -> Result<Answered, ApiError> {
+    let mut results = state.sequencer.submit(vec![transaction]).await?;
+    answer(results.pop().expect("one result per transaction"))
+}
+
+pub(crate) fn answer(submitted: Submitted) -> Result<Answered, ApiError> {
+    let body = views::transaction_result(&submitted);
+    let replayed = submitted.kind == Kind::Replayed;
+    match (submitted.kind, submitted.verdict()) {
+        (Kind::IdReused, _) => Err(ApiError::IdReused {
+            id: submitted.id.to_string(),
+            original: body,
+        }),
+        (_, Verdict::Rejected(rejection)) => Err(ApiError::Rejected {
+            code: rejection.code.as_str(),
+            op_index: rejection.op_index,
+            result: body,
+            replayed,
+        }),
+        (_, Verdict::Committed) => Ok(Answered {
+            status: if replayed { StatusCode::OK } else { StatusCode::CREATED },
+            replayed,
+            body,
+        }),
+    }
+}

@@ -1,0 +1,52 @@
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub async fn health() -> Response {
+    axum::Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// Ready once recovery is done (the server binds only after it) and while
+/// the journal can still write.
+pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    if let Some(failure) = state.sequencer.journal_failure() {
+        return Err(ApiError::NotReady(format!("journal failed: {failure}")));
+    }
+    Ok(axum::Json(serde_json::json!({ "status": "ready" })).into_response())
+}
+
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let stats = &state.journal_stats;
+    metrics::gauge!("coffer_queue_depth").set(state.sequencer.queue_depth() as f64);
+    metrics::gauge!("coffer_journal_bytes_written").set(stats.bytes_written.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("coffer_journal_syncs").set(stats.syncs.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("coffer_journal_fsync_seconds_last")
+        .set(stats.sync_micros_last.load(Ordering::Relaxed) as f64 / 1e6);
+    metrics::gauge!("coffer_journal_durable_sequence").set(stats.durable_sequence.load(Ordering::Relaxed) as f64);
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Counts every request and its latency by route template and status.
+pub async fn record_request(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("route", route), ("method", method), ("status", status)];
+    metrics::counter!("coffer_http_requests_total", &labels).increment(1);
+    metrics::histogram!("coffer_http_request_duration_seconds", &labels[..2]).record(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,237 @@
+use super::{answer, authorize, build, execute, transaction_id, views, JsonBody};
+use crate::auth::Role;
+use crate::error::ApiError;
+use crate::sequencer::{Answer, Query};
+use crate::state::AppState;
+use axum::extract::{Path, Query as UrlQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use coffer_core::{AccountId, Amount, Metadata, Operation, Transaction, TransactionId};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionBody {
+    id: Option<TransactionId>,
+    ops: Vec<Operation>,
+    metadata: Option<Metadata>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModeQuery {
+    mode: Option<String>,
+}
+
+fn parse(state: &AppState, headers: &HeaderMap, body: TransactionBody) -> Result<Transaction, ApiError> {
+    authorize(state, headers, &body.ops)?;
+    build(transaction_id(headers, body.id)?, body.ops, body.metadata)
+}
+
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    UrlQuery(query): UrlQuery<ModeQuery>,
+    JsonBody(body): JsonBody<TransactionBody>,
+) -> Result<Response, ApiError> {
+    let transaction = parse(&state, &headers, body)?;
+    match query.mode.as_deref() {
+        None | Some("sync") => Ok(execute(&state, transaction).await?.into_response()),
+        Some("async") => {
+            let id = transaction.id().to_string();
+            state.sequencer.submit_detached(vec![transaction])?;
+            Ok((
+                StatusCode::ACCEPTED,
+                axum::Json(json!({ "id": id, "status": "pending" })),
+            )
+                .into_response())
+        }
+        Some(other) => Err(ApiError::invalid(format!("mode must be sync or async, not {other:?}"))),
+    }
+}
+
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    state.auth.require(&headers, Role::Reader, "read")?;
+    let id = TransactionId::parse(&id).map_err(|error| ApiError::invalid(error.to_string()))?;
+    if state.sequencer.is_pending(&id) {
+        return Ok(axum::Json(json!({ "id": id.as_str(), "status": "pending" })).into_response());
+    }
+    match state.sequencer.read(Query::Transaction(id.clone())).await? {
+        Answer::Transaction(Some(record)) => Ok(axum::Json(views::record(id.as_str(), &record)).into_response()),
+        _ => Err(ApiError::NotFound {
+            what: "transaction",
+            id: id.to_string(),
+        }),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    transactions: Vec<TransactionBody>,
+    #[serde(default)]
+    atomic: bool,
+    /// With `atomic`, the id of the combined transaction.
+    id: Option<TransactionId>,
+}
+
+/// Many transactions in one request and one engine batch. Independent
+/// (default): one result per item, each applied or rejected on its own.
+/// Atomic: all items as one transaction, all or nothing.
+pub async fn batch(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<BatchBody>,
+) -> Result<Response, ApiError> {
+    let count = body.transactions.len();
+    if count == 0 || count > state.config.http_batch_max {
+        return Err(ApiError::invalid(format!(
+            "a batch has 1 to {} transactions, got {count}",
+            state.config.http_batch_max
+        )));
+    }
+    if body.atomic {
+        return atomic_batch(&state, &headers, body).await;
+    }
+    if body.id.is_some() {
+        return Err(ApiError::invalid(
+            "id applies to atomic batches only; give each transaction its own id",
+        ));
+    }
+    let mut transactions = Vec::with_capacity(count);
+    for (index, item) in body.transactions.into_iter().enumerate() {
+        authorize(&state, &headers, &item.ops)?;
+        let id = item.id.unwrap_or_else(super::generated_id);
+        let transaction = build(id, item.ops, item.metadata)
+            .map_err(|error| ApiError::invalid(format!("transactions[{index}]: {error}")))?;
+        transactions.push(transaction);
+    }
+    let results = state.sequencer.submit(transactions).await?;
+    let items: Vec<_> = results
+        .iter()
+        .map(|submitted| {
+            let mut item = views::transaction_result(submitted);
+            item["replayed"] = json!(submitted.kind == crate::sequencer::Kind::Replayed);
+            if submitted.kind == crate::sequencer::Kind::IdReused {
+                item = json!({ "id": submitted.id.as_str(), "status": "conflict", "code": "id_reused" });
+            }
+            item
+        })
+        .collect();
+    Ok(axum::Json(json!({ "results": items })).into_response())
+}
+
+async fn atomic_batch(state: &AppState, headers: &HeaderMap, body: BatchBody) -> Result<Response, ApiError> {
+    let mut ops = Vec::new();
+    let mut first_op_of_item = Vec::with_capacity(body.transactions.len());
+    for item in body.transactions {
+        if item.id.is_some() || item.metadata.is_some() {
+            return Err(ApiError::invalid(
+                "in an atomic batch, items carry only ops; put id and metadata on the batch",
+            ));
+        }
+        first_op_of_item.push(ops.len());
+        ops.extend(item.ops);
+    }
+    authorize(state, headers, &ops)?;
+    let transaction = build(transaction_id(headers, body.id)?, ops, None)?;
+    let mut results = state.sequencer.submit(vec![transaction]).await?;
+    let submitted = results.pop().expect("one result");
+    // Say which item failed, not only which op of the combined transaction.
+    let item_of = |op_index: usize| {
+        first_op_of_item
+            .iter()
+            .rposition(|first| *first <= op_index)
+            .unwrap_or(0)
+    };
+    if let coffer_core::Verdict::Rejected(rejection) = submitted.record.verdict {
+        let item = item_of(rejection.op_index as usize);
+        let op_in_item = rejection.op_index as usize - first_op_of_item[item];
+        let mut response = match answer(submitted) {
+            Err(error) => error.into_response(),
+            Ok(answered) => answered.into_response(),
+        };
+        response.headers_mut().insert("coffer-failed-item", item.into());
+        response
+            .headers_mut()
+            .insert("coffer-failed-item-op", op_in_item.into());
+        return Ok(response);
+    }
+    Ok(answer(submitted)?.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DepositBody {
+    id: Option<TransactionId>,
+    account: AccountId,
+    amount: Amount,
+    metadata: Option<Metadata>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferBody {
+    id: Option<TransactionId>,
+    from: AccountId,
+    to: AccountId,
+    amount: Amount,
+    metadata: Option<Metadata>,
+}
+
+async fn one_transfer(state: &AppState, headers: &HeaderMap, body: TransferBody) -> Result<Response, ApiError> {
+    let op = Operation::Transfer {
+        from: body.from,
+        to: body.to,
+        amount: body.amount,
+    };
+    authorize(state, headers, std::slice::from_ref(&op))?;
+    let transaction = build(transaction_id(headers, body.id)?, vec![op], body.metadata)?;
+    Ok(execute(state, transaction).await?.into_response())
+}
+
+/// A deposit is a transfer from `@world`.
+pub async fn deposit(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<DepositBody>,
+) -> Result<Response, ApiError> {
+    let transfer = TransferBody {
+        id: body.id,
+        from: AccountId::world(),
+        to: body.account,
+        amount: body.amount,
+        metadata: body.metadata,
+    };
+    one_transfer(&state, &headers, transfer).await
+}
+
+/// A withdrawal is a transfer to `@world`.
+pub async fn withdrawal(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<DepositBody>,
+) -> Result<Response, ApiError> {
+    let transfer = TransferBody {
+        id: body.id,
+        from: body.account,
+        to: AccountId::world(),
+        amount: body.amount,
+        metadata: body.metadata,
+    };
+    one_transfer(&state, &headers, transfer).await
+}
+
+pub async fn transfer(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<TransferBody>,
+) -> Result<Response, ApiError> {
+    one_transfer(&state, &headers, body).await
+}

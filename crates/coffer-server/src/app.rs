@@ -1,0 +1,144 @@
+//! Startup in one place: check the configuration, recover the journal,
+//! start the engine thread, bind, serve, and shut down in order.
+
+use crate::api::router;
+use crate::auth::Auth;
+use crate::config::ServerConfig;
+use crate::sequencer::{Sequencer, SequencerSettings};
+use crate::state::AppState;
+use anyhow::Context;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+/// The Prometheus recorder is process-global; tests start many servers.
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// A server that is recovered, bound and serving.
+pub struct RunningServer {
+    pub address: SocketAddr,
+    pub state: Arc<AppState>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl RunningServer {
+    /// Graceful stop: no new connections, in-flight requests finish, the
+    /// engine drains, snapshots and closes the journal.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.task.await.context("server task")?
+    }
+}
+
+pub fn check_config(config: &ServerConfig, auth: &Auth) -> anyhow::Result<()> {
+    if !auth.enabled() && !config.listen.ip().is_loopback() {
+        anyhow::ensure!(
+            config.insecure_no_auth,
+            "refusing to serve {} without API keys: set --api-key ROLE:KEY, or --insecure-no-auth to accept anyone",
+            config.listen
+        );
+        tracing::warn!(listen = %config.listen, "serving WITHOUT authentication on a non-loopback address");
+    }
+    anyhow::ensure!(config.batch_transactions_max >= 1, "batch size must be at least 1");
+    anyhow::ensure!(
+        config.batch_transactions_max <= coffer_core::limits::BATCH_TRANSACTIONS_MAX,
+        "batch size at most {}",
+        coffer_core::limits::BATCH_TRANSACTIONS_MAX
+    );
+    Ok(())
+}
+
+pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
+    let auth = Auth::from_config(&config.api_keys)?;
+    check_config(&config, &auth)?;
+    let directory = config.journal_directory();
+    let (options, limits) = (config.journal_options(), config.engine_limits());
+    let (engine, journal, report) =
+        tokio::task::spawn_blocking(move || coffer_journal::open(&directory, options, limits))
+            .await
+            .context("recovery task")?
+            .with_context(|| format!("recovering {}", config.journal_directory().display()))?;
+    tracing::info!(
+        entries = report.entries_replayed,
+        millis = report.duration.as_millis() as u64,
+        accounts = engine.account_count(),
+        "recovered"
+    );
+    let journal_stats = Arc::clone(journal.stats());
+    let settings = SequencerSettings {
+        queue_capacity: config.queue_capacity,
+        batch_transactions_max: config.batch_transactions_max,
+        snapshot_every_entries: config.snapshot_every_entries,
+    };
+    let sequencer = Sequencer::start(engine, journal, settings);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let address = listener.local_addr()?;
+    let state = Arc::new(AppState {
+        config,
+        auth,
+        sequencer: Arc::clone(&sequencer),
+        journal_stats,
+        metrics: metrics_handle(),
+    });
+    let app = router(Arc::clone(&state));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+            .context("serving")?;
+        tokio::task::spawn_blocking(move || sequencer.shut_down())
+            .await
+            .context("engine shutdown")?;
+        Ok(())
+    });
+    tracing::info!(%address, "coffer is serving");
+    Ok(RunningServer {
+        address,
+        state,
+        task,
+        stop,
+    })
+}
+
+/// Serves until `shutdown` resolves (SIGINT/SIGTERM in the binary).
+pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let server = start(config).await?;
+    shutdown.await;
+    tracing::info!("shutting down: draining requests, syncing, snapshotting");
+    server.stop().await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

@@ -1,0 +1,97 @@
+//! Every server setting, as flags with `COFFER_*` environment variables.
+//! docs/CONFIGURATION.md lists them with their defaults.
+
+use clap::{Args, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityMode {
+    /// fdatasync before acknowledging (default).
+    Fsync,
+    /// UNSAFE: no sync; a crash loses acknowledged writes. Benchmarks only.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    #[arg(long, env = "COFFER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Data directory: the journal and snapshots live in `DIR/journal`.
+    #[arg(long, env = "COFFER_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// API keys as ROLE:KEY (roles: admin, writer, reader), comma-separated
+    /// in the environment variable. Without keys, only a loopback address
+    /// may be used unless --insecure-no-auth is given.
+    #[arg(long = "api-key", env = "COFFER_API_KEYS", value_delimiter = ',')]
+    pub api_keys: Vec<String>,
+    /// Serve without authentication on a non-loopback address.
+    #[arg(long, env = "COFFER_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Journal durability.
+    #[arg(long, env = "COFFER_DURABILITY", value_enum, default_value_t = DurabilityMode::Fsync)]
+    pub durability: DurabilityMode,
+    /// Commands waiting for the engine; beyond it requests get 503.
+    #[arg(long, env = "COFFER_QUEUE_CAPACITY", default_value_t = 16_384)]
+    pub queue_capacity: usize,
+    /// Transactions the engine applies as one batch (one journal record).
+    #[arg(long, env = "COFFER_BATCH_TRANSACTIONS_MAX", default_value_t = 8_192)]
+    pub batch_transactions_max: usize,
+    /// Largest request body in bytes (413 beyond).
+    #[arg(long, env = "COFFER_BODY_BYTES_MAX", default_value_t = 4 * 1024 * 1024)]
+    pub body_bytes_max: usize,
+    /// Transactions in one POST /v1/transactions/batch.
+    #[arg(long, env = "COFFER_HTTP_BATCH_MAX", default_value_t = 10_000)]
+    pub http_batch_max: usize,
+    /// A snapshot is written after this many journal entries.
+    #[arg(long, env = "COFFER_SNAPSHOT_EVERY_ENTRIES", default_value_t = 2_000_000)]
+    pub snapshot_every_entries: u64,
+    /// How long transaction ids are remembered, in seconds.
+    #[arg(long, env = "COFFER_IDEMPOTENCY_WINDOW_SECONDS", default_value_t = 86_400)]
+    pub idempotency_window_seconds: u64,
+    /// How many transaction ids are remembered at most.
+    #[arg(long, env = "COFFER_IDEMPOTENCY_ENTRIES_MAX", default_value_t = 20_000_000)]
+    pub idempotency_entries_max: u32,
+    /// Accounts the engine may hold.
+    #[arg(long, env = "COFFER_ACCOUNTS_MAX", default_value_t = 20_000_000)]
+    pub accounts_max: u32,
+    /// Open holds the engine may hold.
+    #[arg(long, env = "COFFER_HOLDS_MAX", default_value_t = 10_000_000)]
+    pub holds_max: u32,
+    /// Log format.
+    #[arg(long, env = "COFFER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl ServerConfig {
+    pub fn journal_directory(&self) -> PathBuf {
+        self.data_dir.join("journal")
+    }
+
+    pub fn engine_limits(&self) -> coffer_core::EngineLimits {
+        coffer_core::EngineLimits {
+            accounts_max: self.accounts_max,
+            holds_max: self.holds_max,
+            idempotency_window_ms: self.idempotency_window_seconds.saturating_mul(1_000),
+            idempotency_entries_max: self.idempotency_entries_max.max(1),
+            ..coffer_core::EngineLimits::default()
+        }
+    }
+
+    pub fn journal_options(&self) -> coffer_journal::JournalOptions {
+        coffer_journal::JournalOptions {
+            durability: match self.durability {
+                DurabilityMode::Fsync => coffer_journal::Durability::Fsync,
+                DurabilityMode::None => coffer_journal::Durability::None,
+            },
+            ..coffer_journal::JournalOptions::default()
+        }
+    }
+}

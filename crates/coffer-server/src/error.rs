@@ -1,0 +1,112 @@
+//! The server's one error type, mapped to HTTP once, here. Every error is
+//! JSON: `{"error": {"code", "message", "details"}}`; never a stack trace.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ApiError {
+    /// Malformed JSON, wrong types, unknown fields, invalid values.
+    #[error("{message}")]
+    Invalid { message: String },
+    #[error("request body larger than {limit_bytes} bytes")]
+    TooLarge { limit_bytes: usize },
+    #[error("missing or unknown API key")]
+    Unauthorized,
+    #[error("this API key's role ({role}) may not {action}")]
+    Forbidden { role: &'static str, action: &'static str },
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("no such route")]
+    NoRoute,
+    /// The id was used before with a different payload.
+    #[error("transaction id {id} was already used for a different request")]
+    IdReused { id: String, original: Value },
+    /// A ledger rule said no; the body carries the transaction result.
+    #[error("{code} at operation {op_index}")]
+    Rejected {
+        code: &'static str,
+        op_index: u16,
+        result: Value,
+        replayed: bool,
+    },
+    #[error("the engine queue is full; retry shortly")]
+    Overloaded,
+    #[error("not ready: {0}")]
+    NotReady(String),
+    #[error("journal failure: {0}")]
+    Journal(String),
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ApiError::Invalid {
+            message: message.into(),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::NotFound { .. } | ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::IdReused { .. } => StatusCode::CONFLICT,
+            ApiError::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Overloaded | ApiError::NotReady(_) | ApiError::Journal(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Invalid { .. } => "invalid_request",
+            ApiError::TooLarge { .. } => "body_too_large",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden { .. } => "forbidden",
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::NoRoute => "no_route",
+            ApiError::IdReused { .. } => "id_reused",
+            ApiError::Rejected { code, .. } => code,
+            ApiError::Overloaded => "overloaded",
+            ApiError::NotReady(_) => "not_ready",
+            ApiError::Journal(_) => "journal_unavailable",
+        }
+    }
+
+    fn details(&self) -> Value {
+        match self {
+            ApiError::TooLarge { limit_bytes } => json!({ "limit_bytes": limit_bytes }),
+            ApiError::Rejected { op_index, result, .. } => json!({ "op_index": op_index, "transaction": result }),
+            ApiError::IdReused { original, .. } => json!({ "original": original }),
+            _ => json!({}),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = json!({ "error": { "code": self.code(), "message": self.to_string(), "details": self.details() } });
+        let replayed = matches!(self, ApiError::Rejected { replayed: true, .. });
+        let mut response = (status, axum::Json(body)).into_response();
+        if replayed {
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,450 @@
+//! The sequencer and the engine thread.
+//!
+//! Handlers put commands on one bounded queue (full: 503). The engine thread
+//! takes everything waiting, applies the writes as one batch stamped with
+//! the clock (the only clock read in the write path), hands the batch to the
+//! journal, and replies at once with the sequence the answer depends on. A
+//! handler releases its answer only when the journal's durable watermark
+//! has passed that sequence: nothing is acknowledged before it is on disk,
+//! and no read shows state that is not yet durable. Reads travel the same
+//! queue, so a read after an acknowledged write sees it.
+
+use coffer_core::{
+    AccountId, AccountView, Engine, HoldId, HoldView, Outcome, Record, Transaction, TransactionId, Verdict,
+};
+use coffer_journal::{journal_batch, JournalBatch, JournalWriter};
+use std::collections::HashSet;
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{oneshot, watch};
+
+/// With no traffic, the engine still advances time this often so that
+/// holds expire on schedule.
+const IDLE_TICK: Duration = Duration::from_millis(50);
+
+/// An account balance after a commit, resolved to names for the reply.
+#[derive(Debug, Clone)]
+pub struct EffectView {
+    pub account: AccountId,
+    pub unit: coffer_core::Unit,
+    pub available: i128,
+    pub frozen: i128,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    New,
+    Replayed,
+    IdReused,
+}
+
+/// What happened to one submitted transaction.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub id: TransactionId,
+    pub kind: Kind,
+    pub record: Record,
+    pub effects: Vec<EffectView>,
+}
+
+pub enum Query {
+    Account(AccountId),
+    Accounts { prefix: String, after: u64, limit: usize },
+    Hold(HoldId),
+    Transaction(TransactionId),
+}
+
+pub enum Answer {
+    Account(Option<AccountView>),
+    /// Accounts and the cursor to continue from, if more may follow.
+    Accounts(Vec<AccountView>, Option<u64>),
+    Hold(Option<HoldView>),
+    Transaction(Option<Record>),
+}
+
+enum Command {
+    Submit {
+        transactions: Vec<Transaction>,
+        reply: oneshot::Sender<(Vec<Submitted>, u64)>,
+    },
+    Read {
+        query: Query,
+        reply: oneshot::Sender<(Answer, u64)>,
+    },
+}
+
+/// The durable watermark: every sequence below `sequence` is on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Durable {
+    pub sequence: u64,
+    pub failure: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SequencerError {
+    #[error("queue full")]
+    Overloaded,
+    #[error("engine stopped")]
+    Stopped,
+    #[error("journal failed: {0}")]
+    Journal(String),
+}
+
+/// The handlers' side of the sequencer; cheap to share.
+pub struct Sequencer {
+    sender: Mutex<Option<SyncSender<Command>>>,
+    durable: watch::Receiver<Durable>,
+    /// Transactions accepted with `mode=async` and not yet applied.
+    pending: Mutex<HashSet<TransactionId>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    queue_depth: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+pub struct SequencerSettings {
+    pub queue_capacity: usize,
+    pub batch_transactions_max: usize,
+    pub snapshot_every_entries: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+impl Sequencer {
+    pub fn start(engine: Engine, journal: JournalWriter, settings: SequencerSettings) -> Arc<Self> {
+        let (sender, receiver) = sync_channel(settings.queue_capacity.max(1));
+        let initial = Durable {
+            sequence: engine.sequence_next(),
+            failure: None,
+        };
+        let (durable_sender, durable) = watch::channel(initial);
+        let queue_depth = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let sequencer = Arc::new(Sequencer {
+            sender: Mutex::new(Some(sender)),
+            durable,
+            pending: Mutex::new(HashSet::new()),
+            thread: Mutex::new(None),
+            queue_depth: Arc::clone(&queue_depth),
+        });
+        let engine_thread = EngineThread {
+            engine,
+            journal: Some(journal),
+            durable: Arc::new(durable_sender),
+            settings,
+            entries_since_snapshot: 0,
+            sequencer: Arc::downgrade(&sequencer),
+            queue_depth,
+        };
+        let thread = std::thread::Builder::new()
+            .name("coffer-engine".into())
+            .spawn(move || engine_thread.run(receiver))
+            .expect("spawn the engine thread");
+        *sequencer.thread.lock().expect("thread lock") = Some(thread);
+        sequencer
+    }
+
+    fn send(&self, command: Command) -> Result<(), SequencerError> {
+        let guard = self.sender.lock().expect("sender lock");
+        let sender = guard.as_ref().ok_or(SequencerError::Stopped)?;
+        match sender.try_send(command) {
+            Ok(()) => {
+                self.queue_depth.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => Err(SequencerError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => Err(SequencerError::Stopped),
+        }
+    }
+
+    /// Waits until everything below `sequence` is durable.
+    pub async fn durable(&self, sequence: u64) -> Result<(), SequencerError> {
+        let mut receiver = self.durable.clone();
+        let state = receiver
+            .wait_for(|durable| durable.sequence >= sequence || durable.failure.is_some())
+            .await
+            .map_err(|_| SequencerError::Stopped)?;
+        match &state.failure {
+            Some(failure) if state.sequence < sequence => Err(SequencerError::Journal(failure.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies transactions (in one engine batch) and returns once durable.
+    pub async fn submit(&self, transactions: Vec<Transaction>) -> Result<Vec<Submitted>, SequencerError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Submit { transactions, reply })?;
+        let (results, required) = answer.await.map_err(|_| SequencerError::Stopped)?;
+        self.durable(required).await?;
+        Ok(results)
+    }
+
+    /// Queues transactions without waiting for them (HTTP `mode=async`).
+    pub fn submit_detached(&self, transactions: Vec<Transaction>) -> Result<(), SequencerError> {
+        let ids: Vec<_> = transactions
+            .iter()
+            .map(|transaction| transaction.id().clone())
+            .collect();
+        self.pending.lock().expect("pending lock").extend(ids.iter().cloned());
+        let (reply, _ignored) = oneshot::channel();
+        self.send(Command::Submit { transactions, reply }).inspect_err(|_| {
+            let mut pending = self.pending.lock().expect("pending lock");
+            for id in &ids {
+                pending.remove(id);
+            }
+        })
+    }
+
+    pub fn is_pending(&self, id: &TransactionId) -> bool {
+        self.pending.lock().expect("pending lock").contains(id)
+    }
+
+    pub async fn read(&self, query: Query) -> Result<Answer, SequencerError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Read { query, reply })?;
+        let (answer, required) = answer.await.map_err(|_| SequencerError::Stopped)?;
+        self.durable(required).await?;
+        Ok(answer)
+    }
+
+    pub fn journal_failure(&self) -> Option<String> {
+        self.durable.borrow().failure.clone()
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        self.queue_depth.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops taking commands, lets the engine drain, snapshot and close the
+    /// journal, and waits for it.
+    pub fn shut_down(&self) {
+        drop(self.sender.lock().expect("sender lock").take());
+        if let Some(thread) = self.thread.lock().expect("thread lock").take() {
+            if thread.join().is_err() {
+                tracing::error!("the engine thread panicked");
+            }
+        }
+    }
+}
+
+struct EngineThread {
+    engine: Engine,
+    journal: Option<JournalWriter>,
+    durable: Arc<watch::Sender<Durable>>,
+    settings: SequencerSettings,
+    entries_since_snapshot: u64,
+    sequencer: std::sync::Weak<Sequencer>,
+    queue_depth: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Writes waiting to be applied as one batch, with whom to answer.
+#[derive(Default)]
+struct PendingBatch {
+    transactions: Vec<Transaction>,
+    replies: Vec<(usize, oneshot::Sender<(Vec<Submitted>, u64)>)>,
+}
+
+impl EngineThread {
+    fn run(mut self, receiver: Receiver<Command>) {
+        loop {
+            let first = match receiver.recv_timeout(IDLE_TICK) {
+                Ok(command) => command,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.tick();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut batch = PendingBatch::default();
+            let mut next = Some(first);
+            while let Some(command) = next.take() {
+                self.queue_depth.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                self.handle(command, &mut batch);
+                if batch.transactions.len() < self.settings.batch_transactions_max {
+                    next = receiver.try_recv().ok();
+                }
+            }
+            self.flush(&mut batch);
+            self.maybe_snapshot();
+        }
+        self.final_snapshot();
+        if let Some(journal) = self.journal.take() {
+            if let Err(error) = journal.close() {
+                tracing::error!(%error, "journal close failed");
+            }
+        }
+    }
+
+    fn handle(&mut self, command: Command, batch: &mut PendingBatch) {
+        match command {
+            Command::Submit { transactions, reply } => {
+                let count = transactions.len();
+                if batch.transactions.len() + count > coffer_core::limits::BATCH_TRANSACTIONS_MAX {
+                    self.flush(batch);
+                }
+                batch.transactions.extend(transactions);
+                batch.replies.push((count, reply));
+            }
+            Command::Read { query, reply } => {
+                // A read sees every write queued before it, never a later one.
+                self.flush(batch);
+                let answer = self.answer(query);
+                let _ = reply.send((answer, self.engine.sequence_next()));
+            }
+        }
+    }
+
+    fn answer(&self, query: Query) -> Answer {
+        match query {
+            Query::Account(id) => Answer::Account(self.engine.account(&id)),
+            Query::Accounts { prefix, after, limit } => {
+                let mut found = Vec::with_capacity(limit);
+                let mut cursor = None;
+                let views =
+                    (after..self.engine.account_count() as u64).map(|slot| (slot, self.engine.account_at_slot(slot)));
+                for (slot, view) in views {
+                    if view.id.is_world() || !view.id.as_str().starts_with(&prefix) {
+                        continue;
+                    }
+                    if found.len() == limit {
+                        cursor = Some(slot);
+                        break;
+                    }
+                    found.push(view);
+                }
+                Answer::Accounts(found, cursor)
+            }
+            Query::Hold(id) => Answer::Hold(self.engine.hold(&id)),
+            Query::Transaction(id) => Answer::Transaction(self.engine.transaction(&id)),
+        }
+    }
+
+    fn flush(&mut self, batch: &mut PendingBatch) {
+        if batch.transactions.is_empty() {
+            for (_, reply) in batch.replies.drain(..) {
+                let _ = reply.send((Vec::new(), self.engine.sequence_next()));
+            }
+            return;
+        }
+        let transactions = std::mem::take(&mut batch.transactions);
+        let outcome = self.engine.apply_batch(now_ms(), &transactions);
+        let required = outcome.first_sequence + transactions.len() as u64;
+        let mut results = transactions
+            .iter()
+            .zip(&outcome.outcomes)
+            .map(|(transaction, result)| self.describe(transaction, result, &outcome));
+        let mut answered: Vec<(Vec<Submitted>, oneshot::Sender<_>)> = Vec::with_capacity(batch.replies.len());
+        for (count, reply) in batch.replies.drain(..) {
+            answered.push((results.by_ref().take(count).collect(), reply));
+        }
+        drop(results);
+        if let Some(sequencer) = self.sequencer.upgrade() {
+            let mut pending = sequencer.pending.lock().expect("pending lock");
+            if !pending.is_empty() {
+                for transaction in &transactions {
+                    pending.remove(transaction.id());
+                }
+            }
+        }
+        self.append(journal_batch(transactions, &outcome));
+        for (results, reply) in answered {
+            let _ = reply.send((results, required));
+        }
+    }
+
+    fn describe(&self, transaction: &Transaction, outcome: &Outcome, batch: &coffer_core::BatchOutcome) -> Submitted {
+        let kind = match outcome {
+            Outcome::New { .. } => Kind::New,
+            Outcome::Replayed(_) => Kind::Replayed,
+            Outcome::IdReused(_) => Kind::IdReused,
+        };
+        let effects = batch
+            .effects_of(outcome)
+            .iter()
+            .map(|effect| EffectView {
+                account: self.engine.account_id(effect.account).clone(),
+                unit: self.engine.account_unit(effect.account).clone(),
+                available: effect.available,
+                frozen: effect.frozen,
+                version: effect.version,
+            })
+            .collect();
+        Submitted {
+            id: transaction.id().clone(),
+            kind,
+            record: *outcome.record(),
+            effects,
+        }
+    }
+
+    /// Hands a batch to the journal; its completion moves the durable
+    /// watermark (completions run in order on the journal thread).
+    fn append(&mut self, batch: JournalBatch) {
+        let end = batch.end_sequence();
+        self.entries_since_snapshot += batch.transactions.len() as u64;
+        let durable = Arc::clone(&self.durable);
+        let completion = Box::new(move |result: Result<(), coffer_journal::JournalError>| match result {
+            Ok(()) => {
+                durable.send_modify(|state| state.sequence = state.sequence.max(end));
+            }
+            Err(error) => durable.send_modify(|state| state.failure = Some(error.to_string())),
+        });
+        let journal = self.journal.as_ref().expect("journal open while running");
+        if let Err(error) = journal.append(batch, completion) {
+            tracing::error!(%error, "journal append refused");
+            self.durable
+                .send_modify(|state| state.failure = Some(error.to_string()));
+        }
+    }
+
+    /// Advances engine time while idle so that holds expire. Expiries change
+    /// state, so a batch that expired anything is journaled (with no
+    /// transactions) to replay identically.
+    fn tick(&mut self) {
+        let outcome = self.engine.apply_batch(now_ms(), &[]);
+        if !outcome.expired.is_empty() {
+            tracing::debug!(expired = outcome.expired.len(), "holds expired");
+            self.append(journal_batch(Vec::new(), &outcome));
+        }
+    }
+
+    fn maybe_snapshot(&mut self) {
+        if self.entries_since_snapshot >= self.settings.snapshot_every_entries {
+            self.snapshot();
+        }
+    }
+
+    fn snapshot(&mut self) {
+        let started = std::time::Instant::now();
+        let mut state = Vec::new();
+        self.engine.encode_snapshot(&mut state);
+        let pause = started.elapsed();
+        metrics::histogram!("coffer_snapshot_pause_seconds").record(pause.as_secs_f64());
+        tracing::info!(
+            pause_ms = pause.as_millis() as u64,
+            bytes = state.len(),
+            "snapshot encoded"
+        );
+        let journal = self.journal.as_ref().expect("journal open while running");
+        if let Err(error) = journal.snapshot(self.engine.sequence_next(), state, None) {
+            tracing::error!(%error, "snapshot refused");
+        }
+        self.entries_since_snapshot = 0;
+    }
+
+    fn final_snapshot(&mut self) {
+        if self.entries_since_snapshot > 0 {
+            self.snapshot();
+        }
+    }
+}
+
+impl Submitted {
+    pub fn verdict(&self) -> Verdict {
+        self.record.verdict
+    }
+}
