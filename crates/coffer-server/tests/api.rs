@@ -1,0 +1,431 @@
+//! Every endpoint and every error status, against the real server.
+
+mod support;
+
+use serde_json::json;
+use support::TestServer;
+
+#[tokio::test]
+async fn walkthrough_open_deposit_transfer_hold_capture_release() {
+    let mut server = TestServer::start(&[]).await;
+    server.open("alice", "USD/2").await;
+    server.open("bob", "USD/2").await;
+    server.deposit("alice", 1_000).await;
+    let (status, body, _) = server
+        .post("/v1/transfers", json!({"from": "alice", "to": "bob", "amount": "250"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["status"], "committed");
+    assert_eq!(body["effects"][0]["account"], "alice");
+    assert_eq!(body["effects"][0]["available"], 750);
+    let (status, body, _) = server
+        .post(
+            "/v1/holds",
+            json!({"hold": "h1", "account": "alice", "amount": 100, "to": "bob", "ttl_ms": 60000}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["hold"]["status"], "active");
+    let (status, body, _) = server.post("/v1/holds/h1/capture", json!({"amount": 40})).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["hold"]["remaining"], 60);
+    let (status, body, _) = server.post("/v1/holds/h1/release", json!({})).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["hold"]["status"], "released");
+    let (status, hold) = server.get("/v1/holds/h1").await;
+    assert_eq!((status, hold["captured"].as_i64()), (200, Some(40)));
+    assert_eq!(server.balance("alice").await, (710, 0));
+    assert_eq!(server.balance("bob").await, (290, 0));
+    let (status, body, _) = server
+        .post("/v1/withdrawals", json!({"account": "bob", "amount": 90}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(server.balance("bob").await, (200, 0));
+    // Durable across a restart.
+    server.restart(&[]).await;
+    assert_eq!(server.balance("alice").await, (710, 0));
+    assert_eq!(server.balance("bob").await, (200, 0));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn transactions_endpoint_is_atomic_and_queryable() {
+    let mut server = TestServer::start(&[]).await;
+    server.open("a", "EUR/2").await;
+    server.open("b", "EUR/2").await;
+    server.deposit("a", 100).await;
+    let ops = json!([
+        {"type": "transfer", "from": "a", "to": "b", "amount": 60},
+        {"type": "transfer", "from": "a", "to": "b", "amount": 60}
+    ]);
+    let (status, body, _) = server
+        .post("/v1/transactions", json!({"id": "two-step", "ops": ops}))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "insufficient_funds");
+    assert_eq!(body["error"]["details"]["op_index"], 1);
+    assert_eq!(server.balance("a").await, (100, 0), "nothing applied");
+    let (status, record) = server.get("/v1/transactions/two-step").await;
+    assert_eq!((status, record["status"].as_str()), (200, Some("rejected")));
+    assert_eq!(record["code"], "insufficient_funds");
+    let (status, _) = server.get("/v1/transactions/never-seen").await;
+    assert_eq!(status, 404);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn idempotent_replay_and_id_reuse() {
+    let mut server = TestServer::start(&[]).await;
+    server.open("a", "USD/2").await;
+    let body = json!({"account": "a", "amount": 5});
+    let (first, original, headers) = server.post_keyed("/v1/deposits", "pay-1", body.clone()).await;
+    assert_eq!(first, 201);
+    assert!(headers.get("idempotent-replayed").is_none());
+    let (second, replay, headers) = server.post_keyed("/v1/deposits", "pay-1", body.clone()).await;
+    assert_eq!(second, 200);
+    assert_eq!(headers.get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(
+        (replay["id"].clone(), replay["seq"].clone()),
+        (original["id"].clone(), original["seq"].clone())
+    );
+    assert_eq!(server.balance("a").await, (5, 0), "applied once");
+    let (status, conflict, _) = server
+        .post_keyed("/v1/deposits", "pay-1", json!({"account": "a", "amount": 6}))
+        .await;
+    assert_eq!(status, 409, "{conflict}");
+    assert_eq!(conflict["error"]["code"], "id_reused");
+    // A body id works the same as the header.
+    let (status, _, _) = server
+        .post("/v1/deposits", json!({"id": "pay-2", "account": "a", "amount": 1}))
+        .await;
+    assert_eq!(status, 201);
+    let (status, _, headers) = server
+        .post("/v1/deposits", json!({"id": "pay-2", "account": "a", "amount": 1}))
+        .await;
+    assert_eq!((status, headers.get("idempotent-replayed").is_some()), (200, true));
+    assert_eq!(server.balance("a").await, (6, 0));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_a_clear_400_and_changes_nothing() {
+    let mut server = TestServer::start(&[]).await;
+    server.open("a", "USD/2").await;
+    server.open("b", "USD/2").await;
+    server.deposit("a", 50).await;
+    let before = server.all_accounts().await;
+    let cases = [
+        ("/v1/transfers", "{not json"),
+        ("/v1/transfers", r#"{"from": "a", "to": "b", "amount": "ten"}"#),
+        ("/v1/transfers", r#"{"from": "a", "to": "b", "amount": -5}"#),
+        ("/v1/transfers", r#"{"from": "a", "to": "b", "amount": 0}"#),
+        ("/v1/transfers", r#"{"from": "a", "to": "b", "amount": 1.5}"#),
+        (
+            "/v1/transfers",
+            r#"{"from": "a", "to": "b", "amount": "340282366920938463463374607431768211456"}"#,
+        ),
+        ("/v1/transfers", r#"{"from": "a b", "to": "b", "amount": 1}"#),
+        (
+            "/v1/transfers",
+            r#"{"from": "a", "to": "b", "amount": 1, "memo": "unknown field"}"#,
+        ),
+        ("/v1/transfers", r#"{"from": "a", "amount": 1}"#),
+        ("/v1/transactions", r#"{"ops": []}"#),
+        ("/v1/transactions", r#"{"ops": [{"type": "teleport", "account": "a"}]}"#),
+        ("/v1/accounts", r#"{"id": "c", "unit": "usd//2"}"#),
+        (
+            "/v1/holds",
+            r#"{"hold": "h", "account": "a", "amount": 1, "ttl_ms": 5, "expires_at": "2030-01-01T00:00:00Z"}"#,
+        ),
+    ];
+    for (path, body) in cases {
+        let (status, answer) = server.post_raw(path, body).await;
+        assert_eq!(status, 400, "{path} {body} -> {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_request", "{answer}");
+        assert!(!answer["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let (_, answer) = server
+        .post_raw("/v1/transfers", r#"{"from": "a", "to": "b", "amount": 1, "memo": "x"}"#)
+        .await;
+    assert!(
+        answer["error"]["message"].as_str().unwrap().contains("memo"),
+        "names the unknown field: {answer}"
+    );
+    let (status, _) = server.get("/v1/accounts/bad%20id").await;
+    assert_eq!(status, 400);
+    let (status, body) = server.get("/v1/nowhere").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("no_route")));
+    let (status, _) = server.get("/v1/accounts/ghost").await;
+    assert_eq!(status, 404);
+    assert_eq!(server.all_accounts().await, before, "state unchanged");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ledger_rules_answer_422_with_their_code() {
+    let mut server = TestServer::start(&[]).await;
+    server.open("a", "USD/2").await;
+    server.open("b", "USD/2").await;
+    server.open("e", "EUR/2").await;
+    let cases = [
+        (json!({"from": "a", "to": "b", "amount": 1}), "insufficient_funds"),
+        (json!({"from": "a", "to": "ghost", "amount": 1}), "account_not_found"),
+        (json!({"from": "a", "to": "e", "amount": 1}), "unit_mismatch"),
+        (json!({"from": "a", "to": "a", "amount": 1}), "same_account"),
+    ];
+    for (body, code) in cases {
+        let (status, answer, _) = server.post("/v1/transfers", body).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (422, Some(code)),
+            "{answer}"
+        );
+    }
+    let (status, answer, _) = server.post("/v1/accounts", json!({"id": "a", "unit": "USD/2"})).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("account_exists"))
+    );
+    let (status, answer, _) = server.post("/v1/holds/none/capture", json!({})).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("hold_not_found"))
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn body_limit_answers_413() {
+    let mut server = TestServer::start(&["--body-bytes-max", "1024"]).await;
+    let big = "x".repeat(2_000);
+    let (status, body, _) = server
+        .post("/v1/transactions", json!({"ops": [], "metadata": {"k": big}}))
+        .await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "body_too_large");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn api_keys_and_roles() {
+    let keys = "admin:admin-key-0123456789,writer:writer-key-0123456789,reader:reader-key-0123456789";
+    let mut server = TestServer::start(&["--api-key", keys]).await;
+    let (status, body) = server.get("/v1/accounts").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
+    server.token = Some("wrong-key-0123456789".into());
+    assert_eq!(server.get("/v1/accounts").await.0, 401);
+    server.token = Some("reader-key-0123456789".into());
+    assert_eq!(server.get("/v1/accounts").await.0, 200);
+    let (status, body, _) = server.post("/v1/accounts", json!({"id": "a", "unit": "X"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")));
+    server.token = Some("writer-key-0123456789".into());
+    server.open("a", "X").await;
+    let set = json!({"ops": [{"type": "set_balance", "account": "a", "available": 5}]});
+    assert_eq!(
+        server.post("/v1/transactions", set.clone()).await.0,
+        403,
+        "balances are an admin's"
+    );
+    server.token = Some("admin-key-0123456789".into());
+    assert_eq!(server.post("/v1/transactions", set).await.0, 201);
+    assert_eq!(server.balance("a").await, (5, 0));
+    server.token = None;
+    assert_eq!(server.get("/healthz").await.0, 200, "health needs no key");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn refuses_a_public_address_without_keys() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = support::config(data.path(), &[]);
+    config.listen = "0.0.0.0:0".parse().unwrap();
+    let error = coffer_server::start(config.clone()).await.err().expect("refused");
+    assert!(error.to_string().contains("--insecure-no-auth"), "{error}");
+    config.insecure_no_auth = true;
+    coffer_server::start(config)
+        .await
+        .expect("allowed when told")
+        .stop()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_503_with_retry_after() {
+    let server = TestServer::start(&["--queue-capacity", "1", "--batch-transactions-max", "1"]).await;
+    server.open("a", "X").await;
+    let server = std::sync::Arc::new(server);
+    let mut tasks = Vec::new();
+    for n in 0..400 {
+        let server = std::sync::Arc::clone(&server);
+        tasks.push(tokio::spawn(async move {
+            let (status, body, headers) = server
+                .post(
+                    "/v1/deposits",
+                    json!({"id": format!("d{n}"), "account": "a", "amount": 1}),
+                )
+                .await;
+            if status == 503 {
+                assert_eq!(body["error"]["code"], "overloaded");
+                assert!(headers.get("retry-after").is_some());
+            } else {
+                assert_eq!(status, 201, "{body}");
+            }
+            status
+        }));
+    }
+    let mut committed = 0;
+    let mut overloaded = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            201 => committed += 1,
+            _ => overloaded += 1,
+        }
+    }
+    assert!(overloaded > 0, "a queue of one overflows under 400 concurrent requests");
+    assert_eq!(
+        server.balance("a").await,
+        (committed, 0),
+        "exactly the acknowledged deposits"
+    );
+}
+
+#[tokio::test]
+async fn async_mode_answers_202_then_commits() {
+    let mut server = TestServer::start(&[]).await;
+    server.open("a", "X").await;
+    let ops = json!([{"type": "transfer", "from": "@world", "to": "a", "amount": 7}]);
+    let (status, body, _) = server
+        .post("/v1/transactions?mode=async", json!({"id": "later", "ops": ops}))
+        .await;
+    assert_eq!((status, body["status"].as_str()), (202, Some("pending")));
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        let (_, record) = server.get("/v1/transactions/later").await;
+        let status = record["status"].as_str().unwrap().to_owned();
+        seen.push(status.clone());
+        if status == "committed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(seen.last().map(String::as_str), Some("committed"), "{seen:?}");
+    assert_eq!(server.balance("a").await, (7, 0));
+    let (status, _, _) = server.post("/v1/transactions?mode=later", json!({"ops": ops})).await;
+    assert_eq!(status, 400);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn batches_independent_and_atomic() {
+    let mut server = TestServer::start(&[]).await;
+    server.open("a", "X").await;
+    server.open("b", "X").await;
+    server.deposit("a", 10).await;
+    let item = |id: &str, amount: u64| json!({"id": id, "ops": [{"type": "transfer", "from": "a", "to": "b", "amount": amount}]});
+    let (status, body, _) = server
+        .post(
+            "/v1/transactions/batch",
+            json!({"transactions": [item("i1", 4), item("i2", 40), item("i3", 4)]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let statuses: Vec<_> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|result| result["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["committed", "rejected", "committed"]);
+    assert_eq!(server.balance("b").await, (8, 0));
+    let only_ops = |amount: u64| json!({"ops": [{"type": "transfer", "from": "a", "to": "b", "amount": amount}]});
+    let atomic = json!({"atomic": true, "id": "all-or-none", "transactions": [only_ops(1), only_ops(100)]});
+    let (status, body, headers) = server.post("/v1/transactions/batch", atomic).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("insufficient_funds")),
+        "{body}"
+    );
+    assert_eq!(headers.get("coffer-failed-item").unwrap(), "1");
+    assert_eq!(server.balance("b").await, (8, 0), "nothing of the atomic batch applied");
+    let atomic = json!({"atomic": true, "transactions": [only_ops(1), only_ops(1)]});
+    assert_eq!(server.post("/v1/transactions/batch", atomic).await.0, 201);
+    assert_eq!(server.balance("b").await, (10, 0));
+    let (status, _, _) = server.post("/v1/transactions/batch", json!({"transactions": []})).await;
+    assert_eq!(status, 400);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn accounts_list_pages_with_cursors() {
+    let mut server = TestServer::start(&[]).await;
+    for n in 0..25 {
+        server.open(&format!("user:{n:02}"), "X").await;
+    }
+    server.open("other", "X").await;
+    let mut seen = Vec::new();
+    let mut path = "/v1/accounts?prefix=user:&limit=10".to_owned();
+    loop {
+        let (status, page) = server.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|account| account["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/accounts?prefix=user:&limit=10&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 25);
+    assert!(seen.iter().all(|id| id.starts_with("user:")));
+    assert_eq!(server.get("/v1/accounts?limit=0").await.0, 400);
+    assert_eq!(server.get("/v1/accounts?cursor=zzz").await.0, 400);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn operations_endpoints() {
+    let mut server = TestServer::start(&[]).await;
+    assert_eq!(server.get("/healthz").await.0, 200);
+    assert_eq!(server.get("/readyz").await.0, 200);
+    server.open("a", "X").await;
+    let (status, text) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    let text = text.as_str().unwrap().to_owned();
+    for metric in [
+        "coffer_http_requests_total",
+        "coffer_http_request_duration_seconds",
+        "coffer_journal_fsync_seconds_last",
+        "coffer_queue_depth",
+    ] {
+        assert!(text.contains(metric), "missing {metric}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn holds_expire_without_traffic() {
+    let mut server = TestServer::start(&[]).await;
+    server.open("a", "X").await;
+    server.deposit("a", 10).await;
+    let (status, _, _) = server
+        .post(
+            "/v1/holds",
+            json!({"hold": "short", "account": "a", "amount": 4, "ttl_ms": 100}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(server.balance("a").await, (6, 4));
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(server.balance("a").await, (10, 0));
+    assert_eq!(server.get("/v1/holds/short").await.1["status"], "expired");
+    // The expiry was journaled: it survives a restart identically.
+    server.restart(&[]).await;
+    assert_eq!(server.get("/v1/holds/short").await.1["status"], "expired");
+    assert_eq!(server.balance("a").await, (10, 0));
+    server.stop().await;
+}

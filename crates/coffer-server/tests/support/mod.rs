@@ -1,0 +1,143 @@
+//! The sandbox: the real app on a random port over a temporary data
+//! directory, and a client for it.
+#![allow(dead_code)]
+
+use clap::Parser;
+use coffer_server::{RunningServer, ServerConfig};
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+struct Wrapper {
+    #[command(flatten)]
+    config: ServerConfig,
+}
+
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub data: tempfile::TempDir,
+    pub token: Option<String>,
+}
+
+pub fn config(data: &std::path::Path, extra: &[&str]) -> ServerConfig {
+    let mut arguments = vec![
+        "coffer",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    arguments.extend_from_slice(extra);
+    Wrapper::parse_from(arguments).config
+}
+
+impl TestServer {
+    pub async fn start(extra: &[&str]) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let server = coffer_server::start(config(data.path(), extra))
+            .await
+            .expect("server starts");
+        let base = format!("http://{}", server.address);
+        TestServer {
+            server: Some(server),
+            base,
+            client: reqwest::Client::new(),
+            data,
+            token: None,
+        }
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.unwrap();
+        }
+    }
+
+    /// Stops and starts again on the same data directory.
+    pub async fn restart(&mut self, extra: &[&str]) {
+        self.stop().await;
+        let server = coffer_server::start(config(self.data.path(), extra))
+            .await
+            .expect("server restarts");
+        self.base = format!("http://{}", server.address);
+        self.server = Some(server);
+    }
+
+    fn with_auth(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value, reqwest::header::HeaderMap) {
+        let response = self
+            .with_auth(self.client.post(format!("{}{path}", self.base)).json(&body))
+            .send()
+            .await
+            .unwrap();
+        Self::read(response).await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: &'static str) -> (u16, Value) {
+        let request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body);
+        let (status, body, _) = Self::read(self.with_auth(request).send().await.unwrap()).await;
+        (status, body)
+    }
+
+    pub async fn post_keyed(&self, path: &str, key: &str, body: Value) -> (u16, Value, reqwest::header::HeaderMap) {
+        let request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("idempotency-key", key)
+            .json(&body);
+        Self::read(self.with_auth(request).send().await.unwrap()).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .with_auth(self.client.get(format!("{}{path}", self.base)))
+            .send()
+            .await
+            .unwrap();
+        let (status, body, _) = Self::read(response).await;
+        (status, body)
+    }
+
+    async fn read(response: reqwest::Response) -> (u16, Value, reqwest::header::HeaderMap) {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body, headers)
+    }
+
+    pub async fn open(&self, id: &str, unit: &str) {
+        let (status, body, _) = self.post("/v1/accounts", json!({"id": id, "unit": unit})).await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    pub async fn deposit(&self, id: &str, amount: u64) {
+        let (status, body, _) = self
+            .post("/v1/deposits", json!({"account": id, "amount": amount}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    /// (available, frozen) of an account.
+    pub async fn balance(&self, id: &str) -> (i64, i64) {
+        let (status, body) = self.get(&format!("/v1/accounts/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        (body["available"].as_i64().unwrap(), body["frozen"].as_i64().unwrap())
+    }
+
+    /// Every account, for "state unchanged" checks.
+    pub async fn all_accounts(&self) -> Value {
+        self.get("/v1/accounts?limit=1000").await.1["data"].clone()
+    }
+}

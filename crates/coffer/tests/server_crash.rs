@@ -1,0 +1,229 @@
+//! The real `coffer` process under concurrent HTTP load, killed with SIGKILL
+//! at varying moments and restarted on the same data directory, round after
+//! round. Every acknowledged transaction is found by id with its original
+//! outcome; every unacknowledged one is absent or applied once; balances
+//! equal the initial funding plus exactly the committed transfers.
+
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const ACCOUNTS: u64 = 20;
+const FUNDING: i64 = 1_000;
+const CLIENTS: u64 = 16;
+
+fn rounds() -> u64 {
+    std::env::var("COFFER_CRASH_ROUNDS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(20)
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+/// Starts the binary on a random port and reads the address it logs.
+fn start(data: &std::path::Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+        .arg(data)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start coffer");
+    let stderr = child.stderr.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(entry) = serde_json::from_str::<Value>(&line) {
+                if entry["fields"]["message"] == "coffer is serving" {
+                    let _ = sender.send(entry["fields"]["address"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        }
+    });
+    let address = receiver
+        .recv_timeout(Duration::from_secs(60))
+        .expect("coffer reports its address");
+    Server {
+        child,
+        base: format!("http://{address}"),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Seen {
+    Committed,
+    Rejected,
+    Unknown,
+}
+
+struct Transfer {
+    from: String,
+    to: String,
+    amount: i64,
+    seen: Seen,
+}
+
+async fn load(
+    base: String,
+    client: reqwest::Client,
+    round: u64,
+    number: u64,
+    log: Arc<Mutex<HashMap<String, Transfer>>>,
+) {
+    let mut state = round * 1_000 + number * 17 + 3;
+    for step in 0.. {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let from = format!("k:{}", (state >> 33) % ACCOUNTS);
+        let to = format!("k:{}", ((state >> 40) + 1 + (state >> 33)) % ACCOUNTS);
+        let amount = ((state >> 20) % 300) as i64 + 1;
+        let id = format!("r{round}-c{number}-s{step}");
+        log.lock().unwrap().insert(
+            id.clone(),
+            Transfer {
+                from: from.clone(),
+                to: to.clone(),
+                amount,
+                seen: Seen::Unknown,
+            },
+        );
+        let body = json!({"id": id, "from": from, "to": to, "amount": amount});
+        let Ok(response) = client.post(format!("{base}/v1/transfers")).json(&body).send().await else {
+            return;
+        };
+        let seen = match response.status().as_u16() {
+            201 => Seen::Committed,
+            422 => Seen::Rejected,
+            // 409 cannot happen (ids are unique); anything else is a failure.
+            other => panic!("unexpected status {other}"),
+        };
+        log.lock().unwrap().get_mut(&id).unwrap().seen = seen;
+    }
+}
+
+async fn get(client: &reqwest::Client, url: String) -> (u16, Value) {
+    let response = client.get(url).send().await.expect("server answers after restart");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_under_load_loses_nothing_acknowledged() {
+    let data = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut server = start(data.path());
+    for n in 0..ACCOUNTS {
+        let response = client
+            .post(format!("{}/v1/accounts", server.base))
+            .json(&json!({"id": format!("k:{n}"), "unit": "USD/2"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let deposit = json!({"id": format!("fund-{n}"), "account": format!("k:{n}"), "amount": FUNDING});
+        assert_eq!(
+            client
+                .post(format!("{}/v1/deposits", server.base))
+                .json(&deposit)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            201
+        );
+    }
+    let mut expected: HashMap<String, i64> = (0..ACCOUNTS).map(|n| (format!("k:{n}"), FUNDING)).collect();
+    let mut committed = 0;
+    for round in 0..rounds() {
+        let log: Arc<Mutex<HashMap<String, Transfer>>> = Arc::default();
+        let tasks: Vec<_> = (0..CLIENTS)
+            .map(|number| {
+                tokio::spawn(load(
+                    server.base.clone(),
+                    client.clone(),
+                    round,
+                    number,
+                    Arc::clone(&log),
+                ))
+            })
+            .collect();
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_millis(150 + (round * 137) % 500)).await;
+        server.child.kill().expect("SIGKILL");
+        server.child.wait().unwrap();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let killed_after = started.elapsed();
+        server = start(data.path());
+        committed += check(&client, &server.base, &log, &mut expected).await;
+        eprintln!("round {round}: killed after {killed_after:?}; {committed} transfers committed so far");
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+/// Checks the restarted server against what the clients of one round saw,
+/// adds the round's commits to `expected`, and checks every balance (which
+/// also proves that no earlier round's commit went missing or doubled).
+/// Returns how many of the round's transfers are committed.
+async fn check(
+    client: &reqwest::Client,
+    base: &str,
+    log: &Mutex<HashMap<String, Transfer>>,
+    expected: &mut HashMap<String, i64>,
+) -> usize {
+    let mut committed = 0;
+    let mut entries: Vec<(String, Seen, String, String, i64)> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(id, t)| (id.clone(), t.seen, t.from.clone(), t.to.clone(), t.amount))
+        .collect();
+    entries.sort_by(|left, right| left.0.cmp(&right.0));
+    for (id, seen, from, to, amount) in entries {
+        let (status, record) = get(client, format!("{base}/v1/transactions/{id}")).await;
+        let found = match (status, record["status"].as_str()) {
+            (200, Some("committed")) => Seen::Committed,
+            (200, Some("rejected")) => Seen::Rejected,
+            (404, _) => Seen::Unknown,
+            other => panic!("{id}: unexpected {other:?}"),
+        };
+        if seen != Seen::Unknown {
+            assert_eq!(
+                found, seen,
+                "{id}: an acknowledged outcome survives the crash unchanged"
+            );
+        }
+        if found == Seen::Committed {
+            committed += 1;
+            *expected.get_mut(&from).unwrap() -= amount;
+            *expected.get_mut(&to).unwrap() += amount;
+        }
+    }
+    let mut total = 0;
+    for (account, balance) in expected.iter() {
+        let (status, body) = get(client, format!("{base}/v1/accounts/{account}")).await;
+        assert_eq!(status, 200);
+        let available = body["available"].as_i64().unwrap();
+        assert_eq!(
+            available, *balance,
+            "{account}: exactly the committed transfers, each once"
+        );
+        assert!(available >= 0);
+        total += available;
+    }
+    assert_eq!(total, FUNDING * ACCOUNTS as i64, "conservation");
+    committed
+}
