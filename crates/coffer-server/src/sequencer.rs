@@ -350,6 +350,7 @@ impl EngineThread {
                 }
             }
         }
+        self.record_metrics(transactions.len());
         self.append(journal_batch(transactions, &outcome));
         for (results, reply) in answered {
             let _ = reply.send((results, required));
@@ -379,6 +380,15 @@ impl EngineThread {
             record: *outcome.record(),
             effects,
         }
+    }
+
+    /// Once per batch, so the cost is shared by every transaction in it.
+    fn record_metrics(&self, batch_transactions: usize) {
+        metrics::histogram!("coffer_engine_batch_transactions").record(batch_transactions as f64);
+        metrics::gauge!("coffer_accounts").set(self.engine.account_count() as f64);
+        metrics::gauge!("coffer_open_holds").set(self.engine.open_hold_count() as f64);
+        metrics::gauge!("coffer_idempotency_entries").set(self.engine.idempotency_entry_count() as f64);
+        metrics::gauge!("coffer_sequence_next").set(self.engine.sequence_next() as f64);
     }
 
     /// Hands a batch to the journal; its completion moves the durable

@@ -400,7 +400,12 @@ async fn operations_endpoints() {
         "coffer_http_requests_total",
         "coffer_http_request_duration_seconds",
         "coffer_journal_fsync_seconds_last",
+        "coffer_journal_bytes_written",
         "coffer_queue_depth",
+        "coffer_engine_batch_transactions",
+        "coffer_accounts",
+        "coffer_open_holds",
+        "coffer_idempotency_entries",
     ] {
         assert!(text.contains(metric), "missing {metric}");
     }

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# HTTP benchmark, one run, one machine, one load generator (wrk):
+#   coffer single durable transfers at 64 and 512 connections,
+#   coffer batches of 1,000 transfers,
+#   a bare axum handler that returns fixed JSON (the HTTP ceiling).
+# Prints requests/s, p50 and p99 for each, and the ratio to the bare handler.
+# Usage: bench/http.sh [seconds per run, default 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_RUN=${1:-10}
+export ACCOUNTS=${ACCOUNTS:-1000}
+COFFER_PORT=18181
+BARE_PORT=18182
+
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } || {
+  echo "wrk is needed: apt-get install wrk"; exit 1; }
+
+cargo build --release -q -p coffer -p coffer-server --example bare_axum
+data=$(mktemp -d)
+# Stop both servers and wait: coffer's graceful shutdown writes a snapshot
+# into the data directory, which must still exist until it exits.
+cleanup() {
+  kill "${coffer_pid:-}" "${bare_pid:-}" 2>/dev/null || true
+  wait "${coffer_pid:-}" "${bare_pid:-}" 2>/dev/null || true
+  rm -rf "$data"
+}
+trap cleanup EXIT
+
+RUST_LOG=warn target/release/coffer --listen 127.0.0.1:$COFFER_PORT --data-dir "$data" & coffer_pid=$!
+target/release/examples/bare_axum 127.0.0.1:$BARE_PORT & bare_pid=$!
+for port in $COFFER_PORT $BARE_PORT; do
+  for _ in $(seq 1 100); do curl -s -o /dev/null "127.0.0.1:$port/" && break; sleep 0.1; done
+done
+
+# Open and fund the accounts through the batch endpoint.
+python3 - "$COFFER_PORT" "$ACCOUNTS" <<'PY'
+import json, sys, urllib.request
+port, accounts = int(sys.argv[1]), int(sys.argv[2])
+def post(path, body):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", json.dumps(body).encode(), {"Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(request))
+for start in range(0, accounts, 1000):
+    items = [{"id": f"setup-{n}", "ops": [{"type": "open", "account": f"acct:{n}", "unit": "USD/2"},
+              {"type": "transfer", "from": "@world", "to": f"acct:{n}", "amount": 10**15}]}
+             for n in range(start, min(start + 1000, accounts))]
+    results = post("/v1/transactions/batch", {"transactions": items})["results"]
+    assert all(r["status"] == "committed" for r in results), results[:3]
+PY
+
+# run NAME URL SCRIPT CONNECTIONS: prints "name rps p50 p99"
+run() {
+  local out
+  out=$(wrk -t2 -c"$4" -d"${SECONDS_PER_RUN}s" --latency -s "$3" "$2")
+  local rps p50 p99 non2xx
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+  printf '%s %s %s %s %s\n' "$1" "$rps" "$p50" "$p99" "${non2xx:-0}"
+}
+
+results=$(
+  run bare_axum_c64 "http://127.0.0.1:$BARE_PORT" bench/transfer.lua 64
+  run coffer_transfer_c64 "http://127.0.0.1:$COFFER_PORT" bench/transfer.lua 64
+  run bare_axum_c512 "http://127.0.0.1:$BARE_PORT" bench/transfer.lua 512
+  run coffer_transfer_c512 "http://127.0.0.1:$COFFER_PORT" bench/transfer.lua 512
+  BATCH=1000 run coffer_batch1000_c16 "http://127.0.0.1:$COFFER_PORT" bench/batch.lua 16
+)
+bare64=$(awk '$1=="bare_axum_c64" {print $2}' <<<"$results")
+bare512=$(awk '$1=="bare_axum_c512" {print $2}' <<<"$results")
+echo
+echo "date: $(date -u +%F), machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), fsync on"
+printf '%-24s %14s %16s %10s %10s %8s %10s\n' scenario requests/s transfers/s p50 p99 non-2xx vs-bare
+while read -r name rps p50 p99 non2xx; do
+  transfers=$rps; baseline=$bare64
+  [[ $name == *c512* ]] && baseline=$bare512
+  [[ $name == *batch1000* ]] && transfers=$(awk -v r="$rps" 'BEGIN {printf "%.0f", r * 1000}')
+  ratio=$(awk -v r="$rps" -v b="$baseline" 'BEGIN {printf "%.2f", r / b}')
+  [[ $name == bare* || $name == *batch* ]] && ratio="-"
+  printf '%-24s %14s %16s %10s %10s %8s %10s\n' "$name" "$rps" "$transfers" "$p50" "$p99" "$non2xx" "$ratio"
+done <<<"$results"

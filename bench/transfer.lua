@@ -1,0 +1,30 @@
+-- One durable transfer per request, each with a unique idempotency key,
+-- between random accounts acct:0 … acct:(ACCOUNTS-1).
+local threads = {}
+local counter = 0
+local accounts = tonumber(os.getenv("ACCOUNTS") or "1000")
+
+function setup(thread)
+  thread:set("tid", #threads)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  math.randomseed(tid * 7919 + 17)
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+end
+
+function request()
+  counter = counter + 1
+  local from = math.random(0, accounts - 1)
+  local to = (from + math.random(1, accounts - 1)) % accounts
+  local body = string.format('{"id":"w%d-%d-%d","from":"acct:%d","to":"acct:%d","amount":1}',
+    tid, counter, os.time(), from, to)
+  return wrk.format(nil, "/v1/transfers", nil, body)
+end
+
+local errors = 0
+function response(status, headers, body)
+  if status ~= 201 then errors = errors + 1 end
+end
