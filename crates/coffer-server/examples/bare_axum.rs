@@ -2,6 +2,10 @@
 //! and answers a fixed JSON body, with no engine, no journal, no fsync.
 //! `cargo run --release -p coffer-server --example bare_axum -- 127.0.0.1:8091`
 
+// The same allocator as the coffer binary, so the comparison is fair.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};

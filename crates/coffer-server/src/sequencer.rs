@@ -68,13 +68,16 @@ pub enum Answer {
 enum Command {
     Submit {
         transactions: Vec<Transaction>,
-        reply: oneshot::Sender<(Vec<Submitted>, u64)>,
+        reply: WriteReply,
     },
     Read {
         query: Query,
         reply: oneshot::Sender<(Answer, u64)>,
     },
 }
+
+/// Answers a write once it is durable, or with the journal's failure.
+type WriteReply = oneshot::Sender<Result<Vec<Submitted>, String>>;
 
 /// The durable watermark: every sequence below `sequence` is on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,9 +181,11 @@ impl Sequencer {
     pub async fn submit(&self, transactions: Vec<Transaction>) -> Result<Vec<Submitted>, SequencerError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Submit { transactions, reply })?;
-        let (results, required) = answer.await.map_err(|_| SequencerError::Stopped)?;
-        self.durable(required).await?;
-        Ok(results)
+        // The journal's completion answers, so this wakes once: when durable.
+        answer
+            .await
+            .map_err(|_| SequencerError::Stopped)?
+            .map_err(SequencerError::Journal)
     }
 
     /// Queues transactions without waiting for them (HTTP `mode=async`).
@@ -245,7 +250,7 @@ struct EngineThread {
 #[derive(Default)]
 struct PendingBatch {
     transactions: Vec<Transaction>,
-    replies: Vec<(usize, oneshot::Sender<(Vec<Submitted>, u64)>)>,
+    replies: Vec<(usize, WriteReply)>,
 }
 
 impl EngineThread {
@@ -325,19 +330,19 @@ impl EngineThread {
 
     fn flush(&mut self, batch: &mut PendingBatch) {
         if batch.transactions.is_empty() {
+            // Only empty submissions: nothing to make durable.
             for (_, reply) in batch.replies.drain(..) {
-                let _ = reply.send((Vec::new(), self.engine.sequence_next()));
+                let _ = reply.send(Ok(Vec::new()));
             }
             return;
         }
         let transactions = std::mem::take(&mut batch.transactions);
         let outcome = self.engine.apply_batch(now_ms(), &transactions);
-        let required = outcome.first_sequence + transactions.len() as u64;
         let mut results = transactions
             .iter()
             .zip(&outcome.outcomes)
             .map(|(transaction, result)| self.describe(transaction, result, &outcome));
-        let mut answered: Vec<(Vec<Submitted>, oneshot::Sender<_>)> = Vec::with_capacity(batch.replies.len());
+        let mut answered: Vec<(Vec<Submitted>, WriteReply)> = Vec::with_capacity(batch.replies.len());
         for (count, reply) in batch.replies.drain(..) {
             answered.push((results.by_ref().take(count).collect(), reply));
         }
@@ -351,10 +356,7 @@ impl EngineThread {
             }
         }
         self.record_metrics(transactions.len());
-        self.append(journal_batch(transactions, &outcome));
-        for (results, reply) in answered {
-            let _ = reply.send((results, required));
-        }
+        self.append(journal_batch(transactions, &outcome), answered);
     }
 
     fn describe(&self, transaction: &Transaction, outcome: &Outcome, batch: &coffer_core::BatchOutcome) -> Submitted {
@@ -391,17 +393,25 @@ impl EngineThread {
         metrics::gauge!("coffer_sequence_next").set(self.engine.sequence_next() as f64);
     }
 
-    /// Hands a batch to the journal; its completion moves the durable
-    /// watermark (completions run in order on the journal thread).
-    fn append(&mut self, batch: JournalBatch) {
+    /// Hands a batch to the journal. Its completion (run in order on the
+    /// journal thread once the batch is on disk) answers the writers and
+    /// moves the durable watermark that reads wait for.
+    fn append(&mut self, batch: JournalBatch, answers: Vec<(Vec<Submitted>, WriteReply)>) {
         let end = batch.end_sequence();
         self.entries_since_snapshot += batch.transactions.len() as u64;
         let durable = Arc::clone(&self.durable);
-        let completion = Box::new(move |result: Result<(), coffer_journal::JournalError>| match result {
-            Ok(()) => {
-                durable.send_modify(|state| state.sequence = state.sequence.max(end));
+        let completion = Box::new(move |result: Result<(), coffer_journal::JournalError>| {
+            let failure = result.err().map(|error| error.to_string());
+            durable.send_modify(|state| match &failure {
+                None => state.sequence = state.sequence.max(end),
+                Some(message) => state.failure = Some(message.clone()),
+            });
+            for (results, reply) in answers {
+                let _ = reply.send(match &failure {
+                    None => Ok(results),
+                    Some(message) => Err(message.clone()),
+                });
             }
-            Err(error) => durable.send_modify(|state| state.failure = Some(error.to_string())),
         });
         let journal = self.journal.as_ref().expect("journal open while running");
         if let Err(error) = journal.append(batch, completion) {
@@ -418,7 +428,7 @@ impl EngineThread {
         let outcome = self.engine.apply_batch(now_ms(), &[]);
         if !outcome.expired.is_empty() {
             tracing::debug!(expired = outcome.expired.len(), "holds expired");
-            self.append(journal_batch(Vec::new(), &outcome));
+            self.append(journal_batch(Vec::new(), &outcome), Vec::new());
         }
     }
 

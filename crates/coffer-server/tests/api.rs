@@ -434,3 +434,38 @@ async fn holds_expire_without_traffic() {
     assert_eq!(server.balance("a").await, (10, 0));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn openapi_document_and_swagger_ui() {
+    let mut server = TestServer::start(&[]).await;
+    let (status, document) = server.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(document["openapi"], "3.1.0");
+    let (status, page) = server.get("/docs/").await;
+    assert_eq!(status, 200);
+    assert!(page.as_str().unwrap_or_default().contains("swagger"), "Swagger UI page");
+    // Every documented route exists: no `no_route`, no 405.
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let concrete = path.replace("{id}", "doc-check");
+            let request = server.client.request(
+                method.to_uppercase().parse().unwrap(),
+                format!("{}{concrete}", server.base),
+            );
+            let response = request
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            let unrouted = body["error"]["code"] == "no_route";
+            assert!(
+                status != 405 && !unrouted,
+                "{method} {path} is documented but not served: {status}"
+            );
+        }
+    }
+    server.stop().await;
+}

@@ -40,10 +40,21 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(operations::health))
         .route("/readyz", get(operations::ready))
         .route("/metrics", get(operations::metrics))
+        .merge(documentation())
         .fallback(|| async { ApiError::NoRoute })
         .layer(axum::middleware::from_fn(operations::record_request))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// The API description, written by hand (the request types are core types,
+/// which carry no OpenAPI derives) and checked against the router by tests.
+pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
+
+/// `/openapi.json` and Swagger UI at `/docs`, served from files compiled in.
+fn documentation() -> utoipa_swagger_ui::SwaggerUi {
+    let document: serde_json::Value = serde_json::from_str(OPENAPI_JSON).expect("openapi.json is valid JSON");
+    utoipa_swagger_ui::SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", document)
 }
 
 impl From<SequencerError> for ApiError {
