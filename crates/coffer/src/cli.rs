@@ -12,6 +12,10 @@ use std::process::ExitCode;
 )]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    /// A TOML file of settings (keys are the flag names in snake_case).
+    /// Precedence: flags, then COFFER_* variables, then this file.
+    #[arg(long, env = "COFFER_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
     /// With no subcommand, `coffer` serves with these settings.
@@ -61,6 +65,15 @@ pub enum JournalCommand {
 }
 
 pub fn main() -> ExitCode {
+    let arguments: Vec<String> = std::env::args().collect();
+    if let Some(path) = crate::config_file::path_from(&arguments) {
+        if let Err(error) =
+            crate::config_file::apply(std::path::Path::new(&path), &<Cli as clap::CommandFactory>::command())
+        {
+            eprintln!("error: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    }
     let cli = Cli::parse();
     let log_format = match &cli.command {
         Some(Command::Serve(config)) => config.log_format,

@@ -2,5 +2,6 @@
 //! does lives here so that tests can drive the same code.
 
 pub mod cli;
+pub mod config_file;
 pub mod journal_tools;
 pub mod workload;
