@@ -25,18 +25,8 @@ fn funded_engine() -> Engine {
     let opens: Vec<Transaction> = (0..ACCOUNTS)
         .map(|n| {
             let ops = vec![
-                Operation::Open {
-                    account: account(n),
-                    unit: unit.clone(),
-                    min_available: None,
-                    max_total: None,
-                    metadata: None,
-                },
-                Operation::Transfer {
-                    from: AccountId::world(),
-                    to: account(n),
-                    amount: Amount::new(1 << 60).unwrap(),
-                },
+                Operation::open(account(n), unit.clone()),
+                Operation::deposit(account(n), Amount::new(1 << 60).unwrap()),
             ];
             Transaction::new(TransactionId::parse(&format!("open-{n}")).unwrap(), ops, None).unwrap()
         })

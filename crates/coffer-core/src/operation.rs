@@ -104,6 +104,30 @@ impl<'de> Deserialize<'de> for LimitChange {
 }
 
 impl Operation {
+    /// Opens an account with the default limits (floor 0, no ceiling).
+    pub fn open(account: AccountId, unit: Unit) -> Self {
+        Operation::Open {
+            account,
+            unit,
+            min_available: None,
+            max_total: None,
+            metadata: None,
+        }
+    }
+
+    pub fn transfer(from: AccountId, to: AccountId, amount: Amount) -> Self {
+        Operation::Transfer { from, to, amount }
+    }
+
+    /// A transfer from `@world`.
+    pub fn deposit(to: AccountId, amount: Amount) -> Self {
+        Operation::Transfer {
+            from: AccountId::world(),
+            to,
+            amount,
+        }
+    }
+
     /// Checks the rules that need no engine state.
     pub fn validate(&self) -> Result<(), CoreError> {
         if let Operation::Hold {

@@ -44,11 +44,7 @@ fn workload(batches: usize) -> Vec<(u64, Vec<Transaction>)> {
                     max_total: None,
                     metadata: None,
                 },
-                Operation::Transfer {
-                    from: AccountId::world(),
-                    to: account(n),
-                    amount: Amount::new(10_000).unwrap(),
-                },
+                Operation::deposit(account(n), Amount::new(10_000).unwrap()),
             ];
             Transaction::new(next_id(), ops, None).unwrap()
         })
@@ -133,11 +129,7 @@ fn digests_differ_when_states_differ() {
         second.apply_batch(*timestamp, batch);
     }
     assert_eq!(first.digest(), second.digest());
-    let extra = Operation::Transfer {
-        from: AccountId::world(),
-        to: account(1),
-        amount: Amount::new(1).unwrap(),
-    };
+    let extra = Operation::deposit(account(1), Amount::new(1).unwrap());
     second.apply_batch(
         0,
         &[Transaction::new(TransactionId::parse("extra").unwrap(), vec![extra], None).unwrap()],

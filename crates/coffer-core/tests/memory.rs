@@ -112,11 +112,7 @@ fn bytes_per_account_hold_and_remembered_id() {
                 .map(|n| {
                     transaction(
                         format!("payment:{n:012}"),
-                        Operation::Transfer {
-                            from: AccountId::world(),
-                            to: AccountId::parse("customer:00000000").unwrap(),
-                            amount: Amount::new(1).unwrap(),
-                        },
+                        Operation::deposit(AccountId::parse("customer:00000000").unwrap(), Amount::new(1).unwrap()),
                     )
                 })
                 .collect()

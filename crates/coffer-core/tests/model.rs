@@ -526,11 +526,7 @@ fn setup() -> Vec<Transaction> {
                     max_total: None,
                     metadata: None,
                 },
-                Operation::Transfer {
-                    from: AccountId::world(),
-                    to: account,
-                    amount: Amount::new(500).unwrap(),
-                },
+                Operation::deposit(account, Amount::new(500).unwrap()),
             ];
             Transaction::new(TransactionId::parse(&format!("setup-{name}")).unwrap(), ops, None).unwrap()
         })

@@ -86,18 +86,8 @@ fn journal_with(entries: u64) -> tempfile::TempDir {
         .map(|n| {
             let account = AccountId::parse(&format!("acct:{n}")).unwrap();
             let ops = vec![
-                Operation::Open {
-                    account: account.clone(),
-                    unit: Unit::parse("USD/2").unwrap(),
-                    min_available: None,
-                    max_total: None,
-                    metadata: None,
-                },
-                Operation::Transfer {
-                    from: AccountId::world(),
-                    to: account,
-                    amount: Amount::new(1 << 40).unwrap(),
-                },
+                Operation::open(account.clone(), Unit::parse("USD/2").unwrap()),
+                Operation::deposit(account, Amount::new(1 << 40).unwrap()),
             ];
             Transaction::new(TransactionId::parse(&format!("open-{n}")).unwrap(), ops, None).unwrap()
         })
@@ -146,18 +136,8 @@ fn snapshot(criterion: &mut Criterion) {
             .map(|k| {
                 let account = AccountId::parse(&format!("user:{k}")).unwrap();
                 let ops = vec![
-                    Operation::Open {
-                        account: account.clone(),
-                        unit: unit.clone(),
-                        min_available: None,
-                        max_total: None,
-                        metadata: None,
-                    },
-                    Operation::Transfer {
-                        from: AccountId::world(),
-                        to: account,
-                        amount: Amount::new(k as u128 + 1).unwrap(),
-                    },
+                    Operation::open(account.clone(), unit.clone()),
+                    Operation::deposit(account, Amount::new(k as u128 + 1).unwrap()),
                 ];
                 Transaction::new(TransactionId::parse(&format!("open-{k}")).unwrap(), ops, None).unwrap()
             })

@@ -155,6 +155,19 @@ impl JournalWriter {
         })
     }
 
+    /// Queues a snapshot and waits until it is on disk.
+    pub fn snapshot_and_wait(&self, sequence_next: u64, state: Vec<u8>) -> Result<(), JournalError> {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        self.snapshot(
+            sequence_next,
+            state,
+            Some(Box::new(move |result| drop(sender.send(result)))),
+        )?;
+        receiver
+            .recv()
+            .map_err(|_| JournalError::Failed("writer stopped".into()))?
+    }
+
     pub fn stats(&self) -> &Arc<JournalStats> {
         &self.stats
     }

@@ -18,18 +18,8 @@ fn batches(count: usize) -> Vec<(u64, Vec<Transaction>)> {
         .map(|n| {
             let account = AccountId::parse(&format!("a{n}")).unwrap();
             let ops = vec![
-                Operation::Open {
-                    account: account.clone(),
-                    unit: Unit::parse("USD/2").unwrap(),
-                    min_available: None,
-                    max_total: None,
-                    metadata: None,
-                },
-                Operation::Transfer {
-                    from: AccountId::world(),
-                    to: account,
-                    amount: Amount::new(1_000).unwrap(),
-                },
+                Operation::open(account.clone(), Unit::parse("USD/2").unwrap()),
+                Operation::deposit(account, Amount::new(1_000).unwrap()),
             ];
             Transaction::new(TransactionId::parse(&format!("open-{n}")).unwrap(), ops, None).unwrap()
         })
@@ -55,6 +45,12 @@ fn batches(count: usize) -> Vec<(u64, Vec<Transaction>)> {
         result.push((2_000 + batch * 10, transactions));
     }
     result
+}
+
+fn snapshot(engine: &Engine, writer: &coffer_journal::JournalWriter) {
+    let mut state = Vec::new();
+    engine.encode_snapshot(&mut state);
+    writer.snapshot_and_wait(engine.sequence_next(), state).unwrap();
 }
 
 fn options() -> JournalOptions {
@@ -223,17 +219,7 @@ fn snapshot_then_replay_equals_full_replay() {
             .append_and_wait(journal_batch(transactions.clone(), &outcome))
             .unwrap();
         if index == 50 || index == 90 {
-            let mut state = Vec::new();
-            engine.encode_snapshot(&mut state);
-            let (sender, receiver) = std::sync::mpsc::channel();
-            writer
-                .snapshot(
-                    engine.sequence_next(),
-                    state,
-                    Some(Box::new(move |result| sender.send(result).unwrap())),
-                )
-                .unwrap();
-            receiver.recv().unwrap().unwrap();
+            snapshot(&engine, &writer);
         }
     }
     writer.close().unwrap();
@@ -265,17 +251,7 @@ fn keep_all_retention_keeps_every_segment() {
         let outcome = engine.apply_batch(timestamp, &transactions);
         writer.append_and_wait(journal_batch(transactions, &outcome)).unwrap();
     }
-    let mut state = Vec::new();
-    engine.encode_snapshot(&mut state);
-    let (sender, receiver) = std::sync::mpsc::channel();
-    writer
-        .snapshot(
-            engine.sequence_next(),
-            state,
-            Some(Box::new(move |result| sender.send(result).unwrap())),
-        )
-        .unwrap();
-    receiver.recv().unwrap().unwrap();
+    snapshot(&engine, &writer);
     writer.close().unwrap();
     assert_eq!(coffer_journal::segments(directory.path()).unwrap()[0].0, 0);
 }
@@ -306,17 +282,7 @@ fn a_corrupt_newest_snapshot_falls_back_to_replay() {
         let outcome = engine.apply_batch(timestamp, &transactions);
         writer.append_and_wait(journal_batch(transactions, &outcome)).unwrap();
     }
-    let mut state = Vec::new();
-    engine.encode_snapshot(&mut state);
-    let (sender, receiver) = std::sync::mpsc::channel();
-    writer
-        .snapshot(
-            engine.sequence_next(),
-            state,
-            Some(Box::new(move |result| sender.send(result).unwrap())),
-        )
-        .unwrap();
-    receiver.recv().unwrap().unwrap();
+    snapshot(&engine, &writer);
     writer.close().unwrap();
     let (_, snapshot) = coffer_journal::snapshots(directory.path()).unwrap()[0].clone();
     let mut bytes = std::fs::read(&snapshot).unwrap();

@@ -35,18 +35,8 @@ pub fn load_batch(n: u64, batch_size: usize) -> (u64, Vec<Transaction>) {
         let opens = (0..LOAD_ACCOUNTS)
             .map(|k| {
                 let ops = vec![
-                    Operation::Open {
-                        account: account(k),
-                        unit: unit.clone(),
-                        min_available: None,
-                        max_total: None,
-                        metadata: None,
-                    },
-                    Operation::Transfer {
-                        from: AccountId::world(),
-                        to: account(k),
-                        amount: Amount::new(10_000).expect("positive"),
-                    },
+                    Operation::open(account(k), unit.clone()),
+                    Operation::deposit(account(k), Amount::new(10_000).expect("positive")),
                 ];
                 Transaction::new(TransactionId::parse(&format!("open:{k}")).expect("valid id"), ops, None)
                     .expect("valid")

@@ -58,7 +58,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     state.auth.require(&headers, Role::Reader, "read")?;
-    let id = AccountId::parse(&id).map_err(|error| ApiError::invalid(error.to_string()))?;
+    let id = super::path_id(&id, AccountId::parse)?;
     let account = read_account(&state, id).await?;
     Ok(axum::Json(views::account(&account)).into_response())
 }

@@ -73,7 +73,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     state.auth.require(&headers, Role::Reader, "read")?;
-    let id = HoldId::parse(&id).map_err(|error| ApiError::invalid(error.to_string()))?;
+    let id = super::path_id(&id, HoldId::parse)?;
     match state.sequencer.read(Query::Hold(id.clone())).await? {
         Answer::Hold(Some(hold)) => Ok(axum::Json(views::hold(&hold)).into_response()),
         _ => Err(ApiError::NotFound {
@@ -99,17 +99,13 @@ pub struct ReleaseBody {
     metadata: Option<Metadata>,
 }
 
-fn hold_path(id: &str) -> Result<HoldId, ApiError> {
-    HoldId::parse(id).map_err(|error| ApiError::invalid(error.to_string()))
-}
-
 pub async fn capture(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<CaptureBody>,
 ) -> Result<Response, ApiError> {
-    let hold = hold_path(&id)?;
+    let hold = super::path_id(&id, HoldId::parse)?;
     let op = Operation::Capture {
         hold: hold.clone(),
         amount: body.amount,
@@ -126,7 +122,7 @@ pub async fn release(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ReleaseBody>,
 ) -> Result<Response, ApiError> {
-    let hold = hold_path(&id)?;
+    let hold = super::path_id(&id, HoldId::parse)?;
     let op = Operation::Release { hold: hold.clone() };
     authorize(&state, &headers, std::slice::from_ref(&op))?;
     let transaction = build(transaction_id(&headers, body.id)?, vec![op], body.metadata)?;

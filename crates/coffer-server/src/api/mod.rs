@@ -118,6 +118,11 @@ pub(crate) fn authorize(state: &AppState, headers: &HeaderMap, ops: &[Operation]
     state.auth.require(headers, needed, action).map(drop)
 }
 
+/// Parses an id from the URL path; a bad one is a 400 that says why.
+pub(crate) fn path_id<T>(text: &str, parse: fn(&str) -> Result<T, coffer_core::CoreError>) -> Result<T, ApiError> {
+    parse(text).map_err(|error| ApiError::invalid(error.to_string()))
+}
+
 pub(crate) fn build(
     id: TransactionId,
     ops: Vec<Operation>,

@@ -58,7 +58,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     state.auth.require(&headers, Role::Reader, "read")?;
-    let id = TransactionId::parse(&id).map_err(|error| ApiError::invalid(error.to_string()))?;
+    let id = super::path_id(&id, TransactionId::parse)?;
     if state.sequencer.is_pending(&id) {
         return Ok(axum::Json(json!({ "id": id.as_str(), "status": "pending" })).into_response());
     }
