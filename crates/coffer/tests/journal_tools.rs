@@ -1,0 +1,39 @@
+//! `coffer journal verify` and `coffer journal dump` on a real journal.
+
+use std::process::Command;
+
+fn coffer(arguments: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_coffer")).args(arguments).env("RUST_LOG", "error").output().unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.success(), text(&output.stdout), text(&output.stderr))
+}
+
+#[test]
+fn verify_and_dump_a_journal_then_catch_corruption() {
+    let data = tempfile::tempdir().unwrap();
+    let journal = data.path().join("journal");
+    let path = journal.to_str().unwrap();
+    let (ok, _, stderr) = coffer(&["journal", "load", path, "--batch-size", "8", "--batches", "40"]);
+    assert!(ok, "{stderr}");
+
+    // verify accepts the data directory as well as the journal directory
+    let (ok, stdout, stderr) = coffer(&["journal", "verify", data.path().to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("result:           sound"), "{stdout}");
+    assert!(stdout.contains("next sequence:    1312"), "1000 opens + 39 batches of 8: {stdout}");
+
+    let (ok, stdout, _) = coffer(&["journal", "dump", path, "--from", "1000", "--limit", "3"]);
+    assert!(ok);
+    let entries: Vec<_> = stdout.lines().filter(|line| line.starts_with("  ")).collect();
+    assert_eq!(entries.len(), 3, "{stdout}");
+    assert!(entries[0].starts_with("  1000 tx:1:0 ") && entries[0].contains("\"type\":\"transfer\""), "{stdout}");
+
+    let (_, segment) = coffer_journal::segments(&journal).unwrap()[0].clone();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&segment, &bytes).unwrap();
+    let (ok, _, stderr) = coffer(&["journal", "verify", path]);
+    assert!(!ok, "a corrupt journal fails verification");
+    assert!(stderr.contains("NOT sound") && stderr.contains(segment.to_str().unwrap()) && stderr.contains("at byte"), "{stderr}");
+}
