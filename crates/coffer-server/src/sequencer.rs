@@ -24,6 +24,9 @@ use tokio::sync::{oneshot, watch};
 /// holds expire on schedule.
 const IDLE_TICK: Duration = Duration::from_millis(50);
 
+/// Accounts one list request may examine on the engine thread.
+pub const LIST_SCAN_MAX: u64 = 10_000;
+
 /// An account balance after a commit, resolved to names for the reply.
 #[derive(Debug, Clone)]
 pub struct EffectView {
@@ -306,26 +309,31 @@ impl EngineThread {
     fn answer(&self, query: Query) -> Answer {
         match query {
             Query::Account(id) => Answer::Account(self.engine.account(&id)),
-            Query::Accounts { prefix, after, limit } => {
-                let mut found = Vec::with_capacity(limit);
-                let mut cursor = None;
-                let views =
-                    (after..self.engine.account_count() as u64).map(|slot| (slot, self.engine.account_at_slot(slot)));
-                for (slot, view) in views {
-                    if view.id.is_world() || !view.id.as_str().starts_with(&prefix) {
-                        continue;
-                    }
-                    if found.len() == limit {
-                        cursor = Some(slot);
-                        break;
-                    }
-                    found.push(view);
-                }
-                Answer::Accounts(found, cursor)
-            }
+            Query::Accounts { prefix, after, limit } => self.list_accounts(&prefix, after, limit),
             Query::Hold(id) => Answer::Hold(self.engine.hold(&id)),
             Query::Transaction(id) => Answer::Transaction(self.engine.transaction(&id)),
         }
+    }
+
+    /// One page of accounts whose id starts with `prefix`, from creation
+    /// position `after`. The scan itself is bounded too: a rare prefix over
+    /// millions of accounts returns a short (even empty) page and a cursor,
+    /// instead of stalling every writer behind one read.
+    fn list_accounts(&self, prefix: &str, after: u64, limit: usize) -> Answer {
+        let count = self.engine.account_count() as u64;
+        let scan_end = count.min(after.saturating_add(LIST_SCAN_MAX));
+        let mut found = Vec::with_capacity(limit.min(64));
+        for slot in after..scan_end {
+            let view = self.engine.account_at_slot(slot);
+            if view.id.is_world() || !view.id.as_str().starts_with(prefix) {
+                continue;
+            }
+            if found.len() == limit {
+                return Answer::Accounts(found, Some(slot));
+            }
+            found.push(view);
+        }
+        Answer::Accounts(found, (scan_end < count).then_some(scan_end))
     }
 
     fn flush(&mut self, batch: &mut PendingBatch) {

@@ -469,3 +469,31 @@ async fn openapi_document_and_swagger_ui() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn listing_a_rare_prefix_is_bounded_and_resumable() {
+    let mut server = TestServer::start(&[]).await;
+    let items: Vec<_> = (0..12_000)
+        .map(|n| json!({"id": format!("open-{n}"), "ops": [{"type": "open", "account": format!("bulk:{n}"), "unit": "X"}]}))
+        .collect();
+    let (status, _, _) = server
+        .post("/v1/transactions/batch", json!({"transactions": items[..6_000]}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _, _) = server
+        .post("/v1/transactions/batch", json!({"transactions": items[6_000..]}))
+        .await;
+    assert_eq!(status, 200);
+    server.open("zz-rare", "X").await;
+    // The first page examines at most 10,000 accounts: empty, with a cursor.
+    let (status, page) = server.get("/v1/accounts?prefix=zz-&limit=10").await;
+    assert_eq!(status, 200);
+    assert_eq!(page["data"].as_array().unwrap().len(), 0);
+    let cursor = page["next_cursor"].as_str().expect("a cursor to continue").to_owned();
+    let (_, page) = server
+        .get(&format!("/v1/accounts?prefix=zz-&limit=10&cursor={cursor}"))
+        .await;
+    assert_eq!(page["data"][0]["id"], "zz-rare");
+    assert!(page["next_cursor"].is_null());
+    server.stop().await;
+}

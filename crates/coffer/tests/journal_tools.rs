@@ -3,7 +3,11 @@
 use std::process::Command;
 
 fn coffer(arguments: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_coffer")).args(arguments).env("RUST_LOG", "error").output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(arguments)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     (output.status.success(), text(&output.stdout), text(&output.stderr))
 }
@@ -20,13 +24,19 @@ fn verify_and_dump_a_journal_then_catch_corruption() {
     let (ok, stdout, stderr) = coffer(&["journal", "verify", data.path().to_str().unwrap()]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("result:           sound"), "{stdout}");
-    assert!(stdout.contains("next sequence:    1312"), "1000 opens + 39 batches of 8: {stdout}");
+    assert!(
+        stdout.contains("next sequence:    1312"),
+        "1000 opens + 39 batches of 8: {stdout}"
+    );
 
     let (ok, stdout, _) = coffer(&["journal", "dump", path, "--from", "1000", "--limit", "3"]);
     assert!(ok);
     let entries: Vec<_> = stdout.lines().filter(|line| line.starts_with("  ")).collect();
     assert_eq!(entries.len(), 3, "{stdout}");
-    assert!(entries[0].starts_with("  1000 tx:1:0 ") && entries[0].contains("\"type\":\"transfer\""), "{stdout}");
+    assert!(
+        entries[0].starts_with("  1000 tx:1:0 ") && entries[0].contains("\"type\":\"transfer\""),
+        "{stdout}"
+    );
 
     let (_, segment) = coffer_journal::segments(&journal).unwrap()[0].clone();
     let mut bytes = std::fs::read(&segment).unwrap();
@@ -35,5 +45,8 @@ fn verify_and_dump_a_journal_then_catch_corruption() {
     std::fs::write(&segment, &bytes).unwrap();
     let (ok, _, stderr) = coffer(&["journal", "verify", path]);
     assert!(!ok, "a corrupt journal fails verification");
-    assert!(stderr.contains("NOT sound") && stderr.contains(segment.to_str().unwrap()) && stderr.contains("at byte"), "{stderr}");
+    assert!(
+        stderr.contains("NOT sound") && stderr.contains(segment.to_str().unwrap()) && stderr.contains("at byte"),
+        "{stderr}"
+    );
 }
