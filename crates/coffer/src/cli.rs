@@ -30,6 +30,13 @@ pub enum Command {
     /// Operator tools for a data directory's journal (offline).
     #[command(subcommand)]
     Journal(JournalCommand),
+    /// Load generator: drives a running server with a scenario and reports
+    /// throughput and latency percentiles. Scenarios: transfers (uniform
+    /// accounts), transfers-zipf (skewed to hot accounts), deposits,
+    /// hold-capture (a hold then its capture), batches (--batch-size
+    /// transfers per request). Every answer is checked; any wrong or failed
+    /// answer makes the exit status non-zero.
+    Bench(crate::bench::BenchOptions),
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,6 +90,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         None => serve(cli.serve),
         Some(Command::Serve(config)) => serve(config),
+        Some(Command::Bench(options)) => crate::bench::run(options),
         Some(Command::Journal(JournalCommand::Verify { directory })) => crate::journal_tools::verify(&directory),
         Some(Command::Journal(JournalCommand::Dump { directory, from, limit })) => {
             crate::journal_tools::dump(&directory, from, limit, &mut std::io::stdout().lock())

@@ -4,12 +4,13 @@
 //! outcome; every unacknowledged one is absent or applied once; balances
 //! equal the initial funding plus exactly the committed transfers.
 
+mod support;
+
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::Server;
 
 const ACCOUNTS: u64 = 20;
 const FUNDING: i64 = 1_000;
@@ -20,40 +21,6 @@ fn rounds() -> u64 {
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(20)
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-/// Starts the binary on a random port and reads the address it logs.
-fn start(data: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coffer"))
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
-        .arg(data)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start coffer");
-    let stderr = child.stderr.take().unwrap();
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(entry) = serde_json::from_str::<Value>(&line) {
-                if entry["fields"]["message"] == "coffer is serving" {
-                    let _ = sender.send(entry["fields"]["address"].as_str().unwrap_or_default().to_owned());
-                }
-            }
-        }
-    });
-    let address = receiver
-        .recv_timeout(Duration::from_secs(60))
-        .expect("coffer reports its address");
-    Server {
-        child,
-        base: format!("http://{address}"),
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -122,7 +89,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged() {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let mut server = start(data.path());
+    let mut server = Server::start(data.path());
     for n in 0..ACCOUNTS {
         let response = client
             .post(format!("{}/v1/accounts", server.base))
@@ -160,18 +127,16 @@ async fn kill_9_under_load_loses_nothing_acknowledged() {
             .collect();
         let started = Instant::now();
         tokio::time::sleep(Duration::from_millis(150 + (round * 137) % 500)).await;
-        server.child.kill().expect("SIGKILL");
-        server.child.wait().unwrap();
+        server.kill();
         for task in tasks {
             task.await.unwrap();
         }
         let killed_after = started.elapsed();
-        server = start(data.path());
+        server = Server::start(data.path());
         committed += check(&client, &server.base, &log, &mut expected).await;
         eprintln!("round {round}: killed after {killed_after:?}; {committed} transfers committed so far");
     }
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
+    server.kill();
 }
 
 /// Checks the restarted server against what the clients of one round saw,

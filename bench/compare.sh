@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The same transfer workload, one run, one machine, beside the alternatives
+# a team would pick: coffer (durable, fsync), a bare axum handler (the HTTP
+# ceiling), Redis + Lua (an atomic idempotent transfer script) with
+# appendfsync always / everysec / pipelined x32, and PostgreSQL row-lock
+# transfers (pgbench). Prints ops/s, p99 and each one's ratio to coffer.
+# Usage: bench/compare.sh [seconds per run, default 10]. Needs redis-server,
+# redis-benchmark, pgbench and a PostgreSQL on 127.0.0.1:5432 (trust auth);
+# installs the Debian packages when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_RUN=${1:-10}
+CONNECTIONS=${CONNECTIONS:-64}
+ACCOUNTS=${ACCOUNTS:-1000}
+PGURL=${COFFER_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
+work=$(mktemp -d)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; } || { echo "install $2"; exit 1; }; }
+need redis-server redis-server
+need redis-benchmark redis-tools
+need pgbench postgresql-client
+
+cargo build --release -q -p coffer -p coffer-server --example bare_axum
+RUST_LOG=warn target/release/coffer --listen 127.0.0.1:18281 --data-dir "$work/coffer" & pids+=($!)
+target/release/examples/bare_axum 127.0.0.1:18282 & pids+=($!)
+for port in 18281 18282; do
+  for _ in $(seq 1 100); do curl -sf -o /dev/null "127.0.0.1:$port/healthz" && break; sleep 0.1; done
+done
+
+declare -A ops p99
+coffer_bench() { # name url
+  local report
+  report=$(target/release/coffer bench --url "$2" --connections "$CONNECTIONS" --duration "$SECONDS_PER_RUN" --accounts "$ACCOUNTS" --json 2>/dev/null)
+  ops[$1]=$(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["operations_per_second"]))' "$report")
+  p99[$1]=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["latency_ms"]["p99"])' "$report")
+}
+coffer_bench coffer "http://127.0.0.1:18281"
+coffer_bench bare_axum "http://127.0.0.1:18282"
+
+redis_bench() { # name port pipeline
+  local sha out requests
+  redis-cli -p "$2" flushall >/dev/null
+  for n in $(seq 0 $((ACCOUNTS - 1))); do echo "SET acct:$n 1000000000"; done | redis-cli -p "$2" >/dev/null
+  sha=$(redis-cli -p "$2" script load "$(cat bench/transfer.redis.lua)")
+  requests=$((SECONDS_PER_RUN * 60000 * $3))
+  out=$(redis-benchmark -p "$2" -c "$CONNECTIONS" -P "$3" -n "$requests" -r "$ACCOUNTS" -q --precision 3 \
+    evalsha "$sha" 3 acct:__rand_int__ acct:__rand_int__ tx:__rand_int____rand_int__ 1 2>/dev/null | tr '\r' '\n' | tail -1)
+  ops[$1]=$(awk '{for (i = 1; i <= NF; i++) if ($(i+1) == "requests") print int($i)}' <<<"$out")
+  p99[$1]=$(redis-benchmark -p "$2" -c "$CONNECTIONS" -P "$3" -n 50000 -r "$ACCOUNTS" --precision 3 \
+    evalsha "$sha" 3 acct:__rand_int__ acct:__rand_int__ tx:__rand_int____rand_int__ 1 2>/dev/null \
+    | awk '/99.000%|99.00%/ {print $3; exit}')
+}
+mkdir -p "$work/redis-always" "$work/redis-everysec"
+redis-server --port 18291 --dir "$work/redis-always" --appendonly yes --appendfsync always --save "" --daemonize no >/dev/null & pids+=($!)
+redis-server --port 18292 --dir "$work/redis-everysec" --appendonly yes --appendfsync everysec --save "" --daemonize no >/dev/null & pids+=($!)
+sleep 0.5
+redis_bench redis_lua_always 18291 1
+redis_bench redis_lua_everysec 18292 1
+redis_bench redis_lua_always_pipelined32 18291 32
+
+psql -q "$PGURL" -c "DROP TABLE IF EXISTS bench_accounts; CREATE TABLE bench_accounts (id int PRIMARY KEY, balance bigint NOT NULL);
+  INSERT INTO bench_accounts SELECT g, 1000000000 FROM generate_series(1, $ACCOUNTS) g;" >/dev/null
+out=$(pgbench -n -c "$CONNECTIONS" -j 2 -T "$SECONDS_PER_RUN" -D accounts="$ACCOUNTS" -f bench/transfer.pgbench.sql -r --progress=0 "$PGURL" 2>/dev/null || true)
+ops[postgres_row_lock]=$(awk '/^tps = / {print int($3)}' <<<"$out")
+p99[postgres_row_lock]=$(awk '/latency average/ {print $4 " (avg)"}' <<<"$out")
+psql -q "$PGURL" -c "DROP TABLE IF EXISTS bench_accounts" >/dev/null
+
+echo
+echo "date: $(date -u +%F), $(nproc) cores, $CONNECTIONS connections, $ACCOUNTS accounts, ${SECONDS_PER_RUN}s per run"
+printf '%-30s %12s %14s %12s\n' system transfers/s p99_ms vs_coffer
+for name in coffer bare_axum redis_lua_always redis_lua_everysec redis_lua_always_pipelined32 postgres_row_lock; do
+  ratio=$(awk -v a="${ops[$name]:-0}" -v c="${ops[coffer]}" 'BEGIN {printf "%.2f", a / c}')
+  printf '%-30s %12s %14s %12s\n' "$name" "${ops[$name]:-n/a}" "${p99[$name]:-n/a}" "$ratio"
+done

@@ -1,0 +1,429 @@
+//! `coffer bench`: drives a running coffer (or any server with the same
+//! API) and reports throughput and latency. Every request has a unique id,
+//! and every answer is checked: a wrong answer is an error, not a success.
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// One transfer per request between uniformly chosen accounts.
+    Transfers,
+    /// Transfers whose accounts follow a Zipf distribution (s = 1.1): a few
+    /// hot accounts take most of the traffic.
+    TransfersZipf,
+    /// One deposit (from @world) per request.
+    Deposits,
+    /// A hold, then its capture: two requests per operation.
+    HoldCapture,
+    /// POST /v1/transactions/batch with --batch-size transfers per request.
+    Batches,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchOptions {
+    /// Base URL of the server.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    #[arg(long, value_enum, default_value_t = Scenario::Transfers)]
+    pub scenario: Scenario,
+    /// Concurrent connections (each runs requests back to back).
+    #[arg(long, default_value_t = 64)]
+    pub connections: u32,
+    /// How long to run, in seconds (ignored with --count).
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Stop after this many operations instead of after --duration.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Target operations per second across all connections (0: as fast as
+    /// possible). Latency at a fixed rate is the figure that matters.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Accounts to spread the load over (opened and funded first).
+    #[arg(long, default_value_t = 1_000)]
+    pub accounts: u64,
+    /// Transfers per request in the batches scenario.
+    #[arg(long, default_value_t = 1_000)]
+    pub batch_size: u64,
+    /// Bearer API key (writer or admin).
+    #[arg(long, env = "COFFER_BENCH_API_KEY")]
+    pub api_key: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub const CONNECTIONS_MAX: u32 = 4_096;
+pub const ACCOUNTS_MAX: u64 = 10_000_000;
+/// Latency samples kept per connection; beyond it they are subsampled.
+const SAMPLES_PER_CONNECTION_MAX: usize = 1 << 20;
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    api_key: Option<String>,
+}
+
+impl Client {
+    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let mut request = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+}
+
+/// A small deterministic generator per connection (no shared state).
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound.max(1)
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Zipf sampling by inverting a precomputed cumulative distribution.
+struct Zipf {
+    cumulative: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(accounts: u64, exponent: f64) -> Self {
+        let mut total = 0.0;
+        let cumulative = (1..=accounts)
+            .map(|rank| {
+                total += 1.0 / (rank as f64).powf(exponent);
+                total
+            })
+            .collect::<Vec<_>>();
+        let cumulative = cumulative.into_iter().map(|value| value / total).collect();
+        Zipf { cumulative }
+    }
+
+    fn sample(&self, random: &mut Random) -> u64 {
+        let target = random.unit();
+        self.cumulative.partition_point(|value| *value < target) as u64
+    }
+}
+
+struct Shared {
+    options: BenchOptions,
+    client: Client,
+    zipf: Option<Zipf>,
+    run: String,
+    started: Instant,
+    issued: AtomicU64,
+    completed: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Shared {
+    fn account(&self, random: &mut Random) -> u64 {
+        match &self.zipf {
+            Some(zipf) => zipf.sample(random),
+            None => random.below(self.options.accounts),
+        }
+    }
+
+    fn pair(&self, random: &mut Random) -> (String, String) {
+        let from = self.account(random);
+        let mut to = self.account(random);
+        if to == from {
+            to = (from + 1) % self.options.accounts;
+        }
+        (format!("bench:{from}"), format!("bench:{to}"))
+    }
+
+    /// Claims the next operation number, or None when the run is over.
+    fn claim(&self) -> Option<u64> {
+        let number = self.issued.fetch_add(1, Ordering::Relaxed);
+        match self.options.count {
+            Some(count) if number >= count => None,
+            None if self.started.elapsed() >= Duration::from_secs(self.options.duration) => None,
+            _ => Some(number),
+        }
+    }
+
+    /// Waits for the operation's slot when a target rate is set.
+    async fn pace(&self, number: u64) {
+        if self.options.rate > 0 {
+            let due = self.started + Duration::from_secs_f64(number as f64 / self.options.rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+    }
+}
+
+fn committed(status: u16, body: &Value) -> bool {
+    status == 201 && body["status"] == "committed"
+}
+
+/// One operation; Ok(true) when every answer was the expected one.
+async fn operation(shared: &Shared, random: &mut Random, number: u64) -> anyhow::Result<bool> {
+    let client = &shared.client;
+    let id = format!("{}-{number}", shared.run);
+    match shared.options.scenario {
+        Scenario::Transfers | Scenario::TransfersZipf => {
+            let (from, to) = shared.pair(random);
+            let (status, body) = client
+                .post("/v1/transfers", &json!({"id": id, "from": from, "to": to, "amount": 1}))
+                .await?;
+            Ok(committed(status, &body))
+        }
+        Scenario::Deposits => {
+            let account = format!("bench:{}", shared.account(random));
+            let (status, body) = client
+                .post("/v1/deposits", &json!({"id": id, "account": account, "amount": 1}))
+                .await?;
+            Ok(committed(status, &body))
+        }
+        Scenario::HoldCapture => {
+            let (from, to) = shared.pair(random);
+            let hold =
+                json!({"id": format!("{id}-h"), "hold": id, "account": from, "amount": 1, "to": to, "ttl_ms": 600_000});
+            let (status, body) = client.post("/v1/holds", &hold).await?;
+            if !committed(status, &body) {
+                return Ok(false);
+            }
+            let (status, body) = client
+                .post(&format!("/v1/holds/{id}/capture"), &json!({"id": format!("{id}-c")}))
+                .await?;
+            Ok(committed(status, &body) && body["hold"]["status"] == "captured")
+        }
+        Scenario::Batches => {
+            let items: Vec<Value> = (0..shared.options.batch_size)
+                .map(|k| {
+                    let (from, to) = shared.pair(random);
+                    json!({"id": format!("{id}-{k}"), "ops": [{"type": "transfer", "from": from, "to": to, "amount": 1}]})
+                })
+                .collect();
+            let (status, body) = client
+                .post("/v1/transactions/batch", &json!({"transactions": items}))
+                .await?;
+            let results = body["results"].as_array();
+            Ok(status == 200
+                && results.is_some_and(|results| {
+                    results.len() as u64 == shared.options.batch_size
+                        && results.iter().all(|result| result["status"] == "committed")
+                }))
+        }
+    }
+}
+
+async fn connection(shared: Arc<Shared>, index: u32) -> Vec<u32> {
+    let mut random = Random(u64::from(index) * 0x9E37_79B9 + 7);
+    let mut samples = Vec::new();
+    let mut seen = 0usize;
+    while let Some(number) = shared.claim() {
+        shared.pace(number).await;
+        let started = Instant::now();
+        let correct = matches!(operation(&shared, &mut random, number).await, Ok(true));
+        let micros = started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+        if !correct {
+            shared.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        shared.completed.fetch_add(1, Ordering::Relaxed);
+        // Bounded memory: past the cap, keep a uniform subsample.
+        seen += 1;
+        if samples.len() < SAMPLES_PER_CONNECTION_MAX {
+            samples.push(micros);
+        } else {
+            let slot = random.below(seen as u64) as usize;
+            if slot < samples.len() {
+                samples[slot] = micros;
+            }
+        }
+    }
+    samples
+}
+
+/// Opens and funds the accounts (idempotent: ids are fixed per account).
+async fn prepare(client: &Client, accounts: u64) -> anyhow::Result<()> {
+    let mut start = 0;
+    while start < accounts {
+        let end = (start + 1_000).min(accounts);
+        let items: Vec<Value> = (start..end)
+            .map(|n| json!({"id": format!("bench-open-{n}"), "ops": [{"type": "open", "account": format!("bench:{n}"), "unit": "BENCH"}]}))
+            .collect();
+        let (status, body) = client
+            .post("/v1/transactions/batch", &json!({"transactions": items}))
+            .await?;
+        anyhow::ensure!(status == 200, "opening accounts failed: {status} {body}");
+        let funding: Vec<Value> = (start..end)
+            .map(|n| json!({"ops": [{"type": "transfer", "from": "@world", "to": format!("bench:{n}"), "amount": 1_000_000_000_000u64}]}))
+            .collect();
+        let (status, body) = client
+            .post("/v1/transactions/batch", &json!({"transactions": funding}))
+            .await?;
+        anyhow::ensure!(status == 200, "funding accounts failed: {status} {body}");
+        start = end;
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[u32], fraction: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 * fraction).ceil() as usize).clamp(1, sorted.len()) - 1;
+    f64::from(sorted[index]) / 1_000.0
+}
+
+pub fn run(options: BenchOptions) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=CONNECTIONS_MAX).contains(&options.connections),
+        "connections must be 1 to {CONNECTIONS_MAX}"
+    );
+    anyhow::ensure!(
+        (2..=ACCOUNTS_MAX).contains(&options.accounts),
+        "accounts must be 2 to {ACCOUNTS_MAX}"
+    );
+    anyhow::ensure!(
+        (1..=10_000).contains(&options.batch_size),
+        "batch size must be 1 to 10000"
+    );
+    anyhow::ensure!(
+        options.duration >= 1 || options.count.is_some(),
+        "duration must be at least 1 second"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run_async(options))
+}
+
+async fn run_async(options: BenchOptions) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(options.connections as usize)
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let client = Client {
+        http,
+        base: options.url.trim_end_matches('/').to_owned(),
+        api_key: options.api_key.clone(),
+    };
+    let health = client.http.get(format!("{}/healthz", client.base)).send().await;
+    health
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("the server at {} is not reachable or not healthy", client.base))?;
+    prepare(&client, options.accounts).await?;
+    let zipf = (options.scenario == Scenario::TransfersZipf).then(|| Zipf::new(options.accounts, 1.1));
+    let run = format!(
+        "bench{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis()
+    );
+    let shared = Arc::new(Shared {
+        options: options.clone(),
+        client,
+        zipf,
+        run,
+        started: Instant::now(),
+        issued: AtomicU64::new(0),
+        completed: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+    });
+    let progress = tokio::spawn(progress(Arc::clone(&shared)));
+    let tasks: Vec<_> = (0..options.connections)
+        .map(|index| tokio::spawn(connection(Arc::clone(&shared), index)))
+        .collect();
+    let mut samples = Vec::new();
+    for task in tasks {
+        samples.extend(task.await?);
+    }
+    let elapsed = shared.started.elapsed();
+    progress.abort();
+    samples.sort_unstable();
+    report(&options, &shared, &samples, elapsed);
+    let errors = shared.errors.load(Ordering::Relaxed);
+    anyhow::ensure!(errors == 0, "{errors} operations got a wrong or failed answer");
+    Ok(())
+}
+
+async fn progress(shared: Arc<Shared>) {
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let completed = shared.completed.load(Ordering::Relaxed);
+        eprintln!(
+            "[{:>4.0}s] {:>9} ops/s  {:>10} done  {} errors",
+            shared.started.elapsed().as_secs_f64(),
+            completed - last,
+            completed,
+            shared.errors.load(Ordering::Relaxed)
+        );
+        last = completed;
+    }
+}
+
+fn report(options: &BenchOptions, shared: &Shared, samples: &[u32], elapsed: Duration) {
+    let completed = shared.completed.load(Ordering::Relaxed);
+    let errors = shared.errors.load(Ordering::Relaxed);
+    let operations_per_second = completed as f64 / elapsed.as_secs_f64();
+    let transfers_per_operation = if options.scenario == Scenario::Batches {
+        options.batch_size
+    } else {
+        1
+    };
+    let report = json!({
+        "scenario": format!("{:?}", options.scenario).to_lowercase(),
+        "connections": options.connections,
+        "accounts": options.accounts,
+        "rate_target": options.rate,
+        "seconds": elapsed.as_secs_f64(),
+        "operations": completed,
+        "errors": errors,
+        "operations_per_second": operations_per_second,
+        "transfers_per_second": operations_per_second * transfers_per_operation as f64,
+        "latency_ms": {
+            "p50": percentile(samples, 0.50),
+            "p90": percentile(samples, 0.90),
+            "p99": percentile(samples, 0.99),
+            "p999": percentile(samples, 0.999),
+            "max": percentile(samples, 1.0),
+        },
+    });
+    if options.json {
+        println!("{report}");
+        return;
+    }
+    let latency = &report["latency_ms"];
+    println!("scenario      {}", report["scenario"].as_str().unwrap_or_default());
+    println!(
+        "connections   {}   accounts {}   rate target {}",
+        options.connections, options.accounts, options.rate
+    );
+    println!(
+        "operations    {completed} in {:.1} s, {errors} errors",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "throughput    {operations_per_second:.0} ops/s ({:.0} transfers/s)",
+        report["transfers_per_second"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "latency ms    p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        latency["p50"].as_f64().unwrap_or(0.0),
+        latency["p90"].as_f64().unwrap_or(0.0),
+        latency["p99"].as_f64().unwrap_or(0.0),
+        latency["p999"].as_f64().unwrap_or(0.0),
+        latency["max"].as_f64().unwrap_or(0.0)
+    );
+}
