@@ -31,27 +31,28 @@ for port in 18281 18282; do
 done
 
 declare -A ops p99
-coffer_bench() { # name url
-  local report
-  report=$(target/release/coffer bench --url "$2" --connections "$CONNECTIONS" --duration "$SECONDS_PER_RUN" --accounts "$ACCOUNTS" --json 2>/dev/null)
-  ops[$1]=$(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["operations_per_second"]))' "$report")
-  p99[$1]=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["latency_ms"]["p99"])' "$report")
+coffer_bench() { # name url connections [extra coffer bench options]
+  local report name=$1 url=$2 connections=$3
+  shift 3
+  report=$(target/release/coffer bench --url "$url" --connections "$connections" --duration "$SECONDS_PER_RUN" --accounts "$ACCOUNTS" --json "$@" 2>/dev/null)
+  ops[$name]=$(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["transfers_per_second"]))' "$report")
+  p99[$name]=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["latency_ms"]["p99"])' "$report")
 }
-coffer_bench coffer "http://127.0.0.1:18281"
-coffer_bench bare_axum "http://127.0.0.1:18282"
+coffer_bench coffer "http://127.0.0.1:18281" "$CONNECTIONS"
+coffer_bench bare_axum "http://127.0.0.1:18282" "$CONNECTIONS"
+coffer_bench coffer_batches_1000 "http://127.0.0.1:18281" 16 --scenario batches --batch-size 1000
 
 redis_bench() { # name port pipeline
-  local sha out requests
+  local sha csv requests
   redis-cli -p "$2" flushall >/dev/null
   for n in $(seq 0 $((ACCOUNTS - 1))); do echo "SET acct:$n 1000000000"; done | redis-cli -p "$2" >/dev/null
   sha=$(redis-cli -p "$2" script load "$(cat bench/transfer.redis.lua)")
-  requests=$((SECONDS_PER_RUN * 60000 * $3))
-  out=$(redis-benchmark -p "$2" -c "$CONNECTIONS" -P "$3" -n "$requests" -r "$ACCOUNTS" -q --precision 3 \
-    evalsha "$sha" 3 acct:__rand_int__ acct:__rand_int__ tx:__rand_int____rand_int__ 1 2>/dev/null | tr '\r' '\n' | tail -1)
-  ops[$1]=$(awk '{for (i = 1; i <= NF; i++) if ($(i+1) == "requests") print int($i)}' <<<"$out")
-  p99[$1]=$(redis-benchmark -p "$2" -c "$CONNECTIONS" -P "$3" -n 50000 -r "$ACCOUNTS" --precision 3 \
-    evalsha "$sha" 3 acct:__rand_int__ acct:__rand_int__ tx:__rand_int____rand_int__ 1 2>/dev/null \
-    | awk '/99.000%|99.00%/ {print $3; exit}')
+  requests=$((SECONDS_PER_RUN * 40000 * $3))
+  # --csv: "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+  csv=$(redis-benchmark -p "$2" -c "$CONNECTIONS" -P "$3" -n "$requests" -r "$ACCOUNTS" --csv \
+    evalsha "$sha" 3 acct:__rand_int__ acct:__rand_int__ tx:__rand_int____rand_int__ 1 2>/dev/null | tail -1 | tr -d '"')
+  ops[$1]=$(awk -F, '{print int($2)}' <<<"$csv")
+  p99[$1]=$(awk -F, '{print $7}' <<<"$csv")
 }
 mkdir -p "$work/redis-always" "$work/redis-everysec"
 redis-server --port 18291 --dir "$work/redis-always" --appendonly yes --appendfsync always --save "" --daemonize no >/dev/null & pids+=($!)
@@ -63,15 +64,15 @@ redis_bench redis_lua_always_pipelined32 18291 32
 
 psql -q "$PGURL" -c "DROP TABLE IF EXISTS bench_accounts; CREATE TABLE bench_accounts (id int PRIMARY KEY, balance bigint NOT NULL);
   INSERT INTO bench_accounts SELECT g, 1000000000 FROM generate_series(1, $ACCOUNTS) g;" >/dev/null
-out=$(pgbench -n -c "$CONNECTIONS" -j 2 -T "$SECONDS_PER_RUN" -D accounts="$ACCOUNTS" -f bench/transfer.pgbench.sql -r --progress=0 "$PGURL" 2>/dev/null || true)
+out=$(pgbench -n -c "$CONNECTIONS" -j 2 -T "$SECONDS_PER_RUN" -D accounts="$ACCOUNTS" -f bench/transfer.pgbench.sql "$PGURL" 2>/dev/null || true)
 ops[postgres_row_lock]=$(awk '/^tps = / {print int($3)}' <<<"$out")
-p99[postgres_row_lock]=$(awk '/latency average/ {print $4 " (avg)"}' <<<"$out")
+p99[postgres_row_lock]="avg $(awk '/latency average/ {print $4}' <<<"$out")"
 psql -q "$PGURL" -c "DROP TABLE IF EXISTS bench_accounts" >/dev/null
 
 echo
 echo "date: $(date -u +%F), $(nproc) cores, $CONNECTIONS connections, $ACCOUNTS accounts, ${SECONDS_PER_RUN}s per run"
 printf '%-30s %12s %14s %12s\n' system transfers/s p99_ms vs_coffer
-for name in coffer bare_axum redis_lua_always redis_lua_everysec redis_lua_always_pipelined32 postgres_row_lock; do
+for name in coffer coffer_batches_1000 bare_axum redis_lua_always redis_lua_everysec redis_lua_always_pipelined32 postgres_row_lock; do
   ratio=$(awk -v a="${ops[$name]:-0}" -v c="${ops[coffer]}" 'BEGIN {printf "%.2f", a / c}')
   printf '%-30s %12s %14s %12s\n' "$name" "${ops[$name]:-n/a}" "${p99[$name]:-n/a}" "$ratio"
 done
