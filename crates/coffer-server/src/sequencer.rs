@@ -143,6 +143,7 @@ impl Sequencer {
             durable: Arc::new(durable_sender),
             settings,
             entries_since_snapshot: 0,
+            last_snapshot_bytes: 0,
             sequencer: Arc::downgrade(&sequencer),
             queue_depth,
         };
@@ -245,6 +246,8 @@ struct EngineThread {
     durable: Arc<watch::Sender<Durable>>,
     settings: SequencerSettings,
     entries_since_snapshot: u64,
+    /// Sizes the next snapshot buffer, so encoding does not regrow it.
+    last_snapshot_bytes: usize,
     sequencer: std::sync::Weak<Sequencer>,
     queue_depth: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -440,16 +443,25 @@ impl EngineThread {
         }
     }
 
+    /// A snapshot costs time in proportion to the state (accounts, holds,
+    /// remembered ids), so one is taken after as many new entries as the
+    /// state holds, and at least `snapshot_every_entries`: the amortized
+    /// cost per entry stays bounded however large the id window grows, and
+    /// replay after a crash never covers more than one state's worth.
     fn maybe_snapshot(&mut self) {
-        if self.entries_since_snapshot >= self.settings.snapshot_every_entries {
+        let state_items =
+            self.engine.account_count() + self.engine.open_hold_count() + self.engine.idempotency_entry_count();
+        let threshold = self.settings.snapshot_every_entries.max(state_items as u64);
+        if self.entries_since_snapshot >= threshold {
             self.snapshot();
         }
     }
 
     fn snapshot(&mut self) {
         let started = std::time::Instant::now();
-        let mut state = Vec::new();
+        let mut state = Vec::with_capacity(self.last_snapshot_bytes);
         self.engine.encode_snapshot(&mut state);
+        self.last_snapshot_bytes = state.len() + state.len() / 8;
         let pause = started.elapsed();
         metrics::histogram!("coffer_snapshot_pause_seconds").record(pause.as_secs_f64());
         tracing::info!(

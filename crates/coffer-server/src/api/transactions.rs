@@ -113,18 +113,17 @@ pub async fn batch(
         transactions.push(transaction);
     }
     let results = state.sequencer.submit(transactions).await?;
-    let items: Vec<_> = results
+    let results = results
         .iter()
-        .map(|submitted| {
-            let mut item = views::transaction_result(submitted);
-            item["replayed"] = json!(submitted.kind == crate::sequencer::Kind::Replayed);
-            if submitted.kind == crate::sequencer::Kind::IdReused {
-                item = json!({ "id": submitted.id.as_str(), "status": "conflict", "code": "id_reused" });
-            }
-            item
-        })
+        .map(|submitted| views::TransactionBody::of_submitted(submitted, true))
         .collect();
-    Ok(axum::Json(json!({ "results": items })).into_response())
+    Ok(axum::Json(BatchAnswer { results }).into_response())
+}
+
+/// Serialized directly: no JSON tree for thousands of results.
+#[derive(serde::Serialize)]
+struct BatchAnswer<'a> {
+    results: Vec<views::TransactionBody<'a>>,
 }
 
 async fn atomic_batch(state: &AppState, headers: &HeaderMap, body: BatchBody) -> Result<Response, ApiError> {

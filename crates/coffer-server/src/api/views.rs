@@ -3,6 +3,7 @@
 
 use crate::sequencer::{Kind, Submitted};
 use coffer_core::{AccountView, HoldView, Record, Verdict};
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -10,44 +11,93 @@ pub fn instant(timestamp_ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(timestamp_ms)).to_string()
 }
 
-pub fn record(id: &str, record: &Record) -> Value {
-    let mut body = json!({
-        "id": id,
-        "seq": record.sequence,
-        "timestamp": instant(record.timestamp_ms),
-    });
-    match record.verdict {
-        Verdict::Committed => body["status"] = json!("committed"),
-        Verdict::Rejected(rejection) => {
-            body["status"] = json!("rejected");
-            body["code"] = json!(rejection.code.as_str());
-            body["op_index"] = json!(rejection.op_index);
+/// A transaction's result, serialized directly (no intermediate JSON
+/// tree): a batch answer holds thousands of them.
+#[derive(Serialize)]
+pub struct TransactionBody<'a> {
+    id: &'a str,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    op_index: Option<u16>,
+    seq: u64,
+    timestamp: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    effects: Option<Vec<EffectBody<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replayed: Option<bool>,
+}
+
+#[derive(Serialize)]
+pub struct EffectBody<'a> {
+    account: &'a str,
+    unit: &'a str,
+    available: i128,
+    frozen: i128,
+    total: i128,
+    version: u64,
+}
+
+impl<'a> TransactionBody<'a> {
+    pub fn of_record(id: &'a str, record: &Record) -> Self {
+        let (status, code, op_index) = match record.verdict {
+            Verdict::Committed => ("committed", None, None),
+            Verdict::Rejected(rejection) => ("rejected", Some(rejection.code.as_str()), Some(rejection.op_index)),
+        };
+        TransactionBody {
+            id,
+            status,
+            code,
+            op_index,
+            seq: record.sequence,
+            timestamp: instant(record.timestamp_ms),
+            effects: None,
+            replayed: None,
         }
     }
-    body
+
+    /// The result of a submission; `marked` adds `replayed` (batch items).
+    pub fn of_submitted(submitted: &'a Submitted, marked: bool) -> Self {
+        let mut body = TransactionBody::of_record(submitted.id.as_str(), &submitted.record);
+        match submitted.kind {
+            Kind::IdReused => {
+                body.status = "conflict";
+                body.code = Some("id_reused");
+                body.op_index = None;
+            }
+            // A replay answers from the remembered outcome, which keeps no effects.
+            Kind::New if submitted.record.verdict == Verdict::Committed => {
+                body.effects = Some(
+                    submitted
+                        .effects
+                        .iter()
+                        .map(|effect| EffectBody {
+                            account: effect.account.as_str(),
+                            unit: effect.unit.as_str(),
+                            available: effect.available,
+                            frozen: effect.frozen,
+                            total: effect.available + effect.frozen,
+                            version: effect.version,
+                        })
+                        .collect(),
+                )
+            }
+            _ => {}
+        }
+        if marked {
+            body.replayed = Some(submitted.kind == Kind::Replayed);
+        }
+        body
+    }
+}
+
+pub fn record(id: &str, record: &Record) -> Value {
+    serde_json::to_value(TransactionBody::of_record(id, record)).expect("a result serializes")
 }
 
 pub fn transaction_result(submitted: &Submitted) -> Value {
-    let mut body = record(submitted.id.as_str(), &submitted.record);
-    // A replay answers from the remembered outcome, which keeps no effects.
-    if submitted.kind == Kind::New && submitted.record.verdict == Verdict::Committed {
-        let effects: Vec<Value> = submitted
-            .effects
-            .iter()
-            .map(|effect| {
-                json!({
-                    "account": effect.account.as_str(),
-                    "unit": effect.unit.as_str(),
-                    "available": effect.available,
-                    "frozen": effect.frozen,
-                    "total": effect.available + effect.frozen,
-                    "version": effect.version,
-                })
-            })
-            .collect();
-        body["effects"] = json!(effects);
-    }
-    body
+    serde_json::to_value(TransactionBody::of_submitted(submitted, false)).expect("a result serializes")
 }
 
 pub fn account(view: &AccountView) -> Value {
