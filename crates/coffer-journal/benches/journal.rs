@@ -118,7 +118,8 @@ fn replay(criterion: &mut Criterion) {
     group.throughput(Throughput::Elements(ENTRIES + 10_000));
     group.bench_function("1M_transfers", |bencher| {
         bencher.iter(|| {
-            let (engine, report, _) = recover(directory.path(), EngineLimits::default(), Mode::ReadOnly).unwrap();
+            let coffer_journal::Recovered { engine, report, .. } =
+                recover(directory.path(), EngineLimits::default(), Mode::ReadOnly).unwrap();
             assert_eq!(report.entries_replayed, ENTRIES + 10_000);
             engine
         })

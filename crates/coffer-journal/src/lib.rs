@@ -20,7 +20,7 @@ pub use error::JournalError;
 pub use files::{segments, snapshots};
 pub use format::{EntryVerdict, JournalBatch};
 pub use options::{Durability, JournalOptions, Retention};
-pub use recovery::{open, recover, Mode, RecoveryReport};
+pub use recovery::{open, recover, Mode, Recovered, RecoveryReport};
 pub use scan::{scan_segment, TornTail};
 pub use snapshots::{prune, write_snapshot};
 pub use writer::{Completion, JournalStats, JournalWriter};

@@ -41,7 +41,11 @@ pub fn open(
 ) -> Result<(Engine, JournalWriter, RecoveryReport), JournalError> {
     std::fs::create_dir_all(directory).map_err(JournalError::io(directory))?;
     remove_temporary_files(directory)?;
-    let (engine, report, last_segment) = recover(directory, limits, Mode::Repair)?;
+    let Recovered {
+        engine,
+        report,
+        last_segment,
+    } = recover(directory, limits, Mode::Repair)?;
     let segment = OpenSegment::resume(directory, last_segment, engine.sequence_next())?;
     let writer = JournalWriter::start(directory.to_owned(), options, engine.sequence_next(), segment);
     tracing::info!(
@@ -66,13 +70,16 @@ fn remove_temporary_files(directory: &Path) -> Result<(), JournalError> {
     Ok(())
 }
 
-/// Rebuilds the engine from a journal directory. Returns the last segment
-/// (path and valid length) for the writer to continue.
-pub fn recover(
-    directory: &Path,
-    limits: EngineLimits,
-    mode: Mode,
-) -> Result<(Engine, RecoveryReport, Option<(PathBuf, u64)>), JournalError> {
+/// What recovery rebuilt, and where the writer continues.
+pub struct Recovered {
+    pub engine: Engine,
+    pub report: RecoveryReport,
+    /// The last segment and its valid length, if there is one.
+    pub last_segment: Option<(PathBuf, u64)>,
+}
+
+/// Rebuilds the engine from a journal directory.
+pub fn recover(directory: &Path, limits: EngineLimits, mode: Mode) -> Result<Recovered, JournalError> {
     let started = Instant::now();
     let (mut engine, snapshot_sequence) = load_newest_snapshot(directory, limits)?;
     let segments = segments(directory)?;
@@ -126,7 +133,11 @@ pub fn recover(
         torn_tail,
         duration: started.elapsed(),
     };
-    Ok((engine, report, last_segment))
+    Ok(Recovered {
+        engine,
+        report,
+        last_segment,
+    })
 }
 
 fn corrupt(path: &Path, offset: u64, reason: String) -> JournalError {

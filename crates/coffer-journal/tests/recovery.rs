@@ -176,9 +176,7 @@ fn a_flipped_byte_in_a_middle_record_refuses_to_start() {
         let mut bytes = original.clone();
         bytes[position] ^= 0x01;
         std::fs::write(&segment, &bytes).unwrap();
-        let error = reopen(directory.path())
-            .err()
-            .expect("a corrupt middle record refuses to start");
+        let error = reopen(directory.path()).expect_err("a corrupt middle record refuses to start");
         match &error {
             JournalError::Corrupt { path, offset, .. } => {
                 assert_eq!(path, &segment);
@@ -227,7 +225,11 @@ fn snapshot_then_replay_equals_full_replay() {
     assert_eq!(snapshots.len(), 1, "only the newest snapshot is kept");
     let first_segment = coffer_journal::segments(directory.path()).unwrap()[0].0;
     assert!(first_segment > 0, "segments covered by the snapshot were pruned");
-    let (from_snapshot, report, _) = recover(directory.path(), EngineLimits::default(), Mode::ReadOnly).unwrap();
+    let coffer_journal::Recovered {
+        engine: from_snapshot,
+        report,
+        ..
+    } = recover(directory.path(), EngineLimits::default(), Mode::ReadOnly).unwrap();
     assert_eq!(report.snapshot_sequence, Some(snapshots[0].0));
     assert!(report.entries_replayed > 0);
     let mut full = Engine::new(EngineLimits::default());
@@ -289,7 +291,11 @@ fn a_corrupt_newest_snapshot_falls_back_to_replay() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(&snapshot, bytes).unwrap();
-    let (recovered, report, _) = recover(directory.path(), EngineLimits::default(), Mode::ReadOnly).unwrap();
+    let coffer_journal::Recovered {
+        engine: recovered,
+        report,
+        ..
+    } = recover(directory.path(), EngineLimits::default(), Mode::ReadOnly).unwrap();
     assert_eq!(report.snapshot_sequence, None);
     assert_eq!(recovered.digest(), engine.digest());
 }

@@ -25,7 +25,7 @@ fn instant(timestamp_ms: u64) -> String {
 pub fn verify(directory: &Path) -> anyhow::Result<()> {
     let directory = journal_directory(directory);
     anyhow::ensure!(directory.is_dir(), "{} is not a directory", directory.display());
-    let (engine, report, _) = recover(&directory, EngineLimits::default(), Mode::ReadOnly)
+    let coffer_journal::Recovered { engine, report, .. } = recover(&directory, EngineLimits::default(), Mode::ReadOnly)
         .with_context(|| format!("journal in {} is NOT sound", directory.display()))?;
     engine
         .check_invariants()
