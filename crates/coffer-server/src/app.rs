@@ -54,6 +54,13 @@ pub fn check_config(config: &ServerConfig, auth: &Auth) -> anyhow::Result<()> {
         tracing::warn!(listen = %config.listen, "serving WITHOUT authentication on a non-loopback address");
     }
     anyhow::ensure!(config.batch_transactions_max >= 1, "batch size must be at least 1");
+    // One HTTP batch goes to the engine as one batch: it must fit.
+    anyhow::ensure!(
+        (1..=coffer_core::limits::BATCH_TRANSACTIONS_MAX).contains(&config.http_batch_max),
+        "--http-batch-max must be 1 to {}",
+        coffer_core::limits::BATCH_TRANSACTIONS_MAX
+    );
+    anyhow::ensure!(config.queue_capacity >= 1, "--queue-capacity must be at least 1");
     anyhow::ensure!(
         config.batch_transactions_max <= coffer_core::limits::BATCH_TRANSACTIONS_MAX,
         "batch size at most {}",

@@ -220,6 +220,16 @@ impl Sequencer {
         Ok(answer)
     }
 
+    /// False once the engine thread has stopped (shutdown, or a failed
+    /// assertion: then nothing more is applied and readiness fails).
+    pub fn engine_running(&self) -> bool {
+        self.thread
+            .lock()
+            .expect("thread lock")
+            .as_ref()
+            .is_some_and(|thread| !thread.is_finished())
+    }
+
     pub fn journal_failure(&self) -> Option<String> {
         self.durable.borrow().failure.clone()
     }

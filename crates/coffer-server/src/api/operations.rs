@@ -11,11 +11,14 @@ pub async fn health() -> Response {
     axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
-/// Ready once recovery is done (the server binds only after it) and while
-/// the journal can still write.
+/// Ready once recovery is done (the server binds only after it), while the
+/// journal can still write and the engine thread runs.
 pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     if let Some(failure) = state.sequencer.journal_failure() {
         return Err(ApiError::NotReady(format!("journal failed: {failure}")));
+    }
+    if !state.sequencer.engine_running() {
+        return Err(ApiError::NotReady("the engine thread has stopped".into()));
     }
     Ok(axum::Json(serde_json::json!({ "status": "ready" })).into_response())
 }
