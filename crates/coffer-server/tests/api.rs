@@ -497,3 +497,70 @@ async fn listing_a_rare_prefix_is_bounded_and_resumable() {
     assert!(page["next_cursor"].is_null());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn amounts_beyond_64_bits_are_answered_exactly() {
+    // The raw text is checked: a JSON tree (the test client's, too) would
+    // turn these numbers into floats.
+    let mut server = TestServer::start(&[]).await;
+    let raw = |method: &str, path: &str, body: Option<serde_json::Value>| {
+        let request = server
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", server.base));
+        let request = match body {
+            Some(body) => request.json(&body),
+            None => request,
+        };
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    let big = "340282366920938463463374607431768211455"; // u128::MAX: parses, cannot be held
+    let huge = "100000000000000000000000000000"; // 10^29, well past 2^64
+    let (status, text) = raw(
+        "POST",
+        "/v1/accounts",
+        Some(json!({"id": "whale", "unit": "ETH/18", "max_total": huge})),
+    )
+    .await;
+    assert_eq!(status, 201, "{text}");
+    assert!(text.contains(&format!("\"max_total\":{huge}")), "{text}");
+    raw("POST", "/v1/accounts", Some(json!({"id": "minnow", "unit": "ETH/18"}))).await;
+    let (status, text) = raw(
+        "POST",
+        "/v1/deposits",
+        Some(json!({"account": "whale", "amount": huge})),
+    )
+    .await;
+    assert_eq!(status, 201, "{text}");
+    assert!(text.contains(&format!("\"available\":{huge}")), "{text}");
+    let hold = json!({"hold": "h", "account": "whale", "amount": huge, "to": "minnow"});
+    let (status, text) = raw("POST", "/v1/holds", Some(hold)).await;
+    assert_eq!(status, 201, "{text}");
+    assert!(text.contains(&format!("\"remaining\":{huge}")), "{text}");
+    let (status, text) = raw("GET", "/v1/accounts/whale", None).await;
+    assert_eq!(status, 200);
+    assert!(text.contains(&format!("\"frozen\":{huge}")), "{text}");
+    let (status, text) = raw("GET", "/v1/accounts", None).await;
+    assert_eq!(status, 200);
+    assert!(text.contains(&format!("\"max_total\":{huge}")), "{text}");
+    let capture = json!({"transactions": [{"ops": [{"type": "capture", "hold": "h"}]}]});
+    let (status, text) = raw("POST", "/v1/transactions/batch", Some(capture)).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains(&format!(
+            "\"account\":\"minnow\",\"unit\":\"ETH/18\",\"available\":{huge}"
+        )),
+        "{text}"
+    );
+    let (status, text) = raw(
+        "POST",
+        "/v1/deposits",
+        Some(json!({"account": "minnow", "amount": big})),
+    )
+    .await;
+    assert_eq!(status, 422, "{text}");
+    assert!(text.contains("amount_overflow"), "{text}");
+    server.stop().await;
+}

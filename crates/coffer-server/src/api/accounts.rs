@@ -36,10 +36,10 @@ pub async fn open(
     };
     authorize(&state, &headers, std::slice::from_ref(&op))?;
     let transaction = build(transaction_id(&headers, body.transaction_id)?, vec![op], None)?;
-    let mut answered = execute(&state, transaction).await?;
+    let committed = execute(&state, transaction).await?;
     // Answer with the account as it is now.
-    answered.body = views::account(&read_account(&state, body.id).await?);
-    Ok(answered.into_response())
+    let account = read_account(&state, body.id).await?;
+    Ok(committed.respond(views::AccountBody::from(&account)))
 }
 
 async fn read_account(state: &AppState, id: AccountId) -> Result<coffer_core::AccountView, ApiError> {
@@ -60,7 +60,7 @@ pub async fn get(
     state.auth.require(&headers, Role::Reader, "read")?;
     let id = super::path_id(&id, AccountId::parse)?;
     let account = read_account(&state, id).await?;
-    Ok(axum::Json(views::account(&account)).into_response())
+    Ok(axum::Json(views::AccountBody::from(&account)).into_response())
 }
 
 pub const LIST_LIMIT_MAX: usize = 1_000;
@@ -106,7 +106,7 @@ pub async fn list(
     else {
         unreachable!("an accounts query answers with accounts")
     };
-    let data: Vec<_> = accounts.iter().map(views::account).collect();
+    let data = accounts.iter().map(views::AccountBody::from).collect();
     let next_cursor = next.map(|slot| format!("a{slot:x}"));
-    Ok(axum::Json(serde_json::json!({ "data": data, "next_cursor": next_cursor })).into_response())
+    Ok(axum::Json(views::AccountPage { data, next_cursor }).into_response())
 }

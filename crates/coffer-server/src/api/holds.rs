@@ -60,11 +60,14 @@ async fn with_hold(
     transaction: coffer_core::Transaction,
     hold_id: HoldId,
 ) -> Result<Response, ApiError> {
-    let mut answered = execute(state, transaction).await?;
-    if let Answer::Hold(Some(hold)) = state.sequencer.read(Query::Hold(hold_id)).await? {
-        answered.body["hold"] = views::hold(&hold);
-    }
-    Ok(answered.into_response())
+    let committed = execute(state, transaction).await?;
+    let hold = match state.sequencer.read(Query::Hold(hold_id)).await? {
+        Answer::Hold(hold) => hold,
+        _ => None,
+    };
+    let mut body = views::TransactionBody::of_submitted(&committed.submitted, false);
+    body.hold = hold.as_ref().map(views::HoldBody::from);
+    Ok(committed.respond(body))
 }
 
 pub async fn get(
@@ -75,7 +78,7 @@ pub async fn get(
     state.auth.require(&headers, Role::Reader, "read")?;
     let id = super::path_id(&id, HoldId::parse)?;
     match state.sequencer.read(Query::Hold(id.clone())).await? {
-        Answer::Hold(Some(hold)) => Ok(axum::Json(views::hold(&hold)).into_response()),
+        Answer::Hold(Some(hold)) => Ok(axum::Json(views::HoldBody::from(&hold)).into_response()),
         _ => Err(ApiError::NotFound {
             what: "hold",
             id: id.to_string(),

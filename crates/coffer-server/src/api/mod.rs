@@ -131,17 +131,17 @@ pub(crate) fn build(
     Transaction::new(id, ops, metadata).map_err(|error| ApiError::invalid(error.to_string()))
 }
 
-/// A successful write's answer, which handlers may extend before it
-/// becomes a response.
-pub(crate) struct Answered {
+/// A successful write, before its body is chosen: by default the
+/// transaction result; handlers may answer with a resource instead.
+pub(crate) struct Committed {
     pub status: StatusCode,
     pub replayed: bool,
-    pub body: serde_json::Value,
+    pub submitted: Submitted,
 }
 
-impl IntoResponse for Answered {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, axum::Json(self.body)).into_response();
+impl Committed {
+    pub fn respond(&self, body: impl serde::Serialize) -> Response {
+        let mut response = (self.status, axum::Json(body)).into_response();
         if self.replayed {
             response
                 .headers_mut()
@@ -151,32 +151,43 @@ impl IntoResponse for Answered {
     }
 }
 
+impl IntoResponse for Committed {
+    fn into_response(self) -> Response {
+        self.respond(views::TransactionBody::of_submitted(&self.submitted, false))
+    }
+}
+
 /// Runs one transaction. DESIGN.md §3: 201 on a first commit, 200 with
 /// `Idempotent-Replayed: true` on a replay, 422 with the rejection code,
 /// 409 on an id reused with another payload.
-pub(crate) async fn execute(state: &AppState, transaction: Transaction) -> Result<Answered, ApiError> {
+pub(crate) async fn execute(state: &AppState, transaction: Transaction) -> Result<Committed, ApiError> {
     let mut results = state.sequencer.submit(vec![transaction]).await?;
     answer(results.pop().expect("one result per transaction"))
 }
 
-pub(crate) fn answer(submitted: Submitted) -> Result<Answered, ApiError> {
-    let body = views::transaction_result(&submitted);
+pub(crate) fn answer(submitted: Submitted) -> Result<Committed, ApiError> {
     let replayed = submitted.kind == Kind::Replayed;
     match (submitted.kind, submitted.verdict()) {
-        (Kind::IdReused, _) => Err(ApiError::IdReused {
-            id: submitted.id.to_string(),
-            original: body,
-        }),
+        (Kind::IdReused, _) => {
+            let original = views::record_value(submitted.id.as_str(), &submitted.record);
+            Err(ApiError::IdReused {
+                id: submitted.id.to_string(),
+                original,
+            })
+        }
         (_, Verdict::Rejected(rejection)) => Err(ApiError::Rejected {
             code: rejection.code.as_str(),
             op_index: rejection.op_index,
-            result: body,
+            result: views::record_value(submitted.id.as_str(), &submitted.record),
             replayed,
         }),
-        (_, Verdict::Committed) => Ok(Answered {
-            status: if replayed { StatusCode::OK } else { StatusCode::CREATED },
-            replayed,
-            body,
-        }),
+        (_, Verdict::Committed) => {
+            let status = if replayed { StatusCode::OK } else { StatusCode::CREATED };
+            Ok(Committed {
+                status,
+                replayed,
+                submitted,
+            })
+        }
     }
 }

@@ -63,7 +63,9 @@ pub async fn get(
         return Ok(axum::Json(json!({ "id": id.as_str(), "status": "pending" })).into_response());
     }
     match state.sequencer.read(Query::Transaction(id.clone())).await? {
-        Answer::Transaction(Some(record)) => Ok(axum::Json(views::record(id.as_str(), &record)).into_response()),
+        Answer::Transaction(Some(record)) => {
+            Ok(axum::Json(views::TransactionBody::of_record(id.as_str(), &record)).into_response())
+        }
         _ => Err(ApiError::NotFound {
             what: "transaction",
             id: id.to_string(),

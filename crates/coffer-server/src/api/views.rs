@@ -1,10 +1,12 @@
-//! JSON shapes of answers. Amounts are JSON numbers (serde_json writes
-//! i128 exactly); instants are RFC 3339 strings in UTC.
+//! JSON shapes of answers, as typed structs serialized directly. Never
+//! through `serde_json::Value`: a Value cannot hold integers beyond 64 bits,
+//! and balances of 18-decimal units pass 2^64 easily. serde_json's
+//! serializer writes i128 exactly. Instants are RFC 3339 strings in UTC.
 
 use crate::sequencer::{Kind, Submitted};
-use coffer_core::{AccountView, HoldView, Record, Verdict};
+use coffer_core::{AccountStatus, AccountView, HoldStatus, HoldView, Metadata, Record, Verdict};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::{Duration, UNIX_EPOCH};
 
 pub fn instant(timestamp_ms: u64) -> String {
@@ -27,6 +29,9 @@ pub struct TransactionBody<'a> {
     effects: Option<Vec<EffectBody<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     replayed: Option<bool>,
+    /// The hold a hold operation created or changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldBody<'a>>,
 }
 
 #[derive(Serialize)]
@@ -54,6 +59,7 @@ impl<'a> TransactionBody<'a> {
             timestamp: instant(record.timestamp_ms),
             effects: None,
             replayed: None,
+            hold: None,
         }
     }
 
@@ -92,43 +98,82 @@ impl<'a> TransactionBody<'a> {
     }
 }
 
-pub fn record(id: &str, record: &Record) -> Value {
-    serde_json::to_value(TransactionBody::of_record(id, record)).expect("a result serializes")
+/// For error details, whose results carry no amounts (rejections keep no
+/// effects), so they fit a JSON tree.
+pub fn record_value(id: &str, record: &Record) -> Value {
+    serde_json::to_value(TransactionBody::of_record(id, record)).unwrap_or(Value::Null)
 }
 
-pub fn transaction_result(submitted: &Submitted) -> Value {
-    serde_json::to_value(TransactionBody::of_submitted(submitted, false)).expect("a result serializes")
+#[derive(Serialize)]
+pub struct AccountBody<'a> {
+    id: &'a str,
+    unit: &'a str,
+    available: i128,
+    frozen: i128,
+    total: i128,
+    min_available: Option<i128>,
+    max_total: Option<i128>,
+    status: AccountStatus,
+    metadata: Option<&'a Metadata>,
+    version: u64,
+    created_at: String,
+    updated_at: String,
 }
 
-pub fn account(view: &AccountView) -> Value {
-    json!({
-        "id": view.id.as_str(),
-        "unit": view.unit.as_str(),
-        "available": view.available,
-        "frozen": view.frozen,
-        "total": view.total,
-        "min_available": view.min_available,
-        "max_total": view.max_total,
-        "status": view.status,
-        "metadata": view.metadata,
-        "version": view.version,
-        "created_at": instant(view.created_at_ms),
-        "updated_at": instant(view.updated_at_ms),
-    })
+impl<'a> From<&'a AccountView> for AccountBody<'a> {
+    fn from(view: &'a AccountView) -> Self {
+        AccountBody {
+            id: view.id.as_str(),
+            unit: view.unit.as_str(),
+            available: view.available,
+            frozen: view.frozen,
+            total: view.total,
+            min_available: view.min_available,
+            max_total: view.max_total,
+            status: view.status,
+            metadata: view.metadata.as_ref(),
+            version: view.version,
+            created_at: instant(view.created_at_ms),
+            updated_at: instant(view.updated_at_ms),
+        }
+    }
 }
 
-pub fn hold(view: &HoldView) -> Value {
-    json!({
-        "id": view.id.as_str(),
-        "account": view.account.as_str(),
-        "unit": view.unit.as_str(),
-        "to": view.to.as_ref().map(|to| to.as_str()),
-        "amount": view.amount,
-        "captured": view.captured,
-        "remaining": view.remaining,
-        "status": view.status,
-        "expires_at": view.expires_at_ms.map(instant),
-        "created_at": instant(view.created_at_ms),
-        "finished_at": view.finished_at_ms.map(instant),
-    })
+#[derive(Serialize)]
+pub struct AccountPage<'a> {
+    pub data: Vec<AccountBody<'a>>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct HoldBody<'a> {
+    id: &'a str,
+    account: &'a str,
+    unit: &'a str,
+    to: Option<&'a str>,
+    amount: i128,
+    captured: i128,
+    remaining: i128,
+    status: HoldStatus,
+    expires_at: Option<String>,
+    created_at: String,
+    finished_at: Option<String>,
+}
+
+impl<'a> From<&'a HoldView> for HoldBody<'a> {
+    fn from(view: &'a HoldView) -> Self {
+        HoldBody {
+            id: view.id.as_str(),
+            account: view.account.as_str(),
+            unit: view.unit.as_str(),
+            to: view.to.as_ref().map(|to| to.as_str()),
+            amount: view.amount,
+            captured: view.captured,
+            remaining: view.remaining,
+            status: view.status,
+            expires_at: view.expires_at_ms.map(instant),
+            created_at: instant(view.created_at_ms),
+            finished_at: view.finished_at_ms.map(instant),
+        }
+    }
 }
