@@ -186,6 +186,28 @@ pub struct TransferBody {
     metadata: Option<Metadata>,
 }
 
+enum Direction {
+    FromWorld,
+    ToWorld,
+}
+
+impl DepositBody {
+    /// Deposits and withdrawals are transfers with `@world` on one side.
+    fn into_transfer(self, direction: Direction) -> TransferBody {
+        let (from, to) = match direction {
+            Direction::FromWorld => (AccountId::world(), self.account),
+            Direction::ToWorld => (self.account, AccountId::world()),
+        };
+        TransferBody {
+            id: self.id,
+            from,
+            to,
+            amount: self.amount,
+            metadata: self.metadata,
+        }
+    }
+}
+
 async fn one_transfer(state: &AppState, headers: &HeaderMap, body: TransferBody) -> Result<Response, ApiError> {
     let op = Operation::Transfer {
         from: body.from,
@@ -203,14 +225,7 @@ pub async fn deposit(
     headers: HeaderMap,
     JsonBody(body): JsonBody<DepositBody>,
 ) -> Result<Response, ApiError> {
-    let transfer = TransferBody {
-        id: body.id,
-        from: AccountId::world(),
-        to: body.account,
-        amount: body.amount,
-        metadata: body.metadata,
-    };
-    one_transfer(&state, &headers, transfer).await
+    one_transfer(&state, &headers, body.into_transfer(Direction::FromWorld)).await
 }
 
 /// A withdrawal is a transfer to `@world`.
@@ -219,14 +234,7 @@ pub async fn withdrawal(
     headers: HeaderMap,
     JsonBody(body): JsonBody<DepositBody>,
 ) -> Result<Response, ApiError> {
-    let transfer = TransferBody {
-        id: body.id,
-        from: body.account,
-        to: AccountId::world(),
-        amount: body.amount,
-        metadata: body.metadata,
-    };
-    one_transfer(&state, &headers, transfer).await
+    one_transfer(&state, &headers, body.into_transfer(Direction::ToWorld)).await
 }
 
 pub async fn transfer(
