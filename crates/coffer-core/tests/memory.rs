@@ -34,95 +34,67 @@ fn transaction(id: String, op: Operation) -> Transaction {
     Transaction::new(TransactionId::parse(&id).unwrap(), vec![op], None).unwrap()
 }
 
-#[test]
-fn bytes_per_account_hold_and_remembered_id() {
-    // Ids are forgotten at once here, so the first figure is accounts alone.
-    let limits = EngineLimits {
-        idempotency_entries_max: 1,
-        ..EngineLimits::default()
-    };
-    let mut engine = Engine::new(limits);
-    let unit = Unit::parse("USD/2").unwrap();
-    let open = |n: u64| {
-        let account = AccountId::parse(&format!("customer:{n:08}")).unwrap();
-        let op = Operation::Open {
-            account,
-            unit: unit.clone(),
-            min_available: None,
-            max_total: None,
-            metadata: None,
-        };
-        transaction(format!("open-{n}"), op)
-    };
-    engine.apply_batch(1, &[open(u64::MAX)]);
-    let batches: Vec<Vec<Transaction>> = (0..COUNT)
-        .collect::<Vec<_>>()
+/// Bytes the engine allocates per transaction of `make(n)`, for n in
+/// 0..COUNT, applied in batches of 8,192 (the transactions themselves are
+/// built before counting).
+fn bytes_per_item(engine: &mut Engine, timestamp_ms: u64, make: impl Fn(u64) -> Transaction) -> f64 {
+    let numbers: Vec<u64> = (0..COUNT).collect();
+    let batches: Vec<Vec<Transaction>> = numbers
         .chunks(8_192)
-        .map(|chunk| chunk.iter().map(|n| open(*n)).collect())
+        .map(|chunk| chunk.iter().map(|n| make(*n)).collect())
         .collect();
     let before = ALLOCATED.load(Ordering::Relaxed);
     for batch in &batches {
-        drop(engine.apply_batch(2, batch));
+        drop(engine.apply_batch(timestamp_ms, batch));
     }
-    let per_account = (ALLOCATED.load(Ordering::Relaxed) - before) as f64 / COUNT as f64;
+    (ALLOCATED.load(Ordering::Relaxed) - before) as f64 / COUNT as f64
+}
 
-    let fund = transaction(
-        "fund".into(),
-        Operation::SetBalance {
-            account: AccountId::parse("customer:00000001").unwrap(),
-            available: coffer_core::Balance::new(1 << 40),
-        },
-    );
-    engine.apply_batch(3, &[fund]);
-    let holds: Vec<Vec<Transaction>> = (0..COUNT)
-        .collect::<Vec<_>>()
-        .chunks(8_192)
-        .map(|chunk| {
-            chunk
-                .iter()
-                .map(|n| {
-                    let op = Operation::Hold {
-                        hold: HoldId::parse(&format!("order:{n:08}")).unwrap(),
-                        account: AccountId::parse("customer:00000001").unwrap(),
-                        amount: Amount::new(1).unwrap(),
-                        to: None,
-                        expires_at_ms: None,
-                        ttl_ms: Some(600_000),
-                    };
-                    transaction(format!("hold-{n}"), op)
-                })
-                .collect()
-        })
-        .collect();
-    let before = ALLOCATED.load(Ordering::Relaxed);
-    for batch in &holds {
-        drop(engine.apply_batch(4, batch));
-    }
-    let per_hold = (ALLOCATED.load(Ordering::Relaxed) - before) as f64 / COUNT as f64;
+fn customer(n: u64) -> AccountId {
+    AccountId::parse(&format!("customer:{n:08}")).unwrap()
+}
+
+#[test]
+fn bytes_per_account_hold_and_remembered_id() {
+    let unit = Unit::parse("USD/2").unwrap();
+    let open = |n: u64| transaction(format!("open-{n}"), Operation::open(customer(n), unit.clone()));
+
+    // Ids are forgotten at once here, so these figures are accounts and holds alone.
+    let mut engine = Engine::new(EngineLimits {
+        idempotency_entries_max: 1,
+        ..EngineLimits::default()
+    });
+    engine.apply_batch(1, &[open(u64::MAX)]);
+    let per_account = bytes_per_item(&mut engine, 2, open);
+
+    let fund = Operation::SetBalance {
+        account: customer(1),
+        available: coffer_core::Balance::new(1 << 40),
+    };
+    engine.apply_batch(3, &[transaction("fund".into(), fund)]);
+    let per_hold = bytes_per_item(&mut engine, 4, |n| {
+        let hold = HoldId::parse(&format!("order:{n:08}")).unwrap();
+        let amount = Amount::new(1).unwrap();
+        let op = Operation::Hold {
+            hold,
+            account: customer(1),
+            amount,
+            to: None,
+            expires_at_ms: None,
+            ttl_ms: Some(600_000),
+        };
+        transaction(format!("hold-{n}"), op)
+    });
     assert_eq!(engine.open_hold_count(), COUNT as usize);
 
     let mut window = Engine::new(EngineLimits::default());
     window.apply_batch(1, &[open(0)]);
-    let deposits: Vec<Vec<Transaction>> = (0..COUNT)
-        .collect::<Vec<_>>()
-        .chunks(8_192)
-        .map(|chunk| {
-            chunk
-                .iter()
-                .map(|n| {
-                    transaction(
-                        format!("payment:{n:012}"),
-                        Operation::deposit(AccountId::parse("customer:00000000").unwrap(), Amount::new(1).unwrap()),
-                    )
-                })
-                .collect()
-        })
-        .collect();
-    let before = ALLOCATED.load(Ordering::Relaxed);
-    for batch in &deposits {
-        drop(window.apply_batch(2, batch));
-    }
-    let per_id = (ALLOCATED.load(Ordering::Relaxed) - before) as f64 / COUNT as f64;
+    let per_id = bytes_per_item(&mut window, 2, |n| {
+        transaction(
+            format!("payment:{n:012}"),
+            Operation::deposit(customer(0), Amount::new(1).unwrap()),
+        )
+    });
     println!("bytes per account {per_account:.0}, per open hold {per_hold:.0}, per remembered id {per_id:.0}");
     assert!(per_account <= 256.0, "{per_account} bytes per account");
     assert!(per_hold <= 256.0, "{per_hold} bytes per open hold");
