@@ -62,6 +62,11 @@ pub fn check_config(config: &ServerConfig, auth: &Auth) -> anyhow::Result<()> {
     );
     anyhow::ensure!(config.queue_capacity >= 1, "--queue-capacity must be at least 1");
     anyhow::ensure!(
+        config.journal_segment_bytes >= 1 << 20,
+        "--journal-segment-bytes must be at least 1 MiB"
+    );
+    anyhow::ensure!(config.snapshots_kept >= 1, "--snapshots-kept must be at least 1");
+    anyhow::ensure!(
         config.batch_transactions_max <= coffer_core::limits::BATCH_TRANSACTIONS_MAX,
         "batch size at most {}",
         coffer_core::limits::BATCH_TRANSACTIONS_MAX

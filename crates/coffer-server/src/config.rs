@@ -53,6 +53,16 @@ pub struct ServerConfig {
     /// A snapshot is written after this many journal entries.
     #[arg(long, env = "COFFER_SNAPSHOT_EVERY_ENTRIES", default_value_t = 2_000_000)]
     pub snapshot_every_entries: u64,
+    /// Journal segment size in bytes: a segment is closed once it is full.
+    #[arg(long, env = "COFFER_JOURNAL_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub journal_segment_bytes: u64,
+    /// Snapshots kept on disk; older ones are deleted.
+    #[arg(long, env = "COFFER_SNAPSHOTS_KEPT", default_value_t = 2)]
+    pub snapshots_kept: u32,
+    /// Keep every journal segment, even those the snapshots cover (a full
+    /// audit trail on disk); by default they are deleted.
+    #[arg(long, env = "COFFER_KEEP_ALL_SEGMENTS")]
+    pub keep_all_segments: bool,
     /// How long transaction ids are remembered, in seconds.
     #[arg(long, env = "COFFER_IDEMPOTENCY_WINDOW_SECONDS", default_value_t = 86_400)]
     pub idempotency_window_seconds: u64,
@@ -90,6 +100,13 @@ impl ServerConfig {
             durability: match self.durability {
                 DurabilityMode::Fsync => coffer_journal::Durability::Fsync,
                 DurabilityMode::None => coffer_journal::Durability::None,
+            },
+            segment_bytes_max: self.journal_segment_bytes,
+            snapshots_kept: self.snapshots_kept,
+            retention: if self.keep_all_segments {
+                coffer_journal::Retention::KeepAll
+            } else {
+                coffer_journal::Retention::AfterSnapshot
             },
             ..coffer_journal::JournalOptions::default()
         }

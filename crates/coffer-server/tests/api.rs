@@ -414,7 +414,14 @@ async fn operations_endpoints() {
 
 #[tokio::test]
 async fn holds_expire_without_traffic() {
-    let mut server = TestServer::start(&[]).await;
+    let mut server = TestServer::start(&[
+        "--keep-all-segments",
+        "--snapshots-kept",
+        "1",
+        "--journal-segment-bytes",
+        "1048576",
+    ])
+    .await;
     server.open("a", "X").await;
     server.deposit("a", 10).await;
     let (status, _, _) = server
