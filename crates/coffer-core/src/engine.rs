@@ -364,9 +364,7 @@ impl Engine {
     }
 
     fn fingerprint(&mut self, transaction: &Transaction) -> u128 {
-        self.fingerprint_buffer.clear();
-        encode_transaction_body(transaction, &mut Writer::new(&mut self.fingerprint_buffer));
-        xxhash_rust::xxh3::xxh3_128(&self.fingerprint_buffer)
+        fingerprint_with(transaction, &mut self.fingerprint_buffer)
     }
 
     pub(crate) fn effect_of(&self, index: AccountIndex) -> Effect {
@@ -481,4 +479,34 @@ impl Engine {
     pub fn idempotency_entry_count(&self) -> usize {
         self.idempotency.len()
     }
+
+    /// Whether the window has forgotten an id, or would by a batch at
+    /// `timestamp_ms` or within the last tenth of its count bound. Until
+    /// then every id ever applied is answered from memory; callers that keep
+    /// ids longer (the history store) need checking only from then on, and
+    /// the margin covers requests already on their way. Sequence 0 is always
+    /// a new transaction, so it is the window's front until an eviction.
+    pub fn idempotency_forgets_by(&self, timestamp_ms: u64) -> bool {
+        let Some(front) = self.idempotency.entries().next() else {
+            return self.sequence_next > 0;
+        };
+        let limits = &self.limits;
+        let count_margin = (limits.idempotency_entries_max as usize) - (limits.idempotency_entries_max as usize) / 10;
+        front.record.sequence > 0
+            || self.idempotency.len() >= count_margin
+            || front.record.timestamp_ms.saturating_add(limits.idempotency_window_ms) <= timestamp_ms
+    }
+}
+
+/// What identifies a transaction's payload for idempotency: equal
+/// fingerprints mean a retry, different ones a reused id. Stable across
+/// versions of the snapshot format (stores keep it beyond the window).
+pub fn fingerprint(transaction: &Transaction) -> u128 {
+    fingerprint_with(transaction, &mut Vec::new())
+}
+
+fn fingerprint_with(transaction: &Transaction, buffer: &mut Vec<u8>) -> u128 {
+    buffer.clear();
+    encode_transaction_body(transaction, &mut Writer::new(buffer));
+    xxhash_rust::xxh3::xxh3_128(buffer)
 }

@@ -79,6 +79,11 @@ impl RejectionCode {
         }
     }
 
+    /// The code named by `as_str`.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|code| code.as_str() == text)
+    }
+
     pub fn from_u8(value: u8) -> Option<Self> {
         Self::ALL.iter().copied().find(|code| *code as u8 == value)
     }

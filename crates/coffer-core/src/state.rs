@@ -28,6 +28,12 @@ impl AccountIndex {
     pub(crate) fn slot(self) -> usize {
         self.0.get() as usize - 1
     }
+
+    /// Creation order of the account (0-based): dense, so readers can keep
+    /// per-account data in a vector.
+    pub fn position(self) -> u32 {
+        self.0.get() - 1
+    }
 }
 
 /// The mutable numbers of an account. `Copy`, so the undo log can save and

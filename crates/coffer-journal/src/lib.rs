@@ -14,6 +14,7 @@ mod options;
 mod recovery;
 mod scan;
 mod snapshots;
+mod tail;
 mod writer;
 
 pub use error::JournalError;
@@ -23,6 +24,7 @@ pub use options::{Durability, JournalOptions, Retention};
 pub use recovery::{open, recover, Mode, Recovered, RecoveryReport};
 pub use scan::{scan_segment, TornTail};
 pub use snapshots::{prune, write_snapshot};
+pub use tail::{Follower, Position, Tail, TailRecord};
 pub use writer::{Completion, JournalStats, JournalWriter};
 
 /// Turns an engine batch into what the journal stores.

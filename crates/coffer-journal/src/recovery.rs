@@ -75,13 +75,13 @@ pub struct Recovered {
     pub engine: Engine,
     pub report: RecoveryReport,
     /// The last segment and its valid length, if there is one.
-    pub last_segment: Option<(PathBuf, u64)>,
+    pub last_segment: Option<(u64, PathBuf, u64)>,
 }
 
 /// Rebuilds the engine from a journal directory.
 pub fn recover(directory: &Path, limits: EngineLimits, mode: Mode) -> Result<Recovered, JournalError> {
     let started = Instant::now();
-    let (mut engine, snapshot_sequence) = load_newest_snapshot(directory, limits)?;
+    let (mut engine, snapshot_sequence) = load_newest_snapshot(directory, limits, u64::MAX)?;
     let segments = segments(directory)?;
     let mut replay = Replay {
         engine: &mut engine,
@@ -118,7 +118,7 @@ pub fn recover(directory: &Path, limits: EngineLimits, mode: Mode) -> Result<Rec
             torn_tail = Some(tail);
         }
         if is_last {
-            last_segment = Some((path.clone(), valid_bytes));
+            last_segment = Some((*first_sequence, path.clone(), valid_bytes));
         }
     }
     let (records_replayed, entries_replayed) = (replay.records, replay.entries);
@@ -187,8 +187,8 @@ impl Replay<'_> {
             _ => {}
         }
         self.expected = Some(end);
-        if end <= snapshot_next {
-            return Ok(()); // covered by the snapshot
+        if covered_by_snapshot(first, header.count, snapshot_next) {
+            return Ok(());
         }
         if first < snapshot_next {
             return Err(corrupt(
@@ -216,8 +216,25 @@ impl Replay<'_> {
     }
 }
 
-fn load_newest_snapshot(directory: &Path, limits: EngineLimits) -> Result<(Engine, Option<u64>), JournalError> {
-    for (sequence_next, path) in snapshots(directory)?.into_iter().rev() {
+/// Whether a snapshot covering every sequence below `snapshot_next` already
+/// holds a record's effects. A record without transactions (hold expiries
+/// only) at exactly `snapshot_next` may have been written before or after
+/// the snapshot: it is replayed, which is harmless either way because
+/// expiring the same holds again at the same time changes nothing.
+pub(crate) fn covered_by_snapshot(first_sequence: u64, count: u32, snapshot_next: u64) -> bool {
+    let end = first_sequence + u64::from(count);
+    end < snapshot_next || (end == snapshot_next && count > 0)
+}
+
+/// The newest usable snapshot covering at most `sequence_max`, or an empty
+/// engine when there is none.
+pub(crate) fn load_newest_snapshot(
+    directory: &Path,
+    limits: EngineLimits,
+    sequence_max: u64,
+) -> Result<(Engine, Option<u64>), JournalError> {
+    let candidates = snapshots(directory)?.into_iter().rev();
+    for (sequence_next, path) in candidates.filter(|(sequence_next, _)| *sequence_next <= sequence_max) {
         match load_snapshot(&path, sequence_next, limits) {
             Ok(engine) => return Ok((engine, Some(sequence_next))),
             // An older snapshot plus a longer replay gives the same state, so

@@ -12,6 +12,7 @@ use crate::format::{encode_record, JournalBatch};
 use crate::options::{Durability, JournalOptions};
 use crate::recovery::new_segment_path;
 use crate::snapshots::{prune, write_snapshot};
+use crate::tail::Position;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -46,9 +47,43 @@ pub struct JournalStats {
     /// Sequence below which everything is durable.
     pub durable_sequence: AtomicU64,
     pub snapshot_micros_last: AtomicU64,
+    /// Where the durable bytes end: (segment's first sequence, length).
+    /// A pair, so behind a lock: readers must never see a new segment with
+    /// the previous segment's length.
+    durable_position: Mutex<Position>,
+    /// The sequence a journal reader (the history projector) still needs:
+    /// pruning keeps a snapshot at or before it and every segment after.
+    /// `u64::MAX` when no reader needs anything.
+    pub reader_sequence: AtomicU64,
+}
+
+impl JournalStats {
+    fn new(sequence_next: u64, position: Position) -> Self {
+        JournalStats {
+            bytes_written: AtomicU64::new(0),
+            records_written: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            sync_micros_last: AtomicU64::new(0),
+            sync_micros_total: AtomicU64::new(0),
+            durable_sequence: AtomicU64::new(sequence_next),
+            snapshot_micros_last: AtomicU64::new(0),
+            durable_position: Mutex::new(position),
+            reader_sequence: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// The end of what is durable: a reader may read every byte before it.
+    pub fn durable_position(&self) -> Position {
+        *self.durable_position.lock().expect("durable position lock")
+    }
+
+    fn set_durable_position(&self, position: Position) {
+        *self.durable_position.lock().expect("durable position lock") = position;
+    }
 }
 
 pub(crate) struct OpenSegment {
+    first_sequence: u64,
     path: PathBuf,
     file: File,
     bytes: u64,
@@ -58,21 +93,33 @@ impl OpenSegment {
     /// Continues the last valid segment, or starts one at `sequence_next`.
     pub(crate) fn resume(
         directory: &Path,
-        last: Option<(PathBuf, u64)>,
+        last: Option<(u64, PathBuf, u64)>,
         sequence_next: u64,
     ) -> Result<Self, JournalError> {
-        if let Some((path, bytes)) = last {
+        if let Some((first_sequence, path, bytes)) = last {
             let empty_and_misnamed = bytes == 0 && path != new_segment_path(directory, sequence_next);
             if !empty_and_misnamed {
                 let file = OpenOptions::new()
                     .append(true)
                     .open(&path)
                     .map_err(JournalError::io(&path))?;
-                return Ok(OpenSegment { path, file, bytes });
+                return Ok(OpenSegment {
+                    first_sequence,
+                    path,
+                    file,
+                    bytes,
+                });
             }
             std::fs::remove_file(&path).map_err(JournalError::io(&path))?;
         }
         OpenSegment::create(directory, sequence_next)
+    }
+
+    fn position(&self) -> Position {
+        Position {
+            segment: self.first_sequence,
+            offset: self.bytes,
+        }
     }
 
     fn create(directory: &Path, first_sequence: u64) -> Result<Self, JournalError> {
@@ -83,7 +130,12 @@ impl OpenSegment {
             .open(&path)
             .map_err(JournalError::io(&path))?;
         sync_directory(directory)?;
-        Ok(OpenSegment { path, file, bytes: 0 })
+        Ok(OpenSegment {
+            first_sequence,
+            path,
+            file,
+            bytes: 0,
+        })
     }
 }
 
@@ -100,8 +152,7 @@ impl JournalWriter {
             tracing::warn!("journal durability is NONE: acknowledged writes are lost on a crash; benchmarks only");
         }
         let (sender, receiver) = sync_channel(options.queue_batches_max.max(1));
-        let stats = Arc::new(JournalStats::default());
-        stats.durable_sequence.store(sequence_next, Ordering::Release);
+        let stats = Arc::new(JournalStats::new(sequence_next, segment.position()));
         let failure = Arc::new(Mutex::new(None));
         let thread_state = WriterThread {
             directory,
@@ -318,6 +369,7 @@ impl WriterThread {
             .records_written
             .fetch_add(self.completions.len() as u64, Ordering::Relaxed);
         self.stats.durable_sequence.store(self.sequence_next, Ordering::Release);
+        self.stats.set_durable_position(self.segment.position());
         Ok(())
     }
 
@@ -326,7 +378,10 @@ impl WriterThread {
             return;
         }
         match OpenSegment::create(&self.directory, self.sequence_next) {
-            Ok(segment) => self.segment = segment,
+            Ok(segment) => {
+                self.segment = segment;
+                self.stats.set_durable_position(self.segment.position());
+            }
             Err(error) => {
                 tracing::error!(%error, "could not start a new journal segment; the journal is stopped");
                 *self.failure.lock().expect("failure lock") = Some(error.to_string());
@@ -347,8 +402,9 @@ impl WriterThread {
             .name("coffer-snapshot".into())
             .spawn(move || {
                 let started = Instant::now();
-                let result =
-                    write_snapshot(&directory, sequence_next, &state).and_then(|()| prune(&directory, &options));
+                let reader_sequence = stats.reader_sequence.load(Ordering::Acquire);
+                let result = write_snapshot(&directory, sequence_next, &state)
+                    .and_then(|()| prune(&directory, &options, reader_sequence));
                 stats
                     .snapshot_micros_last
                     .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);

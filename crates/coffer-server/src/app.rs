@@ -4,6 +4,7 @@
 use crate::api::router;
 use crate::auth::Auth;
 use crate::config::ServerConfig;
+use crate::history::History;
 use crate::sequencer::{Sequencer, SequencerSettings};
 use crate::state::AppState;
 use anyhow::Context;
@@ -91,6 +92,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         "recovered"
     );
     let journal_stats = Arc::clone(journal.stats());
+    let history = History::start(&config, Arc::clone(&journal_stats))?;
     let settings = SequencerSettings {
         queue_capacity: config.queue_capacity,
         batch_transactions_max: config.batch_transactions_max,
@@ -106,6 +108,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         auth,
         sequencer: Arc::clone(&sequencer),
         journal_stats,
+        history: history.clone(),
         metrics: metrics_handle(),
     });
     let app = router(Arc::clone(&state));
@@ -117,9 +120,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             })
             .await
             .context("serving")?;
-        tokio::task::spawn_blocking(move || sequencer.shut_down())
-            .await
-            .context("engine shutdown")?;
+        // The engine first (its last records and snapshot), then the
+        // history, which projects everything the engine left durable.
+        tokio::task::spawn_blocking(move || {
+            sequencer.shut_down();
+            if let Some(history) = history {
+                history.stop();
+            }
+        })
+        .await
+        .context("engine shutdown")?;
         Ok(())
     });
     tracing::info!(%address, "coffer is serving");

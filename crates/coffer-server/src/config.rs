@@ -75,6 +75,18 @@ pub struct ServerConfig {
     /// Open holds the engine may hold.
     #[arg(long, env = "COFFER_HOLDS_MAX", default_value_t = 10_000_000)]
     pub holds_max: u32,
+    /// History store: `sqlite` (a file in the data directory), `sqlite:PATH`,
+    /// a `postgres://` URL, or `off` (no history, no store lookups).
+    #[arg(long, env = "COFFER_HISTORY_URL", default_value = "sqlite")]
+    pub history_url: String,
+    /// PostgreSQL schema of the history tables (created when missing).
+    #[arg(long, env = "COFFER_HISTORY_SCHEMA", default_value = "coffer")]
+    pub history_schema: String,
+    /// Transactions the history may lag behind the journal before writes
+    /// get 503: it must stay well inside the idempotency window, because
+    /// ids that left the window are checked against the history.
+    #[arg(long, env = "COFFER_HISTORY_LAG_MAX", default_value_t = 1_000_000)]
+    pub history_lag_max: u64,
     /// Log format.
     #[arg(long, env = "COFFER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

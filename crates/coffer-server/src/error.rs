@@ -38,6 +38,8 @@ pub enum ApiError {
     NotReady(String),
     #[error("journal failure: {0}")]
     Journal(String),
+    #[error("history unavailable: {0}")]
+    HistoryUnavailable(String),
 }
 
 impl ApiError {
@@ -56,7 +58,9 @@ impl ApiError {
             ApiError::NotFound { .. } | ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::IdReused { .. } => StatusCode::CONFLICT,
             ApiError::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Overloaded | ApiError::NotReady(_) | ApiError::Journal(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Overloaded | ApiError::NotReady(_) | ApiError::Journal(_) | ApiError::HistoryUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -73,6 +77,7 @@ impl ApiError {
             ApiError::Overloaded => "overloaded",
             ApiError::NotReady(_) => "not_ready",
             ApiError::Journal(_) => "journal_unavailable",
+            ApiError::HistoryUnavailable(_) => "history_unavailable",
         }
     }
 

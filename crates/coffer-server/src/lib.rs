@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod history;
 pub mod sequencer;
 pub mod state;
 

@@ -14,6 +14,7 @@ use coffer_core::{
 };
 use coffer_journal::{journal_batch, JournalBatch, JournalWriter};
 use std::collections::HashSet;
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -23,6 +24,10 @@ use tokio::sync::{oneshot, watch};
 /// With no traffic, the engine still advances time this often so that
 /// holds expire on schedule.
 const IDLE_TICK: Duration = Duration::from_millis(50);
+
+/// How far ahead the engine thread looks for idempotency evictions: a
+/// request that saw "nothing forgotten" is applied well within it.
+const FORGET_MARGIN_MS: u64 = 60_000;
 
 /// Accounts one list request may examine on the engine thread.
 pub const LIST_SCAN_MAX: u64 = 10_000;
@@ -107,6 +112,9 @@ pub struct Sequencer {
     pending: Mutex<HashSet<TransactionId>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     queue_depth: Arc<std::sync::atomic::AtomicUsize>,
+    /// Whether the engine's idempotency window has forgotten an id: from
+    /// then on, new ids are also checked against the history store.
+    forgotten: Arc<AtomicBool>,
 }
 
 pub struct SequencerSettings {
@@ -130,12 +138,16 @@ impl Sequencer {
         };
         let (durable_sender, durable) = watch::channel(initial);
         let queue_depth = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let forgotten = Arc::new(AtomicBool::new(
+            engine.idempotency_forgets_by(now_ms() + FORGET_MARGIN_MS),
+        ));
         let sequencer = Arc::new(Sequencer {
             sender: Mutex::new(Some(sender)),
             durable,
             pending: Mutex::new(HashSet::new()),
             thread: Mutex::new(None),
             queue_depth: Arc::clone(&queue_depth),
+            forgotten: Arc::clone(&forgotten),
         });
         let engine_thread = EngineThread {
             engine,
@@ -146,6 +158,7 @@ impl Sequencer {
             last_snapshot_bytes: 0,
             sequencer: Arc::downgrade(&sequencer),
             queue_depth,
+            forgotten,
         };
         let thread = std::thread::Builder::new()
             .name("coffer-engine".into())
@@ -234,6 +247,15 @@ impl Sequencer {
         self.durable.borrow().failure.clone()
     }
 
+    pub fn idempotency_has_forgotten(&self) -> bool {
+        self.forgotten.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Every transaction below this sequence is durable.
+    pub fn durable_sequence(&self) -> u64 {
+        self.durable.borrow().sequence
+    }
+
     pub fn queue_depth(&self) -> usize {
         self.queue_depth.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -260,6 +282,7 @@ struct EngineThread {
     last_snapshot_bytes: usize,
     sequencer: std::sync::Weak<Sequencer>,
     queue_depth: Arc<std::sync::atomic::AtomicUsize>,
+    forgotten: Arc<AtomicBool>,
 }
 
 /// Writes waiting to be applied as one batch, with whom to answer.
@@ -377,6 +400,7 @@ impl EngineThread {
             }
         }
         self.record_metrics(transactions.len());
+        self.note_forgetting();
         self.append(journal_batch(transactions, &outcome), answered);
     }
 
@@ -402,6 +426,16 @@ impl EngineThread {
             kind,
             record: *outcome.record(),
             effects,
+        }
+    }
+
+    /// Once set, it stays set: the window only moves forward.
+    fn note_forgetting(&self) {
+        if !self.forgotten.load(std::sync::atomic::Ordering::Relaxed)
+            && self.engine.idempotency_forgets_by(now_ms() + FORGET_MARGIN_MS)
+        {
+            tracing::info!("the idempotency window is full: older ids are now checked against the history store");
+            self.forgotten.store(true, std::sync::atomic::Ordering::Release);
         }
     }
 
@@ -447,6 +481,7 @@ impl EngineThread {
     /// transactions) to replay identically.
     fn tick(&mut self) {
         let outcome = self.engine.apply_batch(now_ms(), &[]);
+        self.note_forgetting();
         if !outcome.expired.is_empty() {
             tracing::debug!(expired = outcome.expired.len(), "holds expired");
             self.append(journal_batch(Vec::new(), &outcome), Vec::new());

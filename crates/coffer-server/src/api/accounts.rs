@@ -42,7 +42,7 @@ pub async fn open(
     Ok(committed.respond(views::AccountBody::from(&account)))
 }
 
-async fn read_account(state: &AppState, id: AccountId) -> Result<coffer_core::AccountView, ApiError> {
+pub(crate) async fn read_account(state: &AppState, id: AccountId) -> Result<coffer_core::AccountView, ApiError> {
     match state.sequencer.read(Query::Account(id.clone())).await? {
         Answer::Account(Some(view)) => Ok(view),
         _ => Err(ApiError::NotFound {

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod body;
+mod history;
 mod holds;
 mod operations;
 mod transactions;
@@ -27,6 +28,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/accounts", post(accounts::open).get(accounts::list))
         .route("/v1/accounts/{id}", get(accounts::get))
+        .route("/v1/accounts/{id}/history", get(history::history))
+        .route("/v1/accounts/{id}/balance", get(history::balance))
         .route("/v1/transactions", post(transactions::create))
         .route("/v1/transactions/batch", post(transactions::batch))
         .route("/v1/transactions/{id}", get(transactions::get))
@@ -161,7 +164,7 @@ impl IntoResponse for Committed {
 /// `Idempotent-Replayed: true` on a replay, 422 with the rejection code,
 /// 409 on an id reused with another payload.
 pub(crate) async fn execute(state: &AppState, transaction: Transaction) -> Result<Committed, ApiError> {
-    let mut results = state.sequencer.submit(vec![transaction]).await?;
+    let mut results = state.submit(vec![transaction]).await?;
     answer(results.pop().expect("one result per transaction"))
 }
 

@@ -20,6 +20,9 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Response, ApiEr
     if !state.sequencer.engine_running() {
         return Err(ApiError::NotReady("the engine thread has stopped".into()));
     }
+    if let Some(failure) = state.history.as_ref().and_then(|history| history.stats.failure()) {
+        return Err(ApiError::NotReady(format!("history projector stopped: {failure}")));
+    }
     Ok(axum::Json(serde_json::json!({ "status": "ready" })).into_response())
 }
 
@@ -30,12 +33,37 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     metrics::gauge!("coffer_journal_syncs").set(stats.syncs.load(Ordering::Relaxed) as f64);
     metrics::gauge!("coffer_journal_fsync_seconds_last")
         .set(stats.sync_micros_last.load(Ordering::Relaxed) as f64 / 1e6);
-    metrics::gauge!("coffer_journal_durable_sequence").set(stats.durable_sequence.load(Ordering::Relaxed) as f64);
+    let durable_sequence = stats.durable_sequence.load(Ordering::Relaxed);
+    metrics::gauge!("coffer_journal_durable_sequence").set(durable_sequence as f64);
+    if let Some(history) = &state.history {
+        record_history_metrics(history, durable_sequence);
+    }
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
         .into_response()
+}
+
+fn record_history_metrics(history: &crate::history::History, durable_sequence: u64) {
+    let stats = &history.stats;
+    let lag = history.lag(durable_sequence);
+    metrics::gauge!("coffer_history_lag_transactions").set(lag as f64);
+    // Age of the newest projected record while behind; zero when caught up.
+    let lag_seconds = match lag {
+        0 => 0.0,
+        _ => {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_millis() as u64);
+            now_ms.saturating_sub(stats.projected_timestamp_ms.load(Ordering::Relaxed)) as f64 / 1e3
+        }
+    };
+    metrics::gauge!("coffer_history_lag_seconds").set(lag_seconds);
+    metrics::gauge!("coffer_history_rows_written").set(stats.rows_written.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("coffer_history_write_errors").set(stats.write_errors.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("coffer_history_write_seconds_last")
+        .set(stats.write_micros_last.load(Ordering::Relaxed) as f64 / 1e6);
 }
 
 /// Counts every request and its latency by route template and status.

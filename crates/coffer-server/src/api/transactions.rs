@@ -41,7 +41,9 @@ pub async fn create(
         None | Some("sync") => Ok(execute(&state, transaction).await?.into_response()),
         Some("async") => {
             let id = transaction.id().to_string();
-            state.sequencer.submit_detached(vec![transaction])?;
+            if let Some(stored) = state.submit_detached(vec![transaction]).await? {
+                return Ok(answer(stored)?.into_response());
+            }
             Ok((
                 StatusCode::ACCEPTED,
                 axum::Json(json!({ "id": id, "status": "pending" })),
@@ -62,15 +64,25 @@ pub async fn get(
     if state.sequencer.is_pending(&id) {
         return Ok(axum::Json(json!({ "id": id.as_str(), "status": "pending" })).into_response());
     }
-    match state.sequencer.read(Query::Transaction(id.clone())).await? {
-        Answer::Transaction(Some(record)) => {
-            Ok(axum::Json(views::TransactionBody::of_record(id.as_str(), &record)).into_response())
-        }
-        _ => Err(ApiError::NotFound {
-            what: "transaction",
-            id: id.to_string(),
-        }),
+    if let Answer::Transaction(Some(record)) = state.sequencer.read(Query::Transaction(id.clone())).await? {
+        return Ok(axum::Json(views::TransactionBody::of_record(id.as_str(), &record)).into_response());
     }
+    // Beyond the engine's window: the history store keeps every outcome.
+    let not_found = || ApiError::NotFound {
+        what: "transaction",
+        id: id.to_string(),
+    };
+    let Some(history) = &state.history else {
+        return Err(not_found());
+    };
+    history.caught_up(state.sequencer.durable_sequence()).await?;
+    let name = id.to_string();
+    let mut rows = history
+        .read(move |reader| reader.transactions(&[name.as_str()]))
+        .await?;
+    let row = rows.pop().ok_or_else(not_found)?;
+    let record = crate::history::stored_record(&row)?;
+    Ok(axum::Json(views::StoredTransactionBody::new(&row, &record)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -114,7 +126,7 @@ pub async fn batch(
             .map_err(|error| ApiError::invalid(format!("transactions[{index}]: {error}")))?;
         transactions.push(transaction);
     }
-    let results = state.sequencer.submit(transactions).await?;
+    let results = state.submit(transactions).await?;
     let results = results
         .iter()
         .map(|submitted| views::TransactionBody::of_submitted(submitted, true))
@@ -142,7 +154,7 @@ async fn atomic_batch(state: &AppState, headers: &HeaderMap, body: BatchBody) ->
     }
     authorize(state, headers, &ops)?;
     let transaction = build(transaction_id(headers, body.id)?, ops, None)?;
-    let mut results = state.sequencer.submit(vec![transaction]).await?;
+    let mut results = state.submit(vec![transaction]).await?;
     let submitted = results.pop().expect("one result");
     // Say which item failed, not only which op of the combined transaction.
     let item_of = |op_index: usize| {

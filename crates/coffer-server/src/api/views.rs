@@ -177,3 +177,35 @@ impl<'a> From<&'a HoldView> for HoldBody<'a> {
         }
     }
 }
+
+/// A transaction answered from the history store (beyond the engine's
+/// window): the stored result, with the operations and effects as stored.
+#[derive(Serialize)]
+pub struct StoredTransactionBody<'a> {
+    #[serde(flatten)]
+    result: TransactionBody<'a>,
+    ops: Option<&'a serde_json::value::RawValue>,
+    metadata: Option<&'a serde_json::value::RawValue>,
+    #[serde(rename = "effects")]
+    stored_effects: Option<&'a serde_json::value::RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct StoredBody<'a> {
+    #[serde(borrow)]
+    ops: &'a serde_json::value::RawValue,
+    #[serde(borrow)]
+    metadata: Option<&'a serde_json::value::RawValue>,
+}
+
+impl<'a> StoredTransactionBody<'a> {
+    pub fn new(row: &'a coffer_history::TransactionRow, record: &Record) -> Self {
+        let body: Option<StoredBody> = serde_json::from_str(&row.body).ok();
+        StoredTransactionBody {
+            result: TransactionBody::of_record(&row.id, record),
+            ops: body.as_ref().map(|body| body.ops),
+            metadata: body.and_then(|body| body.metadata),
+            stored_effects: serde_json::from_str(&row.effects).ok(),
+        }
+    }
+}

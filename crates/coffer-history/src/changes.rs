@@ -1,0 +1,289 @@
+//! Turning applied journal records into rows. Pure: the projector feeds it
+//! the engine that applied the record, and it returns what to write.
+
+use coffer_core::{AccountIndex, BatchOutcome, Effect, Engine, HoldId, HoldStatus, Operation, Outcome, Verdict};
+use coffer_journal::{JournalBatch, Position};
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// One change to one account: the balances after it and by how much each
+/// moved, so an account's entries sum to its balance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryEntry {
+    /// Global order of entries; also the pagination cursor.
+    pub history_id: i64,
+    pub account: String,
+    pub unit: String,
+    /// `transaction` or `hold_expired`.
+    pub kind: &'static str,
+    pub transaction_id: Option<String>,
+    pub hold_id: Option<String>,
+    pub sequence: i64,
+    pub timestamp_ms: i64,
+    pub available_change: i128,
+    pub frozen_change: i128,
+    pub available: i128,
+    pub frozen: i128,
+}
+
+/// A transaction's stored outcome, kept beyond the engine's idempotency
+/// window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionRow {
+    pub id: String,
+    pub sequence: i64,
+    pub timestamp_ms: i64,
+    pub committed: bool,
+    pub rejection_code: Option<String>,
+    pub rejection_op_index: Option<i32>,
+    /// `coffer_core::fingerprint` of the payload, 32 hex digits.
+    pub fingerprint: String,
+    /// `{"ops": [...], "metadata": ...}` as submitted (canonical JSON).
+    pub body: String,
+    /// `[{"account", "unit", "available", "frozen"}]` after the commit.
+    pub effects: String,
+}
+
+/// A hold's latest state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldRow {
+    pub id: String,
+    pub account: String,
+    pub unit: String,
+    pub destination: Option<String>,
+    pub amount: i128,
+    pub captured: i128,
+    pub remaining: i128,
+    pub status: &'static str,
+    pub expires_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub sequence: i64,
+}
+
+/// Where the projector is: stored in the same database transaction as the
+/// rows it covers, so a restart neither repeats nor skips a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cursor {
+    pub position: Position,
+    /// The first transaction sequence not yet projected.
+    pub sequence_next: u64,
+    pub history_next: i64,
+    /// Timestamp of the last projected record.
+    pub timestamp_ms: u64,
+}
+
+/// Rows waiting for one database transaction.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub transactions: Vec<TransactionRow>,
+    pub entries: Vec<HistoryEntry>,
+    /// Keyed by hold id: a hold changed twice in one write is written once,
+    /// with its latest state.
+    pub holds: HashMap<String, HoldRow>,
+}
+
+impl Changes {
+    pub fn row_count(&self) -> usize {
+        self.transactions.len() + self.entries.len() + self.holds.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.row_count() == 0
+    }
+
+    pub fn clear(&mut self) {
+        self.transactions.clear();
+        self.entries.clear();
+        self.holds.clear();
+    }
+}
+
+/// Serialized directly, never through `serde_json::Value`, which cannot
+/// hold amounts beyond 64 bits.
+#[derive(Serialize)]
+struct BodyJson<'a> {
+    ops: &'a [Operation],
+    metadata: Option<&'a coffer_core::Metadata>,
+}
+
+#[derive(Serialize)]
+struct EffectJson<'a> {
+    account: &'a str,
+    unit: &'a str,
+    available: i128,
+    frozen: i128,
+}
+
+/// The projection's own state: each account's last projected balances (to
+/// compute changes) and the next entry id.
+pub struct Projection {
+    balances: Vec<(i128, i128)>,
+    pub cursor: Cursor,
+}
+
+impl Projection {
+    /// Starts from an engine at `cursor`: its balances are the last ones
+    /// projected.
+    pub fn new(engine: &Engine, cursor: Cursor) -> Self {
+        let balances = engine.accounts().map(|view| (view.available, view.frozen)).collect();
+        Projection { balances, cursor }
+    }
+
+    /// Adds the rows of one applied record to `changes` and advances the cursor.
+    pub fn project(
+        &mut self,
+        engine: &Engine,
+        batch: &JournalBatch,
+        outcome: &BatchOutcome,
+        next: Position,
+        changes: &mut Changes,
+    ) {
+        assert_eq!(batch.transactions.len(), outcome.outcomes.len());
+        let sequence = batch.first_sequence as i64;
+        for expired in &outcome.expired {
+            let entry = self.entry(engine, &expired.effect, "expired", sequence, outcome.timestamp_ms);
+            changes.entries.push(HistoryEntry {
+                kind: "hold_expired",
+                transaction_id: None,
+                hold_id: Some(expired.hold.as_str().to_owned()),
+                ..entry
+            });
+            record_hold(engine, &expired.hold, sequence, changes);
+        }
+        for (transaction, result) in batch.transactions.iter().zip(&outcome.outcomes) {
+            let Outcome::New { record, .. } = result else { continue };
+            let effects = outcome.effects_of(result);
+            let sequence = record.sequence as i64;
+            let id = transaction.id().as_str();
+            for effect in effects {
+                let entry = self.entry(engine, effect, id, sequence, record.timestamp_ms);
+                changes.entries.push(entry);
+            }
+            if record.verdict == Verdict::Committed {
+                for op in transaction.ops() {
+                    if let Operation::Hold { hold, .. }
+                    | Operation::Capture { hold, .. }
+                    | Operation::Release { hold } = op
+                    {
+                        record_hold(engine, hold, sequence, changes);
+                    }
+                }
+            }
+            changes
+                .transactions
+                .push(transaction_row(engine, transaction, record, effects));
+        }
+        self.cursor = Cursor {
+            position: next,
+            sequence_next: batch.end_sequence(),
+            history_next: self.cursor.history_next,
+            timestamp_ms: outcome.timestamp_ms,
+        };
+    }
+
+    fn entry(
+        &mut self,
+        engine: &Engine,
+        effect: &Effect,
+        transaction_id: &str,
+        sequence: i64,
+        timestamp_ms: u64,
+    ) -> HistoryEntry {
+        let (available_before, frozen_before) = self.swap_balances(effect.account, (effect.available, effect.frozen));
+        let history_id = self.cursor.history_next;
+        self.cursor.history_next += 1;
+        HistoryEntry {
+            history_id,
+            account: engine.account_id(effect.account).as_str().to_owned(),
+            unit: engine.account_unit(effect.account).as_str().to_owned(),
+            kind: "transaction",
+            transaction_id: Some(transaction_id.to_owned()),
+            hold_id: None,
+            sequence,
+            timestamp_ms: timestamp_ms as i64,
+            available_change: effect.available - available_before,
+            frozen_change: effect.frozen - frozen_before,
+            available: effect.available,
+            frozen: effect.frozen,
+        }
+    }
+
+    /// Records an account's new balances, returning the previous ones
+    /// (zero for an account opened since the last call).
+    fn swap_balances(&mut self, account: AccountIndex, after: (i128, i128)) -> (i128, i128) {
+        let position = account.position() as usize;
+        if position >= self.balances.len() {
+            self.balances.resize(position + 1, (0, 0));
+        }
+        std::mem::replace(&mut self.balances[position], after)
+    }
+}
+
+fn transaction_row(
+    engine: &Engine,
+    transaction: &coffer_core::Transaction,
+    record: &coffer_core::Record,
+    effects: &[Effect],
+) -> TransactionRow {
+    let (committed, rejection_code, rejection_op_index) = match record.verdict {
+        Verdict::Committed => (true, None, None),
+        Verdict::Rejected(rejection) => (
+            false,
+            Some(rejection.code.as_str().to_owned()),
+            Some(i32::from(rejection.op_index)),
+        ),
+    };
+    let body = BodyJson {
+        ops: transaction.ops(),
+        metadata: transaction.metadata(),
+    };
+    let effects: Vec<EffectJson> = effects
+        .iter()
+        .map(|effect| EffectJson {
+            account: engine.account_id(effect.account).as_str(),
+            unit: engine.account_unit(effect.account).as_str(),
+            available: effect.available,
+            frozen: effect.frozen,
+        })
+        .collect();
+    TransactionRow {
+        id: transaction.id().as_str().to_owned(),
+        sequence: record.sequence as i64,
+        timestamp_ms: record.timestamp_ms as i64,
+        committed,
+        rejection_code,
+        rejection_op_index,
+        fingerprint: format!("{:032x}", coffer_core::fingerprint(transaction)),
+        body: serde_json::to_string(&body).expect("operations serialize"),
+        effects: serde_json::to_string(&effects).expect("effects serialize"),
+    }
+}
+
+fn record_hold(engine: &Engine, hold: &HoldId, sequence: i64, changes: &mut Changes) {
+    // A finished hold may already be forgotten by the engine when many holds
+    // finish in one record (the finished-holds bound); its last state is
+    // then not known here.
+    let Some(view) = engine.hold(hold) else { return };
+    let status = match view.status {
+        HoldStatus::Active => "active",
+        HoldStatus::Captured => "captured",
+        HoldStatus::Released => "released",
+        HoldStatus::Expired => "expired",
+    };
+    let row = HoldRow {
+        id: view.id.as_str().to_owned(),
+        account: view.account.as_str().to_owned(),
+        unit: view.unit.as_str().to_owned(),
+        destination: view.to.as_ref().map(|to| to.as_str().to_owned()),
+        amount: view.amount,
+        captured: view.captured,
+        remaining: view.remaining,
+        status,
+        expires_at_ms: view.expires_at_ms.map(|at| at as i64),
+        created_at_ms: view.created_at_ms as i64,
+        finished_at_ms: view.finished_at_ms.map(|at| at as i64),
+        sequence,
+    };
+    changes.holds.insert(row.id.clone(), row);
+}

@@ -1,0 +1,22 @@
+//! # coffer-history
+//!
+//! coffer's read model. The journal keeps commands; this crate keeps what
+//! they did, queryable with SQL long after the engine has forgotten it:
+//! every transaction's outcome, every change to every account with its
+//! balances after, and every hold's latest state. A projector thread
+//! follows the journal's durable records and writes rows and its cursor in
+//! one database transaction, so a crash never duplicates or skips a row.
+//! SQLite (embedded, the default) or PostgreSQL (server-grade).
+//! The schema is documented in docs/HISTORY.md.
+
+mod changes;
+mod error;
+mod postgres;
+mod projector;
+mod sqlite;
+mod store;
+
+pub use changes::{Changes, Cursor, HistoryEntry, HoldRow, Projection, TransactionRow};
+pub use error::HistoryError;
+pub use projector::{Projector, ProjectorSettings, ProjectorStats};
+pub use store::{Database, HistoryQuery, Reader, ReaderPool, Writer, HISTORY_PAGE_MAX, LOOKUP_IDS_MAX};

@@ -1,0 +1,323 @@
+//! The server-grade history store: PostgreSQL, tables in their own schema.
+//! Rows go in as whole columns (one `INSERT … SELECT FROM UNNEST` per table
+//! per write): one round trip for thousands of rows. Amounts are
+//! `NUMERIC(40, 0)`, sent as decimal text and cast by the server.
+
+use crate::changes::{Changes, Cursor, HistoryEntry, TransactionRow};
+use crate::error::HistoryError;
+use crate::store::{check_query, kind_name, HistoryQuery, Reader, Writer};
+use coffer_journal::Position;
+use postgres::{Client, NoTls, Row};
+
+const MIGRATIONS: &[&str] = &[r"
+CREATE TABLE projector_cursor (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    segment BIGINT NOT NULL,
+    segment_offset BIGINT NOT NULL,
+    sequence_next BIGINT NOT NULL,
+    history_next BIGINT NOT NULL,
+    timestamp_ms BIGINT NOT NULL
+);
+CREATE TABLE transactions (
+    id TEXT PRIMARY KEY,
+    sequence BIGINT NOT NULL,
+    timestamp_ms BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    rejection_code TEXT,
+    rejection_op_index INTEGER,
+    fingerprint TEXT NOT NULL,
+    body TEXT NOT NULL,
+    effects TEXT NOT NULL
+);
+CREATE TABLE account_history (
+    history_id BIGINT PRIMARY KEY,
+    account TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    transaction_id TEXT,
+    hold_id TEXT,
+    sequence BIGINT NOT NULL,
+    timestamp_ms BIGINT NOT NULL,
+    available_change NUMERIC(40, 0) NOT NULL,
+    frozen_change NUMERIC(40, 0) NOT NULL,
+    available NUMERIC(40, 0) NOT NULL,
+    frozen NUMERIC(40, 0) NOT NULL
+);
+CREATE INDEX account_history_by_account ON account_history (account, history_id);
+CREATE TABLE holds (
+    id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    destination TEXT,
+    amount NUMERIC(40, 0) NOT NULL,
+    captured NUMERIC(40, 0) NOT NULL,
+    remaining NUMERIC(40, 0) NOT NULL,
+    status TEXT NOT NULL,
+    expires_at_ms BIGINT,
+    created_at_ms BIGINT NOT NULL,
+    finished_at_ms BIGINT,
+    sequence BIGINT NOT NULL
+);
+CREATE INDEX holds_by_account ON holds (account);
+"];
+
+const ENTRY_SELECT: &str = "SELECT history_id, account, unit, kind, transaction_id, hold_id, sequence, timestamp_ms, \
+     available_change::TEXT, frozen_change::TEXT, available::TEXT, frozen::TEXT FROM account_history";
+const TRANSACTION_SELECT: &str = "SELECT id, sequence, timestamp_ms, status, rejection_code, rejection_op_index, \
+     fingerprint, body, effects FROM transactions";
+
+pub struct PostgresStore {
+    client: Client,
+}
+
+impl PostgresStore {
+    pub fn open(url: &str, schema: &str, migrate: bool) -> Result<Self, HistoryError> {
+        let mut client = Client::connect(url, NoTls)?;
+        // `schema` is validated by `Database::parse` (a-z, 0-9, _).
+        client.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"
+        ))?;
+        let mut store = PostgresStore { client };
+        if migrate {
+            store.migrate()?;
+        }
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<(), HistoryError> {
+        let mut transaction = self.client.transaction()?;
+        // Two servers starting on one schema take turns.
+        transaction.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+             LOCK TABLE schema_version IN EXCLUSIVE MODE",
+        )?;
+        let applied: i64 = transaction
+            .query_one("SELECT COUNT(*) FROM schema_version", &[])?
+            .get(0);
+        for (version, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+            transaction.batch_execute(sql)?;
+            transaction.execute(
+                "INSERT INTO schema_version (version) VALUES ($1)",
+                &[&(version as i32 + 1)],
+            )?;
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+}
+
+fn texts(values: impl Iterator<Item = i128>) -> Vec<String> {
+    values.map(|value| value.to_string()).collect()
+}
+
+impl Writer for PostgresStore {
+    fn cursor(&mut self) -> Result<Option<Cursor>, HistoryError> {
+        let row = self.client.query_opt(
+            "SELECT segment, segment_offset, sequence_next, history_next, timestamp_ms FROM projector_cursor",
+            &[],
+        )?;
+        Ok(row.map(|row| Cursor {
+            position: Position {
+                segment: row.get::<_, i64>(0) as u64,
+                offset: row.get::<_, i64>(1) as u64,
+            },
+            sequence_next: row.get::<_, i64>(2) as u64,
+            history_next: row.get(3),
+            timestamp_ms: row.get::<_, i64>(4) as u64,
+        }))
+    }
+
+    fn write(&mut self, changes: &Changes, cursor: &Cursor) -> Result<(), HistoryError> {
+        let mut transaction = self.client.transaction()?;
+        if !changes.transactions.is_empty() {
+            let rows = &changes.transactions;
+            let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
+            let sequences: Vec<i64> = rows.iter().map(|row| row.sequence).collect();
+            let timestamps: Vec<i64> = rows.iter().map(|row| row.timestamp_ms).collect();
+            let statuses: Vec<&str> = rows
+                .iter()
+                .map(|row| if row.committed { "committed" } else { "rejected" })
+                .collect();
+            let codes: Vec<Option<&str>> = rows.iter().map(|row| row.rejection_code.as_deref()).collect();
+            let op_indexes: Vec<Option<i32>> = rows.iter().map(|row| row.rejection_op_index).collect();
+            let fingerprints: Vec<&str> = rows.iter().map(|row| row.fingerprint.as_str()).collect();
+            let bodies: Vec<&str> = rows.iter().map(|row| row.body.as_str()).collect();
+            let effects: Vec<&str> = rows.iter().map(|row| row.effects.as_str()).collect();
+            transaction.execute(
+                "INSERT INTO transactions (id, sequence, timestamp_ms, status, rejection_code, rejection_op_index, \
+                 fingerprint, body, effects) SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BIGINT[], \
+                 $4::TEXT[], $5::TEXT[], $6::INTEGER[], $7::TEXT[], $8::TEXT[], $9::TEXT[])",
+                &[
+                    &ids,
+                    &sequences,
+                    &timestamps,
+                    &statuses,
+                    &codes,
+                    &op_indexes,
+                    &fingerprints,
+                    &bodies,
+                    &effects,
+                ],
+            )?;
+        }
+        if !changes.entries.is_empty() {
+            let rows = &changes.entries;
+            let history_ids: Vec<i64> = rows.iter().map(|row| row.history_id).collect();
+            let accounts: Vec<&str> = rows.iter().map(|row| row.account.as_str()).collect();
+            let units: Vec<&str> = rows.iter().map(|row| row.unit.as_str()).collect();
+            let kinds: Vec<&str> = rows.iter().map(|row| row.kind).collect();
+            let transaction_ids: Vec<Option<&str>> = rows.iter().map(|row| row.transaction_id.as_deref()).collect();
+            let hold_ids: Vec<Option<&str>> = rows.iter().map(|row| row.hold_id.as_deref()).collect();
+            let sequences: Vec<i64> = rows.iter().map(|row| row.sequence).collect();
+            let timestamps: Vec<i64> = rows.iter().map(|row| row.timestamp_ms).collect();
+            let available_changes = texts(rows.iter().map(|row| row.available_change));
+            let frozen_changes = texts(rows.iter().map(|row| row.frozen_change));
+            let availables = texts(rows.iter().map(|row| row.available));
+            let frozens = texts(rows.iter().map(|row| row.frozen));
+            transaction.execute(
+                "INSERT INTO account_history (history_id, account, unit, kind, transaction_id, hold_id, sequence, \
+                 timestamp_ms, available_change, frozen_change, available, frozen) SELECT * FROM UNNEST(\
+                 $1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::BIGINT[], \
+                 $8::BIGINT[], $9::TEXT[]::NUMERIC[], $10::TEXT[]::NUMERIC[], $11::TEXT[]::NUMERIC[], \
+                 $12::TEXT[]::NUMERIC[])",
+                &[
+                    &history_ids,
+                    &accounts,
+                    &units,
+                    &kinds,
+                    &transaction_ids,
+                    &hold_ids,
+                    &sequences,
+                    &timestamps,
+                    &available_changes,
+                    &frozen_changes,
+                    &availables,
+                    &frozens,
+                ],
+            )?;
+        }
+        if !changes.holds.is_empty() {
+            let rows: Vec<_> = changes.holds.values().collect();
+            let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
+            let accounts: Vec<&str> = rows.iter().map(|row| row.account.as_str()).collect();
+            let units: Vec<&str> = rows.iter().map(|row| row.unit.as_str()).collect();
+            let destinations: Vec<Option<&str>> = rows.iter().map(|row| row.destination.as_deref()).collect();
+            let amounts = texts(rows.iter().map(|row| row.amount));
+            let captured = texts(rows.iter().map(|row| row.captured));
+            let remaining = texts(rows.iter().map(|row| row.remaining));
+            let statuses: Vec<&str> = rows.iter().map(|row| row.status).collect();
+            let expiries: Vec<Option<i64>> = rows.iter().map(|row| row.expires_at_ms).collect();
+            let created: Vec<i64> = rows.iter().map(|row| row.created_at_ms).collect();
+            let finished: Vec<Option<i64>> = rows.iter().map(|row| row.finished_at_ms).collect();
+            let sequences: Vec<i64> = rows.iter().map(|row| row.sequence).collect();
+            transaction.execute(
+                "INSERT INTO holds (id, account, unit, destination, amount, captured, remaining, status, \
+                 expires_at_ms, created_at_ms, finished_at_ms, sequence) SELECT * FROM UNNEST(\
+                 $1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[]::NUMERIC[], $6::TEXT[]::NUMERIC[], \
+                 $7::TEXT[]::NUMERIC[], $8::TEXT[], $9::BIGINT[], $10::BIGINT[], $11::BIGINT[], $12::BIGINT[]) \
+                 ON CONFLICT (id) DO UPDATE SET captured = EXCLUDED.captured, remaining = EXCLUDED.remaining, \
+                 status = EXCLUDED.status, finished_at_ms = EXCLUDED.finished_at_ms, sequence = EXCLUDED.sequence",
+                &[
+                    &ids,
+                    &accounts,
+                    &units,
+                    &destinations,
+                    &amounts,
+                    &captured,
+                    &remaining,
+                    &statuses,
+                    &expiries,
+                    &created,
+                    &finished,
+                    &sequences,
+                ],
+            )?;
+        }
+        transaction.execute(
+            "INSERT INTO projector_cursor (id, segment, segment_offset, sequence_next, history_next, timestamp_ms) \
+             VALUES (1, $1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET segment = EXCLUDED.segment, \
+             segment_offset = EXCLUDED.segment_offset, sequence_next = EXCLUDED.sequence_next, \
+             history_next = EXCLUDED.history_next, timestamp_ms = EXCLUDED.timestamp_ms",
+            &[
+                &(cursor.position.segment as i64),
+                &(cursor.position.offset as i64),
+                &(cursor.sequence_next as i64),
+                &cursor.history_next,
+                &(cursor.timestamp_ms as i64),
+            ],
+        )?;
+        transaction.commit()?;
+        Ok(())
+    }
+}
+
+fn parse_amount(row: &Row, index: usize) -> Result<i128, HistoryError> {
+    let text: String = row.get(index);
+    text.parse()
+        .map_err(|_| HistoryError::Invalid(format!("amount {text:?} out of range")))
+}
+
+fn entry_of(row: &Row) -> Result<HistoryEntry, HistoryError> {
+    Ok(HistoryEntry {
+        history_id: row.get(0),
+        account: row.get(1),
+        unit: row.get(2),
+        kind: kind_name(row.get(3))?,
+        transaction_id: row.get(4),
+        hold_id: row.get(5),
+        sequence: row.get(6),
+        timestamp_ms: row.get(7),
+        available_change: parse_amount(row, 8)?,
+        frozen_change: parse_amount(row, 9)?,
+        available: parse_amount(row, 10)?,
+        frozen: parse_amount(row, 11)?,
+    })
+}
+
+impl Reader for PostgresStore {
+    fn history(&mut self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, HistoryError> {
+        check_query(query);
+        let rows = self.client.query(
+            &format!(
+                "{ENTRY_SELECT} WHERE account = $1 AND history_id < $2 AND timestamp_ms >= $3 \
+                 AND timestamp_ms <= $4 ORDER BY history_id DESC LIMIT $5"
+            ),
+            &[
+                &query.account,
+                &query.before.unwrap_or(i64::MAX),
+                &query.from_ms.unwrap_or(i64::MIN),
+                &query.to_ms.unwrap_or(i64::MAX),
+                &i64::from(query.limit),
+            ],
+        )?;
+        rows.iter().map(entry_of).collect()
+    }
+
+    fn balance_at(&mut self, account: &str, at_ms: i64) -> Result<Option<HistoryEntry>, HistoryError> {
+        let row = self.client.query_opt(
+            &format!("{ENTRY_SELECT} WHERE account = $1 AND timestamp_ms <= $2 ORDER BY history_id DESC LIMIT 1"),
+            &[&account, &at_ms],
+        )?;
+        row.as_ref().map(entry_of).transpose()
+    }
+
+    fn transactions(&mut self, ids: &[&str]) -> Result<Vec<TransactionRow>, HistoryError> {
+        let rows = self
+            .client
+            .query(&format!("{TRANSACTION_SELECT} WHERE id = ANY($1)"), &[&ids])?;
+        Ok(rows
+            .iter()
+            .map(|row| TransactionRow {
+                id: row.get(0),
+                sequence: row.get(1),
+                timestamp_ms: row.get(2),
+                committed: row.get::<_, &str>(3) == "committed",
+                rejection_code: row.get(4),
+                rejection_op_index: row.get(5),
+                fingerprint: row.get(6),
+                body: row.get(7),
+                effects: row.get(8),
+            })
+            .collect())
+    }
+}

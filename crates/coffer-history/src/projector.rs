@@ -1,0 +1,265 @@
+//! The projector: one thread that follows the journal's durable records,
+//! applies them to its own engine (the journal keeps commands, and the
+//! effects — balances after each transaction — come from applying them),
+//! and writes rows plus its cursor in one database transaction per write.
+
+use crate::changes::{Changes, Cursor, Projection};
+use crate::error::HistoryError;
+use crate::store::{Database, Writer};
+use coffer_core::EngineLimits;
+use coffer_journal::{Follower, JournalStats};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy)]
+pub struct ProjectorSettings {
+    /// Rows gathered into one database transaction at most.
+    pub rows_per_write_max: usize,
+    /// Rows wait at most this long before they are written.
+    pub write_interval: Duration,
+    /// Pause when the journal has nothing new.
+    pub idle_poll: Duration,
+    /// Pause before retrying after a database error (doubles to 32×).
+    pub retry_backoff: Duration,
+}
+
+impl Default for ProjectorSettings {
+    fn default() -> Self {
+        ProjectorSettings {
+            rows_per_write_max: 30_000,
+            write_interval: Duration::from_millis(20),
+            idle_poll: Duration::from_millis(2),
+            retry_backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Progress, shared with the server (metrics, read-your-writes waits).
+#[derive(Debug, Default)]
+pub struct ProjectorStats {
+    /// Every transaction below this sequence is in the database.
+    projected: Mutex<u64>,
+    advanced: Condvar,
+    /// Timestamp of the last record written.
+    pub projected_timestamp_ms: AtomicU64,
+    pub rows_written: AtomicU64,
+    pub writes: AtomicU64,
+    pub write_micros_last: AtomicU64,
+    pub write_errors: AtomicU64,
+    /// Set when the projector stopped for good; the reason.
+    failure: Mutex<Option<String>>,
+}
+
+impl ProjectorStats {
+    pub fn projected_sequence(&self) -> u64 {
+        *self.projected.lock().expect("projected lock")
+    }
+
+    /// Waits until every transaction below `sequence` is projected; false
+    /// on timeout or if the projector has stopped.
+    pub fn wait_for(&self, sequence: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut projected = self.projected.lock().expect("projected lock");
+        while *projected < sequence {
+            let now = Instant::now();
+            if now >= deadline || self.failure().is_some() {
+                return false;
+            }
+            projected = self
+                .advanced
+                .wait_timeout(projected, deadline - now)
+                .expect("projected lock")
+                .0;
+        }
+        true
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().expect("failure lock").clone()
+    }
+
+    fn advance(&self, cursor: &Cursor) {
+        *self.projected.lock().expect("projected lock") = cursor.sequence_next;
+        self.projected_timestamp_ms
+            .store(cursor.timestamp_ms, Ordering::Relaxed);
+        self.advanced.notify_all();
+    }
+
+    fn fail(&self, reason: String) {
+        *self.failure.lock().expect("failure lock") = Some(reason);
+        self.advanced.notify_all();
+    }
+}
+
+pub struct Projector {
+    stop: Arc<AtomicBool>,
+    stats: Arc<ProjectorStats>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct ProjectorThread {
+    database: Database,
+    directory: PathBuf,
+    journal: Arc<JournalStats>,
+    limits: EngineLimits,
+    settings: ProjectorSettings,
+    stop: Arc<AtomicBool>,
+    stats: Arc<ProjectorStats>,
+}
+
+impl Projector {
+    /// Opens the database (migrating it) before returning, so a wrong URL
+    /// fails startup; then follows the journal on its own thread.
+    pub fn start(
+        database: Database,
+        directory: PathBuf,
+        journal: Arc<JournalStats>,
+        limits: EngineLimits,
+        settings: ProjectorSettings,
+    ) -> Result<Projector, HistoryError> {
+        let mut writer = database.open_writer()?;
+        let cursor = writer.cursor()?;
+        // Until the projector has rebuilt its state, keep everything it may need.
+        journal
+            .reader_sequence
+            .store(cursor.map_or(0, |cursor| cursor.sequence_next), Ordering::Release);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(ProjectorStats::default());
+        if let Some(cursor) = &cursor {
+            stats.advance(cursor);
+        }
+        let state = ProjectorThread {
+            database,
+            directory,
+            journal,
+            limits,
+            settings,
+            stop: Arc::clone(&stop),
+            stats: Arc::clone(&stats),
+        };
+        let thread = std::thread::Builder::new()
+            .name("coffer-projector".into())
+            .spawn(move || state.run(writer, cursor))
+            .expect("spawn the projector thread");
+        Ok(Projector {
+            stop,
+            stats,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn stats(&self) -> &Arc<ProjectorStats> {
+        &self.stats
+    }
+
+    /// Writes what is durable and stops.
+    pub fn stop(mut self) {
+        self.shut_down();
+    }
+
+    fn shut_down(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the history projector thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Projector {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+impl ProjectorThread {
+    fn run(self, writer: Box<dyn Writer>, cursor: Option<Cursor>) {
+        if let Err(error) = self.follow(writer, cursor) {
+            tracing::error!(%error, "the history projector stopped; history reads fail until restart");
+            self.stats.fail(error.to_string());
+        }
+    }
+
+    fn follow(&self, mut writer: Box<dyn Writer>, cursor: Option<Cursor>) -> Result<(), HistoryError> {
+        let started = Instant::now();
+        let resume = cursor.map(|cursor| (cursor.position, cursor.sequence_next));
+        let mut follower = Follower::open(&self.directory, Arc::clone(&self.journal), self.limits, resume)?;
+        let mut projection = Projection::new(&follower.engine, cursor.unwrap_or_default());
+        tracing::info!(
+            store = %self.database.describe(),
+            sequence_next = projection.cursor.sequence_next,
+            millis = started.elapsed().as_millis() as u64,
+            "history projector resumed"
+        );
+        let mut changes = Changes::default();
+        let mut pending_since: Option<Instant> = None;
+        loop {
+            let stopping = self.stop.load(Ordering::Acquire);
+            let next = follower.next_applied()?;
+            let caught_up = next.is_none();
+            if let Some((record, outcome)) = next {
+                projection.project(&follower.engine, &record.batch, &outcome, record.next, &mut changes);
+                pending_since.get_or_insert_with(Instant::now);
+            }
+            let due = pending_since.is_some_and(|since| {
+                caught_up
+                    || changes.row_count() >= self.settings.rows_per_write_max
+                    || since.elapsed() >= self.settings.write_interval
+            });
+            if due {
+                self.write(&mut writer, &changes, &projection.cursor)?;
+                changes.clear();
+                pending_since = None;
+            }
+            if caught_up {
+                if stopping {
+                    return Ok(());
+                }
+                std::thread::sleep(self.settings.idle_poll);
+            }
+        }
+    }
+
+    /// Writes until it succeeds: a database outage delays the history but
+    /// never loses it (the journal keeps the records, and retention waits).
+    fn write(&self, writer: &mut Box<dyn Writer>, changes: &Changes, cursor: &Cursor) -> Result<(), HistoryError> {
+        let mut backoff = self.settings.retry_backoff;
+        loop {
+            let started = Instant::now();
+            match writer.write(changes, cursor) {
+                Ok(()) => {
+                    let stats = &self.stats;
+                    stats
+                        .write_micros_last
+                        .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    stats
+                        .rows_written
+                        .fetch_add(changes.row_count() as u64, Ordering::Relaxed);
+                    stats.writes.fetch_add(1, Ordering::Relaxed);
+                    stats.advance(cursor);
+                    self.journal
+                        .reader_sequence
+                        .store(cursor.sequence_next, Ordering::Release);
+                    return Ok(());
+                }
+                Err(error) => {
+                    self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "history write failed");
+                    if self.stop.load(Ordering::Acquire) {
+                        return Err(error);
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(self.settings.retry_backoff * 32);
+                    // The connection may be gone; a new one is the cheap fix.
+                    if let Ok(reopened) = self.database.open_writer() {
+                        *writer = reopened;
+                    }
+                }
+            }
+        }
+    }
+}

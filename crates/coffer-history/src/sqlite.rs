@@ -1,0 +1,314 @@
+//! The embedded history store: one SQLite file in WAL mode.
+//!
+//! Amounts are 128-bit; SQLite's integers are 64-bit. Amount columns have no
+//! declared type, so SQLite keeps what it is given: an INTEGER when the
+//! amount fits (so `SUM` works in users' queries), exact decimal TEXT when
+//! it does not.
+
+use crate::changes::{Changes, Cursor, HistoryEntry, TransactionRow};
+use crate::error::HistoryError;
+use crate::store::{check_query, kind_name, HistoryQuery, Reader, Writer};
+use coffer_journal::Position;
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::path::Path;
+use std::time::Duration;
+
+/// Schema versions, applied in order; each runs once.
+const MIGRATIONS: &[&str] = &[r"
+CREATE TABLE projector_cursor (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    segment INTEGER NOT NULL,
+    segment_offset INTEGER NOT NULL,
+    sequence_next INTEGER NOT NULL,
+    history_next INTEGER NOT NULL,
+    timestamp_ms INTEGER NOT NULL
+);
+CREATE TABLE transactions (
+    id TEXT PRIMARY KEY,
+    sequence INTEGER NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    rejection_code TEXT,
+    rejection_op_index INTEGER,
+    fingerprint TEXT NOT NULL,
+    body TEXT NOT NULL,
+    effects TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE account_history (
+    history_id INTEGER PRIMARY KEY,
+    account TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    transaction_id TEXT,
+    hold_id TEXT,
+    sequence INTEGER NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    available_change,
+    frozen_change,
+    available,
+    frozen
+);
+CREATE INDEX account_history_by_account ON account_history (account, history_id);
+CREATE TABLE holds (
+    id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    unit TEXT NOT NULL,
+    destination TEXT,
+    amount,
+    captured,
+    remaining,
+    status TEXT NOT NULL,
+    expires_at_ms INTEGER,
+    created_at_ms INTEGER NOT NULL,
+    finished_at_ms INTEGER,
+    sequence INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX holds_by_account ON holds (account);
+"];
+
+const ENTRY_COLUMNS: &str = "history_id, account, unit, kind, transaction_id, hold_id, sequence, timestamp_ms, \
+                             available_change, frozen_change, available, frozen";
+const TRANSACTION_COLUMNS: &str =
+    "id, sequence, timestamp_ms, status, rejection_code, rejection_op_index, fingerprint, body, effects";
+
+pub struct SqliteStore {
+    connection: Connection,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path, migrate: bool) -> Result<Self, HistoryError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|error| HistoryError::Invalid(format!("create {}: {error}", parent.display())))?;
+        }
+        let connection = Connection::open(path)?;
+        connection.busy_timeout(Duration::from_secs(5))?;
+        // NORMAL is enough: the journal is the record of truth, and rows and
+        // cursor commit together, so a lost commit is projected again.
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "NORMAL")?;
+        let mut store = SqliteStore { connection };
+        if migrate {
+            store.migrate()?;
+        }
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<(), HistoryError> {
+        let transaction = self.connection.transaction()?;
+        transaction.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+        let applied: i64 = transaction.query_row("SELECT COUNT(*) FROM schema_version", [], |row| row.get(0))?;
+        for (version, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+            transaction.execute_batch(sql)?;
+            transaction.execute("INSERT INTO schema_version (version) VALUES (?1)", [version as i64 + 1])?;
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+}
+
+fn amount(value: i128) -> Value {
+    match i64::try_from(value) {
+        Ok(small) => Value::Integer(small),
+        Err(_) => Value::Text(value.to_string()),
+    }
+}
+
+fn read_amount(row: &Row, index: usize) -> rusqlite::Result<i128> {
+    match row.get_ref(index)? {
+        ValueRef::Integer(small) => Ok(i128::from(small)),
+        ValueRef::Text(text) => std::str::from_utf8(text)
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| rusqlite::Error::InvalidColumnType(index, "amount".into(), rusqlite::types::Type::Text)),
+        other => Err(rusqlite::Error::InvalidColumnType(
+            index,
+            "amount".into(),
+            other.data_type(),
+        )),
+    }
+}
+
+impl Writer for SqliteStore {
+    fn cursor(&mut self) -> Result<Option<Cursor>, HistoryError> {
+        let cursor = self
+            .connection
+            .query_row(
+                "SELECT segment, segment_offset, sequence_next, history_next, timestamp_ms FROM projector_cursor",
+                [],
+                |row| {
+                    Ok(Cursor {
+                        position: Position {
+                            segment: row.get::<_, i64>(0)? as u64,
+                            offset: row.get::<_, i64>(1)? as u64,
+                        },
+                        sequence_next: row.get::<_, i64>(2)? as u64,
+                        history_next: row.get(3)?,
+                        timestamp_ms: row.get::<_, i64>(4)? as u64,
+                    })
+                },
+            )
+            .optional()?;
+        Ok(cursor)
+    }
+
+    fn write(&mut self, changes: &Changes, cursor: &Cursor) -> Result<(), HistoryError> {
+        let transaction = self.connection.transaction()?;
+        {
+            let mut insert = transaction.prepare_cached(&format!(
+                "INSERT INTO transactions ({TRANSACTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ))?;
+            for row in &changes.transactions {
+                insert.execute(params![
+                    row.id,
+                    row.sequence,
+                    row.timestamp_ms,
+                    if row.committed { "committed" } else { "rejected" },
+                    row.rejection_code,
+                    row.rejection_op_index,
+                    row.fingerprint,
+                    row.body,
+                    row.effects
+                ])?;
+            }
+            let mut insert = transaction.prepare_cached(&format!(
+                "INSERT INTO account_history ({ENTRY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            ))?;
+            for entry in &changes.entries {
+                insert.execute(params![
+                    entry.history_id,
+                    entry.account,
+                    entry.unit,
+                    entry.kind,
+                    entry.transaction_id,
+                    entry.hold_id,
+                    entry.sequence,
+                    entry.timestamp_ms,
+                    amount(entry.available_change),
+                    amount(entry.frozen_change),
+                    amount(entry.available),
+                    amount(entry.frozen)
+                ])?;
+            }
+            let mut upsert = transaction.prepare_cached(
+                "INSERT OR REPLACE INTO holds (id, account, unit, destination, amount, captured, remaining, status, \
+                 expires_at_ms, created_at_ms, finished_at_ms, sequence) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?;
+            for hold in changes.holds.values() {
+                upsert.execute(params![
+                    hold.id,
+                    hold.account,
+                    hold.unit,
+                    hold.destination,
+                    amount(hold.amount),
+                    amount(hold.captured),
+                    amount(hold.remaining),
+                    hold.status,
+                    hold.expires_at_ms,
+                    hold.created_at_ms,
+                    hold.finished_at_ms,
+                    hold.sequence
+                ])?;
+            }
+            transaction.execute(
+                "INSERT OR REPLACE INTO projector_cursor (id, segment, segment_offset, sequence_next, history_next, timestamp_ms) \
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5)",
+                params![
+                    cursor.position.segment as i64,
+                    cursor.position.offset as i64,
+                    cursor.sequence_next as i64,
+                    cursor.history_next,
+                    cursor.timestamp_ms as i64
+                ],
+            )?;
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+}
+
+fn entry_of(row: &Row) -> rusqlite::Result<(HistoryEntry, String)> {
+    let kind: String = row.get(3)?;
+    let entry = HistoryEntry {
+        history_id: row.get(0)?,
+        account: row.get(1)?,
+        unit: row.get(2)?,
+        kind: "transaction",
+        transaction_id: row.get(4)?,
+        hold_id: row.get(5)?,
+        sequence: row.get(6)?,
+        timestamp_ms: row.get(7)?,
+        available_change: read_amount(row, 8)?,
+        frozen_change: read_amount(row, 9)?,
+        available: read_amount(row, 10)?,
+        frozen: read_amount(row, 11)?,
+    };
+    Ok((entry, kind))
+}
+
+fn with_kind((entry, kind): (HistoryEntry, String)) -> Result<HistoryEntry, HistoryError> {
+    Ok(HistoryEntry {
+        kind: kind_name(&kind)?,
+        ..entry
+    })
+}
+
+impl Reader for SqliteStore {
+    fn history(&mut self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, HistoryError> {
+        check_query(query);
+        let mut statement = self.connection.prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM account_history WHERE account = ?1 AND history_id < ?2 \
+             AND timestamp_ms >= ?3 AND timestamp_ms <= ?4 ORDER BY history_id DESC LIMIT ?5"
+        ))?;
+        let rows = statement.query_map(
+            params![
+                query.account,
+                query.before.unwrap_or(i64::MAX),
+                query.from_ms.unwrap_or(i64::MIN),
+                query.to_ms.unwrap_or(i64::MAX),
+                query.limit
+            ],
+            entry_of,
+        )?;
+        rows.map(|row| with_kind(row?)).collect()
+    }
+
+    fn balance_at(&mut self, account: &str, at_ms: i64) -> Result<Option<HistoryEntry>, HistoryError> {
+        let mut statement = self.connection.prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM account_history WHERE account = ?1 AND timestamp_ms <= ?2 \
+             ORDER BY history_id DESC LIMIT 1"
+        ))?;
+        let found = statement.query_row(params![account, at_ms], entry_of).optional()?;
+        found.map(with_kind).transpose()
+    }
+
+    fn transactions(&mut self, ids: &[&str]) -> Result<Vec<TransactionRow>, HistoryError> {
+        let mut statement = self
+            .connection
+            .prepare_cached(&format!("SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE id = ?1"))?;
+        let mut found = Vec::new();
+        for id in ids {
+            if let Some(row) = statement.query_row([id], transaction_of).optional()? {
+                found.push(row);
+            }
+        }
+        Ok(found)
+    }
+}
+
+fn transaction_of(row: &Row) -> rusqlite::Result<TransactionRow> {
+    let status: String = row.get(3)?;
+    Ok(TransactionRow {
+        id: row.get(0)?,
+        sequence: row.get(1)?,
+        timestamp_ms: row.get(2)?,
+        committed: status == "committed",
+        rejection_code: row.get(4)?,
+        rejection_op_index: row.get(5)?,
+        fingerprint: row.get(6)?,
+        body: row.get(7)?,
+        effects: row.get(8)?,
+    })
+}

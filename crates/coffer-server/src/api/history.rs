@@ -1,0 +1,208 @@
+//! Account history and balances at a past instant, from the history store.
+//! Both first wait until the store holds every acknowledged write.
+
+use super::accounts::read_account;
+use super::views::instant;
+use crate::auth::Role;
+use crate::error::ApiError;
+use crate::history::History;
+use crate::state::AppState;
+use axum::extract::{Path, Query as UrlQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use coffer_core::AccountId;
+use coffer_history::{HistoryEntry, HistoryQuery, HISTORY_PAGE_MAX};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryParameters {
+    limit: Option<u32>,
+    cursor: Option<String>,
+    /// Entries at or after this instant (RFC 3339, or milliseconds).
+    from: Option<String>,
+    /// Entries at or before this instant.
+    to: Option<String>,
+}
+
+#[derive(Serialize)]
+struct EntryBody<'a> {
+    id: String,
+    kind: &'static str,
+    transaction_id: Option<&'a str>,
+    hold_id: Option<&'a str>,
+    seq: i64,
+    timestamp: String,
+    unit: &'a str,
+    available_change: i128,
+    frozen_change: i128,
+    available: i128,
+    frozen: i128,
+    total: i128,
+}
+
+impl<'a> From<&'a HistoryEntry> for EntryBody<'a> {
+    fn from(entry: &'a HistoryEntry) -> Self {
+        EntryBody {
+            id: entry.history_id.to_string(),
+            kind: entry.kind,
+            transaction_id: entry.transaction_id.as_deref(),
+            hold_id: entry.hold_id.as_deref(),
+            seq: entry.sequence,
+            timestamp: instant(entry.timestamp_ms.max(0) as u64),
+            unit: &entry.unit,
+            available_change: entry.available_change,
+            frozen_change: entry.frozen_change,
+            available: entry.available,
+            frozen: entry.frozen,
+            total: entry.available + entry.frozen,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct HistoryPage<'a> {
+    account: &'a str,
+    data: Vec<EntryBody<'a>>,
+    next_cursor: Option<String>,
+}
+
+fn history_of(state: &AppState) -> Result<&Arc<History>, ApiError> {
+    state
+        .history
+        .as_ref()
+        .ok_or_else(|| ApiError::HistoryUnavailable("the history is off (--history-url off)".into()))
+}
+
+/// An instant as RFC 3339 or as milliseconds since the Unix epoch.
+fn parse_instant(name: &str, text: &str) -> Result<i64, ApiError> {
+    if let Ok(milliseconds) = text.parse::<i64>() {
+        return Ok(milliseconds);
+    }
+    let time = humantime::parse_rfc3339_weak(text).map_err(|_| {
+        ApiError::invalid(format!(
+            "{name} must be an RFC 3339 instant or milliseconds, got {text:?}"
+        ))
+    })?;
+    let since_epoch = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| ApiError::invalid(format!("{name} is before 1970")))?;
+    i64::try_from(since_epoch.as_millis()).map_err(|_| ApiError::invalid(format!("{name} is too far in the future")))
+}
+
+/// Waits for the history to hold every write acknowledged before now.
+async fn caught_up(state: &AppState, history: &Arc<History>) -> Result<(), ApiError> {
+    history.caught_up(state.sequencer.durable_sequence()).await
+}
+
+pub async fn history(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    UrlQuery(parameters): UrlQuery<HistoryParameters>,
+) -> Result<Response, ApiError> {
+    state.auth.require(&headers, Role::Reader, "read")?;
+    let account = super::path_id(&id, AccountId::parse)?;
+    let history = history_of(&state)?;
+    let limit = parameters.limit.unwrap_or(100);
+    if limit == 0 || limit > HISTORY_PAGE_MAX {
+        return Err(ApiError::invalid(format!("limit must be 1 to {HISTORY_PAGE_MAX}")));
+    }
+    let before = match &parameters.cursor {
+        None => None,
+        Some(cursor) => Some(
+            cursor
+                .strip_prefix('h')
+                .and_then(|digits| digits.parse::<i64>().ok())
+                .ok_or_else(|| ApiError::invalid("cursor is not one this server issued"))?,
+        ),
+    };
+    let from_ms = parameters
+        .from
+        .as_deref()
+        .map(|text| parse_instant("from", text))
+        .transpose()?;
+    let to_ms = parameters
+        .to
+        .as_deref()
+        .map(|text| parse_instant("to", text))
+        .transpose()?;
+    read_account(&state, account.clone()).await?;
+    caught_up(&state, history).await?;
+    let query = HistoryQuery {
+        account: account.to_string(),
+        before,
+        from_ms,
+        to_ms,
+        limit,
+    };
+    let entries = history.read(move |reader| reader.history(&query)).await?;
+    let next_cursor = (entries.len() == limit as usize)
+        .then(|| entries.last().map(|entry| format!("h{}", entry.history_id)))
+        .flatten();
+    let page = HistoryPage {
+        account: account.as_str(),
+        data: entries.iter().map(EntryBody::from).collect(),
+        next_cursor,
+    };
+    Ok(axum::Json(page).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalanceParameters {
+    /// The instant (RFC 3339, or milliseconds); now when absent.
+    at: Option<String>,
+}
+
+#[derive(Serialize)]
+struct BalanceBody<'a> {
+    account: &'a str,
+    unit: &'a str,
+    at: String,
+    available: i128,
+    frozen: i128,
+    total: i128,
+    /// The entry that set these balances (none: the account did not exist yet).
+    history_id: Option<String>,
+}
+
+pub async fn balance(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    UrlQuery(parameters): UrlQuery<BalanceParameters>,
+) -> Result<Response, ApiError> {
+    state.auth.require(&headers, Role::Reader, "read")?;
+    let account = super::path_id(&id, AccountId::parse)?;
+    let current = read_account(&state, account.clone()).await?;
+    let Some(at) = parameters.at else {
+        let body = BalanceBody {
+            account: account.as_str(),
+            unit: current.unit.as_str(),
+            at: instant(current.updated_at_ms),
+            available: current.available,
+            frozen: current.frozen,
+            total: current.total,
+            history_id: None,
+        };
+        return Ok(axum::Json(body).into_response());
+    };
+    let at_ms = parse_instant("at", &at)?;
+    let history = history_of(&state)?;
+    caught_up(&state, history).await?;
+    let name = account.to_string();
+    let entry = history.read(move |reader| reader.balance_at(&name, at_ms)).await?;
+    let (available, frozen) = entry.as_ref().map_or((0, 0), |entry| (entry.available, entry.frozen));
+    let body = BalanceBody {
+        account: account.as_str(),
+        unit: current.unit.as_str(),
+        at: instant(at_ms.max(0) as u64),
+        available,
+        frozen,
+        total: available + frozen,
+        history_id: entry.map(|entry| entry.history_id.to_string()),
+    };
+    Ok(axum::Json(body).into_response())
+}

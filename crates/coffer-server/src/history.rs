@@ -1,0 +1,174 @@
+//! The server's side of the history store: starting the projector, reading
+//! through a connection pool off the async threads, and the two rules that
+//! tie the store to the engine — reads wait until the history has caught
+//! up with what was acknowledged, and ids the engine has forgotten are
+//! looked up in the store before a write goes to the engine.
+
+use crate::config::ServerConfig;
+use crate::error::ApiError;
+use crate::sequencer::{Kind, Submitted};
+use anyhow::Context;
+use coffer_core::{Record, Rejection, RejectionCode, Transaction, Verdict};
+use coffer_history::{Database, HistoryError, Projector, ProjectorSettings, ProjectorStats, Reader, ReaderPool};
+use coffer_journal::JournalStats;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a history read waits for the projector to catch up.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct History {
+    pool: ReaderPool,
+    projector: Mutex<Option<Projector>>,
+    pub stats: Arc<ProjectorStats>,
+    lag_max: u64,
+}
+
+impl History {
+    /// `None` when the history is switched off.
+    pub fn start(config: &ServerConfig, journal: Arc<JournalStats>) -> anyhow::Result<Option<Arc<History>>> {
+        if config.history_url == "off" {
+            tracing::warn!("history is off: no account history, and ids are remembered only inside the window");
+            return Ok(None);
+        }
+        let database = Database::parse(&config.history_url, &config.data_dir, &config.history_schema)?;
+        let projector = Projector::start(
+            database.clone(),
+            config.journal_directory(),
+            journal,
+            config.engine_limits(),
+            ProjectorSettings::default(),
+        )
+        .with_context(|| format!("opening the history store {}", database.describe()))?;
+        tracing::info!(store = %database.describe(), "history store open");
+        Ok(Some(Arc::new(History {
+            pool: ReaderPool::new(database),
+            stats: Arc::clone(projector.stats()),
+            projector: Mutex::new(Some(projector)),
+            lag_max: config.history_lag_max,
+        })))
+    }
+
+    /// Projects what is durable, then stops (after the engine has stopped).
+    pub fn stop(&self) {
+        if let Some(projector) = self.projector.lock().expect("projector lock").take() {
+            projector.stop();
+        }
+    }
+
+    /// Transactions durable but not yet in the store.
+    pub fn lag(&self, durable_sequence: u64) -> u64 {
+        durable_sequence.saturating_sub(self.stats.projected_sequence())
+    }
+
+    /// Writes wait (503) while the history is too far behind: beyond the
+    /// idempotency window, a retry is recognised only through the store.
+    pub fn check_lag(&self, durable_sequence: u64) -> Result<(), ApiError> {
+        if let Some(failure) = self.stats.failure() {
+            return Err(ApiError::HistoryUnavailable(failure));
+        }
+        let lag = self.lag(durable_sequence);
+        if lag > self.lag_max {
+            return Err(ApiError::HistoryUnavailable(format!(
+                "the history is {lag} transactions behind (limit {})",
+                self.lag_max
+            )));
+        }
+        Ok(())
+    }
+
+    /// Waits until every transaction below `sequence` is in the store, so a
+    /// history read sees every acknowledged write.
+    pub async fn caught_up(self: &Arc<Self>, sequence: u64) -> Result<(), ApiError> {
+        let history = Arc::clone(self);
+        let caught_up = tokio::task::spawn_blocking(move || history.stats.wait_for(sequence, CATCH_UP_TIMEOUT))
+            .await
+            .map_err(|error| ApiError::HistoryUnavailable(error.to_string()))?;
+        if caught_up {
+            return Ok(());
+        }
+        Err(ApiError::HistoryUnavailable(self.stats.failure().unwrap_or_else(
+            || {
+                format!(
+                    "the history is still {} transactions behind",
+                    sequence.saturating_sub(self.stats.projected_sequence())
+                )
+            },
+        )))
+    }
+
+    /// Runs a query on a pooled connection, on a blocking thread.
+    pub async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        query: impl FnOnce(&mut dyn Reader) -> Result<T, HistoryError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let history = Arc::clone(self);
+        tokio::task::spawn_blocking(move || history.pool.with(query))
+            .await
+            .map_err(|error| ApiError::HistoryUnavailable(error.to_string()))?
+            .map_err(|error| {
+                tracing::warn!(%error, "history read failed");
+                ApiError::HistoryUnavailable(error.to_string())
+            })
+    }
+
+    /// The stored outcomes of those of `transactions` the store knows, in
+    /// their order; `None` for the others.
+    pub async fn known(self: &Arc<Self>, transactions: &[Transaction]) -> Result<Vec<Option<Submitted>>, ApiError> {
+        let ids: Vec<String> = transactions
+            .iter()
+            .map(|transaction| transaction.id().to_string())
+            .collect();
+        let rows = self
+            .read(move |reader| reader.transactions(&ids.iter().map(String::as_str).collect::<Vec<_>>()))
+            .await?;
+        if rows.is_empty() {
+            return Ok(vec![None; transactions.len()]);
+        }
+        let by_id: std::collections::HashMap<&str, &coffer_history::TransactionRow> =
+            rows.iter().map(|row| (row.id.as_str(), row)).collect();
+        transactions
+            .iter()
+            .map(|transaction| {
+                by_id
+                    .get(transaction.id().as_str())
+                    .map(|row| stored_outcome(transaction, row))
+                    .transpose()
+            })
+            .collect()
+    }
+}
+
+/// A stored transaction as the answer to a retry of `transaction`.
+fn stored_outcome(transaction: &Transaction, row: &coffer_history::TransactionRow) -> Result<Submitted, ApiError> {
+    let same_payload = row.fingerprint == format!("{:032x}", coffer_core::fingerprint(transaction));
+    Ok(Submitted {
+        id: transaction.id().clone(),
+        kind: if same_payload { Kind::Replayed } else { Kind::IdReused },
+        record: stored_record(row)?,
+        effects: Vec::new(),
+    })
+}
+
+pub fn stored_record(row: &coffer_history::TransactionRow) -> Result<Record, ApiError> {
+    let corrupt = || ApiError::HistoryUnavailable(format!("stored transaction {} is malformed", row.id));
+    let verdict = if row.committed {
+        Verdict::Committed
+    } else {
+        let code = row
+            .rejection_code
+            .as_deref()
+            .and_then(RejectionCode::parse)
+            .ok_or_else(corrupt)?;
+        let op_index = row
+            .rejection_op_index
+            .and_then(|index| u16::try_from(index).ok())
+            .ok_or_else(corrupt)?;
+        Verdict::Rejected(Rejection { code, op_index })
+    };
+    Ok(Record {
+        sequence: u64::try_from(row.sequence).map_err(|_| corrupt())?,
+        timestamp_ms: u64::try_from(row.timestamp_ms).map_err(|_| corrupt())?,
+        verdict,
+    })
+}
