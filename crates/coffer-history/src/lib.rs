@@ -15,8 +15,10 @@ mod postgres;
 mod projector;
 mod sqlite;
 mod store;
+mod verify;
 
 pub use changes::{Changes, Cursor, HistoryEntry, HoldRow, Projection, TransactionRow};
 pub use error::HistoryError;
 pub use projector::{Projector, ProjectorSettings, ProjectorStats};
 pub use store::{Database, HistoryQuery, Reader, ReaderPool, Writer, HISTORY_PAGE_MAX, LOOKUP_IDS_MAX};
+pub use verify::{verify, VerifyReport};

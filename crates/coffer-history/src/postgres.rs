@@ -29,6 +29,7 @@ CREATE TABLE transactions (
     body TEXT NOT NULL,
     effects TEXT NOT NULL
 );
+CREATE INDEX transactions_by_sequence ON transactions (sequence);
 CREATE TABLE account_history (
     history_id BIGINT PRIMARY KEY,
     account TEXT NOT NULL,
@@ -305,19 +306,36 @@ impl Reader for PostgresStore {
         let rows = self
             .client
             .query(&format!("{TRANSACTION_SELECT} WHERE id = ANY($1)"), &[&ids])?;
-        Ok(rows
-            .iter()
-            .map(|row| TransactionRow {
-                id: row.get(0),
-                sequence: row.get(1),
-                timestamp_ms: row.get(2),
-                committed: row.get::<_, &str>(3) == "committed",
-                rejection_code: row.get(4),
-                rejection_op_index: row.get(5),
-                fingerprint: row.get(6),
-                body: row.get(7),
-                effects: row.get(8),
-            })
-            .collect())
+        Ok(rows.iter().map(transaction_of).collect())
+    }
+
+    fn entries_after(&mut self, after: i64, limit: u32) -> Result<Vec<HistoryEntry>, HistoryError> {
+        let rows = self.client.query(
+            &format!("{ENTRY_SELECT} WHERE history_id > $1 ORDER BY history_id LIMIT $2"),
+            &[&after, &i64::from(limit)],
+        )?;
+        rows.iter().map(entry_of).collect()
+    }
+
+    fn transactions_after(&mut self, after: i64, limit: u32) -> Result<Vec<TransactionRow>, HistoryError> {
+        let rows = self.client.query(
+            &format!("{TRANSACTION_SELECT} WHERE sequence > $1 ORDER BY sequence LIMIT $2"),
+            &[&after, &i64::from(limit)],
+        )?;
+        Ok(rows.iter().map(transaction_of).collect())
+    }
+}
+
+fn transaction_of(row: &Row) -> TransactionRow {
+    TransactionRow {
+        id: row.get(0),
+        sequence: row.get(1),
+        timestamp_ms: row.get(2),
+        committed: row.get::<_, &str>(3) == "committed",
+        rejection_code: row.get(4),
+        rejection_op_index: row.get(5),
+        fingerprint: row.get(6),
+        body: row.get(7),
+        effects: row.get(8),
     }
 }

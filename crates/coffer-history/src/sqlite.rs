@@ -35,6 +35,7 @@ CREATE TABLE transactions (
     body TEXT NOT NULL,
     effects TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE INDEX transactions_by_sequence ON transactions (sequence);
 CREATE TABLE account_history (
     history_id INTEGER PRIMARY KEY,
     account TEXT NOT NULL,
@@ -295,6 +296,22 @@ impl Reader for SqliteStore {
             }
         }
         Ok(found)
+    }
+
+    fn entries_after(&mut self, after: i64, limit: u32) -> Result<Vec<HistoryEntry>, HistoryError> {
+        let mut statement = self.connection.prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM account_history WHERE history_id > ?1 ORDER BY history_id LIMIT ?2"
+        ))?;
+        let rows = statement.query_map(params![after, limit], entry_of)?;
+        rows.map(|row| with_kind(row?)).collect()
+    }
+
+    fn transactions_after(&mut self, after: i64, limit: u32) -> Result<Vec<TransactionRow>, HistoryError> {
+        let mut statement = self.connection.prepare_cached(&format!(
+            "SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE sequence > ?1 ORDER BY sequence LIMIT ?2"
+        ))?;
+        let rows = statement.query_map(params![after, limit], transaction_of)?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 

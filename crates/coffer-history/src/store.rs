@@ -109,6 +109,11 @@ pub trait Reader: Send {
     fn balance_at(&mut self, account: &str, at_ms: i64) -> Result<Option<HistoryEntry>, HistoryError>;
     /// The stored transactions among `ids`.
     fn transactions(&mut self, ids: &[&str]) -> Result<Vec<TransactionRow>, HistoryError>;
+    /// Every account's entries in global order, after `after` (a page; for
+    /// `coffer history verify`).
+    fn entries_after(&mut self, after: i64, limit: u32) -> Result<Vec<HistoryEntry>, HistoryError>;
+    /// Transactions in sequence order, after sequence `after` (a page).
+    fn transactions_after(&mut self, after: i64, limit: u32) -> Result<Vec<TransactionRow>, HistoryError>;
 }
 
 /// Reader connections, opened on demand and reused.
@@ -141,6 +146,22 @@ impl ReaderPool {
             }
         }
         result
+    }
+}
+
+impl Drop for ReaderPool {
+    /// PostgreSQL's blocking client closes its connection by blocking on
+    /// its own runtime, which panics on an async thread: the pool may be
+    /// dropped on one (with the server's state), so close on a plain thread.
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        if idle.is_empty() {
+            return;
+        }
+        let closing = std::thread::spawn(move || drop(idle));
+        if closing.join().is_err() {
+            tracing::warn!("closing history reader connections panicked");
+        }
     }
 }
 

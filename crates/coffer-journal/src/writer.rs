@@ -72,6 +72,12 @@ impl JournalStats {
         }
     }
 
+    /// Stats of a journal that no writer appends to (offline tools and
+    /// tests): everything up to `end` counts as durable.
+    pub fn finished(sequence_next: u64, end: Position) -> Arc<Self> {
+        Arc::new(JournalStats::new(sequence_next, end))
+    }
+
     /// The end of what is durable: a reader may read every byte before it.
     pub fn durable_position(&self) -> Position {
         *self.durable_position.lock().expect("durable position lock")

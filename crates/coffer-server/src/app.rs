@@ -92,7 +92,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         "recovered"
     );
     let journal_stats = Arc::clone(journal.stats());
-    let history = History::start(&config, Arc::clone(&journal_stats))?;
+    // Blocking: it connects to the database (PostgreSQL's client runs its own runtime).
+    let history = {
+        let (config, journal_stats) = (config.clone(), Arc::clone(&journal_stats));
+        tokio::task::spawn_blocking(move || History::start(&config, journal_stats))
+            .await
+            .context("history startup task")??
+    };
     let settings = SequencerSettings {
         queue_capacity: config.queue_capacity,
         batch_transactions_max: config.batch_transactions_max,

@@ -159,6 +159,7 @@ impl Sequencer {
             sequencer: Arc::downgrade(&sequencer),
             queue_depth,
             forgotten,
+            last_advance: std::time::Instant::now(),
         };
         let thread = std::thread::Builder::new()
             .name("coffer-engine".into())
@@ -283,6 +284,8 @@ struct EngineThread {
     sequencer: std::sync::Weak<Sequencer>,
     queue_depth: Arc<std::sync::atomic::AtomicUsize>,
     forgotten: Arc<AtomicBool>,
+    /// When engine time last moved (a batch or a tick).
+    last_advance: std::time::Instant,
 }
 
 /// Writes waiting to be applied as one batch, with whom to answer.
@@ -295,7 +298,10 @@ struct PendingBatch {
 impl EngineThread {
     fn run(mut self, receiver: Receiver<Command>) {
         loop {
-            let first = match receiver.recv_timeout(IDLE_TICK) {
+            // Engine time must advance (holds expire) even when only reads
+            // arrive, so the tick is due by the clock, not by idleness.
+            let until_tick = IDLE_TICK.saturating_sub(self.last_advance.elapsed());
+            let first = match receiver.recv_timeout(until_tick) {
                 Ok(command) => command,
                 Err(RecvTimeoutError::Timeout) => {
                     self.tick();
@@ -314,6 +320,9 @@ impl EngineThread {
             }
             self.flush(&mut batch);
             self.maybe_snapshot();
+            if self.last_advance.elapsed() >= IDLE_TICK {
+                self.tick();
+            }
         }
         self.final_snapshot();
         if let Some(journal) = self.journal.take() {
@@ -382,6 +391,7 @@ impl EngineThread {
         }
         let transactions = std::mem::take(&mut batch.transactions);
         let outcome = self.engine.apply_batch(now_ms(), &transactions);
+        self.last_advance = std::time::Instant::now();
         let mut results = transactions
             .iter()
             .zip(&outcome.outcomes)
@@ -481,6 +491,7 @@ impl EngineThread {
     /// transactions) to replay identically.
     fn tick(&mut self) {
         let outcome = self.engine.apply_batch(now_ms(), &[]);
+        self.last_advance = std::time::Instant::now();
         self.note_forgetting();
         if !outcome.expired.is_empty() {
             tracing::debug!(expired = outcome.expired.len(), "holds expired");

@@ -84,12 +84,28 @@ async fn get(client: &reqwest::Client, url: String) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_under_load_loses_nothing_acknowledged() {
+    crash_rounds(&[], rounds()).await;
+}
+
+/// The same with the history in PostgreSQL, fewer rounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_under_load_with_the_history_in_postgres() {
+    let Ok(url) = std::env::var("COFFER_TEST_POSTGRES_URL") else {
+        support::skipped("crash test with the PostgreSQL history (set COFFER_TEST_POSTGRES_URL)");
+        return;
+    };
+    let schema = format!("crash_{}", std::process::id());
+    let flags = ["--history-url".to_owned(), url, "--history-schema".to_owned(), schema];
+    crash_rounds(&flags, rounds().div_ceil(4)).await;
+}
+
+async fn crash_rounds(flags: &[String], rounds: u64) {
     let data = tempfile::tempdir().unwrap();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let mut server = Server::start(data.path());
+    let mut server = Server::start_with(data.path(), flags);
     for n in 0..ACCOUNTS {
         let response = client
             .post(format!("{}/v1/accounts", server.base))
@@ -112,7 +128,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged() {
     }
     let mut expected: HashMap<String, i64> = (0..ACCOUNTS).map(|n| (format!("k:{n}"), FUNDING)).collect();
     let mut committed = 0;
-    for round in 0..rounds() {
+    for round in 0..rounds {
         let log: Arc<Mutex<HashMap<String, Transfer>>> = Arc::default();
         let tasks: Vec<_> = (0..CLIENTS)
             .map(|number| {
@@ -132,11 +148,31 @@ async fn kill_9_under_load_loses_nothing_acknowledged() {
             task.await.unwrap();
         }
         let killed_after = started.elapsed();
-        server = Server::start(data.path());
+        server = Server::start_with(data.path(), flags);
         committed += check(&client, &server.base, &log, &mut expected).await;
         eprintln!("round {round}: killed after {killed_after:?}; {committed} transfers committed so far");
     }
-    server.kill();
+    // The history was killed mid-projection every round too: once caught
+    // up, it must equal a fresh projection of the journal, row for row.
+    let (status, page) = get(&client, format!("{}/v1/accounts/k:0/history?limit=1", server.base)).await;
+    assert_eq!(status, 200, "{page}");
+    server.terminate();
+    let database = match flags {
+        [] => coffer_history::Database::parse("sqlite", data.path(), "unused"),
+        [_, url, _, schema] => coffer_history::Database::parse(url, data.path(), schema),
+        other => panic!("unexpected flags {other:?}"),
+    }
+    .unwrap();
+    let journal = data.path().join("journal");
+    // Blocking database clients: off the async threads.
+    let report = tokio::task::spawn_blocking(move || {
+        coffer_history::verify(&journal, &database, coffer_core::EngineLimits::default())
+    })
+    .await
+    .unwrap()
+    .expect("history equals the journal");
+    assert!(report.transactions as usize >= committed, "{report:?}");
+    eprintln!("history verified: {report:?}");
 }
 
 /// Checks the restarted server against what the clients of one round saw,

@@ -1,9 +1,9 @@
-use super::{authorize, build, execute, transaction_id, views, JsonBody};
+use super::{authorize, build, execute, transaction_id, views, JsonBody, QueryParameters};
 use crate::auth::Role;
 use crate::error::ApiError;
 use crate::sequencer::{Answer, Query};
 use crate::state::AppState;
-use axum::extract::{Path, Query as UrlQuery, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use coffer_core::{AccountId, Balance, Metadata, Operation, TransactionId, Unit};
@@ -77,7 +77,7 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    UrlQuery(query): UrlQuery<ListQuery>,
+    QueryParameters(query): QueryParameters<ListQuery>,
 ) -> Result<Response, ApiError> {
     state.auth.require(&headers, Role::Reader, "read")?;
     let limit = query.limit.unwrap_or(100);

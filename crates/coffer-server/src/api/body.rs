@@ -30,3 +30,18 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
             .map_err(|error| ApiError::invalid(format!("invalid JSON body: {error}")))
     }
 }
+
+/// Query-string parameters whose errors are JSON like every other error
+/// (axum's `Query` answers in plain text), naming the parameter.
+pub struct QueryParameters<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for QueryParameters<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| QueryParameters(value))
+            .map_err(|rejection| ApiError::invalid(rejection.body_text()))
+    }
+}

@@ -3,11 +3,12 @@
 
 use super::accounts::read_account;
 use super::views::instant;
+use super::QueryParameters;
 use crate::auth::Role;
 use crate::error::ApiError;
 use crate::history::History;
 use crate::state::AppState;
-use axum::extract::{Path, Query as UrlQuery, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use coffer_core::AccountId;
@@ -100,7 +101,7 @@ pub async fn history(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    UrlQuery(parameters): UrlQuery<HistoryParameters>,
+    QueryParameters(parameters): QueryParameters<HistoryParameters>,
 ) -> Result<Response, ApiError> {
     state.auth.require(&headers, Role::Reader, "read")?;
     let account = super::path_id(&id, AccountId::parse)?;
@@ -172,7 +173,7 @@ pub async fn balance(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    UrlQuery(parameters): UrlQuery<BalanceParameters>,
+    QueryParameters(parameters): QueryParameters<BalanceParameters>,
 ) -> Result<Response, ApiError> {
     state.auth.require(&headers, Role::Reader, "read")?;
     let account = super::path_id(&id, AccountId::parse)?;

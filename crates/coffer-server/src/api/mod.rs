@@ -21,7 +21,7 @@ use coffer_core::{Operation, Transaction, TransactionId, Verdict};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub use body::JsonBody;
+pub use body::{JsonBody, QueryParameters};
 
 pub fn router(state: Arc<AppState>) -> Router {
     let body_limit = state.config.body_bytes_max;

@@ -1,9 +1,9 @@
-use super::{answer, authorize, build, execute, transaction_id, views, JsonBody};
+use super::{answer, authorize, build, execute, transaction_id, views, JsonBody, QueryParameters};
 use crate::auth::Role;
 use crate::error::ApiError;
 use crate::sequencer::{Answer, Query};
 use crate::state::AppState;
-use axum::extract::{Path, Query as UrlQuery, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use coffer_core::{AccountId, Amount, Metadata, Operation, Transaction, TransactionId};
@@ -33,7 +33,7 @@ fn parse(state: &AppState, headers: &HeaderMap, body: TransactionBody) -> Result
 pub async fn create(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    UrlQuery(query): UrlQuery<ModeQuery>,
+    QueryParameters(query): QueryParameters<ModeQuery>,
     JsonBody(body): JsonBody<TransactionBody>,
 ) -> Result<Response, ApiError> {
     let transaction = parse(&state, &headers, body)?;

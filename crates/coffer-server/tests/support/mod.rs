@@ -141,3 +141,10 @@ impl TestServer {
         self.get("/v1/accounts?limit=1000").await.1["data"].clone()
     }
 }
+
+/// Says that a test needing a service did not run. Written to the process's
+/// stderr directly, past the test harness's capture, so that CI sees it.
+pub fn skipped(what: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {what}");
+}

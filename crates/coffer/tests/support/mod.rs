@@ -15,9 +15,14 @@ impl Server {
     /// Starts `coffer` on a random port over `data` and waits for the
     /// address it logs once recovered and bound.
     pub fn start(data: &std::path::Path) -> Server {
+        Server::start_with(data, &[])
+    }
+
+    pub fn start_with(data: &std::path::Path, extra: &[String]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_coffer"))
             .args(["--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
             .arg(data)
+            .args(extra)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
             .spawn()
@@ -42,6 +47,17 @@ impl Server {
         }
     }
 
+    /// Graceful stop (SIGTERM), waiting for the process to exit.
+    pub fn terminate(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "coffer exits cleanly on SIGTERM: {exit}");
+    }
+
     pub fn kill(&mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().unwrap();
@@ -53,4 +69,11 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Says that a test needing a service did not run, past the harness's
+/// capture so that CI sees it.
+pub fn skipped(what: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {what}");
 }

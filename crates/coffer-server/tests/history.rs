@@ -1,0 +1,240 @@
+//! History endpoints and idempotency beyond the engine's window, against
+//! the real server, once per history store: SQLite always, PostgreSQL when
+//! COFFER_TEST_POSTGRES_URL is set.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU32, Ordering};
+use support::TestServer;
+
+/// Server flags for each store under test.
+fn stores() -> Vec<(&'static str, Vec<String>)> {
+    let mut stores = vec![("sqlite", Vec::new())];
+    match std::env::var("COFFER_TEST_POSTGRES_URL") {
+        Ok(url) => {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let schema = format!("test_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+            let flags = vec!["--history-url".into(), url, "--history-schema".into(), schema];
+            stores.push(("postgres", flags));
+        }
+        Err(_) => support::skipped("history tests on PostgreSQL (set COFFER_TEST_POSTGRES_URL)"),
+    }
+    stores
+}
+
+async fn start(flags: &[String], extra: &[&str]) -> TestServer {
+    let mut arguments: Vec<&str> = flags.iter().map(String::as_str).collect();
+    arguments.extend_from_slice(extra);
+    TestServer::start(&arguments).await
+}
+
+/// Every history entry of an account, newest first, page by page.
+async fn full_history(server: &TestServer, account: &str) -> Vec<Value> {
+    let mut entries = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            None => format!("/v1/accounts/{account}/history?limit=2"),
+            Some(cursor) => format!("/v1/accounts/{account}/history?limit=2&cursor={cursor}"),
+        };
+        let (status, page) = server.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        entries.extend(page["data"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return entries,
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test]
+async fn history_sums_to_the_balance_and_answers_balances_in_the_past() {
+    for (store, flags) in stores() {
+        let mut server = start(&flags, &[]).await;
+        server.open("alice", "USD/2").await;
+        server.open("bob", "USD/2").await;
+        server.deposit("alice", 1_000).await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let between = now_ms();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let (status, body, _) = server
+            .post("/v1/transfers", json!({"from": "alice", "to": "bob", "amount": 300}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body, _) = server
+            .post(
+                "/v1/holds",
+                json!({"hold": "h1", "account": "alice", "amount": 50, "ttl_ms": 30}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        // The idle tick expires the hold; wait until the engine shows it.
+        for _ in 0..100 {
+            if server.balance("alice").await.1 == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(server.balance("alice").await, (700, 0), "{store}");
+
+        let entries = full_history(&server, "alice").await;
+        let kinds: Vec<&str> = entries.iter().map(|entry| entry["kind"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "hold_expired",
+                "transaction",
+                "transaction",
+                "transaction",
+                "transaction"
+            ],
+            "{store}: {entries:?}"
+        );
+        assert_eq!(entries[0]["hold_id"], "h1");
+        let sum = |field: &str| entries.iter().map(|entry| entry[field].as_i64().unwrap()).sum::<i64>();
+        assert_eq!((sum("available_change"), sum("frozen_change")), (700, 0), "{store}");
+        assert_eq!(entries[0]["available"], 700);
+
+        let (status, past) = server.get(&format!("/v1/accounts/alice/balance?at={between}")).await;
+        assert_eq!(status, 200, "{past}");
+        assert_eq!(
+            (past["available"].as_i64(), past["frozen"].as_i64()),
+            (Some(1_000), Some(0)),
+            "{store}"
+        );
+        let (_, before_anything) = server.get("/v1/accounts/bob/balance?at=1000").await;
+        assert_eq!(before_anything["total"], 0);
+        assert!(before_anything["history_id"].is_null());
+        let (_, now) = server.get("/v1/accounts/bob/balance").await;
+        assert_eq!(now["available"], 300);
+
+        let (status, range) = server.get(&format!("/v1/accounts/alice/history?to={between}")).await;
+        assert_eq!(status, 200, "{range}");
+        assert_eq!(
+            range["data"].as_array().unwrap().len(),
+            2,
+            "open and deposit only: {range}"
+        );
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_retry_beyond_the_idempotency_window_returns_the_original_outcome() {
+    for (store, flags) in stores() {
+        // The window remembers 3 ids: the first ones fall out quickly.
+        let mut server = start(&flags, &["--idempotency-entries-max", "3"]).await;
+        server.open("a", "USD/2").await;
+        let deposit = json!({"id": "first", "account": "a", "amount": 10});
+        let (status, _, _) = server.post("/v1/deposits", deposit.clone()).await;
+        assert_eq!(status, 201);
+        let rejected = json!({"id": "too-much", "account": "a", "amount": 1_000_000});
+        let (status, _, _) = server.post("/v1/withdrawals", rejected.clone()).await;
+        assert_eq!(status, 422);
+        for index in 0..10 {
+            server.deposit("a", 1).await;
+            let _ = index;
+        }
+        assert_eq!(server.balance("a").await, (20, 0));
+
+        let (status, stored) = server.get("/v1/transactions/first").await;
+        assert_eq!(status, 200, "{store}: {stored}");
+        assert_eq!(stored["status"], "committed");
+        assert_eq!(stored["ops"][0]["type"], "transfer", "{stored}");
+        assert_eq!(stored["effects"][1]["available"], 10, "{stored}");
+
+        let (status, body, headers) = server.post("/v1/deposits", deposit.clone()).await;
+        assert_eq!(status, 200, "{store}: {body}");
+        assert_eq!(headers["idempotent-replayed"], "true");
+        assert_eq!(body["seq"], stored["seq"]);
+        let (status, body, _) = server
+            .post("/v1/deposits", json!({"id": "first", "account": "a", "amount": 11}))
+            .await;
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(body["error"]["code"], "id_reused");
+        let (status, body, _) = server.post("/v1/withdrawals", rejected).await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["code"], "insufficient_funds");
+        let async_retry =
+            json!({"id": "first", "ops": [{"type": "transfer", "from": "@world", "to": "a", "amount": 10}]});
+        let (status, body, _) = server.post("/v1/transactions?mode=async", async_retry).await;
+        assert_eq!(status, 200, "stored outcome, not queued again: {body}");
+        let (status, body, _) = server
+            .post("/v1/transactions/batch", json!({"transactions": [deposit.clone(), {"id": "fresh", "ops": [{"type": "transfer", "from": "@world", "to": "a", "amount": 1}]}]}))
+            .await;
+        // Batch items are transactions, not deposit shortcuts.
+        assert_eq!(status, 400, "{body}");
+        let (status, body, _) = server
+            .post(
+                "/v1/transactions/batch",
+                json!({"transactions": [
+                    {"id": "first", "ops": [{"type": "transfer", "from": "@world", "to": "a", "amount": 10}]},
+                    {"id": "fresh", "ops": [{"type": "transfer", "from": "@world", "to": "a", "amount": 1}]}
+                ]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["results"][0]["replayed"], true, "{body}");
+        assert_eq!(body["results"][1]["replayed"], false, "{body}");
+        assert_eq!(
+            server.balance("a").await,
+            (21, 0),
+            "{store}: only the fresh item applied"
+        );
+        server
+            .restart(
+                &flags
+                    .iter()
+                    .map(String::as_str)
+                    .chain(["--idempotency-entries-max", "3"])
+                    .collect::<Vec<_>>(),
+            )
+            .await;
+        let (status, _, _) = server.post("/v1/deposits", deposit).await;
+        assert_eq!(status, 200, "{store}: still recognised after a restart");
+        assert_eq!(server.balance("a").await, (21, 0));
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn history_requests_are_validated() {
+    let mut server = TestServer::start(&[]).await;
+    server.open("a", "USD/2").await;
+    for (path, status) in [
+        ("/v1/accounts/a/history?limit=0", 400),
+        ("/v1/accounts/a/history?limit=1001", 400),
+        ("/v1/accounts/a/history?cursor=zzz", 400),
+        ("/v1/accounts/a/history?from=yesterday", 400),
+        ("/v1/accounts/a/history?colour=red", 400),
+        ("/v1/accounts/nobody/history", 404),
+        ("/v1/accounts/bad%20id/history", 400),
+        ("/v1/accounts/a/balance?at=soon", 400),
+        ("/v1/accounts/nobody/balance?at=0", 404),
+    ] {
+        let (got, body) = server.get(path).await;
+        assert_eq!(got, status, "{path}: {body}");
+        assert!(body["error"]["code"].is_string(), "{path}: JSON error body, got {body}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn with_history_off_the_history_endpoints_say_so() {
+    let mut server = TestServer::start(&["--history-url", "off"]).await;
+    server.open("a", "USD/2").await;
+    let (status, body) = server.get("/v1/accounts/a/history").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "history_unavailable");
+    let (status, _) = server.get("/v1/accounts/a/balance").await;
+    assert_eq!(status, 200, "the current balance needs no history");
+    server.stop().await;
+}
