@@ -10,6 +10,7 @@ use coffer_core::EngineLimits;
 use coffer_journal::{Follower, JournalStats};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -48,6 +49,7 @@ pub struct ProjectorStats {
     pub rows_written: AtomicU64,
     pub writes: AtomicU64,
     pub write_micros_last: AtomicU64,
+    pub write_micros_total: AtomicU64,
     pub write_errors: AtomicU64,
     /// Set when the projector stopped for good; the reason.
     failure: Mutex<Option<String>>,
@@ -184,17 +186,49 @@ impl ProjectorThread {
         }
     }
 
+    /// Two stages on two threads: this one applies records and builds rows
+    /// while the writer thread commits the previous rows, so the database
+    /// round trip overlaps the projection work.
     fn follow(&self, mut writer: Box<dyn Writer>, cursor: Option<Cursor>) -> Result<(), HistoryError> {
         let started = Instant::now();
         let resume = cursor.map(|cursor| (cursor.position, cursor.sequence_next));
-        let mut follower = Follower::open(&self.directory, Arc::clone(&self.journal), self.limits, resume)?;
-        let mut projection = Projection::new(&follower.engine, cursor.unwrap_or_default());
+        let follower = Follower::open(&self.directory, Arc::clone(&self.journal), self.limits, resume)?;
+        let projection = Projection::new(&follower.engine, cursor.unwrap_or_default());
         tracing::info!(
             store = %self.database.describe(),
             sequence_next = projection.cursor.sequence_next,
             millis = started.elapsed().as_millis() as u64,
             "history projector resumed"
         );
+        // One write in flight and one being built: memory stays bounded.
+        let (to_writer, written) = sync_channel::<(Changes, Cursor)>(1);
+        let (recycle, recycled) = channel::<Changes>();
+        std::thread::scope(|scope| {
+            let writing = std::thread::Builder::new()
+                .name("coffer-history-writer".into())
+                .spawn_scoped(scope, move || -> Result<(), HistoryError> {
+                    for (mut changes, cursor) in written {
+                        self.write(&mut writer, &changes, &cursor)?;
+                        changes.clear();
+                        let _ = recycle.send(changes);
+                    }
+                    Ok(())
+                })
+                .expect("spawn the history writer thread");
+            let projected = self.project(follower, projection, to_writer, recycled);
+            let wrote = writing.join().expect("the history writer thread panicked");
+            wrote.and(projected)
+        })
+    }
+
+    fn project(
+        &self,
+        mut follower: Follower,
+        mut projection: Projection,
+        to_writer: SyncSender<(Changes, Cursor)>,
+        recycled: Receiver<Changes>,
+    ) -> Result<(), HistoryError> {
+        let writer_gone = || HistoryError::Invalid("the history writer stopped".into());
         let mut changes = Changes::default();
         let mut pending_since: Option<Instant> = None;
         loop {
@@ -205,20 +239,37 @@ impl ProjectorThread {
                 projection.project(&follower.engine, &record.batch, &outcome, record.next, &mut changes);
                 pending_since.get_or_insert_with(Instant::now);
             }
-            let due = pending_since.is_some_and(|since| {
-                caught_up
-                    || changes.row_count() >= self.settings.rows_per_write_max
-                    || since.elapsed() >= self.settings.write_interval
-            });
+            let full = changes.row_count() >= self.settings.rows_per_write_max;
+            let due =
+                pending_since.is_some_and(|since| caught_up || full || since.elapsed() >= self.settings.write_interval);
             if due {
-                self.write(&mut writer, &changes, &projection.cursor)?;
-                changes.clear();
-                pending_since = None;
+                let spare = recycled.try_recv().unwrap_or_default();
+                let message = (std::mem::replace(&mut changes, spare), projection.cursor);
+                // While the writer is busy, keep gathering (larger writes are
+                // cheaper per row), unless the rows reached their bound.
+                let handed_over = if full || (caught_up && stopping) {
+                    to_writer.send(message).map_err(|_| writer_gone())?;
+                    true
+                } else {
+                    match to_writer.try_send(message) {
+                        Ok(()) => true,
+                        Err(TrySendError::Full((kept, _))) => {
+                            changes = kept;
+                            false
+                        }
+                        Err(TrySendError::Disconnected(_)) => return Err(writer_gone()),
+                    }
+                };
+                if handed_over {
+                    pending_since = None;
+                }
             }
-            if caught_up {
+            if caught_up && pending_since.is_none() {
                 if stopping {
                     return Ok(());
                 }
+                std::thread::sleep(self.settings.idle_poll);
+            } else if caught_up {
                 std::thread::sleep(self.settings.idle_poll);
             }
         }
@@ -233,9 +284,9 @@ impl ProjectorThread {
             match writer.write(changes, cursor) {
                 Ok(()) => {
                     let stats = &self.stats;
-                    stats
-                        .write_micros_last
-                        .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    let micros = started.elapsed().as_micros() as u64;
+                    stats.write_micros_last.store(micros, Ordering::Relaxed);
+                    stats.write_micros_total.fetch_add(micros, Ordering::Relaxed);
                     stats
                         .rows_written
                         .fetch_add(changes.row_count() as u64, Ordering::Relaxed);
