@@ -30,6 +30,9 @@ pub enum Command {
     /// Operator tools for a data directory's journal (offline).
     #[command(subcommand)]
     Journal(JournalCommand),
+    /// Operator tools for the history store.
+    #[command(subcommand)]
+    History(HistoryCommand),
     /// Load generator: drives a running server with a scenario and reports
     /// throughput and latency percentiles. Scenarios: transfers (uniform
     /// accounts), transfers-zipf (skewed to hot accounts), deposits,
@@ -71,6 +74,22 @@ pub enum JournalCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum HistoryCommand {
+    /// Re-projects the journal and compares every row of the history store
+    /// with it (offline: stop the server first). Needs the journal from its
+    /// first record. Exit status 0: equal; 1: different or unreadable.
+    Verify {
+        /// Data directory.
+        data_dir: PathBuf,
+        /// The store, as for `serve`: sqlite, sqlite:PATH or a postgres:// URL.
+        #[arg(long, env = "COFFER_HISTORY_URL", default_value = "sqlite")]
+        history_url: String,
+        #[arg(long, env = "COFFER_HISTORY_SCHEMA", default_value = "coffer")]
+        history_schema: String,
+    },
+}
+
 pub fn main() -> ExitCode {
     let arguments: Vec<String> = std::env::args().collect();
     if let Some(path) = crate::config_file::path_from(&arguments) {
@@ -95,6 +114,11 @@ pub fn main() -> ExitCode {
         Some(Command::Journal(JournalCommand::Dump { directory, from, limit })) => {
             crate::journal_tools::dump(&directory, from, limit, &mut std::io::stdout().lock())
         }
+        Some(Command::History(HistoryCommand::Verify {
+            data_dir,
+            history_url,
+            history_schema,
+        })) => crate::journal_tools::verify_history(&data_dir, &history_url, &history_schema),
         Some(Command::Journal(JournalCommand::Load {
             directory,
             batch_size,

@@ -132,3 +132,15 @@ pub fn load(directory: &Path, batch_size: usize, batches: u64) -> anyhow::Result
     writer.close()?;
     Ok(())
 }
+
+/// `coffer history verify`: the store against a fresh projection.
+pub fn verify_history(data_directory: &Path, history_url: &str, schema: &str) -> anyhow::Result<()> {
+    let database = coffer_history::Database::parse(history_url, data_directory, schema)?;
+    let journal = data_directory.join("journal");
+    let report = coffer_history::verify(&journal, &database, coffer_core::EngineLimits::default())?;
+    println!(
+        "history matches the journal: {} transactions, {} entries, up to sequence {}",
+        report.transactions, report.entries, report.sequence_next
+    );
+    Ok(())
+}

@@ -50,3 +50,27 @@ fn verify_and_dump_a_journal_then_catch_corruption() {
         "{stderr}"
     );
 }
+
+mod support;
+
+#[test]
+fn history_verify_compares_the_store_with_the_journal() {
+    let data = tempfile::tempdir().unwrap();
+    let journal = data.path().join("journal");
+    let (ok, _, stderr) = coffer(&["journal", "load", journal.to_str().unwrap(), "--batches", "20"]);
+    assert!(ok, "{stderr}");
+    // A server projects the journal into the default SQLite store and,
+    // stopping gracefully, finishes projecting.
+    let mut server = support::Server::start(data.path());
+    server.terminate();
+    let directory = data.path().to_str().unwrap();
+    let (ok, stdout, stderr) = coffer(&["history", "verify", directory]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("up to sequence 2216"), "1000 opens + 19 batches of 64: {stdout}");
+
+    let store = rusqlite::Connection::open(data.path().join("history.sqlite")).unwrap();
+    store.execute("DELETE FROM account_history WHERE history_id = 1500", []).unwrap();
+    let (ok, _, stderr) = coffer(&["history", "verify", directory]);
+    assert!(!ok, "a missing row is found");
+    assert!(stderr.contains("history differs from the journal"), "{stderr}");
+}
