@@ -299,3 +299,55 @@ fn a_corrupt_newest_snapshot_falls_back_to_replay() {
     assert_eq!(report.snapshot_sequence, None);
     assert_eq!(recovered.digest(), engine.digest());
 }
+
+/// Pruning keeps what a journal reader (the history projector) still needs:
+/// the newest snapshot at or before its sequence and every later segment.
+#[test]
+fn pruning_waits_for_the_journal_reader() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path();
+    let names = |prefix: &str| -> Vec<String> {
+        let mut found: Vec<String> = std::fs::read_dir(path)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.starts_with(prefix))
+            .collect();
+        found.sort();
+        found
+    };
+    let reset = || {
+        for entry in std::fs::read_dir(path).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        for first in [0u64, 100, 200, 300, 400] {
+            std::fs::write(path.join(format!("{first:020}.wal")), b"").unwrap();
+        }
+        for next in [150u64, 250, 350] {
+            std::fs::write(path.join(format!("snapshot-{next:020}.snap")), b"").unwrap();
+        }
+    };
+    let options = JournalOptions {
+        snapshots_kept: 1,
+        ..JournalOptions::default()
+    };
+    let segment = |first: u64| format!("{first:020}.wal");
+    let snapshot = |next: u64| format!("snapshot-{next:020}.snap");
+
+    // No reader: the newest snapshot covers everything before segment 300.
+    reset();
+    coffer_journal::prune(path, &options, u64::MAX).unwrap();
+    assert_eq!(names("snapshot-"), [snapshot(350)]);
+    assert_eq!(names("000"), [segment(300), segment(400)]);
+
+    // A reader at 260 needs snapshot 250 and the segments from 200 on.
+    reset();
+    coffer_journal::prune(path, &options, 260).unwrap();
+    assert_eq!(names("snapshot-"), [snapshot(250), snapshot(350)]);
+    assert_eq!(names("000"), [segment(200), segment(300), segment(400)]);
+
+    // A reader before every snapshot needs the journal from its start.
+    reset();
+    coffer_journal::prune(path, &options, 100).unwrap();
+    assert_eq!(names("snapshot-"), [snapshot(350)]);
+    assert_eq!(names("000").len(), 5);
+}

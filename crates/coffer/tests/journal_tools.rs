@@ -66,10 +66,15 @@ fn history_verify_compares_the_store_with_the_journal() {
     let directory = data.path().to_str().unwrap();
     let (ok, stdout, stderr) = coffer(&["history", "verify", directory]);
     assert!(ok, "{stdout}{stderr}");
-    assert!(stdout.contains("up to sequence 2216"), "1000 opens + 19 batches of 64: {stdout}");
+    assert!(
+        stdout.contains("up to sequence 2216"),
+        "1000 opens + 19 batches of 64: {stdout}"
+    );
 
     let store = rusqlite::Connection::open(data.path().join("history.sqlite")).unwrap();
-    store.execute("DELETE FROM account_history WHERE history_id = 1500", []).unwrap();
+    store
+        .execute("DELETE FROM account_history WHERE history_id = 1500", [])
+        .unwrap();
     let (ok, _, stderr) = coffer(&["history", "verify", directory]);
     assert!(!ok, "a missing row is found");
     assert!(stderr.contains("history differs from the journal"), "{stderr}");
