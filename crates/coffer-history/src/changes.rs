@@ -61,6 +61,77 @@ pub struct HoldRow {
     pub sequence: i64,
 }
 
+/// A flash-sale order, from the purchase transaction that created it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OrderRow {
+    pub order_id: String,
+    pub product: String,
+    pub user_id: String,
+    pub quantity: i128,
+    /// Price × quantity, when the product has a price.
+    pub amount: Option<i128>,
+    pub unit: Option<String>,
+    /// `completed` (bought outright), `reserved`, then `confirmed`,
+    /// `cancelled` or `expired`.
+    pub status: String,
+    pub expires_at_ms: Option<i64>,
+    pub sequence: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// A reserved order's end, seen on its stock hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderUpdate {
+    pub order_id: String,
+    pub status: &'static str,
+    pub updated_at_ms: i64,
+}
+
+/// What a purchase transaction carries in its metadata (`{"order": …}`),
+/// written by the server's purchase endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderMetadata {
+    pub product: String,
+    pub user: String,
+    pub quantity: String,
+    #[serde(default)]
+    pub amount: Option<String>,
+    #[serde(default)]
+    pub unit: Option<String>,
+    pub reserved: bool,
+    #[serde(default)]
+    pub expires_at_ms: Option<u64>,
+}
+
+#[derive(serde::Deserialize)]
+struct OrderEnvelope {
+    order: OrderMetadata,
+}
+
+impl OrderMetadata {
+    /// The order in a transaction's metadata, if it carries one.
+    pub fn of(metadata: Option<&coffer_core::Metadata>) -> Option<Self> {
+        let text = metadata?.as_str();
+        if !text.starts_with("{\"order\":") {
+            return None;
+        }
+        serde_json::from_str::<OrderEnvelope>(text)
+            .ok()
+            .map(|envelope| envelope.order)
+    }
+}
+
+/// The hold that carries a reserved order's stock: `order:{id}:stock`.
+pub fn order_stock_hold(order_id: &str) -> String {
+    format!("order:{order_id}:stock")
+}
+
+fn order_of_stock_hold(hold: &str) -> Option<&str> {
+    hold.strip_prefix("order:")?.strip_suffix(":stock")
+}
+
 /// Where the projector is: stored in the same database transaction as the
 /// rows it covers, so a restart neither repeats nor skips a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -81,11 +152,14 @@ pub struct Changes {
     /// Keyed by hold id: a hold changed twice in one write is written once,
     /// with its latest state.
     pub holds: HashMap<String, HoldRow>,
+    pub orders: Vec<OrderRow>,
+    /// Applied after `orders`, in order.
+    pub order_updates: Vec<OrderUpdate>,
 }
 
 impl Changes {
     pub fn row_count(&self) -> usize {
-        self.transactions.len() + self.entries.len() + self.holds.len()
+        self.transactions.len() + self.entries.len() + self.holds.len() + self.orders.len() + self.order_updates.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -96,6 +170,8 @@ impl Changes {
         self.transactions.clear();
         self.entries.clear();
         self.holds.clear();
+        self.orders.clear();
+        self.order_updates.clear();
     }
 }
 
@@ -150,6 +226,13 @@ impl Projection {
                 ..entry
             });
             record_hold(engine, &expired.hold, sequence, changes);
+            if let Some(order_id) = order_of_stock_hold(expired.hold.as_str()) {
+                changes.order_updates.push(OrderUpdate {
+                    order_id: order_id.to_owned(),
+                    status: "expired",
+                    updated_at_ms: outcome.timestamp_ms as i64,
+                });
+            }
         }
         for (transaction, result) in batch.transactions.iter().zip(&outcome.outcomes) {
             let Outcome::New { record, .. } = result else { continue };
@@ -161,6 +244,7 @@ impl Projection {
                 changes.entries.push(entry);
             }
             if record.verdict == Verdict::Committed {
+                record_orders(transaction, record, changes);
                 for op in transaction.ops() {
                     if let Operation::Hold { hold, .. }
                     | Operation::Capture { hold, .. }
@@ -257,6 +341,42 @@ fn transaction_row(
         fingerprint: format!("{:032x}", coffer_core::fingerprint(transaction)),
         body: serde_json::to_string(&body).expect("operations serialize"),
         effects: serde_json::to_string(&effects).expect("effects serialize"),
+    }
+}
+
+/// A purchase creates its order; capturing or releasing an order's stock
+/// hold confirms or cancels it.
+fn record_orders(transaction: &coffer_core::Transaction, record: &coffer_core::Record, changes: &mut Changes) {
+    let timestamp_ms = record.timestamp_ms as i64;
+    if let Some(order) = OrderMetadata::of(transaction.metadata()) {
+        let parse = |text: &str| text.parse::<i128>().ok();
+        changes.orders.push(OrderRow {
+            order_id: transaction.id().as_str().to_owned(),
+            product: order.product,
+            user_id: order.user,
+            quantity: parse(&order.quantity).unwrap_or(0),
+            amount: order.amount.as_deref().and_then(parse),
+            unit: order.unit,
+            status: if order.reserved { "reserved" } else { "completed" }.to_owned(),
+            expires_at_ms: order.expires_at_ms.map(|at| at as i64),
+            sequence: record.sequence as i64,
+            created_at_ms: timestamp_ms,
+            updated_at_ms: timestamp_ms,
+        });
+    }
+    for op in transaction.ops() {
+        let (hold, status) = match op {
+            Operation::Capture { hold, .. } => (hold, "confirmed"),
+            Operation::Release { hold } => (hold, "cancelled"),
+            _ => continue,
+        };
+        if let Some(order_id) = order_of_stock_hold(hold.as_str()) {
+            changes.order_updates.push(OrderUpdate {
+                order_id: order_id.to_owned(),
+                status,
+                updated_at_ms: timestamp_ms,
+            });
+        }
     }
 }
 

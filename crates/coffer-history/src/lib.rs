@@ -17,8 +17,11 @@ mod sqlite;
 mod store;
 mod verify;
 
-pub use changes::{Changes, Cursor, HistoryEntry, HoldRow, Projection, TransactionRow};
+pub use changes::{
+    order_stock_hold, Changes, Cursor, HistoryEntry, HoldRow, OrderMetadata, OrderRow, OrderUpdate, Projection,
+    TransactionRow,
+};
 pub use error::HistoryError;
 pub use projector::{Projector, ProjectorSettings, ProjectorStats};
-pub use store::{Database, HistoryQuery, Reader, ReaderPool, Writer, HISTORY_PAGE_MAX, LOOKUP_IDS_MAX};
+pub use store::{Database, HistoryQuery, OrderQuery, Reader, ReaderPool, Writer, HISTORY_PAGE_MAX, LOOKUP_IDS_MAX};
 pub use verify::{verify, VerifyReport};

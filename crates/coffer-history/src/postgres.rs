@@ -3,13 +3,14 @@
 //! per write): one round trip for thousands of rows. Amounts are
 //! `NUMERIC(40, 0)`, sent as decimal text and cast by the server.
 
-use crate::changes::{Changes, Cursor, HistoryEntry, TransactionRow};
+use crate::changes::{Changes, Cursor, HistoryEntry, OrderRow, TransactionRow};
 use crate::error::HistoryError;
-use crate::store::{check_query, kind_name, HistoryQuery, Reader, Writer};
+use crate::store::{check_order_query, check_query, kind_name, HistoryQuery, OrderQuery, Reader, Writer};
 use coffer_journal::Position;
 use postgres::{Client, NoTls, Row};
 
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE projector_cursor (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     segment BIGINT NOT NULL,
@@ -60,7 +61,26 @@ CREATE TABLE holds (
     sequence BIGINT NOT NULL
 );
 CREATE INDEX holds_by_account ON holds (account);
-"];
+",
+    r"
+CREATE TABLE orders (
+    order_id TEXT PRIMARY KEY,
+    product TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    quantity NUMERIC(40, 0) NOT NULL,
+    amount NUMERIC(40, 0),
+    unit TEXT,
+    status TEXT NOT NULL,
+    expires_at_ms BIGINT,
+    sequence BIGINT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL
+);
+CREATE INDEX orders_by_product ON orders (product, sequence);
+CREATE INDEX orders_by_user ON orders (user_id, sequence);
+CREATE INDEX orders_by_sequence ON orders (sequence);
+",
+];
 
 const ENTRY_SELECT: &str = "SELECT history_id, account, unit, kind, transaction_id, hold_id, sequence, timestamp_ms, \
      available_change::TEXT, frozen_change::TEXT, available::TEXT, frozen::TEXT FROM account_history";
@@ -234,6 +254,50 @@ impl Writer for PostgresStore {
                 ],
             )?;
         }
+        if !changes.orders.is_empty() {
+            let rows = &changes.orders;
+            let ids: Vec<&str> = rows.iter().map(|row| row.order_id.as_str()).collect();
+            let products: Vec<&str> = rows.iter().map(|row| row.product.as_str()).collect();
+            let users: Vec<&str> = rows.iter().map(|row| row.user_id.as_str()).collect();
+            let quantities = texts(rows.iter().map(|row| row.quantity));
+            let amounts: Vec<Option<String>> = rows
+                .iter()
+                .map(|row| row.amount.map(|value| value.to_string()))
+                .collect();
+            let units: Vec<Option<&str>> = rows.iter().map(|row| row.unit.as_deref()).collect();
+            let statuses: Vec<&str> = rows.iter().map(|row| row.status.as_str()).collect();
+            let expiries: Vec<Option<i64>> = rows.iter().map(|row| row.expires_at_ms).collect();
+            let sequences: Vec<i64> = rows.iter().map(|row| row.sequence).collect();
+            let created: Vec<i64> = rows.iter().map(|row| row.created_at_ms).collect();
+            let updated: Vec<i64> = rows.iter().map(|row| row.updated_at_ms).collect();
+            transaction.execute(
+                "INSERT INTO orders (order_id, product, user_id, quantity, amount, unit, status, expires_at_ms, \
+                 sequence, created_at_ms, updated_at_ms) SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], \
+                 $4::TEXT[]::NUMERIC[], $5::TEXT[]::NUMERIC[], $6::TEXT[], $7::TEXT[], $8::BIGINT[], $9::BIGINT[], \
+                 $10::BIGINT[], $11::BIGINT[])",
+                &[
+                    &ids,
+                    &products,
+                    &users,
+                    &quantities,
+                    &amounts,
+                    &units,
+                    &statuses,
+                    &expiries,
+                    &sequences,
+                    &created,
+                    &updated,
+                ],
+            )?;
+        }
+        if !changes.order_updates.is_empty() {
+            let update = transaction.prepare(
+                "UPDATE orders SET status = $2, updated_at_ms = $3 WHERE order_id = $1 AND status = 'reserved'",
+            )?;
+            for change in &changes.order_updates {
+                transaction.execute(&update, &[&change.order_id, &change.status, &change.updated_at_ms])?;
+            }
+        }
         transaction.execute(
             "INSERT INTO projector_cursor (id, segment, segment_offset, sequence_next, history_next, timestamp_ms) \
              VALUES (1, $1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET segment = EXCLUDED.segment, \
@@ -324,6 +388,56 @@ impl Reader for PostgresStore {
         )?;
         Ok(rows.iter().map(transaction_of).collect())
     }
+
+    fn order(&mut self, id: &str) -> Result<Option<OrderRow>, HistoryError> {
+        let row = self
+            .client
+            .query_opt(&format!("{ORDER_SELECT} WHERE order_id = $1"), &[&id])?;
+        row.as_ref().map(order_of).transpose()
+    }
+
+    fn orders(&mut self, query: &OrderQuery) -> Result<Vec<OrderRow>, HistoryError> {
+        check_order_query(query);
+        let rows = self.client.query(
+            &format!(
+                "{ORDER_SELECT} WHERE ($1::TEXT IS NULL OR product = $1) AND ($2::TEXT IS NULL OR user_id = $2) \
+                 AND ($3::TEXT IS NULL OR status = $3) AND sequence < $4 ORDER BY sequence DESC LIMIT $5"
+            ),
+            &[
+                &query.product,
+                &query.user,
+                &query.status,
+                &query.before.unwrap_or(i64::MAX),
+                &i64::from(query.limit),
+            ],
+        )?;
+        rows.iter().map(order_of).collect()
+    }
+}
+
+const ORDER_SELECT: &str = "SELECT order_id, product, user_id, quantity::TEXT, amount::TEXT, unit, status, \
+     expires_at_ms, sequence, created_at_ms, updated_at_ms FROM orders";
+
+fn order_of(row: &Row) -> Result<OrderRow, HistoryError> {
+    let amount: Option<String> = row.get(4);
+    Ok(OrderRow {
+        order_id: row.get(0),
+        product: row.get(1),
+        user_id: row.get(2),
+        quantity: parse_amount(row, 3)?,
+        amount: amount
+            .map(|text| {
+                text.parse()
+                    .map_err(|_| HistoryError::Invalid(format!("amount {text:?} out of range")))
+            })
+            .transpose()?,
+        unit: row.get(5),
+        status: row.get(6),
+        expires_at_ms: row.get(7),
+        sequence: row.get(8),
+        created_at_ms: row.get(9),
+        updated_at_ms: row.get(10),
+    })
 }
 
 fn transaction_of(row: &Row) -> TransactionRow {

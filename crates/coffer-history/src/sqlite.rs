@@ -5,9 +5,9 @@
 //! amount fits (so `SUM` works in users' queries), exact decimal TEXT when
 //! it does not.
 
-use crate::changes::{Changes, Cursor, HistoryEntry, TransactionRow};
+use crate::changes::{Changes, Cursor, HistoryEntry, OrderRow, TransactionRow};
 use crate::error::HistoryError;
-use crate::store::{check_query, kind_name, HistoryQuery, Reader, Writer};
+use crate::store::{check_order_query, check_query, kind_name, HistoryQuery, OrderQuery, Reader, Writer};
 use coffer_journal::Position;
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -15,7 +15,8 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Schema versions, applied in order; each runs once.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE projector_cursor (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     segment INTEGER NOT NULL,
@@ -65,10 +66,31 @@ CREATE TABLE holds (
     sequence INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX holds_by_account ON holds (account);
-"];
+",
+    r"
+CREATE TABLE orders (
+    order_id TEXT PRIMARY KEY,
+    product TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    quantity,
+    amount,
+    unit TEXT,
+    status TEXT NOT NULL,
+    expires_at_ms INTEGER,
+    sequence INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX orders_by_product ON orders (product, sequence);
+CREATE INDEX orders_by_user ON orders (user_id, sequence);
+CREATE INDEX orders_by_sequence ON orders (sequence);
+",
+];
 
 const ENTRY_COLUMNS: &str = "history_id, account, unit, kind, transaction_id, hold_id, sequence, timestamp_ms, \
                              available_change, frozen_change, available, frozen";
+const ORDER_COLUMNS: &str = "order_id, product, user_id, quantity, amount, unit, status, expires_at_ms, sequence, \
+                             created_at_ms, updated_at_ms";
 const TRANSACTION_COLUMNS: &str =
     "id, sequence, timestamp_ms, status, rejection_code, rejection_op_index, fingerprint, body, effects";
 
@@ -217,6 +239,30 @@ impl Writer for SqliteStore {
                     hold.sequence
                 ])?;
             }
+            let mut insert = transaction.prepare_cached(&format!(
+                "INSERT INTO orders ({ORDER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+            ))?;
+            for order in &changes.orders {
+                insert.execute(params![
+                    order.order_id,
+                    order.product,
+                    order.user_id,
+                    amount(order.quantity),
+                    order.amount.map(amount),
+                    order.unit,
+                    order.status,
+                    order.expires_at_ms,
+                    order.sequence,
+                    order.created_at_ms,
+                    order.updated_at_ms
+                ])?;
+            }
+            let mut update = transaction.prepare_cached(
+                "UPDATE orders SET status = ?2, updated_at_ms = ?3 WHERE order_id = ?1 AND status = 'reserved'",
+            )?;
+            for change in &changes.order_updates {
+                update.execute(params![change.order_id, change.status, change.updated_at_ms])?;
+            }
             transaction.execute(
                 "INSERT OR REPLACE INTO projector_cursor (id, segment, segment_offset, sequence_next, history_next, timestamp_ms) \
                  VALUES (1, ?1, ?2, ?3, ?4, ?5)",
@@ -317,6 +363,53 @@ impl Reader for SqliteStore {
         let rows = statement.query_map(params![after, limit], transaction_of)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    fn order(&mut self, id: &str) -> Result<Option<OrderRow>, HistoryError> {
+        let mut statement = self
+            .connection
+            .prepare_cached(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ?1"))?;
+        Ok(statement.query_row([id], order_of).optional()?)
+    }
+
+    fn orders(&mut self, query: &OrderQuery) -> Result<Vec<OrderRow>, HistoryError> {
+        check_order_query(query);
+        // NULL filters match everything; one statement serves every combination.
+        let mut statement = self.connection.prepare_cached(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE (?1 IS NULL OR product = ?1) AND (?2 IS NULL OR user_id = ?2) \
+             AND (?3 IS NULL OR status = ?3) AND sequence < ?4 ORDER BY sequence DESC LIMIT ?5"
+        ))?;
+        let rows = statement.query_map(
+            params![
+                query.product,
+                query.user,
+                query.status,
+                query.before.unwrap_or(i64::MAX),
+                query.limit
+            ],
+            order_of,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn order_of(row: &Row) -> rusqlite::Result<OrderRow> {
+    let amount = match row.get_ref(4)? {
+        ValueRef::Null => None,
+        _ => Some(read_amount(row, 4)?),
+    };
+    Ok(OrderRow {
+        order_id: row.get(0)?,
+        product: row.get(1)?,
+        user_id: row.get(2)?,
+        quantity: read_amount(row, 3)?,
+        amount,
+        unit: row.get(5)?,
+        status: row.get(6)?,
+        expires_at_ms: row.get(7)?,
+        sequence: row.get(8)?,
+        created_at_ms: row.get(9)?,
+        updated_at_ms: row.get(10)?,
+    })
 }
 
 fn transaction_of(row: &Row) -> rusqlite::Result<TransactionRow> {

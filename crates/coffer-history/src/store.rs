@@ -2,7 +2,7 @@
 //! The projector is the only writer; HTTP handlers read through a small
 //! pool of reader connections.
 
-use crate::changes::{Changes, Cursor, HistoryEntry, TransactionRow};
+use crate::changes::{Changes, Cursor, HistoryEntry, OrderRow, TransactionRow};
 use crate::error::HistoryError;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -101,6 +101,17 @@ pub struct HistoryQuery {
     pub limit: u32,
 }
 
+/// What one orders page asks for: every filter is optional.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OrderQuery {
+    pub product: Option<String>,
+    pub user: Option<String>,
+    pub status: Option<String>,
+    /// Only orders created before this sequence (the previous page's cursor).
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
 /// The HTTP handlers' side.
 pub trait Reader: Send {
     /// Newest first.
@@ -114,6 +125,9 @@ pub trait Reader: Send {
     fn entries_after(&mut self, after: i64, limit: u32) -> Result<Vec<HistoryEntry>, HistoryError>;
     /// Transactions in sequence order, after sequence `after` (a page).
     fn transactions_after(&mut self, after: i64, limit: u32) -> Result<Vec<TransactionRow>, HistoryError>;
+    fn order(&mut self, id: &str) -> Result<Option<OrderRow>, HistoryError>;
+    /// Newest first.
+    fn orders(&mut self, query: &OrderQuery) -> Result<Vec<OrderRow>, HistoryError>;
 }
 
 /// Reader connections, opened on demand and reused.
@@ -166,6 +180,10 @@ impl Drop for ReaderPool {
 }
 
 pub(crate) fn check_query(query: &HistoryQuery) {
+    assert!(query.limit >= 1 && query.limit <= HISTORY_PAGE_MAX);
+}
+
+pub(crate) fn check_order_query(query: &OrderQuery) {
     assert!(query.limit >= 1 && query.limit <= HISTORY_PAGE_MAX);
 }
 

@@ -1,10 +1,12 @@
 //! Startup in one place: check the configuration, recover the journal,
 //! start the engine thread, bind, serve, and shut down in order.
 
+use crate::api::products::FlashSale;
 use crate::api::router;
 use crate::auth::Auth;
 use crate::config::ServerConfig;
 use crate::history::History;
+use crate::rate_limit::RateLimiter;
 use crate::sequencer::{Sequencer, SequencerSettings};
 use crate::state::AppState;
 use anyhow::Context;
@@ -68,6 +70,10 @@ pub fn check_config(config: &ServerConfig, auth: &Auth) -> anyhow::Result<()> {
     );
     anyhow::ensure!(config.snapshots_kept >= 1, "--snapshots-kept must be at least 1");
     anyhow::ensure!(
+        config.purchase_rate_per_minute >= 1,
+        "--purchase-rate-per-minute must be at least 1"
+    );
+    anyhow::ensure!(
         config.batch_transactions_max <= coffer_core::limits::BATCH_TRANSACTIONS_MAX,
         "batch size at most {}",
         coffer_core::limits::BATCH_TRANSACTIONS_MAX
@@ -109,12 +115,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;
+    let (purchase_limiter, transaction_limiter) = rate_limiters(&config).await?;
     let state = Arc::new(AppState {
         config,
         auth,
         sequencer: Arc::clone(&sequencer),
         journal_stats,
         history: history.clone(),
+        purchase_limiter,
+        transaction_limiter,
+        flash_sale: FlashSale::default(),
         metrics: metrics_handle(),
     });
     let app = router(Arc::clone(&state));
@@ -145,6 +155,25 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         task,
         stop,
     })
+}
+
+/// The per-user limits, shared through Redis when configured.
+async fn rate_limiters(config: &ServerConfig) -> anyhow::Result<(RateLimiter, Option<RateLimiter>)> {
+    let share = |limiter: RateLimiter| async {
+        match &config.redis_url {
+            Some(url) => limiter.with_redis(url).await.context("--redis-url"),
+            None => Ok(limiter),
+        }
+    };
+    let purchases = share(RateLimiter::new("purchases", config.purchase_rate_per_minute)).await?;
+    let transactions = match config.transaction_rate_per_minute {
+        0 => None,
+        per_minute => Some(share(RateLimiter::new("transactions", per_minute)).await?),
+    };
+    if config.redis_url.is_some() {
+        tracing::info!("rate limits are shared through Redis");
+    }
+    Ok((purchases, transactions))
 }
 
 /// Serves until `shutdown` resolves (SIGINT/SIGTERM in the binary).

@@ -87,6 +87,18 @@ pub struct ServerConfig {
     /// ids that left the window are checked against the history.
     #[arg(long, env = "COFFER_HISTORY_LAG_MAX", default_value_t = 1_000_000)]
     pub history_lag_max: u64,
+    /// Redis for rate limits shared by every instance (`redis://host:6379`).
+    /// Without it each instance limits on its own; if it becomes
+    /// unreachable, instances fall back to their own state and log it.
+    #[arg(long, env = "COFFER_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Purchases per minute per user (GCRA; bursts of as many); 429 beyond.
+    #[arg(long, env = "COFFER_PURCHASE_RATE_PER_MINUTE", default_value_t = 5)]
+    pub purchase_rate_per_minute: u32,
+    /// Transactions per minute per user, keyed by the `Coffer-User` header
+    /// (requests without it are not limited); 0 turns the limit off.
+    #[arg(long, env = "COFFER_TRANSACTION_RATE_PER_MINUTE", default_value_t = 0)]
+    pub transaction_rate_per_minute: u32,
     /// Log format.
     #[arg(long, env = "COFFER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

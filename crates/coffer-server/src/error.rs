@@ -40,6 +40,11 @@ pub enum ApiError {
     Journal(String),
     #[error("history unavailable: {0}")]
     HistoryUnavailable(String),
+    /// The request conflicts with the resource's state.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("too many {what} for this user; retry in {retry_after_secs} s")]
+    RateLimited { what: &'static str, retry_after_secs: u64 },
 }
 
 impl ApiError {
@@ -56,7 +61,8 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } | ApiError::NoRoute => StatusCode::NOT_FOUND,
-            ApiError::IdReused { .. } => StatusCode::CONFLICT,
+            ApiError::IdReused { .. } | ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Overloaded | ApiError::NotReady(_) | ApiError::Journal(_) | ApiError::HistoryUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -78,6 +84,8 @@ impl ApiError {
             ApiError::NotReady(_) => "not_ready",
             ApiError::Journal(_) => "journal_unavailable",
             ApiError::HistoryUnavailable(_) => "history_unavailable",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Conflict { code, .. } => code,
         }
     }
 
@@ -86,6 +94,7 @@ impl ApiError {
             ApiError::TooLarge { limit_bytes } => json!({ "limit_bytes": limit_bytes }),
             ApiError::Rejected { op_index, result, .. } => json!({ "op_index": op_index, "transaction": result }),
             ApiError::IdReused { original, .. } => json!({ "original": original }),
+            ApiError::RateLimited { retry_after_secs, .. } => json!({ "retry_after_seconds": retry_after_secs }),
             _ => json!({}),
         }
     }
@@ -101,6 +110,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        }
+        if let ApiError::RateLimited { retry_after_secs, .. } = &self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, (*retry_after_secs).into());
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response

@@ -1,7 +1,9 @@
+use crate::api::products::FlashSale;
 use crate::auth::Auth;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::history::History;
+use crate::rate_limit::RateLimiter;
 use crate::sequencer::{Sequencer, Submitted};
 use coffer_core::Transaction;
 use coffer_journal::JournalStats;
@@ -15,6 +17,10 @@ pub struct AppState {
     pub sequencer: Arc<Sequencer>,
     pub journal_stats: Arc<JournalStats>,
     pub history: Option<Arc<History>>,
+    pub purchase_limiter: RateLimiter,
+    /// Per-user transaction limit (`Coffer-User` header), when configured.
+    pub transaction_limiter: Option<RateLimiter>,
+    pub flash_sale: FlashSale,
     pub metrics: PrometheusHandle,
 }
 

@@ -69,7 +69,7 @@ struct HistoryPage<'a> {
     next_cursor: Option<String>,
 }
 
-fn history_of(state: &AppState) -> Result<&Arc<History>, ApiError> {
+pub(crate) fn history_of(state: &AppState) -> Result<&Arc<History>, ApiError> {
     state
         .history
         .as_ref()

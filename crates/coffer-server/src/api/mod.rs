@@ -6,6 +6,7 @@ mod body;
 mod history;
 mod holds;
 mod operations;
+pub mod products;
 mod transactions;
 mod views;
 
@@ -36,6 +37,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/deposits", post(transactions::deposit))
         .route("/v1/withdrawals", post(transactions::withdrawal))
         .route("/v1/transfers", post(transactions::transfer))
+        .route("/v1/products", post(products::create))
+        .route("/v1/products/{id}", get(products::get))
+        .route("/v1/products/{id}/restock", post(products::restock))
+        .route("/v1/products/{id}/purchase", post(products::purchase))
+        .route("/v1/orders", get(products::list_orders))
+        .route("/v1/orders/{id}", get(products::get_order))
+        .route("/v1/orders/{id}/confirm", post(products::confirm))
+        .route("/v1/orders/{id}/cancel", post(products::cancel))
         .route("/v1/holds", post(holds::create))
         .route("/v1/holds/{id}", get(holds::get))
         .route("/v1/holds/{id}/capture", post(holds::capture))
@@ -87,6 +96,32 @@ pub(crate) fn transaction_id(headers: &HeaderMap, body_id: Option<TransactionId>
         (Some(id), _) | (None, Some(id)) => Ok(id),
         (None, None) => Ok(generated_id()),
     }
+}
+
+/// The optional per-user transaction limit, keyed by the `Coffer-User`
+/// header; requests without it are not limited.
+pub(crate) async fn limit_transactions(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let (Some(limiter), Some(user)) = (&state.transaction_limiter, headers.get("coffer-user")) else {
+        return Ok(());
+    };
+    let user = user
+        .to_str()
+        .ok()
+        .filter(|user| !user.is_empty() && user.len() <= coffer_core::limits::ID_BYTES_MAX)
+        .ok_or_else(|| ApiError::invalid("Coffer-User must be 1 to 128 ASCII characters"))?;
+    match limiter.check(user).await {
+        crate::rate_limit::Decision::Allowed => Ok(()),
+        crate::rate_limit::Decision::Limited { retry_after_ms } => Err(ApiError::RateLimited {
+            what: "transactions",
+            retry_after_secs: retry_after_ms.div_ceil(1_000),
+        }),
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 fn generated_id() -> TransactionId {

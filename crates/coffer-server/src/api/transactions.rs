@@ -37,6 +37,7 @@ pub async fn create(
     JsonBody(body): JsonBody<TransactionBody>,
 ) -> Result<Response, ApiError> {
     let transaction = parse(&state, &headers, body)?;
+    super::limit_transactions(&state, &headers).await?;
     match query.mode.as_deref() {
         None | Some("sync") => Ok(execute(&state, transaction).await?.into_response()),
         Some("async") => {
@@ -103,6 +104,7 @@ pub async fn batch(
     headers: HeaderMap,
     JsonBody(body): JsonBody<BatchBody>,
 ) -> Result<Response, ApiError> {
+    super::limit_transactions(&state, &headers).await?;
     let count = body.transactions.len();
     if count == 0 || count > state.config.http_batch_max {
         return Err(ApiError::invalid(format!(
@@ -227,6 +229,7 @@ async fn one_transfer(state: &AppState, headers: &HeaderMap, body: TransferBody)
         amount: body.amount,
     };
     authorize(state, headers, std::slice::from_ref(&op))?;
+    super::limit_transactions(state, headers).await?;
     let transaction = build(transaction_id(headers, body.id)?, vec![op], body.metadata)?;
     Ok(execute(state, transaction).await?.into_response())
 }

@@ -1,0 +1,189 @@
+//! Per-user rate limits with GCRA (the generic cell rate algorithm): one
+//! number per user, the "theoretical arrival time" (TAT). A request at
+//! `now` is admitted if `TAT - now <= tolerance`, and then moves the TAT one
+//! emission interval later. `N per minute` means an interval of 60 s / N and
+//! a tolerance of N − 1 intervals: a burst of N, then one every interval.
+//!
+//! In-process by default. With `--redis-url`, every instance shares the
+//! state through a Lua script that reads Redis's own clock, so instances
+//! with skewed clocks still agree. If Redis cannot be reached, the limiter
+//! logs it (at most every 10 s) and falls back to its in-process state:
+//! each instance then admits up to the limit on its own (documented).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Users whose state one instance keeps in memory at most. When full,
+/// users whose TAT has passed (no state worth keeping) are forgotten first;
+/// if none has, the map is cleared, which can only admit more, never less.
+pub const TRACKED_USERS_MAX: usize = 1_000_000;
+/// How long a Redis call may take before the fallback answers.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+const REDIS_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+const GCRA_SCRIPT: &str = r"
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+if tat - now > tolerance then
+  return {0, tat - now - tolerance}
+end
+local next_tat = tat + interval
+redis.call('SET', KEYS[1], next_tat, 'PX', next_tat - now + 1000)
+return {1, 0}
+";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allowed,
+    Limited { retry_after_ms: u64 },
+}
+
+pub struct RateLimiter {
+    /// Names the limit in Redis keys and logs (`purchases`, `transactions`).
+    name: &'static str,
+    interval_ms: u64,
+    tolerance_ms: u64,
+    local: Mutex<HashMap<String, u64>>,
+    redis: Option<SharedState>,
+}
+
+struct SharedState {
+    connection: redis::aio::ConnectionManager,
+    script: redis::Script,
+    last_error_logged: Mutex<Option<Instant>>,
+}
+
+impl RateLimiter {
+    /// `per_minute` requests a minute per user, in bursts of as many.
+    pub fn new(name: &'static str, per_minute: u32) -> Self {
+        assert!(per_minute > 0);
+        let interval_ms = (60_000 / u64::from(per_minute)).max(1);
+        RateLimiter {
+            name,
+            interval_ms,
+            tolerance_ms: interval_ms * (u64::from(per_minute) - 1),
+            local: Mutex::new(HashMap::new()),
+            redis: None,
+        }
+    }
+
+    /// Shares the state through Redis. Connecting is lazy and retried, so a
+    /// Redis that is down at startup only means the fallback for now.
+    pub async fn with_redis(mut self, url: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT));
+        let connection = redis::aio::ConnectionManager::new_lazy_with_config(client, config)?;
+        self.redis = Some(SharedState {
+            connection,
+            script: redis::Script::new(GCRA_SCRIPT),
+            last_error_logged: Mutex::new(None),
+        });
+        Ok(self)
+    }
+
+    pub async fn check(&self, user: &str) -> Decision {
+        if let Some(shared) = &self.redis {
+            match self.check_shared(shared, user).await {
+                Ok(decision) => return decision,
+                Err(error) => shared.log_failure(self.name, &error),
+            }
+        }
+        self.check_local(user, now_ms())
+    }
+
+    async fn check_shared(&self, shared: &SharedState, user: &str) -> Result<Decision, redis::RedisError> {
+        let mut connection = shared.connection.clone();
+        let key = format!("coffer:rate:{}:{user}", self.name);
+        let (allowed, retry_after_ms): (i64, i64) = shared
+            .script
+            .key(key)
+            .arg(self.interval_ms)
+            .arg(self.tolerance_ms)
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(match allowed {
+            1 => Decision::Allowed,
+            _ => Decision::Limited {
+                retry_after_ms: retry_after_ms.max(1) as u64,
+            },
+        })
+    }
+
+    /// GCRA on this instance's own state.
+    pub fn check_local(&self, user: &str, now_ms: u64) -> Decision {
+        let mut states = self.local.lock().expect("rate limit lock");
+        let tat = states.get(user).copied().unwrap_or(now_ms).max(now_ms);
+        if tat - now_ms > self.tolerance_ms {
+            return Decision::Limited {
+                retry_after_ms: tat - now_ms - self.tolerance_ms,
+            };
+        }
+        if states.len() >= TRACKED_USERS_MAX && !states.contains_key(user) {
+            states.retain(|_, tat| *tat > now_ms);
+            if states.len() >= TRACKED_USERS_MAX {
+                states.clear();
+            }
+        }
+        states.insert(user.to_owned(), tat + self.interval_ms);
+        Decision::Allowed
+    }
+}
+
+impl SharedState {
+    fn log_failure(&self, name: &str, error: &redis::RedisError) {
+        let mut last = self.last_error_logged.lock().expect("log lock");
+        if last.is_none_or(|at| at.elapsed() >= REDIS_ERROR_LOG_INTERVAL) {
+            tracing::error!(
+                limit = name,
+                %error,
+                "Redis unreachable: rate limits fall back to this instance's own state (each instance admits up to the limit)"
+            );
+            *last = Some(Instant::now());
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_the_limit_then_one_per_interval() {
+        let limiter = RateLimiter::new("test", 5);
+        let start = 1_000_000;
+        for _ in 0..5 {
+            assert_eq!(limiter.check_local("u", start), Decision::Allowed);
+        }
+        assert_eq!(
+            limiter.check_local("u", start),
+            Decision::Limited { retry_after_ms: 12_000 }
+        );
+        assert_eq!(limiter.check_local("other", start), Decision::Allowed, "per user");
+        assert!(matches!(
+            limiter.check_local("u", start + 11_999),
+            Decision::Limited { .. }
+        ));
+        assert_eq!(limiter.check_local("u", start + 12_000), Decision::Allowed);
+        assert!(matches!(
+            limiter.check_local("u", start + 12_000),
+            Decision::Limited { .. }
+        ));
+        // Idle for a minute: the full burst again.
+        for _ in 0..5 {
+            assert_eq!(limiter.check_local("u", start + 200_000), Decision::Allowed);
+        }
+    }
+}
