@@ -420,6 +420,9 @@ pub async fn purchase(
     respond_order(submitted, &parts, body)
 }
 
+/// A purchase's ops, what each is for (to name a rejection), and the price paid.
+type PurchaseOps = (Vec<Operation>, Vec<Part>, Option<u128>);
+
 /// The ops of a purchase, what each is for, and the price paid.
 fn purchase_ops(
     product: &str,
@@ -428,7 +431,7 @@ fn purchase_ops(
     quantity: Amount,
     rules: &Rules,
     reserve_ttl_ms: Option<u64>,
-) -> Result<(Vec<Operation>, Vec<Part>, Option<u128>), ApiError> {
+) -> Result<PurchaseOps, ApiError> {
     let mut moves = vec![(
         Part::Stock,
         stock_account(product),
