@@ -6,6 +6,7 @@ use crate::api::router;
 use crate::auth::Auth;
 use crate::config::ServerConfig;
 use crate::history::History;
+use crate::jobs::Jobs;
 use crate::rate_limit::RateLimiter;
 use crate::sequencer::{Sequencer, SequencerSettings};
 use crate::state::AppState;
@@ -116,6 +117,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;
     let (purchase_limiter, transaction_limiter) = rate_limiters(&config).await?;
+    let (jobs, unfinished_jobs) = Jobs::open(config.data_dir.join("jobs")).context("opening balance jobs")?;
     let state = Arc::new(AppState {
         config,
         auth,
@@ -125,8 +127,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         purchase_limiter,
         transaction_limiter,
         flash_sale: FlashSale::default(),
+        jobs,
         metrics: metrics_handle(),
     });
+    for job in unfinished_jobs {
+        tokio::spawn(crate::jobs::run(Arc::downgrade(&state), job));
+    }
     let app = router(Arc::clone(&state));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {

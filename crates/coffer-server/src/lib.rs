@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod history;
+pub mod jobs;
 pub mod rate_limit;
 pub mod sequencer;
 pub mod state;

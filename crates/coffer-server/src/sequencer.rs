@@ -60,10 +60,20 @@ pub struct Submitted {
 
 pub enum Query {
     Account(AccountId),
-    Accounts { prefix: String, after: u64, limit: usize },
+    Accounts {
+        prefix: String,
+        after: u64,
+        limit: usize,
+    },
     Hold(HoldId),
     Transaction(TransactionId),
+    /// The unit of each account, `None` for one that does not exist
+    /// (bulk jobs, at most `UNITS_QUERY_MAX` ids).
+    Units(Vec<AccountId>),
 }
+
+/// Accounts one `Query::Units` may name.
+pub const UNITS_QUERY_MAX: usize = 10_000;
 
 pub enum Answer {
     Account(Option<AccountView>),
@@ -71,6 +81,7 @@ pub enum Answer {
     Accounts(Vec<AccountView>, Option<u64>),
     Hold(Option<HoldView>),
     Transaction(Option<Record>),
+    Units(Vec<Option<coffer_core::Unit>>),
 }
 
 enum Command {
@@ -357,6 +368,17 @@ impl EngineThread {
             Query::Accounts { prefix, after, limit } => self.list_accounts(&prefix, after, limit),
             Query::Hold(id) => Answer::Hold(self.engine.hold(&id)),
             Query::Transaction(id) => Answer::Transaction(self.engine.transaction(&id)),
+            Query::Units(ids) => {
+                assert!(ids.len() <= UNITS_QUERY_MAX, "bounded by the caller");
+                let units = ids
+                    .iter()
+                    .map(|id| {
+                        let index = self.engine.find_account(id)?;
+                        Some(self.engine.account_unit(index).clone())
+                    })
+                    .collect();
+                Answer::Units(units)
+            }
         }
     }
 

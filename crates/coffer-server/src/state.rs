@@ -3,6 +3,7 @@ use crate::auth::Auth;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::history::History;
+use crate::jobs::Jobs;
 use crate::rate_limit::RateLimiter;
 use crate::sequencer::{Sequencer, Submitted};
 use coffer_core::Transaction;
@@ -21,6 +22,7 @@ pub struct AppState {
     /// Per-user transaction limit (`Coffer-User` header), when configured.
     pub transaction_limiter: Option<RateLimiter>,
     pub flash_sale: FlashSale,
+    pub jobs: Jobs,
     pub metrics: PrometheusHandle,
 }
 

@@ -5,6 +5,7 @@ mod accounts;
 mod body;
 mod history;
 mod holds;
+mod jobs;
 mod operations;
 pub mod products;
 mod transactions;
@@ -45,6 +46,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/orders/{id}", get(products::get_order))
         .route("/v1/orders/{id}/confirm", post(products::confirm))
         .route("/v1/orders/{id}/cancel", post(products::cancel))
+        .route("/v1/balances/batch", axum::routing::put(jobs::create))
+        .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}/items", get(jobs::items))
         .route("/v1/holds", post(holds::create))
         .route("/v1/holds/{id}", get(holds::get))
         .route("/v1/holds/{id}/capture", post(holds::capture))
@@ -124,7 +128,7 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
-fn generated_id() -> TransactionId {
+pub(crate) fn generated_id() -> TransactionId {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
