@@ -21,6 +21,9 @@ pub const TRACKED_USERS_MAX: usize = 1_000_000;
 /// How long a Redis call may take before the fallback answers.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 const REDIS_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// After a failure, Redis is left alone this long (the fallback answers),
+/// so an outage does not add a timeout to every request.
+const REDIS_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 const GCRA_SCRIPT: &str = r"
 local clock = redis.call('TIME')
@@ -56,6 +59,7 @@ struct SharedState {
     connection: redis::aio::ConnectionManager,
     script: redis::Script,
     last_error_logged: Mutex<Option<Instant>>,
+    down_since: Mutex<Option<Instant>>,
 }
 
 impl RateLimiter {
@@ -78,21 +82,28 @@ impl RateLimiter {
         let client = redis::Client::open(url)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT));
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1);
         let connection = redis::aio::ConnectionManager::new_lazy_with_config(client, config)?;
         self.redis = Some(SharedState {
             connection,
             script: redis::Script::new(GCRA_SCRIPT),
             last_error_logged: Mutex::new(None),
+            down_since: Mutex::new(None),
         });
         Ok(self)
     }
 
     pub async fn check(&self, user: &str) -> Decision {
-        if let Some(shared) = &self.redis {
-            match self.check_shared(shared, user).await {
-                Ok(decision) => return decision,
-                Err(error) => shared.log_failure(self.name, &error),
+        if let Some(shared) = self.redis.as_ref().filter(|shared| shared.worth_trying()) {
+            let checked = tokio::time::timeout(REDIS_TIMEOUT, self.check_shared(shared, user)).await;
+            match checked {
+                Ok(Ok(decision)) => {
+                    *shared.down_since.lock().expect("lock") = None;
+                    return decision;
+                }
+                Ok(Err(error)) => shared.failed(self.name, &error.to_string()),
+                Err(_) => shared.failed(self.name, "timed out"),
             }
         }
         self.check_local(user, now_ms())
@@ -137,7 +148,15 @@ impl RateLimiter {
 }
 
 impl SharedState {
-    fn log_failure(&self, name: &str, error: &redis::RedisError) {
+    fn worth_trying(&self) -> bool {
+        self.down_since
+            .lock()
+            .expect("lock")
+            .is_none_or(|since| since.elapsed() >= REDIS_RETRY_AFTER)
+    }
+
+    fn failed(&self, name: &str, error: &str) {
+        *self.down_since.lock().expect("lock") = Some(Instant::now());
         let mut last = self.last_error_logged.lock().expect("log lock");
         if last.is_none_or(|at| at.elapsed() >= REDIS_ERROR_LOG_INTERVAL) {
             tracing::error!(
