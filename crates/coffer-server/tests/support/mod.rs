@@ -80,6 +80,15 @@ impl TestServer {
         Self::read(response).await
     }
 
+    pub async fn put(&self, path: &str, body: Value) -> (u16, Value, reqwest::header::HeaderMap) {
+        let response = self
+            .with_auth(self.client.put(format!("{}{path}", self.base)).json(&body))
+            .send()
+            .await
+            .unwrap();
+        Self::read(response).await
+    }
+
     pub async fn post_raw(&self, path: &str, body: &'static str) -> (u16, Value) {
         let request = self
             .client
