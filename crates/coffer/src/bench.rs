@@ -22,6 +22,12 @@ pub enum Scenario {
     HoldCapture,
     /// POST /v1/transactions/batch with --batch-size transfers per request.
     Batches,
+    /// Flash sale: every request a new buyer purchasing one item of one hot
+    /// product (created first with ample stock).
+    Purchases,
+    /// One bulk job setting --accounts balances (PUT /v1/balances/batch),
+    /// timed from the request until the job reports completed.
+    BalanceJob,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -70,11 +76,15 @@ struct Client {
 }
 
 impl Client {
-    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        let mut request = self.http.post(format!("{}{path}", self.base)).json(body);
-        if let Some(key) = &self.api_key {
-            request = request.bearer_auth(key);
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.api_key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
         }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let request = self.authorized(self.http.post(format!("{}{path}", self.base)).json(body));
         let response = request.send().await?;
         let status = response.status().as_u16();
         Ok((status, response.json().await.unwrap_or(Value::Null)))
@@ -208,6 +218,14 @@ async fn operation(shared: &Shared, random: &mut Random, number: u64) -> anyhow:
                 .await?;
             Ok(committed(status, &body) && body["hold"]["status"] == "captured")
         }
+        Scenario::Purchases => {
+            let body = json!({"user": format!("u{number}"), "order_id": id});
+            let (status, body) = client
+                .post(&format!("/v1/products/{}/purchase", shared.run), &body)
+                .await?;
+            Ok(status == 201 && body["status"] == "completed")
+        }
+        Scenario::BalanceJob => unreachable!("a job is one request, run by balance_job"),
         Scenario::Batches => {
             let items: Vec<Value> = (0..shared.options.batch_size)
                 .map(|k| {
@@ -322,6 +340,9 @@ async fn run_async(options: BenchOptions) -> anyhow::Result<()> {
     health
         .and_then(reqwest::Response::error_for_status)
         .with_context(|| format!("the server at {} is not reachable or not healthy", client.base))?;
+    if options.scenario == Scenario::BalanceJob {
+        return balance_job(&client, &options).await;
+    }
     prepare(&client, options.accounts).await?;
     let zipf = (options.scenario == Scenario::TransfersZipf).then(|| Zipf::new(options.accounts, 1.1));
     let run = format!(
@@ -330,6 +351,11 @@ async fn run_async(options: BenchOptions) -> anyhow::Result<()> {
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis()
     );
+    if options.scenario == Scenario::Purchases {
+        let product = json!({"id": run, "stock": 1_000_000_000_000_000u64});
+        let (status, body) = client.post("/v1/products", &product).await?;
+        anyhow::ensure!(status == 201, "creating the product failed: {status} {body}");
+    }
     let shared = Arc::new(Shared {
         options: options.clone(),
         client,
@@ -354,6 +380,53 @@ async fn run_async(options: BenchOptions) -> anyhow::Result<()> {
     report(&options, &shared, &samples, elapsed);
     let errors = shared.errors.load(Ordering::Relaxed);
     anyhow::ensure!(errors == 0, "{errors} operations got a wrong or failed answer");
+    Ok(())
+}
+
+/// Sets `--accounts` balances in one job and times it to completion.
+async fn balance_job(client: &Client, options: &BenchOptions) -> anyhow::Result<()> {
+    let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+    let balances: serde_json::Map<String, Value> = (0..options.accounts)
+        .map(|n| (format!("job{run:x}-{n}"), json!(n)))
+        .collect();
+    let job = format!("bench-{run:x}");
+    let body = json!({"id": job, "unit": "BENCH", "balances": balances, "create_missing": true});
+    let started = Instant::now();
+    let response = client.http.put(format!("{}/v1/balances/batch", client.base));
+    let response = client.authorized(response).json(&body).send().await?;
+    anyhow::ensure!(response.status() == 202, "job refused: {} {}", response.status(), response.text().await?);
+    let accepted = started.elapsed();
+    let job = loop {
+        let request = client.authorized(client.http.get(format!("{}/v1/jobs/{job}", client.base)));
+        let state: Value = request.send().await?.json().await?;
+        if state["status"] == "completed" {
+            break state;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let elapsed = started.elapsed();
+    let report = json!({
+        "scenario": "balance-job",
+        "items": options.accounts,
+        "seconds": elapsed.as_secs_f64(),
+        "accepted_after_seconds": accepted.as_secs_f64(),
+        "balances_per_second": options.accounts as f64 / elapsed.as_secs_f64(),
+        "totals": job["totals"],
+    });
+    if options.json {
+        println!("{report}");
+    } else {
+        println!("scenario      balance-job");
+        println!(
+            "items         {} set in {:.3} s ({:.0} balances/s); accepted (202) after {:.3} s",
+            options.accounts,
+            elapsed.as_secs_f64(),
+            options.accounts as f64 / elapsed.as_secs_f64(),
+            accepted.as_secs_f64()
+        );
+        println!("totals        {}", job["totals"]);
+    }
+    anyhow::ensure!(job["totals"]["failed"] == 0, "items failed: {}", job["totals"]);
     Ok(())
 }
 
