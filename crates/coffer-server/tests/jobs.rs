@@ -37,7 +37,10 @@ async fn a_job_sets_every_valid_balance_and_reports_every_invalid_one() {
     assert_eq!(status, 202, "{accepted}");
     assert_eq!(accepted["totals"]["items"], 10_005);
     let job = wait_for_job(&server, "j1").await;
-    assert_eq!(job["totals"], json!({"items": 10_005, "completed": 10_001, "failed": 4, "pending": 0}));
+    assert_eq!(
+        job["totals"],
+        json!({"items": 10_005, "completed": 10_001, "failed": 4, "pending": 0})
+    );
     assert_eq!(job["progress"], 1.0);
 
     let (_, failed) = server.get("/v1/jobs/j1/items?status=failed").await;
@@ -59,7 +62,10 @@ async fn a_job_sets_every_valid_balance_and_reports_every_invalid_one() {
     let (_, existing) = server.get("/v1/accounts/existing").await;
     assert_eq!(existing["available"].as_i64(), Some(1_234_567_890_123_456_789));
     let (_, created) = server.get("/v1/accounts/user-09999").await;
-    assert_eq!((created["available"].as_i64(), created["version"].as_i64()), (Some(9_999), Some(1)));
+    assert_eq!(
+        (created["available"].as_i64(), created["version"].as_i64()),
+        (Some(9_999), Some(1))
+    );
     let (_, page) = server.get("/v1/jobs/j1/items?status=completed&limit=2&cursor=5").await;
     assert_eq!(page["data"][0]["index"], 5);
     assert_eq!(page["next_cursor"], 7);
@@ -68,7 +74,10 @@ async fn a_job_sets_every_valid_balance_and_reports_every_invalid_one() {
     let (status, again, _) = server.put("/v1/balances/batch", body).await;
     assert_eq!(status, 200, "{again}");
     let (status, conflict, _) = server
-        .put("/v1/balances/batch", json!({"id": "j1", "unit": "USD/2", "balances": {"x": 1}}))
+        .put(
+            "/v1/balances/batch",
+            json!({"id": "j1", "unit": "USD/2", "balances": {"x": 1}}),
+        )
         .await;
     assert_eq!(status, 409, "{conflict}");
     assert_eq!(conflict["error"]["code"], "job_exists");
@@ -78,7 +87,10 @@ async fn a_job_sets_every_valid_balance_and_reports_every_invalid_one() {
     let (status, _, _) = server.put("/v1/balances/batch", body).await;
     assert_eq!(status, 202);
     let job = wait_for_job(&server, "j2").await;
-    assert_eq!((job["totals"]["completed"].as_i64(), job["totals"]["failed"].as_i64()), (Some(1), Some(1)));
+    assert_eq!(
+        (job["totals"]["completed"].as_i64(), job["totals"]["failed"].as_i64()),
+        (Some(1), Some(1))
+    );
     let (status, _) = server.get("/v1/accounts/ghost").await;
     assert_eq!(status, 404);
 

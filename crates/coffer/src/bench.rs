@@ -385,7 +385,9 @@ async fn run_async(options: BenchOptions) -> anyhow::Result<()> {
 
 /// Sets `--accounts` balances in one job and times it to completion.
 async fn balance_job(client: &Client, options: &BenchOptions) -> anyhow::Result<()> {
-    let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
     let balances: serde_json::Map<String, Value> = (0..options.accounts)
         .map(|n| (format!("job{run:x}-{n}"), json!(n)))
         .collect();
@@ -394,7 +396,12 @@ async fn balance_job(client: &Client, options: &BenchOptions) -> anyhow::Result<
     let started = Instant::now();
     let response = client.http.put(format!("{}/v1/balances/batch", client.base));
     let response = client.authorized(response).json(&body).send().await?;
-    anyhow::ensure!(response.status() == 202, "job refused: {} {}", response.status(), response.text().await?);
+    anyhow::ensure!(
+        response.status() == 202,
+        "job refused: {} {}",
+        response.status(),
+        response.text().await?
+    );
     let accepted = started.elapsed();
     let job = loop {
         let request = client.authorized(client.http.get(format!("{}/v1/jobs/{job}", client.base)));

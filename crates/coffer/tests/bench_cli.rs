@@ -20,7 +20,14 @@ fn bench(arguments: &[&str]) -> (bool, String, String) {
 fn every_scenario_runs_and_reports() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(data.path());
-    for scenario in ["transfers", "transfers-zipf", "deposits", "hold-capture", "batches", "purchases"] {
+    for scenario in [
+        "transfers",
+        "transfers-zipf",
+        "deposits",
+        "hold-capture",
+        "batches",
+        "purchases",
+    ] {
         let (ok, stdout, stderr) = bench(&[
             "--url",
             &server.base,
@@ -43,7 +50,15 @@ fn every_scenario_runs_and_reports() {
         assert_eq!(report["errors"], 0, "{scenario}");
         assert!(report["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
     }
-    let (ok, stdout, stderr) = bench(&["--url", &server.base, "--scenario", "balance-job", "--accounts", "500", "--json"]);
+    let (ok, stdout, stderr) = bench(&[
+        "--url",
+        &server.base,
+        "--scenario",
+        "balance-job",
+        "--accounts",
+        "500",
+        "--json",
+    ]);
     assert!(ok, "{stderr}");
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(report["totals"]["completed"], 500, "{report}");

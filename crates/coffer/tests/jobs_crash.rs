@@ -43,7 +43,10 @@ async fn a_killed_job_resumes_and_applies_each_item_once() {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        eprintln!("round {round}: killed with {} items pending", before["totals"]["pending"]);
+        eprintln!(
+            "round {round}: killed with {} items pending",
+            before["totals"]["pending"]
+        );
         assert_eq!(
             job["totals"],
             json!({"items": ITEMS + 1, "completed": ITEMS, "failed": 1, "pending": 0}),
