@@ -110,6 +110,8 @@ struct ProjectorThread {
     settings: ProjectorSettings,
     stop: Arc<AtomicBool>,
     stats: Arc<ProjectorStats>,
+    /// The sequence journal retention must keep for this projector.
+    needed: Arc<AtomicU64>,
 }
 
 impl Projector {
@@ -124,10 +126,8 @@ impl Projector {
     ) -> Result<Projector, HistoryError> {
         let mut writer = database.open_writer()?;
         let cursor = writer.cursor()?;
-        // Until the projector has rebuilt its state, keep everything it may need.
-        journal
-            .reader_sequence
-            .store(cursor.map_or(0, |cursor| cursor.sequence_next), Ordering::Release);
+        // Journal retention keeps what the projector still needs.
+        let needed = journal.register_reader(cursor.map_or(0, |cursor| cursor.sequence_next));
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(ProjectorStats::default());
         if let Some(cursor) = &cursor {
@@ -141,6 +141,7 @@ impl Projector {
             settings,
             stop: Arc::clone(&stop),
             stats: Arc::clone(&stats),
+            needed,
         };
         let thread = std::thread::Builder::new()
             .name("coffer-projector".into())
@@ -292,9 +293,7 @@ impl ProjectorThread {
                         .fetch_add(changes.row_count() as u64, Ordering::Relaxed);
                     stats.writes.fetch_add(1, Ordering::Relaxed);
                     stats.advance(cursor);
-                    self.journal
-                        .reader_sequence
-                        .store(cursor.sequence_next, Ordering::Release);
+                    self.needed.store(cursor.sequence_next, Ordering::Release);
                     return Ok(());
                 }
                 Err(error) => {

@@ -51,10 +51,10 @@ pub struct JournalStats {
     /// A pair, so behind a lock: readers must never see a new segment with
     /// the previous segment's length.
     durable_position: Mutex<Position>,
-    /// The sequence a journal reader (the history projector) still needs:
-    /// pruning keeps a snapshot at or before it and every segment after.
-    /// `u64::MAX` when no reader needs anything.
-    pub reader_sequence: AtomicU64,
+    /// The sequence each journal reader (the history projector, the event
+    /// publisher) still needs: pruning keeps a snapshot at or before the
+    /// lowest and every segment after it.
+    readers: Mutex<Vec<Arc<AtomicU64>>>,
 }
 
 impl JournalStats {
@@ -68,7 +68,7 @@ impl JournalStats {
             durable_sequence: AtomicU64::new(sequence_next),
             snapshot_micros_last: AtomicU64::new(0),
             durable_position: Mutex::new(position),
-            reader_sequence: AtomicU64::new(u64::MAX),
+            readers: Mutex::new(Vec::new()),
         }
     }
 
@@ -76,6 +76,24 @@ impl JournalStats {
     /// tests): everything up to `end` counts as durable.
     pub fn finished(sequence_next: u64, end: Position) -> Arc<Self> {
         Arc::new(JournalStats::new(sequence_next, end))
+    }
+
+    /// Registers a reader that needs the journal from `sequence` on; it
+    /// stores its progress in the returned cell as it goes.
+    pub fn register_reader(&self, sequence: u64) -> Arc<AtomicU64> {
+        let cell = Arc::new(AtomicU64::new(sequence));
+        self.readers.lock().expect("readers lock").push(Arc::clone(&cell));
+        cell
+    }
+
+    /// The lowest sequence a reader still needs; `u64::MAX` without readers.
+    pub fn reader_sequence(&self) -> u64 {
+        let readers = self.readers.lock().expect("readers lock");
+        readers
+            .iter()
+            .map(|cell| cell.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(u64::MAX)
     }
 
     /// The end of what is durable: a reader may read every byte before it.
@@ -408,7 +426,7 @@ impl WriterThread {
             .name("coffer-snapshot".into())
             .spawn(move || {
                 let started = Instant::now();
-                let reader_sequence = stats.reader_sequence.load(Ordering::Acquire);
+                let reader_sequence = stats.reader_sequence();
                 let result = write_snapshot(&directory, sequence_next, &state)
                     .and_then(|()| prune(&directory, &options, reader_sequence));
                 stats

@@ -7,6 +7,7 @@ use crate::auth::Auth;
 use crate::config::ServerConfig;
 use crate::history::History;
 use crate::jobs::Jobs;
+use crate::kafka::KafkaLink;
 use crate::rate_limit::RateLimiter;
 use crate::sequencer::{Sequencer, SequencerSettings};
 use crate::state::AppState;
@@ -117,6 +118,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;
     let (purchase_limiter, transaction_limiter) = rate_limiters(&config).await?;
+    let kafka = KafkaLink::start(&config, Arc::clone(&journal_stats)).await?;
     let (jobs, unfinished_jobs) = Jobs::open(config.data_dir.join("jobs")).context("opening balance jobs")?;
     let state = Arc::new(AppState {
         config,
@@ -128,8 +130,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         transaction_limiter,
         flash_sale: FlashSale::default(),
         jobs,
+        kafka: kafka.clone(),
         metrics: metrics_handle(),
     });
+    if let Some(kafka) = &kafka {
+        kafka.spawn(Arc::downgrade(&state));
+    }
     for job in unfinished_jobs {
         tokio::spawn(crate::jobs::run(Arc::downgrade(&state), job));
     }
@@ -148,6 +154,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             sequencer.shut_down();
             if let Some(history) = history {
                 history.stop();
+            }
+            if let Some(kafka) = kafka {
+                kafka.stop();
             }
         })
         .await

@@ -99,12 +99,71 @@ pub struct ServerConfig {
     /// (requests without it are not limited); 0 turns the limit off.
     #[arg(long, env = "COFFER_TRANSACTION_RATE_PER_MINUTE", default_value_t = 0)]
     pub transaction_rate_per_minute: u32,
+    /// Kafka brokers (`host:port,…`): commands are consumed from
+    /// `{prefix}commands`, results and change events published to
+    /// `{prefix}results` and `{prefix}events`, malformed commands sent to
+    /// `{prefix}dead-letter`; `mode=async` HTTP goes through Kafka.
+    #[arg(long, env = "COFFER_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// Prefix of the four topic names.
+    #[arg(long, env = "COFFER_KAFKA_TOPIC_PREFIX", default_value = "coffer.")]
+    pub kafka_topic_prefix: String,
+    /// Consumer group of the commands topic.
+    #[arg(long, env = "COFFER_KAFKA_GROUP_ID", default_value = "coffer")]
+    pub kafka_group_id: String,
+    /// Partitions of the topics coffer creates when missing.
+    #[arg(long, env = "COFFER_KAFKA_PARTITIONS", default_value_t = 4)]
+    pub kafka_partitions: i32,
+    /// librdkafka options passed through, `key=value` (repeatable;
+    /// comma-separated in the environment variable).
+    #[arg(long = "kafka-option", env = "COFFER_KAFKA_OPTIONS", value_delimiter = ',')]
+    pub kafka_options: Vec<String>,
     /// Log format.
     #[arg(long, env = "COFFER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 
+/// Longest topic prefix: the commands topic name goes into derived
+/// transaction ids (`kafka:{topic}:{partition}:{offset}`, ≤ 128 bytes).
+pub const KAFKA_TOPIC_PREFIX_BYTES_MAX: usize = 64;
+
 impl ServerConfig {
+    /// The Kafka settings, when Kafka is configured.
+    pub fn kafka_settings(&self) -> anyhow::Result<Option<coffer_kafka::KafkaSettings>> {
+        let Some(brokers) = &self.kafka_brokers else {
+            return Ok(None);
+        };
+        let prefix = &self.kafka_topic_prefix;
+        anyhow::ensure!(
+            prefix.len() <= KAFKA_TOPIC_PREFIX_BYTES_MAX
+                && prefix
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte)),
+            "--kafka-topic-prefix: at most {KAFKA_TOPIC_PREFIX_BYTES_MAX} of A-Z a-z 0-9 . _ -"
+        );
+        anyhow::ensure!(
+            (1..=1_000).contains(&self.kafka_partitions),
+            "--kafka-partitions must be 1 to 1000"
+        );
+        let mut options = Vec::new();
+        for option in &self.kafka_options {
+            let (key, value) = option
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--kafka-option {option:?}: expected key=value"))?;
+            options.push((key.trim().to_owned(), value.trim().to_owned()));
+        }
+        Ok(Some(coffer_kafka::KafkaSettings {
+            brokers: brokers.clone(),
+            commands_topic: format!("{prefix}commands"),
+            results_topic: format!("{prefix}results"),
+            events_topic: format!("{prefix}events"),
+            dead_letter_topic: format!("{prefix}dead-letter"),
+            group_id: self.kafka_group_id.clone(),
+            partitions: self.kafka_partitions,
+            options,
+        }))
+    }
+
     pub fn journal_directory(&self) -> PathBuf {
         self.data_dir.join("journal")
     }

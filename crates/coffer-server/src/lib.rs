@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod history;
 pub mod jobs;
+pub mod kafka;
 pub mod rate_limit;
 pub mod sequencer;
 pub mod state;

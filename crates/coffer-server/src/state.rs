@@ -4,6 +4,7 @@ use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::history::History;
 use crate::jobs::Jobs;
+use crate::kafka::KafkaLink;
 use crate::rate_limit::RateLimiter;
 use crate::sequencer::{Sequencer, Submitted};
 use coffer_core::Transaction;
@@ -23,6 +24,7 @@ pub struct AppState {
     pub transaction_limiter: Option<RateLimiter>,
     pub flash_sale: FlashSale,
     pub jobs: Jobs,
+    pub kafka: Option<Arc<KafkaLink>>,
     pub metrics: PrometheusHandle,
 }
 

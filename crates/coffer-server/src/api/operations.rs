@@ -20,6 +20,9 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Response, ApiEr
     if !state.sequencer.engine_running() {
         return Err(ApiError::NotReady("the engine thread has stopped".into()));
     }
+    if let Some(Err(reason)) = state.kafka.as_ref().map(|kafka| kafka.ready()) {
+        return Err(ApiError::NotReady(reason));
+    }
     if let Some(failure) = state.history.as_ref().and_then(|history| history.stats.failure()) {
         return Err(ApiError::NotReady(format!("history projector stopped: {failure}")));
     }
@@ -37,6 +40,9 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     metrics::gauge!("coffer_journal_durable_sequence").set(durable_sequence as f64);
     if let Some(history) = &state.history {
         record_history_metrics(history, durable_sequence);
+    }
+    if let Some(kafka) = &state.kafka {
+        record_kafka_metrics(kafka, durable_sequence);
     }
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -64,6 +70,17 @@ fn record_history_metrics(history: &crate::history::History, durable_sequence: u
     metrics::gauge!("coffer_history_write_errors").set(stats.write_errors.load(Ordering::Relaxed) as f64);
     metrics::gauge!("coffer_history_write_seconds_last")
         .set(stats.write_micros_last.load(Ordering::Relaxed) as f64 / 1e6);
+}
+
+fn record_kafka_metrics(kafka: &crate::kafka::KafkaLink, durable_sequence: u64) {
+    let published = kafka.publisher_stats.published_sequence.load(Ordering::Relaxed);
+    metrics::gauge!("coffer_kafka_publish_lag_transactions").set(durable_sequence.saturating_sub(published) as f64);
+    metrics::gauge!("coffer_kafka_messages_published")
+        .set(kafka.publisher_stats.messages_published.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("coffer_kafka_consumer_lag_messages").set(kafka.consumer_lag.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("coffer_kafka_commands_applied").set(kafka.commands_applied.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("coffer_kafka_dead_letters").set(kafka.dead_letters.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("coffer_kafka_connected").set(f64::from(u8::from(kafka.ready().is_ok())));
 }
 
 /// Counts every request and its latency by route template and status.

@@ -42,7 +42,10 @@ pub async fn create(
         None | Some("sync") => Ok(execute(&state, transaction).await?.into_response()),
         Some("async") => {
             let id = transaction.id().to_string();
-            if let Some(stored) = state.submit_detached(vec![transaction]).await? {
+            if let Some(kafka) = &state.kafka {
+                // Through the commands topic: accepted once the broker has it.
+                kafka.produce(&transaction).await?;
+            } else if let Some(stored) = state.submit_detached(vec![transaction]).await? {
                 return Ok(answer(stored)?.into_response());
             }
             Ok((
@@ -67,6 +70,9 @@ pub async fn get(
     }
     if let Answer::Transaction(Some(record)) = state.sequencer.read(Query::Transaction(id.clone())).await? {
         return Ok(axum::Json(views::TransactionBody::of_record(id.as_str(), &record)).into_response());
+    }
+    if state.kafka.as_ref().is_some_and(|kafka| kafka.is_pending(&id)) {
+        return Ok(axum::Json(json!({ "id": id.as_str(), "status": "pending" })).into_response());
     }
     // Beyond the engine's window: the history store keeps every outcome.
     let not_found = || ApiError::NotFound {

@@ -1,0 +1,428 @@
+//! Change data capture: every durable journal record becomes results and
+//! events on Kafka. The publisher applies records to its own engine (the
+//! journal keeps commands; balances come from applying them) through the
+//! same projection the history store uses, so an event carries exactly what
+//! a history row does.
+//!
+//! Delivery is at-least-once: the cursor file is written only after the
+//! broker has acknowledged everything before it, so a crash in between
+//! publishes some messages again. Every event carries `event_id` (a global
+//! order, stable across restarts) for consumers to deduplicate.
+
+use crate::{KafkaError, KafkaSettings, PRODUCE_TIMEOUT};
+use coffer_core::{EngineLimits, Operation, Outcome, Verdict};
+use coffer_history::{Changes, Cursor, Projection};
+use coffer_journal::{Follower, JournalBatch, JournalStats, Position};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Messages gathered before waiting for the broker and saving the cursor.
+const MESSAGES_PER_GROUP_MAX: usize = 10_000;
+const IDLE_POLL: Duration = Duration::from_millis(5);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Default)]
+pub struct PublisherStats {
+    /// Every transaction below this sequence is published.
+    pub published_sequence: AtomicU64,
+    pub messages_published: AtomicU64,
+    /// False while the broker is failing deliveries.
+    pub connected: AtomicBool,
+    failure: Mutex<Option<String>>,
+}
+
+impl PublisherStats {
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().expect("failure lock").clone()
+    }
+}
+
+pub struct Publisher {
+    stop: Arc<AtomicBool>,
+    stats: Arc<PublisherStats>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Message {
+    topic: String,
+    key: String,
+    payload: String,
+    sequence: u64,
+    event_id: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct StoredCursor {
+    segment: u64,
+    offset: u64,
+    sequence_next: u64,
+    history_next: i64,
+    timestamp_ms: u64,
+}
+
+impl Publisher {
+    /// Resumes from the cursor file (or the journal's start) on its own
+    /// thread.
+    pub fn start(
+        settings: &KafkaSettings,
+        journal_directory: PathBuf,
+        cursor_path: PathBuf,
+        journal: Arc<JournalStats>,
+        limits: EngineLimits,
+    ) -> Result<Publisher, KafkaError> {
+        let cursor = read_cursor(&cursor_path)?;
+        let needed = journal.register_reader(cursor.map_or(0, |cursor| cursor.sequence_next));
+        let producer: FutureProducer = settings
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .create()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(PublisherStats::default());
+        stats.connected.store(true, Ordering::Relaxed);
+        let worker = Worker {
+            settings: settings.clone(),
+            journal_directory,
+            cursor_path,
+            journal,
+            limits,
+            needed,
+            producer,
+            stop: Arc::clone(&stop),
+            stats: Arc::clone(&stats),
+        };
+        let thread = std::thread::Builder::new()
+            .name("coffer-events".into())
+            .spawn(move || worker.run(cursor))
+            .expect("spawn the event publisher thread");
+        Ok(Publisher {
+            stop,
+            stats,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn stats(&self) -> &Arc<PublisherStats> {
+        &self.stats
+    }
+
+    /// Publishes what is durable, then stops.
+    pub fn stop(mut self) {
+        self.shut_down();
+    }
+
+    fn shut_down(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the event publisher thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+struct Worker {
+    settings: KafkaSettings,
+    journal_directory: PathBuf,
+    cursor_path: PathBuf,
+    journal: Arc<JournalStats>,
+    limits: EngineLimits,
+    needed: Arc<AtomicU64>,
+    producer: FutureProducer,
+    stop: Arc<AtomicBool>,
+    stats: Arc<PublisherStats>,
+}
+
+impl Worker {
+    fn run(self, cursor: Option<Cursor>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the publisher");
+        if let Err(error) = runtime.block_on(self.follow(cursor)) {
+            tracing::error!(%error, "the event publisher stopped; restart to resume");
+            *self.stats.failure.lock().expect("failure lock") = Some(error.to_string());
+        }
+    }
+
+    async fn follow(&self, cursor: Option<Cursor>) -> Result<(), KafkaError> {
+        let resume = cursor.map(|cursor| (cursor.position, cursor.sequence_next));
+        let mut follower = Follower::open(&self.journal_directory, Arc::clone(&self.journal), self.limits, resume)?;
+        let mut projection = Projection::new(&follower.engine, cursor.unwrap_or_default());
+        self.advance(&projection.cursor);
+        let mut changes = Changes::default();
+        let mut pending = Vec::new();
+        loop {
+            let stopping = self.stop.load(Ordering::Acquire);
+            let next = follower.next_applied()?;
+            let caught_up = next.is_none();
+            if let Some((record, outcome)) = next {
+                projection.project(&follower.engine, &record.batch, &outcome, record.next, &mut changes);
+                messages(&self.settings, &record.batch, &outcome, &changes, &mut pending);
+                changes.clear();
+            }
+            if !pending.is_empty() && (caught_up || pending.len() >= MESSAGES_PER_GROUP_MAX) {
+                self.deliver(&pending).await;
+                pending.clear();
+                save_cursor(&self.cursor_path, &projection.cursor)?;
+                self.advance(&projection.cursor);
+            } else if caught_up && pending.is_empty() {
+                if projection.cursor.sequence_next > self.stats.published_sequence.load(Ordering::Relaxed) {
+                    save_cursor(&self.cursor_path, &projection.cursor)?;
+                    self.advance(&projection.cursor);
+                }
+                if stopping {
+                    return Ok(());
+                }
+                tokio::time::sleep(IDLE_POLL).await;
+            }
+        }
+    }
+
+    fn advance(&self, cursor: &Cursor) {
+        self.stats
+            .published_sequence
+            .store(cursor.sequence_next, Ordering::Release);
+        self.needed.store(cursor.sequence_next, Ordering::Release);
+    }
+
+    /// Sends every message and waits for the broker's acknowledgements,
+    /// retrying (the whole group: at-least-once) until they all succeed.
+    async fn deliver(&self, messages: &[Message]) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.try_deliver(messages).await {
+                Ok(()) => {
+                    self.stats.connected.store(true, Ordering::Relaxed);
+                    self.stats
+                        .messages_published
+                        .fetch_add(messages.len() as u64, Ordering::Relaxed);
+                    return;
+                }
+                Err(error) => {
+                    self.stats.connected.store(false, Ordering::Relaxed);
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "publishing to Kafka failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    async fn try_deliver(&self, messages: &[Message]) -> Result<(), KafkaError> {
+        let mut deliveries = Vec::with_capacity(messages.len());
+        for message in messages {
+            let sequence = message.sequence.to_string();
+            let mut headers = OwnedHeaders::new().insert(Header {
+                key: "coffer-sequence",
+                value: Some(&sequence),
+            });
+            let event_id = message.event_id.map(|id| id.to_string());
+            if let Some(event_id) = &event_id {
+                headers = headers.insert(Header {
+                    key: "coffer-event-id",
+                    value: Some(event_id),
+                });
+            }
+            let record = FutureRecord::to(&message.topic)
+                .key(&message.key)
+                .payload(&message.payload)
+                .headers(headers);
+            deliveries.push(self.producer.send(record, PRODUCE_TIMEOUT));
+        }
+        for delivery in deliveries {
+            delivery.await.map_err(|(error, _)| KafkaError::Client(error))?;
+        }
+        Ok(())
+    }
+}
+
+/// Results, balance changes, rejections, and account openings and
+/// closings of one applied record.
+fn messages(
+    settings: &KafkaSettings,
+    batch: &JournalBatch,
+    outcome: &coffer_core::BatchOutcome,
+    changes: &Changes,
+    out: &mut Vec<Message>,
+) {
+    for row in &changes.transactions {
+        let result = ResultMessage {
+            id: &row.id,
+            status: if row.committed { "committed" } else { "rejected" },
+            code: row.rejection_code.as_deref(),
+            op_index: row.rejection_op_index,
+            seq: row.sequence,
+            timestamp_ms: row.timestamp_ms,
+            effects: serde_json::value::RawValue::from_string(row.effects.clone()).ok(),
+        };
+        out.push(Message {
+            topic: settings.results_topic.clone(),
+            key: row.id.clone(),
+            payload: serde_json::to_string(&result).expect("serializes"),
+            sequence: row.sequence as u64,
+            event_id: None,
+        });
+        if !row.committed {
+            let event = Event {
+                event_type: "transaction_rejected",
+                transaction_id: Some(&row.id),
+                code: row.rejection_code.as_deref(),
+                sequence: row.sequence,
+                timestamp_ms: row.timestamp_ms,
+                ..Event::default()
+            };
+            out.push(event.message(settings, &row.id));
+        }
+    }
+    for entry in &changes.entries {
+        let event = Event {
+            event_type: if entry.kind == "hold_expired" {
+                "hold_expired"
+            } else {
+                "balance_changed"
+            },
+            event_id: Some(entry.history_id),
+            account: Some(&entry.account),
+            unit: Some(&entry.unit),
+            transaction_id: entry.transaction_id.as_deref(),
+            hold_id: entry.hold_id.as_deref(),
+            sequence: entry.sequence,
+            timestamp_ms: entry.timestamp_ms,
+            available_change: Some(entry.available_change.to_string()),
+            frozen_change: Some(entry.frozen_change.to_string()),
+            available: Some(entry.available.to_string()),
+            frozen: Some(entry.frozen.to_string()),
+            ..Event::default()
+        };
+        out.push(event.message(settings, &entry.account));
+    }
+    for (transaction, result) in batch.transactions.iter().zip(&outcome.outcomes) {
+        let Outcome::New { record, .. } = result else { continue };
+        if record.verdict != Verdict::Committed {
+            continue;
+        }
+        for op in transaction.ops() {
+            let (event_type, account) = match op {
+                Operation::Open { account, .. } => ("account_opened", account),
+                Operation::Close { account } => ("account_closed", account),
+                Operation::Reopen { account } => ("account_reopened", account),
+                _ => continue,
+            };
+            let event = Event {
+                event_type,
+                account: Some(account.as_str()),
+                transaction_id: Some(transaction.id().as_str()),
+                sequence: record.sequence as i64,
+                timestamp_ms: record.timestamp_ms as i64,
+                ..Event::default()
+            };
+            out.push(event.message(settings, account.as_str()));
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ResultMessage<'a> {
+    id: &'a str,
+    status: &'static str,
+    code: Option<&'a str>,
+    op_index: Option<i32>,
+    seq: i64,
+    timestamp_ms: i64,
+    effects: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// One event. Amounts are decimal strings: exact in every language.
+#[derive(Serialize, Default)]
+struct Event<'a> {
+    #[serde(rename = "type")]
+    event_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transaction_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hold_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'a str>,
+    sequence: i64,
+    timestamp_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    available_change: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frozen_change: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    available: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frozen: Option<String>,
+}
+
+impl Event<'_> {
+    fn message(&self, settings: &KafkaSettings, key: &str) -> Message {
+        Message {
+            topic: settings.events_topic.clone(),
+            key: key.to_owned(),
+            payload: serde_json::to_string(self).expect("serializes"),
+            sequence: self.sequence as u64,
+            event_id: self.event_id,
+        }
+    }
+}
+
+fn cursor_error(path: &Path, reason: impl ToString) -> KafkaError {
+    KafkaError::Cursor {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn read_cursor(path: &Path) -> Result<Option<Cursor>, KafkaError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(cursor_error(path, error)),
+    };
+    let stored: StoredCursor = serde_json::from_slice(&bytes).map_err(|error| cursor_error(path, error))?;
+    Ok(Some(Cursor {
+        position: Position {
+            segment: stored.segment,
+            offset: stored.offset,
+        },
+        sequence_next: stored.sequence_next,
+        history_next: stored.history_next,
+        timestamp_ms: stored.timestamp_ms,
+    }))
+}
+
+/// Temp file and rename: a crash leaves the old cursor or the new one.
+/// No fsync: a cursor lost to a power cut only republishes (at-least-once).
+fn save_cursor(path: &Path, cursor: &Cursor) -> Result<(), KafkaError> {
+    let stored = StoredCursor {
+        segment: cursor.position.segment,
+        offset: cursor.position.offset,
+        sequence_next: cursor.sequence_next,
+        history_next: cursor.history_next,
+        timestamp_ms: cursor.timestamp_ms,
+    };
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, serde_json::to_vec(&stored).expect("serializes"))
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .map_err(|error| cursor_error(path, error))
+}

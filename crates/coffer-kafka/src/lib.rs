@@ -1,0 +1,99 @@
+//! # coffer-kafka
+//!
+//! Kafka plumbing for coffer, independent of the HTTP server:
+//!
+//! - `Ingest`: a consumer-group reader of the commands topic that hands out
+//!   batches, sends malformed messages to the dead-letter topic, and
+//!   commits offsets only when told (after the commands are durable).
+//! - `CommandProducer`: the idempotent producer behind `mode=async` HTTP.
+//! - `Publisher`: follows the journal's durable records and publishes every
+//!   transaction's result (keyed by transaction id) and every change to an
+//!   account (keyed by account) with the journal sequence in a header; its
+//!   cursor is a file, so publication resumes after a restart
+//!   (at-least-once; consumers deduplicate by `event_id`).
+//!
+//! Topics are created at startup when missing. See docs/KAFKA.md.
+
+mod events;
+mod ingest;
+
+pub use events::{Publisher, PublisherStats};
+pub use ingest::{Command, CommandProducer, Ingest};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
+use std::time::Duration;
+
+/// Errors of the Kafka layer.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("Kafka: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+    #[error("Kafka topic {topic}: {reason}")]
+    Topic { topic: String, reason: String },
+    #[error("journal: {0}")]
+    Journal(#[from] coffer_journal::JournalError),
+    #[error("event cursor {path}: {reason}")]
+    Cursor { path: String, reason: String },
+}
+
+/// Where to connect and which topics to use.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// `host:port,host:port`.
+    pub brokers: String,
+    pub commands_topic: String,
+    pub results_topic: String,
+    pub events_topic: String,
+    pub dead_letter_topic: String,
+    pub group_id: String,
+    /// Partitions of topics coffer creates.
+    pub partitions: i32,
+    /// librdkafka options passed through (`key=value`), applied last.
+    pub options: Vec<(String, String)>,
+}
+
+/// How long a produce may wait for the broker before it counts as failed.
+pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl KafkaSettings {
+    /// The settings every client shares: brokers, then the passthrough.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in &self.options {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// Creates the four topics where missing (an existing topic is fine).
+    pub async fn ensure_topics(&self) -> Result<(), KafkaError> {
+        let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
+        let names = [
+            &self.commands_topic,
+            &self.results_topic,
+            &self.events_topic,
+            &self.dead_letter_topic,
+        ];
+        let topics: Vec<NewTopic> = names
+            .iter()
+            .map(|name| NewTopic::new(name, self.partitions, TopicReplication::Fixed(1)))
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        for result in admin.create_topics(&topics, &options).await? {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(KafkaError::Topic {
+                        topic,
+                        reason: code.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,242 @@
+//! Kafka wired into the server: commands in (consumer group, offsets
+//! committed only once durable), results and change events out (the
+//! journal publisher), and `mode=async` HTTP through the commands topic.
+
+use crate::config::ServerConfig;
+use crate::error::ApiError;
+use crate::state::AppState;
+use coffer_core::{Metadata, Operation, Transaction, TransactionId};
+use coffer_kafka::{Command, CommandProducer, Ingest, KafkaSettings, Publisher, PublisherStats};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+/// Async commands remembered as pending at most; beyond, they are still
+/// processed, but GET answers 404 until they are applied.
+const PENDING_MAX: usize = 1_000_000;
+/// Commands one engine batch takes from Kafka at most.
+pub const INGEST_BATCH_MAX: usize = 4_096;
+const INGEST_LINGER: Duration = Duration::from_millis(5);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+const LAG_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The JSON of `POST /v1/transactions`, as a Kafka command.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<TransactionId>,
+    pub ops: Vec<Operation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Metadata>,
+}
+
+pub struct KafkaLink {
+    pub settings: KafkaSettings,
+    producer: CommandProducer,
+    pending: Mutex<HashSet<TransactionId>>,
+    publisher: Mutex<Option<Publisher>>,
+    pub publisher_stats: Arc<PublisherStats>,
+    pub consumer_connected: AtomicBool,
+    pub consumer_lag: AtomicI64,
+    pub commands_applied: AtomicU64,
+    pub dead_letters: AtomicU64,
+}
+
+impl KafkaLink {
+    /// `None` without `--kafka-brokers`. Topics are created here when the
+    /// broker answers; if it does not, the ingest loop keeps trying.
+    pub async fn start(
+        config: &ServerConfig,
+        journal: Arc<coffer_journal::JournalStats>,
+    ) -> anyhow::Result<Option<Arc<KafkaLink>>> {
+        let Some(settings) = config.kafka_settings()? else {
+            return Ok(None);
+        };
+        if let Err(error) = settings.ensure_topics().await {
+            tracing::warn!(%error, "Kafka topics not created yet; retrying in the background");
+        }
+        let publisher = Publisher::start(
+            &settings,
+            config.journal_directory(),
+            config.data_dir.join("kafka-events.cursor"),
+            journal,
+            config.engine_limits(),
+        )?;
+        tracing::info!(brokers = %settings.brokers, commands = %settings.commands_topic, "Kafka connected");
+        Ok(Some(Arc::new(KafkaLink {
+            producer: CommandProducer::new(&settings)?,
+            publisher_stats: Arc::clone(publisher.stats()),
+            publisher: Mutex::new(Some(publisher)),
+            pending: Mutex::new(HashSet::new()),
+            consumer_connected: AtomicBool::new(false),
+            consumer_lag: AtomicI64::new(0),
+            commands_applied: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            settings,
+        })))
+    }
+
+    /// Publishes what the engine left durable, then stops (after the engine).
+    pub fn stop(&self) {
+        if let Some(publisher) = self.publisher.lock().expect("publisher lock").take() {
+            publisher.stop();
+        }
+    }
+
+    /// `mode=async`: returns once the broker has the command, so an
+    /// accepted command survives a coffer crash.
+    pub async fn produce(&self, transaction: &Transaction) -> Result<(), ApiError> {
+        let body = CommandBody {
+            id: Some(transaction.id().clone()),
+            ops: transaction.ops().to_vec(),
+            metadata: transaction.metadata().cloned(),
+        };
+        let payload = serde_json::to_vec(&body).expect("commands serialize");
+        self.producer
+            .send(transaction.id().as_str(), &payload)
+            .await
+            .map_err(|error| ApiError::NotReady(format!("Kafka did not take the command: {error}")))?;
+        let mut pending = self.pending.lock().expect("pending lock");
+        if pending.len() < PENDING_MAX {
+            pending.insert(transaction.id().clone());
+        }
+        Ok(())
+    }
+
+    pub fn is_pending(&self, id: &TransactionId) -> bool {
+        self.pending.lock().expect("pending lock").contains(id)
+    }
+
+    pub fn ready(&self) -> Result<(), String> {
+        if let Some(failure) = self.publisher_stats.failure() {
+            return Err(format!("event publisher stopped: {failure}"));
+        }
+        if !self.consumer_connected.load(Ordering::Relaxed) || !self.publisher_stats.connected.load(Ordering::Relaxed) {
+            return Err("Kafka is unreachable".into());
+        }
+        Ok(())
+    }
+
+    /// Consumes commands until the server stops.
+    pub fn spawn(self: &Arc<Self>, state: Weak<AppState>) {
+        let link = Arc::clone(self);
+        tokio::spawn(async move { link.consume(state).await });
+    }
+
+    async fn consume(self: Arc<Self>, state: Weak<AppState>) {
+        let mut backoff = Duration::from_millis(100);
+        let ingest = loop {
+            if state.strong_count() == 0 {
+                return;
+            }
+            let created = match self.settings.ensure_topics().await {
+                Ok(()) => Ingest::new(&self.settings),
+                Err(error) => Err(error),
+            };
+            match created {
+                Ok(ingest) => break Arc::new(ingest),
+                Err(error) => {
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "Kafka consumer not started");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+                }
+            }
+        };
+        self.consumer_connected.store(true, Ordering::Relaxed);
+        tokio::spawn(Arc::clone(&self).measure_lag(Arc::clone(&ingest), state.clone()));
+        loop {
+            let batch = match ingest.next_batch(INGEST_BATCH_MAX, INGEST_LINGER).await {
+                Ok(batch) => batch,
+                Err(error) => {
+                    self.consumer_connected.store(false, Ordering::Relaxed);
+                    tracing::warn!(%error, "reading commands from Kafka failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+            };
+            self.consumer_connected.store(true, Ordering::Relaxed);
+            let Some(state) = state.upgrade() else { return };
+            if batch.is_empty() {
+                continue;
+            }
+            if !self.apply(&state, &ingest, &batch).await {
+                return;
+            }
+        }
+    }
+
+    /// Applies one batch and commits its offsets; false once the server is
+    /// stopping (the offsets stay uncommitted: the batch comes back, and
+    /// its ids make that harmless).
+    async fn apply(&self, state: &AppState, ingest: &Ingest, batch: &[Command]) -> bool {
+        let mut transactions = Vec::with_capacity(batch.len());
+        for command in batch {
+            match parse(command) {
+                Ok(transaction) => transactions.push(transaction),
+                Err(reason) => {
+                    self.dead_letter(ingest, command, &reason).await;
+                }
+            }
+        }
+        let mut backoff = Duration::from_millis(50);
+        while !transactions.is_empty() {
+            match state.submit(transactions.clone()).await {
+                Ok(_) => break,
+                Err(ApiError::NotReady(_)) => return false,
+                Err(error) => {
+                    tracing::warn!(%error, "applying Kafka commands failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+                }
+            }
+        }
+        self.commands_applied
+            .fetch_add(transactions.len() as u64, Ordering::Relaxed);
+        {
+            let mut pending = self.pending.lock().expect("pending lock");
+            if !pending.is_empty() {
+                for transaction in &transactions {
+                    pending.remove(transaction.id());
+                }
+            }
+        }
+        if let Err(error) = ingest.commit(batch) {
+            tracing::warn!(%error, "committing Kafka offsets failed; the commands may be delivered again (harmless)");
+        }
+        true
+    }
+
+    async fn dead_letter(&self, ingest: &Ingest, command: &Command, reason: &str) {
+        let mut backoff = Duration::from_millis(100);
+        while let Err(error) = ingest.dead_letter(command, reason).await {
+            tracing::warn!(%error, "writing to the dead-letter topic failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+        }
+        self.dead_letters.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn measure_lag(self: Arc<Self>, ingest: Arc<Ingest>, state: Weak<AppState>) {
+        while state.strong_count() > 0 {
+            let measuring = Arc::clone(&ingest);
+            if let Ok(Ok(lag)) = tokio::task::spawn_blocking(move || measuring.lag()).await {
+                self.consumer_lag.store(lag, Ordering::Relaxed);
+            }
+            tokio::time::sleep(LAG_INTERVAL).await;
+        }
+    }
+}
+
+/// A command as a transaction, or why it cannot be one.
+fn parse(command: &Command) -> Result<Transaction, String> {
+    let body: CommandBody =
+        serde_json::from_slice(&command.payload).map_err(|error| format!("invalid command JSON: {error}"))?;
+    let id = match body.id {
+        Some(id) => id,
+        None => TransactionId::parse(&command.derived_id()).map_err(|error| error.to_string())?,
+    };
+    Transaction::new(id, body.ops, body.metadata).map_err(|error| error.to_string())
+}
