@@ -9,12 +9,13 @@
 //! publishes some messages again. Every event carries `event_id` (a global
 //! order, stable across restarts) for consumers to deduplicate.
 
-use crate::{KafkaError, KafkaSettings, PRODUCE_TIMEOUT};
+use crate::{KafkaError, KafkaSettings};
 use coffer_core::{EngineLimits, Operation, Outcome, Verdict};
 use coffer_history::{Changes, Cursor, Projection};
 use coffer_journal::{Follower, JournalBatch, JournalStats, Position};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -222,7 +223,7 @@ impl Worker {
     }
 
     async fn try_deliver(&self, messages: &[Message]) -> Result<(), KafkaError> {
-        let mut deliveries = Vec::with_capacity(messages.len());
+        let mut deliveries = std::collections::VecDeque::with_capacity(messages.len());
         for message in messages {
             let sequence = message.sequence.to_string();
             let mut headers = OwnedHeaders::new().insert(Header {
@@ -236,16 +237,45 @@ impl Worker {
                     value: Some(event_id),
                 });
             }
-            let record = FutureRecord::to(&message.topic)
+            let mut record = FutureRecord::to(&message.topic)
                 .key(&message.key)
                 .payload(&message.payload)
                 .headers(headers);
-            deliveries.push(self.producer.send(record, PRODUCE_TIMEOUT));
+            // `send_result` enqueues now (an `async send` would only enqueue
+            // when awaited: one round trip per message). A full local queue
+            // waits for the oldest delivery, then tries again.
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        deliveries.push_back(delivery);
+                        break;
+                    }
+                    Err((rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                        record = returned;
+                        match deliveries.pop_front() {
+                            Some(oldest) => check(oldest.await)?,
+                            None => tokio::time::sleep(IDLE_POLL).await,
+                        }
+                    }
+                    Err((error, _)) => return Err(KafkaError::Client(error)),
+                }
+            }
         }
-        for delivery in deliveries {
-            delivery.await.map_err(|(error, _)| KafkaError::Client(error))?;
+        while let Some(delivery) = deliveries.pop_front() {
+            check(delivery.await)?;
         }
         Ok(())
+    }
+}
+
+/// A delivery's outcome; a canceled future means the producer went away.
+fn check<Canceled>(
+    delivery: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, Canceled>,
+) -> Result<(), KafkaError> {
+    match delivery {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((error, _))) => Err(KafkaError::Client(error)),
+        Err(_) => Err(KafkaError::Client(rdkafka::error::KafkaError::Canceled)),
     }
 }
 

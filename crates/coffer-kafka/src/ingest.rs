@@ -41,13 +41,19 @@ const FIRST_MESSAGE_WAIT: Duration = Duration::from_millis(200);
 
 impl Ingest {
     pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
-        let consumer: StreamConsumer = settings
-            .client_config()
+        let mut config = settings.client_config();
+        config
             .set("group.id", &settings.group_id)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .create()?;
+            // Commands are latency-sensitive: do not let the broker sit on
+            // a fetch for the default half second.
+            .set("fetch.wait.max.ms", "10");
+        for (key, value) in &settings.options {
+            config.set(key, value);
+        }
+        let consumer: StreamConsumer = config.create()?;
         consumer.subscribe(&[&settings.commands_topic])?;
         let producer = producer(settings)?;
         Ok(Ingest {
