@@ -54,13 +54,19 @@ impl Ingest {
             config.set(key, value);
         }
         let consumer: StreamConsumer = config.create()?;
-        consumer.subscribe(&[&settings.commands_topic])?;
+        assign(&consumer, settings)?;
         let producer = producer(settings)?;
         Ok(Ingest {
             consumer,
             producer,
             settings: settings.clone(),
         })
+    }
+
+    /// Blocking (it asks the broker for the topic's partitions): call it
+    /// from a blocking thread.
+    pub fn connect(settings: &KafkaSettings) -> Result<Self, KafkaError> {
+        Ingest::new(settings)
     }
 
     /// Up to `max` messages: waits briefly for the first, then gathers what
@@ -145,6 +151,40 @@ impl Ingest {
         }
         Ok(lag)
     }
+}
+
+/// Takes the owned partitions of the commands topic, each from the group's
+/// committed offset. Partitions are assigned, not balanced by the group
+/// protocol: an instance killed with SIGKILL would otherwise hold its
+/// partitions until its session times out (45 s by default), and shards
+/// must stay with the instance whose engine owns their accounts. Blocking.
+fn assign(consumer: &StreamConsumer, settings: &KafkaSettings) -> Result<(), KafkaError> {
+    let topic = &settings.commands_topic;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|found| found.name() == topic)
+        .flat_map(|found| found.partitions().iter().map(|partition| partition.id()))
+        .filter(|partition| {
+            settings
+                .owned_partitions
+                .as_ref()
+                .is_none_or(|owned| owned.contains(partition))
+        })
+        .collect();
+    if partitions.is_empty() {
+        return Err(KafkaError::Topic {
+            topic: topic.clone(),
+            reason: "no partitions to consume (missing topic, or none of --kafka-owned-partitions exist)".into(),
+        });
+    }
+    let mut list = TopicPartitionList::new();
+    for partition in partitions {
+        list.add_partition_offset(topic, partition, Offset::Stored)?;
+    }
+    consumer.assign(&list)?;
+    Ok(())
 }
 
 fn command_of(message: &rdkafka::message::BorrowedMessage<'_>) -> Command {

@@ -51,6 +51,9 @@ pub struct KafkaSettings {
     pub group_id: String,
     /// Partitions of topics coffer creates.
     pub partitions: i32,
+    /// Partitions of the commands topic this instance consumes (its
+    /// shard); `None`: all of them.
+    pub owned_partitions: Option<Vec<i32>>,
     /// librdkafka options passed through (`key=value`), applied last.
     pub options: Vec<(String, String)>,
 }

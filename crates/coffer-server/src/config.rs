@@ -114,6 +114,15 @@ pub struct ServerConfig {
     /// Partitions of the topics coffer creates when missing.
     #[arg(long, env = "COFFER_KAFKA_PARTITIONS", default_value_t = 4)]
     pub kafka_partitions: i32,
+    /// Partitions of the commands topic this instance consumes, e.g.
+    /// `0,1` (its shard: instances own disjoint partitions and the accounts
+    /// their commands touch); all of them by default.
+    #[arg(
+        long = "kafka-owned-partitions",
+        env = "COFFER_KAFKA_OWNED_PARTITIONS",
+        value_delimiter = ','
+    )]
+    pub kafka_owned_partitions: Vec<i32>,
     /// librdkafka options passed through, `key=value` (repeatable;
     /// comma-separated in the environment variable).
     #[arg(long = "kafka-option", env = "COFFER_KAFKA_OPTIONS", value_delimiter = ',')]
@@ -160,6 +169,7 @@ impl ServerConfig {
             dead_letter_topic: format!("{prefix}dead-letter"),
             group_id: self.kafka_group_id.clone(),
             partitions: self.kafka_partitions,
+            owned_partitions: (!self.kafka_owned_partitions.is_empty()).then(|| self.kafka_owned_partitions.clone()),
             options,
         }))
     }

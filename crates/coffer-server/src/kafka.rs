@@ -133,7 +133,12 @@ impl KafkaLink {
                 return;
             }
             let created = match self.settings.ensure_topics().await {
-                Ok(()) => Ingest::new(&self.settings),
+                Ok(()) => {
+                    let settings = self.settings.clone();
+                    tokio::task::spawn_blocking(move || Ingest::connect(&settings))
+                        .await
+                        .expect("the Kafka connect task does not panic")
+                }
                 Err(error) => Err(error),
             };
             match created {

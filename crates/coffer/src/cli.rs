@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Runs the server (the default when no subcommand is given).
-    Serve(ServerConfig),
+    Serve(Box<ServerConfig>),
     /// Operator tools for a data directory's journal (offline).
     #[command(subcommand)]
     Journal(JournalCommand),
@@ -108,7 +108,7 @@ pub fn main() -> ExitCode {
     init_logging(log_format);
     let result = match cli.command {
         None => serve(cli.serve),
-        Some(Command::Serve(config)) => serve(config),
+        Some(Command::Serve(config)) => serve(*config),
         Some(Command::Bench(options)) => crate::bench::run(options),
         Some(Command::Journal(JournalCommand::Verify { directory })) => crate::journal_tools::verify(&directory),
         Some(Command::Journal(JournalCommand::Dump { directory, from, limit })) => {

@@ -29,8 +29,20 @@ impl Server {
             .expect("start coffer");
         let stderr = child.stderr.take().unwrap();
         let (sender, receiver) = std::sync::mpsc::channel();
+        // COFFER_TEST_SERVER_LOG=FILE keeps every server's log, for debugging.
+        let mut copy = std::env::var("COFFER_TEST_SERVER_LOG").ok().map(|path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("open the log copy")
+        });
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(copy) = &mut copy {
+                    use std::io::Write;
+                    let _ = writeln!(copy, "{line}");
+                }
                 if let Ok(entry) = serde_json::from_str::<Value>(&line) {
                     if entry["fields"]["message"] == "coffer is serving" {
                         let _ = sender.send(entry["fields"]["address"].as_str().unwrap_or_default().to_owned());
