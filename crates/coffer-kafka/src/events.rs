@@ -216,6 +216,10 @@ impl Worker {
                     self.stats.connected.store(false, Ordering::Relaxed);
                     tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "publishing to Kafka failed");
                     tokio::time::sleep(backoff).await;
+                    // A restarted broker may have lost the topics.
+                    if let Err(error) = self.settings.ensure_topics().await {
+                        tracing::warn!(%error, "Kafka topics not recreated yet");
+                    }
                     backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
                 }
             }

@@ -21,6 +21,8 @@ pub const INGEST_BATCH_MAX: usize = 4_096;
 const INGEST_LINGER: Duration = Duration::from_millis(5);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 const LAG_INTERVAL: Duration = Duration::from_secs(2);
+/// Consecutive read errors after which the consumer starts over.
+const CONSECUTIVE_FAILURES_MAX: u32 = 5;
 
 /// The JSON of `POST /v1/transactions`, as a Kafka command.
 #[derive(Serialize, Deserialize)]
@@ -126,11 +128,32 @@ impl KafkaLink {
         tokio::spawn(async move { link.consume(state).await });
     }
 
+    /// Connects, consumes, and on repeated errors (a broker restarted, a
+    /// topic gone) connects again from scratch, recreating the topics.
     async fn consume(self: Arc<Self>, state: Weak<AppState>) {
-        let mut backoff = Duration::from_millis(100);
-        let ingest = loop {
-            if state.strong_count() == 0 {
+        let mut lag_started = false;
+        while state.strong_count() > 0 {
+            let Some(ingest) = self.connect(&state).await else {
                 return;
+            };
+            self.consumer_connected.store(true, Ordering::Relaxed);
+            if !lag_started {
+                tokio::spawn(Arc::clone(&self).measure_lag(Arc::clone(&ingest), state.clone()));
+                lag_started = true;
+            }
+            if !self.consume_until_failing(&state, &ingest).await {
+                return;
+            }
+            self.consumer_connected.store(false, Ordering::Relaxed);
+            tracing::warn!("Kafka keeps failing; reconnecting and recreating the topics");
+        }
+    }
+
+    async fn connect(&self, state: &Weak<AppState>) -> Option<Arc<Ingest>> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if state.strong_count() == 0 {
+                return None;
             }
             let created = match self.settings.ensure_topics().await {
                 Ok(()) => {
@@ -142,33 +165,39 @@ impl KafkaLink {
                 Err(error) => Err(error),
             };
             match created {
-                Ok(ingest) => break Arc::new(ingest),
+                Ok(ingest) => return Some(Arc::new(ingest)),
                 Err(error) => {
-                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "Kafka consumer not started");
+                    self.consumer_connected.store(false, Ordering::Relaxed);
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "Kafka consumer not connected");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
                 }
             }
-        };
-        self.consumer_connected.store(true, Ordering::Relaxed);
-        tokio::spawn(Arc::clone(&self).measure_lag(Arc::clone(&ingest), state.clone()));
+        }
+    }
+
+    /// Consumes until errors repeat (true) or the server stops (false).
+    async fn consume_until_failing(&self, state: &Weak<AppState>, ingest: &Ingest) -> bool {
+        let mut failures = 0u32;
         loop {
             let batch = match ingest.next_batch(INGEST_BATCH_MAX, INGEST_LINGER).await {
                 Ok(batch) => batch,
                 Err(error) => {
                     self.consumer_connected.store(false, Ordering::Relaxed);
-                    tracing::warn!(%error, "reading commands from Kafka failed; retrying");
-                    tokio::time::sleep(backoff).await;
+                    failures += 1;
+                    tracing::warn!(%error, failures, "reading commands from Kafka failed");
+                    if failures >= CONSECUTIVE_FAILURES_MAX {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200) * failures).await;
                     continue;
                 }
             };
+            failures = 0;
             self.consumer_connected.store(true, Ordering::Relaxed);
-            let Some(state) = state.upgrade() else { return };
-            if batch.is_empty() {
-                continue;
-            }
-            if !self.apply(&state, &ingest, &batch).await {
-                return;
+            let Some(state) = state.upgrade() else { return false };
+            if !batch.is_empty() && !self.apply(&state, ingest, &batch).await {
+                return false;
             }
         }
     }

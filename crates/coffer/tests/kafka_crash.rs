@@ -102,3 +102,171 @@ async fn produce(brokers: String, topic: String) {
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
 }
+
+/// The broker goes away mid-stream and comes back: coffer reports not ready
+/// while it is gone, then reconnects and resumes. The test's own tansu is
+/// reached through a proxy that the test stops and restarts (a restarted
+/// tansu would come back empty — it keeps topics in memory — where a real
+/// broker keeps them; and it cannot listen again on its port while old
+/// connections linger).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_is_survived() {
+    if std::env::var("COFFER_TEST_KAFKA_BROKERS").is_err() || which_tansu().is_none() {
+        support::skipped("broker outage test (set COFFER_TEST_KAFKA_BROKERS, install tansu)");
+        return;
+    }
+    // Below the ephemeral range: a connection to a port nobody listens on
+    // can otherwise connect to itself.
+    let broker_port = 20_000 + (std::process::id() % 4_000) as u16 * 2;
+    let proxy_port = broker_port + 1;
+    let mut broker = start_broker(broker_port, proxy_port);
+    let mut proxy = Proxy::start(proxy_port, broker_port).await;
+    let brokers = format!("127.0.0.1:{proxy_port}");
+    let data = tempfile::tempdir().unwrap();
+    let flags = vec!["--kafka-brokers".to_owned(), brokers.clone()];
+    let mut server = Server::start_with(data.path(), &flags);
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{}/v1/accounts", server.base))
+        .json(&json!({"id": "k0", "unit": "USD/2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let ready = |expected: bool| {
+        let (client, base) = (client.clone(), server.base.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let response = client
+                    .get(format!("{base}/readyz"))
+                    .send()
+                    .await
+                    .expect("coffer answers");
+                if (response.status() == 200) == expected {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "readiness never became {expected}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    ready(true).await;
+    produce_deposits(&brokers, 0..100).await;
+    wait_for_balance(&client, &server.base, 100).await;
+
+    proxy.stop();
+    ready(false).await;
+    // Commands written while coffer cannot reach the broker.
+    let direct = format!("127.0.0.1:{proxy_port}");
+    proxy = Proxy::start(proxy_port, broker_port).await;
+    produce_deposits(&direct, 100..300).await;
+    ready(true).await;
+    wait_for_balance(&client, &server.base, 300).await;
+    assert!(server.child.try_wait().unwrap().is_none());
+    proxy.stop();
+    broker.kill().unwrap();
+    let _ = broker.wait();
+}
+
+async fn wait_for_balance(client: &reqwest::Client, base: &str, expected: i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body: Value = client
+            .get(format!("{base}/v1/accounts/k0"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["available"].as_i64() == Some(expected) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "balance {expected} not reached: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A TCP proxy whose stop drops every connection, like a dead broker.
+struct Proxy {
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(port: u16, target: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind the proxy");
+        let tasks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accepting = {
+            let tasks = std::sync::Arc::clone(&tasks);
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    let connection = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    tasks.lock().unwrap().push(connection);
+                }
+            })
+        };
+        tasks.lock().unwrap().push(accepting);
+        Proxy { tasks }
+    }
+
+    fn stop(&mut self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+fn which_tansu() -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|directory| std::path::Path::new(directory).join("tansu"))
+        .find(|path| path.exists())
+}
+
+/// tansu listening on `port` and telling clients to use `advertised`.
+fn start_broker(port: u16, advertised: u16) -> std::process::Child {
+    let child = std::process::Command::new(which_tansu().unwrap())
+        .args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{port}")])
+        .args(["--advertised-listener-url", &format!("tcp://127.0.0.1:{advertised}")])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start tansu");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("tansu did not listen on {port}");
+}
+
+/// Deposits of 1 to k0, ids from `range`.
+async fn produce_deposits(brokers: &str, range: std::ops::Range<u64>) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("message.timeout.ms", "60000")
+        .create()
+        .unwrap();
+    let deliveries: Vec<_> = range
+        .map(|index| {
+            let payload = json!({"id": format!("b-{index}"), "ops": [{"type": "transfer", "from": "@world", "to": "k0", "amount": 1}]}).to_string();
+            producer
+                .send_result(FutureRecord::to("coffer.commands").key("k0").payload(&payload))
+                .map_err(|(error, _)| error)
+                .unwrap()
+        })
+        .collect();
+    for delivery in deliveries {
+        delivery.await.unwrap().unwrap();
+    }
+}
