@@ -233,7 +233,7 @@ fn which_tansu() -> Option<std::path::PathBuf> {
 
 /// tansu listening on `port` and telling clients to use `advertised`.
 fn start_broker(port: u16, advertised: u16) -> std::process::Child {
-    let child = std::process::Command::new(which_tansu().unwrap())
+    let mut child = std::process::Command::new(which_tansu().unwrap())
         .args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{port}")])
         .args(["--advertised-listener-url", &format!("tcp://127.0.0.1:{advertised}")])
         .args(["--storage-engine", "memory://tansu/"])
@@ -247,6 +247,8 @@ fn start_broker(port: u16, advertised: u16) -> std::process::Child {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("tansu did not listen on {port}");
 }
 
