@@ -28,6 +28,10 @@ pub enum Scenario {
     /// One bulk job setting --accounts balances (PUT /v1/balances/batch),
     /// timed from the request until the job reports completed.
     BalanceJob,
+    /// --count transfer commands produced to Kafka (the server must run
+    /// with --kafka-brokers), timed until applied and until their results
+    /// and events are published.
+    KafkaIngest,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -62,6 +66,12 @@ pub struct BenchOptions {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Kafka brokers of the server under test (kafka-ingest).
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+    /// The server's --kafka-topic-prefix (kafka-ingest).
+    #[arg(long, default_value = "coffer.")]
+    pub kafka_topic_prefix: String,
 }
 
 pub const CONNECTIONS_MAX: u32 = 4_096;
@@ -69,13 +79,27 @@ pub const ACCOUNTS_MAX: u64 = 10_000_000;
 /// Latency samples kept per connection; beyond it they are subsampled.
 const SAMPLES_PER_CONNECTION_MAX: usize = 1 << 20;
 
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     api_key: Option<String>,
 }
 
 impl Client {
+    /// A gauge or counter from the server's /metrics (0 when absent).
+    pub(crate) async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = self
+            .authorized(self.http.get(format!("{}/metrics", self.base)))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0))
+    }
+
     fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.api_key {
             Some(key) => request.bearer_auth(key),
@@ -225,7 +249,7 @@ async fn operation(shared: &Shared, random: &mut Random, number: u64) -> anyhow:
                 .await?;
             Ok(status == 201 && body["status"] == "completed")
         }
-        Scenario::BalanceJob => unreachable!("a job is one request, run by balance_job"),
+        Scenario::BalanceJob | Scenario::KafkaIngest => unreachable!("run by balance_job and bench_kafka"),
         Scenario::Batches => {
             let items: Vec<Value> = (0..shared.options.batch_size)
                 .map(|k| {
@@ -344,6 +368,9 @@ async fn run_async(options: BenchOptions) -> anyhow::Result<()> {
         return balance_job(&client, &options).await;
     }
     prepare(&client, options.accounts).await?;
+    if options.scenario == Scenario::KafkaIngest {
+        return crate::bench_kafka::run(&client, &options).await;
+    }
     let zipf = (options.scenario == Scenario::TransfersZipf).then(|| Zipf::new(options.accounts, 1.1));
     let run = format!(
         "bench{:x}",

@@ -2,6 +2,7 @@
 //! does lives here so that tests can drive the same code.
 
 pub mod bench;
+mod bench_kafka;
 pub mod cli;
 pub mod config_file;
 pub mod journal_tools;
