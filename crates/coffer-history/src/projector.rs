@@ -7,12 +7,11 @@ use crate::changes::{Changes, Cursor, Projection};
 use crate::error::HistoryError;
 use crate::store::{Database, Writer};
 use coffer_core::EngineLimits;
-use coffer_journal::{Follower, JournalStats};
+use coffer_journal::{Follower, JournalStats, ReaderThread};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy)]
@@ -97,9 +96,8 @@ impl ProjectorStats {
 }
 
 pub struct Projector {
-    stop: Arc<AtomicBool>,
     stats: Arc<ProjectorStats>,
-    thread: Option<JoinHandle<()>>,
+    thread: ReaderThread,
 }
 
 struct ProjectorThread {
@@ -128,30 +126,25 @@ impl Projector {
         let cursor = writer.cursor()?;
         // Journal retention keeps what the projector still needs.
         let needed = journal.register_reader(cursor.map_or(0, |cursor| cursor.sequence_next));
-        let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(ProjectorStats::default());
         if let Some(cursor) = &cursor {
             stats.advance(cursor);
         }
-        let state = ProjectorThread {
-            database,
-            directory,
-            journal,
-            limits,
-            settings,
-            stop: Arc::clone(&stop),
-            stats: Arc::clone(&stats),
-            needed,
-        };
-        let thread = std::thread::Builder::new()
-            .name("coffer-projector".into())
-            .spawn(move || state.run(writer, cursor))
-            .expect("spawn the projector thread");
-        Ok(Projector {
-            stop,
-            stats,
-            thread: Some(thread),
-        })
+        let shared = Arc::clone(&stats);
+        let thread = ReaderThread::spawn("coffer-projector", move |stop| {
+            let state = ProjectorThread {
+                database,
+                directory,
+                journal,
+                limits,
+                settings,
+                stop,
+                stats: shared,
+                needed,
+            };
+            state.run(writer, cursor);
+        });
+        Ok(Projector { stats, thread })
     }
 
     pub fn stats(&self) -> &Arc<ProjectorStats> {
@@ -159,23 +152,8 @@ impl Projector {
     }
 
     /// Writes what is durable and stops.
-    pub fn stop(mut self) {
-        self.shut_down();
-    }
-
-    fn shut_down(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the history projector thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for Projector {
-    fn drop(&mut self) {
-        self.shut_down();
+    pub fn stop(self) {
+        self.thread.stop();
     }
 }
 

@@ -24,7 +24,7 @@ pub use options::{Durability, JournalOptions, Retention};
 pub use recovery::{open, recover, Mode, Recovered, RecoveryReport};
 pub use scan::{scan_segment, TornTail};
 pub use snapshots::{prune, write_snapshot};
-pub use tail::{Follower, Position, Tail, TailRecord};
+pub use tail::{Follower, Position, ReaderThread, Tail, TailRecord};
 pub use writer::{Completion, JournalStats, JournalWriter};
 
 /// Turns an engine batch into what the journal stores.

@@ -212,3 +212,49 @@ impl Follower {
         Ok(Some((record, outcome)))
     }
 }
+
+/// The thread of a journal reader (history projector, event publisher):
+/// asked to stop, it finishes what is durable and exits; dropping the
+/// handle stops it and waits.
+pub struct ReaderThread {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ReaderThread {
+    /// Runs `body` on a thread named `name`; `body` polls the flag it is
+    /// given and returns once it is set and the reader has caught up.
+    pub fn spawn(name: &str, body: impl FnOnce(Arc<std::sync::atomic::AtomicBool>) + Send + 'static) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || body(flag))
+            .expect("spawn a journal reader thread");
+        ReaderThread {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Catches up with what is durable, then stops.
+    pub fn stop(mut self) {
+        self.shut_down();
+    }
+
+    fn shut_down(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let name = thread.thread().name().unwrap_or("journal reader").to_owned();
+            if thread.join().is_err() {
+                tracing::error!(thread = %name, "a journal reader thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for ReaderThread {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}

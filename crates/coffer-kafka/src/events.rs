@@ -12,7 +12,7 @@
 use crate::{KafkaError, KafkaSettings};
 use coffer_core::{EngineLimits, Operation, Outcome, Verdict};
 use coffer_history::{Changes, Cursor, Projection};
-use coffer_journal::{Follower, JournalBatch, JournalStats, Position};
+use coffer_journal::{Follower, JournalBatch, JournalStats, Position, ReaderThread};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Messages gathered before waiting for the broker and saving the cursor.
@@ -45,9 +44,8 @@ impl PublisherStats {
 }
 
 pub struct Publisher {
-    stop: Arc<AtomicBool>,
     stats: Arc<PublisherStats>,
-    thread: Option<JoinHandle<()>>,
+    thread: ReaderThread,
 }
 
 struct Message {
@@ -84,29 +82,25 @@ impl Publisher {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .create()?;
-        let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(PublisherStats::default());
         stats.connected.store(true, Ordering::Relaxed);
-        let worker = Worker {
-            settings: settings.clone(),
-            journal_directory,
-            cursor_path,
-            journal,
-            limits,
-            needed,
-            producer,
-            stop: Arc::clone(&stop),
-            stats: Arc::clone(&stats),
-        };
-        let thread = std::thread::Builder::new()
-            .name("coffer-events".into())
-            .spawn(move || worker.run(cursor))
-            .expect("spawn the event publisher thread");
-        Ok(Publisher {
-            stop,
-            stats,
-            thread: Some(thread),
-        })
+        let settings = settings.clone();
+        let shared = Arc::clone(&stats);
+        let thread = ReaderThread::spawn("coffer-events", move |stop| {
+            let worker = Worker {
+                settings,
+                journal_directory,
+                cursor_path,
+                journal,
+                limits,
+                needed,
+                producer,
+                stop,
+                stats: shared,
+            };
+            worker.run(cursor);
+        });
+        Ok(Publisher { stats, thread })
     }
 
     pub fn stats(&self) -> &Arc<PublisherStats> {
@@ -114,23 +108,8 @@ impl Publisher {
     }
 
     /// Publishes what is durable, then stops.
-    pub fn stop(mut self) {
-        self.shut_down();
-    }
-
-    fn shut_down(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the event publisher thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        self.shut_down();
+    pub fn stop(self) {
+        self.thread.stop();
     }
 }
 

@@ -80,10 +80,7 @@ pub async fn list(
     QueryParameters(query): QueryParameters<ListQuery>,
 ) -> Result<Response, ApiError> {
     state.auth.require(&headers, Role::Reader, "read")?;
-    let limit = query.limit.unwrap_or(100);
-    if limit == 0 || limit > LIST_LIMIT_MAX {
-        return Err(ApiError::invalid(format!("limit must be 1 to {LIST_LIMIT_MAX}")));
-    }
+    let limit = super::page_limit(query.limit.map(|limit| limit as u64), LIST_LIMIT_MAX as u64)? as usize;
     if query.prefix.len() > coffer_core::limits::ID_BYTES_MAX {
         return Err(ApiError::invalid("prefix is longer than an id can be"));
     }

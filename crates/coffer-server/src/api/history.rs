@@ -106,19 +106,8 @@ pub async fn history(
     state.auth.require(&headers, Role::Reader, "read")?;
     let account = super::path_id(&id, AccountId::parse)?;
     let history = history_of(&state)?;
-    let limit = parameters.limit.unwrap_or(100);
-    if limit == 0 || limit > HISTORY_PAGE_MAX {
-        return Err(ApiError::invalid(format!("limit must be 1 to {HISTORY_PAGE_MAX}")));
-    }
-    let before = match &parameters.cursor {
-        None => None,
-        Some(cursor) => Some(
-            cursor
-                .strip_prefix('h')
-                .and_then(|digits| digits.parse::<i64>().ok())
-                .ok_or_else(|| ApiError::invalid("cursor is not one this server issued"))?,
-        ),
-    };
+    let limit = super::page_limit(parameters.limit.map(u64::from), u64::from(HISTORY_PAGE_MAX))? as u32;
+    let before = super::page_cursor(parameters.cursor.as_deref(), 'h')?;
     let from_ms = parameters
         .from
         .as_deref()

@@ -202,10 +202,7 @@ pub async fn items(
 ) -> Result<Response, ApiError> {
     state.auth.require(&headers, Role::Reader, "read")?;
     let job = find(&state, &id)?;
-    let limit = parameters.limit.unwrap_or(100);
-    if limit == 0 || limit > ITEMS_PAGE_MAX {
-        return Err(ApiError::invalid(format!("limit must be 1 to {ITEMS_PAGE_MAX}")));
-    }
+    let limit = super::page_limit(parameters.limit.map(|limit| limit as u64), ITEMS_PAGE_MAX as u64)? as usize;
     let wanted = parameters.status.as_deref();
     if wanted.is_some_and(|status| !["completed", "failed", "pending"].contains(&status)) {
         return Err(ApiError::invalid("status must be completed, failed or pending"));

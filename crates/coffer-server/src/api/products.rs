@@ -675,10 +675,7 @@ pub async fn list_orders(
     QueryParameters(parameters): QueryParameters<OrderParameters>,
 ) -> Result<Response, ApiError> {
     state.auth.require(&headers, Role::Reader, "read")?;
-    let limit = parameters.limit.unwrap_or(100);
-    if limit == 0 || limit > HISTORY_PAGE_MAX {
-        return Err(ApiError::invalid(format!("limit must be 1 to {HISTORY_PAGE_MAX}")));
-    }
+    let limit = super::page_limit(parameters.limit.map(u64::from), u64::from(HISTORY_PAGE_MAX))? as u32;
     if let Some(status) = &parameters.status {
         if !ORDER_STATUSES.contains(&status.as_str()) {
             return Err(ApiError::invalid(format!("status must be one of {ORDER_STATUSES:?}")));
@@ -692,15 +689,7 @@ pub async fn list_orders(
         .user
         .map(|user| checked_name("user", &user, USER_ID_BYTES_MAX))
         .transpose()?;
-    let before = match &parameters.cursor {
-        None => None,
-        Some(cursor) => Some(
-            cursor
-                .strip_prefix('o')
-                .and_then(|digits| digits.parse::<i64>().ok())
-                .ok_or_else(|| ApiError::invalid("cursor is not one this server issued"))?,
-        ),
-    };
+    let before = super::page_cursor(parameters.cursor.as_deref(), 'o')?;
     let history = super::history::history_of(&state)?;
     history.caught_up(state.sequencer.durable_sequence()).await?;
     let query = OrderQuery {
