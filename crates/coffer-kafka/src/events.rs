@@ -9,12 +9,13 @@
 //! publishes some messages again. Every event carries `event_id` (a global
 //! order, stable across restarts) for consumers to deduplicate.
 
+use crate::ingest::FreshProducer;
 use crate::{KafkaError, KafkaSettings};
 use coffer_core::{EngineLimits, Operation, Outcome, Verdict};
 use coffer_history::{Changes, Cursor, Projection};
 use coffer_journal::{Follower, JournalBatch, JournalStats, Position, ReaderThread};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use std::time::Duration;
 const MESSAGES_PER_GROUP_MAX: usize = 10_000;
 const IDLE_POLL: Duration = Duration::from_millis(5);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+const HEALTH_POLL: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Default)]
 pub struct PublisherStats {
@@ -77,11 +79,7 @@ impl Publisher {
     ) -> Result<Publisher, KafkaError> {
         let cursor = read_cursor(&cursor_path)?;
         let needed = journal.register_reader(cursor.map_or(0, |cursor| cursor.sequence_next));
-        let producer: FutureProducer = settings
-            .client_config()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .create()?;
+        let producer = FreshProducer::new(settings)?;
         let stats = Arc::new(PublisherStats::default());
         stats.connected.store(true, Ordering::Relaxed);
         let settings = settings.clone();
@@ -120,7 +118,7 @@ struct Worker {
     journal: Arc<JournalStats>,
     limits: EngineLimits,
     needed: Arc<AtomicU64>,
-    producer: FutureProducer,
+    producer: FreshProducer,
     stop: Arc<AtomicBool>,
     stats: Arc<PublisherStats>,
 }
@@ -159,6 +157,7 @@ impl Worker {
                 save_cursor(&self.cursor_path, &projection.cursor)?;
                 self.advance(&projection.cursor);
             } else if caught_up && pending.is_empty() {
+                self.producer.refresh()?;
                 if projection.cursor.sequence_next > self.stats.published_sequence.load(Ordering::Relaxed) {
                     save_cursor(&self.cursor_path, &projection.cursor)?;
                     self.advance(&projection.cursor);
@@ -206,6 +205,7 @@ impl Worker {
     }
 
     async fn try_deliver(&self, messages: &[Message]) -> Result<(), KafkaError> {
+        let (producer, health) = self.producer.get()?;
         let mut deliveries = std::collections::VecDeque::with_capacity(messages.len());
         for message in messages {
             let sequence = message.sequence.to_string();
@@ -228,7 +228,7 @@ impl Worker {
             // when awaited: one round trip per message). A full local queue
             // waits for the oldest delivery, then tries again.
             loop {
-                match self.producer.send_result(record) {
+                match producer.send_result(record) {
                     Ok(delivery) => {
                         deliveries.push_back(delivery);
                         break;
@@ -236,7 +236,7 @@ impl Worker {
                     Err((rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                         record = returned;
                         match deliveries.pop_front() {
-                            Some(oldest) => check(oldest.await)?,
+                            Some(oldest) => check(watch(oldest, &health).await?)?,
                             None => tokio::time::sleep(IDLE_POLL).await,
                         }
                     }
@@ -245,9 +245,26 @@ impl Worker {
             }
         }
         while let Some(delivery) = deliveries.pop_front() {
-            check(delivery.await)?;
+            check(watch(delivery, &health).await?)?;
         }
+        health.mark_used();
         Ok(())
+    }
+}
+
+/// Waits for a delivery, giving up as soon as the client has lost every
+/// broker: it must be replaced before they come back (see `health`).
+async fn watch<F: std::future::Future>(delivery: F, health: &crate::Health) -> Result<F::Output, KafkaError> {
+    tokio::pin!(delivery);
+    loop {
+        tokio::select! {
+            done = &mut delivery => return Ok(done),
+            () = tokio::time::sleep(HEALTH_POLL) => {
+                if health.lost() {
+                    return Err(KafkaError::Client(rdkafka::error::KafkaError::Global(RDKafkaErrorCode::AllBrokersDown)));
+                }
+            }
+        }
     }
 }
 

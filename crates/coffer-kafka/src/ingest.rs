@@ -1,11 +1,13 @@
 //! Reading commands from Kafka, and producing them (HTTP `mode=async`).
 
+use crate::health::{Health, Watched};
 use crate::{KafkaError, KafkaSettings, PRODUCE_TIMEOUT};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// One message of the commands topic.
@@ -30,9 +32,10 @@ impl Command {
 /// The consumer-group side: batches in, dead letters out, offsets
 /// committed only on request.
 pub struct Ingest {
-    consumer: StreamConsumer,
-    producer: FutureProducer,
+    consumer: StreamConsumer<Watched>,
+    producer: FutureProducer<Watched>,
     settings: KafkaSettings,
+    health: Arc<Health>,
 }
 
 /// How long one wait for the first message of a batch lasts, so the caller
@@ -53,13 +56,15 @@ impl Ingest {
         for (key, value) in &settings.options {
             config.set(key, value);
         }
-        let consumer: StreamConsumer = config.create()?;
+        let health = Arc::new(Health::default());
+        let consumer: StreamConsumer<Watched> = config.create_with_context(Watched(Arc::clone(&health)))?;
         assign(&consumer, settings)?;
-        let producer = producer(settings)?;
+        let producer = producer(settings, &health)?;
         Ok(Ingest {
             consumer,
             producer,
             settings: settings.clone(),
+            health,
         })
     }
 
@@ -67,6 +72,11 @@ impl Ingest {
     /// from a blocking thread.
     pub fn connect(settings: &KafkaSettings) -> Result<Self, KafkaError> {
         Ingest::new(settings)
+    }
+
+    /// True once this client must be replaced (see `health`).
+    pub fn lost(&self) -> bool {
+        self.health.lost()
     }
 
     /// Up to `max` messages: waits briefly for the first, then gathers what
@@ -78,6 +88,7 @@ impl Ingest {
             Err(_) => return Ok(batch),
             Ok(message) => message?,
         };
+        self.health.mark_used();
         batch.push(command_of(&first));
         let deadline = Instant::now() + linger;
         while batch.len() < max {
@@ -158,7 +169,7 @@ impl Ingest {
 /// protocol: an instance killed with SIGKILL would otherwise hold its
 /// partitions until its session times out (45 s by default), and shards
 /// must stay with the instance whose engine owns their accounts. Blocking.
-fn assign(consumer: &StreamConsumer, settings: &KafkaSettings) -> Result<(), KafkaError> {
+fn assign(consumer: &StreamConsumer<Watched>, settings: &KafkaSettings) -> Result<(), KafkaError> {
     let topic = &settings.commands_topic;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions: Vec<i32> = metadata
@@ -199,36 +210,79 @@ fn command_of(message: &rdkafka::message::BorrowedMessage<'_>) -> Command {
 
 /// An idempotent producer that waits for every in-sync replica: once it
 /// reports success, the message survives a broker or coffer crash.
-fn producer(settings: &KafkaSettings) -> Result<FutureProducer, KafkaError> {
+pub(crate) fn producer(settings: &KafkaSettings, health: &Arc<Health>) -> Result<FutureProducer<Watched>, KafkaError> {
     let mut config = settings.client_config();
     config.set("enable.idempotence", "true").set("acks", "all");
     for (key, value) in &settings.options {
         config.set(key, value);
     }
-    Ok(config.create()?)
+    Ok(config.create_with_context(Watched(Arc::clone(health)))?)
+}
+
+/// An idempotent producer that is replaced by a fresh one once it has lost
+/// every broker (see `health`).
+pub(crate) struct FreshProducer {
+    current: Mutex<(FutureProducer<Watched>, Arc<Health>)>,
+    settings: KafkaSettings,
+}
+
+impl FreshProducer {
+    pub(crate) fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
+        let health = Arc::new(Health::default());
+        Ok(FreshProducer {
+            current: Mutex::new((producer(settings, &health)?, health)),
+            settings: settings.clone(),
+        })
+    }
+
+    /// Replaces the client if it lost every broker; call it periodically
+    /// so that an idle client is replaced too.
+    pub(crate) fn refresh(&self) -> Result<(), KafkaError> {
+        let mut current = self.current.lock().expect("producer lock");
+        if current.1.lost() {
+            let health = Arc::new(Health::default());
+            let fresh = producer(&self.settings, &health)?;
+            let old = std::mem::replace(&mut *current, (fresh, health));
+            crate::health::retire(old);
+        }
+        Ok(())
+    }
+
+    /// The current client (a cheap handle) and its health.
+    pub(crate) fn get(&self) -> Result<(FutureProducer<Watched>, Arc<Health>), KafkaError> {
+        self.refresh()?;
+        let current = self.current.lock().expect("producer lock");
+        Ok((current.0.clone(), Arc::clone(&current.1)))
+    }
 }
 
 /// Produces commands to the commands topic (HTTP `mode=async`).
 pub struct CommandProducer {
-    producer: FutureProducer,
+    producer: FreshProducer,
     topic: String,
 }
 
 impl CommandProducer {
     pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
         Ok(CommandProducer {
-            producer: producer(settings)?,
+            producer: FreshProducer::new(settings)?,
             topic: settings.commands_topic.clone(),
         })
     }
 
+    /// Replaces the client if it lost every broker: call it periodically.
+    pub fn refresh(&self) -> Result<(), KafkaError> {
+        self.producer.refresh()
+    }
+
     /// Returns once the broker has the command.
     pub async fn send(&self, key: &str, payload: &[u8]) -> Result<(), KafkaError> {
+        let (producer, health) = self.producer.get()?;
         let record = FutureRecord::to(&self.topic).key(key).payload(payload);
-        self.producer
+        producer
             .send(record, PRODUCE_TIMEOUT)
             .await
-            .map(drop)
+            .map(|_| health.mark_used())
             .map_err(|(error, _)| KafkaError::Client(error))
     }
 }

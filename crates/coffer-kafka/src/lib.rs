@@ -15,9 +15,11 @@
 //! Topics are created at startup when missing. See docs/KAFKA.md.
 
 mod events;
+mod health;
 mod ingest;
 
 pub use events::{Publisher, PublisherStats};
+pub use health::{retire, Health, Watched};
 pub use ingest::{Command, CommandProducer, Ingest};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

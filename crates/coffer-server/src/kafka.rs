@@ -21,6 +21,7 @@ pub const INGEST_BATCH_MAX: usize = 4_096;
 const INGEST_LINGER: Duration = Duration::from_millis(5);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 const LAG_INTERVAL: Duration = Duration::from_secs(2);
+const PRODUCER_REFRESH_INTERVAL: Duration = Duration::from_millis(50);
 /// Consecutive read errors after which the consumer starts over.
 const CONSECUTIVE_FAILURES_MAX: u32 = 5;
 
@@ -131,21 +132,21 @@ impl KafkaLink {
     /// Connects, consumes, and on repeated errors (a broker restarted, a
     /// topic gone) connects again from scratch, recreating the topics.
     async fn consume(self: Arc<Self>, state: Weak<AppState>) {
-        let mut lag_started = false;
+        tokio::spawn(Arc::clone(&self).refresh_producer(state.clone()));
         while state.strong_count() > 0 {
             let Some(ingest) = self.connect(&state).await else {
                 return;
             };
             self.consumer_connected.store(true, Ordering::Relaxed);
-            if !lag_started {
-                tokio::spawn(Arc::clone(&self).measure_lag(Arc::clone(&ingest), state.clone()));
-                lag_started = true;
-            }
-            if !self.consume_until_failing(&state, &ingest).await {
+            tokio::spawn(Arc::clone(&self).measure_lag(Arc::downgrade(&ingest)));
+            let go_on = self.consume_until_failing(&state, &ingest).await;
+            // A client that lost every broker must be gone before they return.
+            coffer_kafka::retire(ingest);
+            if !go_on {
                 return;
             }
             self.consumer_connected.store(false, Ordering::Relaxed);
-            tracing::warn!("Kafka keeps failing; reconnecting and recreating the topics");
+            tracing::warn!("Kafka client lost or failing; reconnecting with a fresh one");
         }
     }
 
@@ -180,7 +181,11 @@ impl KafkaLink {
     async fn consume_until_failing(&self, state: &Weak<AppState>, ingest: &Ingest) -> bool {
         let mut failures = 0u32;
         loop {
-            let batch = match ingest.next_batch(INGEST_BATCH_MAX, INGEST_LINGER).await {
+            let read = ingest.next_batch(INGEST_BATCH_MAX, INGEST_LINGER).await;
+            if ingest.lost() {
+                return true;
+            }
+            let batch = match read {
                 Ok(batch) => batch,
                 Err(error) => {
                     self.consumer_connected.store(false, Ordering::Relaxed);
@@ -253,13 +258,24 @@ impl KafkaLink {
         self.dead_letters.fetch_add(1, Ordering::Relaxed);
     }
 
-    async fn measure_lag(self: Arc<Self>, ingest: Arc<Ingest>, state: Weak<AppState>) {
-        while state.strong_count() > 0 {
-            let measuring = Arc::clone(&ingest);
+    /// Measures the lag while this consumer is the current one.
+    async fn measure_lag(self: Arc<Self>, ingest: Weak<Ingest>) {
+        while let Some(measuring) = ingest.upgrade() {
             if let Ok(Ok(lag)) = tokio::task::spawn_blocking(move || measuring.lag()).await {
                 self.consumer_lag.store(lag, Ordering::Relaxed);
             }
             tokio::time::sleep(LAG_INTERVAL).await;
+        }
+    }
+
+    /// Replaces the async-HTTP producer once it has lost every broker,
+    /// even while idle.
+    async fn refresh_producer(self: Arc<Self>, state: Weak<AppState>) {
+        while state.strong_count() > 0 {
+            if let Err(error) = self.producer.refresh() {
+                tracing::warn!(%error, "could not replace the Kafka command producer");
+            }
+            tokio::time::sleep(PRODUCER_REFRESH_INTERVAL).await;
         }
     }
 }

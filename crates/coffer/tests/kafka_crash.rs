@@ -169,6 +169,50 @@ async fn a_broker_outage_is_survived() {
     let _ = broker.wait();
 }
 
+/// A real broker restart: tansu killed and started again — empty, as its
+/// storage is in memory, and on the second address of the bootstrap list,
+/// as it cannot listen again on its old port while old connections
+/// linger. coffer replaces its clients (librdkafka crashed on a stale
+/// metadata cache here before), recreates the topics and resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_broker_is_reconnected_to() {
+    if std::env::var("COFFER_TEST_KAFKA_BROKERS").is_err() || which_tansu().is_none() {
+        support::skipped("broker restart test (set COFFER_TEST_KAFKA_BROKERS, install tansu)");
+        return;
+    }
+    let first = 24_000 + (std::process::id() % 4_000) as u16 * 2;
+    let second = first + 1;
+    let mut broker = start_broker(first, first);
+    let data = tempfile::tempdir().unwrap();
+    let flags = vec![
+        "--kafka-brokers".to_owned(),
+        format!("127.0.0.1:{first},127.0.0.1:{second}"),
+    ];
+    let mut server = Server::start_with(data.path(), &flags);
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{}/v1/accounts", server.base))
+        .json(&json!({"id": "k0", "unit": "USD/2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    produce_deposits(&format!("127.0.0.1:{first}"), 0..100).await;
+    wait_for_balance(&client, &server.base, 100).await;
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut broker = start_broker(second, second);
+    produce_deposits(&format!("127.0.0.1:{second}"), 100..300).await;
+    wait_for_balance(&client, &server.base, 300).await;
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "coffer survived the restart"
+    );
+    broker.kill().unwrap();
+    let _ = broker.wait();
+}
+
 async fn wait_for_balance(client: &reqwest::Client, base: &str, expected: i64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
