@@ -111,8 +111,7 @@ async fn produce(brokers: String, topic: String) {
 /// connections linger).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_is_survived() {
-    if std::env::var("COFFER_TEST_KAFKA_BROKERS").is_err() || which_tansu().is_none() {
-        support::skipped("broker outage test (set COFFER_TEST_KAFKA_BROKERS, install tansu)");
+    if !own_broker_possible("broker outage test") {
         return;
     }
     // Below the ephemeral range: a connection to a port nobody listens on
@@ -126,13 +125,7 @@ async fn a_broker_outage_is_survived() {
     let flags = vec!["--kafka-brokers".to_owned(), brokers.clone()];
     let mut server = Server::start_with(data.path(), &flags);
     let client = reqwest::Client::new();
-    let response = client
-        .post(format!("{}/v1/accounts", server.base))
-        .json(&json!({"id": "k0", "unit": "USD/2"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
+    open_k0(&client, &server.base).await;
     let ready = |expected: bool| {
         let (client, base) = (client.clone(), server.base.clone());
         async move {
@@ -176,8 +169,7 @@ async fn a_broker_outage_is_survived() {
 /// metadata cache here before), recreates the topics and resumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_broker_is_reconnected_to() {
-    if std::env::var("COFFER_TEST_KAFKA_BROKERS").is_err() || which_tansu().is_none() {
-        support::skipped("broker restart test (set COFFER_TEST_KAFKA_BROKERS, install tansu)");
+    if !own_broker_possible("broker restart test") {
         return;
     }
     let first = 24_000 + (std::process::id() % 4_000) as u16 * 2;
@@ -190,13 +182,7 @@ async fn a_restarted_broker_is_reconnected_to() {
     ];
     let mut server = Server::start_with(data.path(), &flags);
     let client = reqwest::Client::new();
-    let response = client
-        .post(format!("{}/v1/accounts", server.base))
-        .json(&json!({"id": "k0", "unit": "USD/2"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
+    open_k0(&client, &server.base).await;
     produce_deposits(&format!("127.0.0.1:{first}"), 0..100).await;
     wait_for_balance(&client, &server.base, 100).await;
     broker.kill().unwrap();
@@ -211,6 +197,25 @@ async fn a_restarted_broker_is_reconnected_to() {
     );
     broker.kill().unwrap();
     let _ = broker.wait();
+}
+
+/// Whether the test can run a broker of its own; says SKIPPED if not.
+fn own_broker_possible(what: &str) -> bool {
+    let possible = std::env::var("COFFER_TEST_KAFKA_BROKERS").is_ok() && which_tansu().is_some();
+    if !possible {
+        support::skipped(&format!("{what} (set COFFER_TEST_KAFKA_BROKERS, install tansu)"));
+    }
+    possible
+}
+
+async fn open_k0(client: &reqwest::Client, base: &str) {
+    let response = client
+        .post(format!("{base}/v1/accounts"))
+        .json(&json!({"id": "k0", "unit": "USD/2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
 }
 
 async fn wait_for_balance(client: &reqwest::Client, base: &str, expected: i64) {

@@ -105,5 +105,5 @@ pub async fn list(
     };
     let data = accounts.iter().map(views::AccountBody::from).collect();
     let next_cursor = next.map(|slot| format!("a{slot:x}"));
-    Ok(axum::Json(views::AccountPage { data, next_cursor }).into_response())
+    Ok(axum::Json(views::Page { data, next_cursor }).into_response())
 }

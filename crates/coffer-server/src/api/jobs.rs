@@ -188,12 +188,6 @@ struct ItemBody<'a> {
     code: Option<String>,
 }
 
-#[derive(Serialize)]
-struct ItemPage<'a> {
-    data: Vec<ItemBody<'a>>,
-    next_cursor: Option<usize>,
-}
-
 pub async fn items(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -232,5 +226,5 @@ pub async fn items(
             code,
         });
     }
-    Ok(axum::Json(ItemPage { data, next_cursor }).into_response())
+    Ok(axum::Json(views::Page { data, next_cursor }).into_response())
 }

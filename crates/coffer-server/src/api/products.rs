@@ -663,12 +663,6 @@ pub struct OrderParameters {
 
 const ORDER_STATUSES: [&str; 5] = ["completed", "reserved", "confirmed", "cancelled", "expired"];
 
-#[derive(Serialize)]
-struct OrderPage<'a> {
-    data: Vec<OrderBody<'a>>,
-    next_cursor: Option<String>,
-}
-
 pub async fn list_orders(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -703,7 +697,7 @@ pub async fn list_orders(
     let next_cursor = (rows.len() == limit as usize)
         .then(|| rows.last().map(|row| format!("o{}", row.sequence)))
         .flatten();
-    let page = OrderPage {
+    let page = views::Page {
         data: rows.iter().map(order_body).collect(),
         next_cursor,
     };

@@ -139,10 +139,11 @@ impl<'a> From<&'a AccountView> for AccountBody<'a> {
     }
 }
 
+/// One page of a list: the items and the cursor of the next page, if any.
 #[derive(Serialize)]
-pub struct AccountPage<'a> {
-    pub data: Vec<AccountBody<'a>>,
-    pub next_cursor: Option<String>,
+pub struct Page<T, C> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<C>,
 }
 
 #[derive(Serialize)]
