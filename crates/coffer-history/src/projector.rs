@@ -7,7 +7,7 @@ use crate::changes::{Changes, Cursor, Projection};
 use crate::error::HistoryError;
 use crate::store::{Database, Writer};
 use coffer_core::EngineLimits;
-use coffer_journal::{Follower, JournalStats, ReaderThread};
+use coffer_journal::{Follower, JournalStats, Position, ReaderThread};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender, TrySendError};
@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 pub struct ProjectorSettings {
     /// Rows gathered into one database transaction at most.
     pub rows_per_write_max: usize,
-    /// Rows wait at most this long before they are written.
+    /// Rows wait at most this long before they are written; also the
+    /// longest a history read waits for a write it must see.
     pub write_interval: Duration,
     /// Pause when the journal has nothing new.
     pub idle_poll: Duration,
@@ -30,7 +31,7 @@ impl Default for ProjectorSettings {
     fn default() -> Self {
         ProjectorSettings {
             rows_per_write_max: 30_000,
-            write_interval: Duration::from_millis(20),
+            write_interval: Duration::from_millis(50),
             idle_poll: Duration::from_millis(2),
             retry_backoff: Duration::from_millis(100),
         }
@@ -41,7 +42,8 @@ impl Default for ProjectorSettings {
 #[derive(Debug, Default)]
 pub struct ProjectorStats {
     /// Every transaction below this sequence is in the database.
-    projected: Mutex<u64>,
+    /// Every transaction below `.0`, and every record before `.1`.
+    projected: Mutex<(u64, Position)>,
     advanced: Condvar,
     /// Timestamp of the last record written.
     pub projected_timestamp_ms: AtomicU64,
@@ -56,15 +58,25 @@ pub struct ProjectorStats {
 
 impl ProjectorStats {
     pub fn projected_sequence(&self) -> u64 {
-        *self.projected.lock().expect("projected lock")
+        self.projected.lock().expect("projected lock").0
     }
 
     /// Waits until every transaction below `sequence` is projected; false
     /// on timeout or if the projector has stopped.
     pub fn wait_for(&self, sequence: u64, timeout: Duration) -> bool {
+        self.wait_until(timeout, |(projected, _)| *projected >= sequence)
+    }
+
+    /// Waits until every journal record before `position` is projected
+    /// (records without transactions, hold expiries, included).
+    pub fn wait_for_position(&self, position: Position, timeout: Duration) -> bool {
+        self.wait_until(timeout, |(_, projected)| *projected >= position)
+    }
+
+    fn wait_until(&self, timeout: Duration, done: impl Fn(&(u64, Position)) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         let mut projected = self.projected.lock().expect("projected lock");
-        while *projected < sequence {
+        while !done(&projected) {
             let now = Instant::now();
             if now >= deadline || self.failure().is_some() {
                 return false;
@@ -83,7 +95,7 @@ impl ProjectorStats {
     }
 
     fn advance(&self, cursor: &Cursor) {
-        *self.projected.lock().expect("projected lock") = cursor.sequence_next;
+        *self.projected.lock().expect("projected lock") = (cursor.sequence_next, cursor.position);
         self.projected_timestamp_ms
             .store(cursor.timestamp_ms, Ordering::Relaxed);
         self.advanced.notify_all();
@@ -219,8 +231,12 @@ impl ProjectorThread {
                 pending_since.get_or_insert_with(Instant::now);
             }
             let full = changes.row_count() >= self.settings.rows_per_write_max;
-            let due =
-                pending_since.is_some_and(|since| caught_up || full || since.elapsed() >= self.settings.write_interval);
+            // Not on every catch-up: each database commit has a fixed cost
+            // (WAL frames, checksums, page cache), so small frequent commits
+            // cost several times more per row than one every interval.
+            let due = pending_since.is_some_and(|since| {
+                full || (caught_up && stopping) || since.elapsed() >= self.settings.write_interval
+            });
             if due {
                 let spare = recycled.try_recv().unwrap_or_default();
                 let message = (std::mem::replace(&mut changes, spare), projection.cursor);

@@ -402,10 +402,10 @@ impl WriterThread {
             return;
         }
         match OpenSegment::create(&self.directory, self.sequence_next) {
-            Ok(segment) => {
-                self.segment = segment;
-                self.stats.set_durable_position(self.segment.position());
-            }
+            // The durable position stays at the end of the last durable
+            // record until something is durable in the new segment: readers
+            // compare positions, and (old, end) and (new, 0) are the same place.
+            Ok(segment) => self.segment = segment,
             Err(error) => {
                 tracing::error!(%error, "could not start a new journal segment; the journal is stopped");
                 *self.failure.lock().expect("failure lock") = Some(error.to_string());

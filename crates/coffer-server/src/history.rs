@@ -21,6 +21,7 @@ pub struct History {
     pool: ReaderPool,
     projector: Mutex<Option<Projector>>,
     pub stats: Arc<ProjectorStats>,
+    journal: Arc<JournalStats>,
     lag_max: u64,
 }
 
@@ -35,7 +36,7 @@ impl History {
         let projector = Projector::start(
             database.clone(),
             config.journal_directory(),
-            journal,
+            Arc::clone(&journal),
             config.engine_limits(),
             ProjectorSettings::default(),
         )
@@ -46,6 +47,7 @@ impl History {
             stats: Arc::clone(projector.stats()),
             projector: Mutex::new(Some(projector)),
             lag_max: config.history_lag_max,
+            journal,
         })))
     }
 
@@ -79,11 +81,13 @@ impl History {
 
     /// Waits until every transaction below `sequence` is in the store, so a
     /// history read sees every acknowledged write.
-    pub async fn caught_up(self: &Arc<Self>, sequence: u64) -> Result<(), ApiError> {
+    pub async fn caught_up(self: &Arc<Self>) -> Result<(), ApiError> {
+        let position = self.journal.durable_position();
         let history = Arc::clone(self);
-        let caught_up = tokio::task::spawn_blocking(move || history.stats.wait_for(sequence, CATCH_UP_TIMEOUT))
-            .await
-            .map_err(|error| ApiError::HistoryUnavailable(error.to_string()))?;
+        let caught_up =
+            tokio::task::spawn_blocking(move || history.stats.wait_for_position(position, CATCH_UP_TIMEOUT))
+                .await
+                .map_err(|error| ApiError::HistoryUnavailable(error.to_string()))?;
         if caught_up {
             return Ok(());
         }
@@ -91,7 +95,7 @@ impl History {
             || {
                 format!(
                     "the history is still {} transactions behind",
-                    sequence.saturating_sub(self.stats.projected_sequence())
+                    self.lag(self.journal.durable_sequence.load(std::sync::atomic::Ordering::Acquire))
                 )
             },
         )))

@@ -92,11 +92,6 @@ fn parse_instant(name: &str, text: &str) -> Result<i64, ApiError> {
     i64::try_from(since_epoch.as_millis()).map_err(|_| ApiError::invalid(format!("{name} is too far in the future")))
 }
 
-/// Waits for the history to hold every write acknowledged before now.
-async fn caught_up(state: &AppState, history: &Arc<History>) -> Result<(), ApiError> {
-    history.caught_up(state.sequencer.durable_sequence()).await
-}
-
 pub async fn history(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -119,7 +114,7 @@ pub async fn history(
         .map(|text| parse_instant("to", text))
         .transpose()?;
     read_account(&state, account.clone()).await?;
-    caught_up(&state, history).await?;
+    history.caught_up().await?;
     let query = HistoryQuery {
         account: account.to_string(),
         before,
@@ -181,7 +176,7 @@ pub async fn balance(
     };
     let at_ms = parse_instant("at", &at)?;
     let history = history_of(&state)?;
-    caught_up(&state, history).await?;
+    history.caught_up().await?;
     let name = account.to_string();
     let entry = history.read(move |reader| reader.balance_at(&name, at_ms)).await?;
     let (available, frozen) = entry.as_ref().map_or((0, 0), |entry| (entry.available, entry.frozen));

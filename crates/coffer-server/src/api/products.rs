@@ -644,7 +644,7 @@ pub async fn get_order(
     state.auth.require(&headers, Role::Reader, "read")?;
     let id = checked_name("order id", &id, ORDER_ID_BYTES_MAX)?;
     let history = super::history::history_of(&state)?;
-    history.caught_up(state.sequencer.durable_sequence()).await?;
+    history.caught_up().await?;
     let name = id.clone();
     let row = history.read(move |reader| reader.order(&name)).await?;
     let row = row.ok_or(ApiError::NotFound { what: "order", id })?;
@@ -685,7 +685,7 @@ pub async fn list_orders(
         .transpose()?;
     let before = super::page_cursor(parameters.cursor.as_deref(), 'o')?;
     let history = super::history::history_of(&state)?;
-    history.caught_up(state.sequencer.durable_sequence()).await?;
+    history.caught_up().await?;
     let query = OrderQuery {
         product,
         user,

@@ -82,7 +82,7 @@ pub async fn get(
     let Some(history) = &state.history else {
         return Err(not_found());
     };
-    history.caught_up(state.sequencer.durable_sequence()).await?;
+    history.caught_up().await?;
     let name = id.to_string();
     let mut rows = history
         .read(move |reader| reader.transactions(&[name.as_str()]))
