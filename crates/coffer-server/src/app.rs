@@ -193,6 +193,15 @@ async fn rate_limiters(config: &ServerConfig) -> anyhow::Result<(RateLimiter, Op
 
 /// Serves until `shutdown` resolves (SIGINT/SIGTERM in the binary).
 pub async fn serve(config: ServerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    // One poll before starting installs the signal handlers, so a SIGTERM
+    // that arrives as soon as the server announces itself stops it
+    // gracefully instead of killing it.
+    tokio::select! {
+        biased;
+        () = &mut shutdown => return Ok(()),
+        () = std::future::ready(()) => {}
+    }
     let server = start(config).await?;
     shutdown.await;
     tracing::info!("shutting down: draining requests, syncing, snapshotting");
