@@ -123,13 +123,20 @@ impl OrderMetadata {
     }
 }
 
-/// The hold that carries a reserved order's stock: `order:{id}:stock`.
-pub fn order_stock_hold(order_id: &str) -> String {
-    format!("order:{order_id}:stock")
+/// The hold carrying one part (`stock`, `quota`, `payment`) of a reserved
+/// order: `order:{id}:{part}`. The purchase endpoint names its holds with
+/// this, and the projector reads an order's fate off its stock hold.
+pub fn order_hold(order_id: &str, part: &str) -> String {
+    format!("order:{order_id}:{part}")
 }
 
+/// The part whose hold decides a reservation's status.
+pub const ORDER_STOCK_PART: &str = "stock";
+
 fn order_of_stock_hold(hold: &str) -> Option<&str> {
-    hold.strip_prefix("order:")?.strip_suffix(":stock")
+    hold.strip_prefix("order:")?
+        .strip_suffix(ORDER_STOCK_PART)?
+        .strip_suffix(':')
 }
 
 /// Where the projector is: stored in the same database transaction as the
@@ -160,10 +167,6 @@ pub struct Changes {
 impl Changes {
     pub fn row_count(&self) -> usize {
         self.transactions.len() + self.entries.len() + self.holds.len() + self.orders.len() + self.order_updates.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.row_count() == 0
     }
 
     pub fn clear(&mut self) {

@@ -18,8 +18,8 @@ mod store;
 mod verify;
 
 pub use changes::{
-    order_stock_hold, Changes, Cursor, HistoryEntry, HoldRow, OrderMetadata, OrderRow, OrderUpdate, Projection,
-    TransactionRow,
+    order_hold, Changes, Cursor, HistoryEntry, HoldRow, OrderMetadata, OrderRow, OrderUpdate, Projection,
+    TransactionRow, ORDER_STOCK_PART,
 };
 pub use error::HistoryError;
 pub use projector::{Projector, ProjectorSettings, ProjectorStats};

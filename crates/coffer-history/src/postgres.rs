@@ -5,7 +5,7 @@
 
 use crate::changes::{Changes, Cursor, HistoryEntry, OrderRow, TransactionRow};
 use crate::error::HistoryError;
-use crate::store::{check_order_query, check_query, kind_name, HistoryQuery, OrderQuery, Reader, Writer};
+use crate::store::{check_page_limit, kind_name, HistoryQuery, OrderQuery, Reader, Writer};
 use coffer_journal::Position;
 use postgres::{Client, NoTls, Row};
 
@@ -341,7 +341,7 @@ fn entry_of(row: &Row) -> Result<HistoryEntry, HistoryError> {
 
 impl Reader for PostgresStore {
     fn history(&mut self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, HistoryError> {
-        check_query(query);
+        check_page_limit(query.limit);
         let rows = self.client.query(
             &format!(
                 "{ENTRY_SELECT} WHERE account = $1 AND history_id < $2 AND timestamp_ms >= $3 \
@@ -397,7 +397,7 @@ impl Reader for PostgresStore {
     }
 
     fn orders(&mut self, query: &OrderQuery) -> Result<Vec<OrderRow>, HistoryError> {
-        check_order_query(query);
+        check_page_limit(query.limit);
         let rows = self.client.query(
             &format!(
                 "{ORDER_SELECT} WHERE ($1::TEXT IS NULL OR product = $1) AND ($2::TEXT IS NULL OR user_id = $2) \

@@ -7,7 +7,7 @@
 
 use crate::changes::{Changes, Cursor, HistoryEntry, OrderRow, TransactionRow};
 use crate::error::HistoryError;
-use crate::store::{check_order_query, check_query, kind_name, HistoryQuery, OrderQuery, Reader, Writer};
+use crate::store::{check_page_limit, kind_name, HistoryQuery, OrderQuery, Reader, Writer};
 use coffer_journal::Position;
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -308,7 +308,7 @@ fn with_kind((entry, kind): (HistoryEntry, String)) -> Result<HistoryEntry, Hist
 
 impl Reader for SqliteStore {
     fn history(&mut self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, HistoryError> {
-        check_query(query);
+        check_page_limit(query.limit);
         let mut statement = self.connection.prepare_cached(&format!(
             "SELECT {ENTRY_COLUMNS} FROM account_history WHERE account = ?1 AND history_id < ?2 \
              AND timestamp_ms >= ?3 AND timestamp_ms <= ?4 ORDER BY history_id DESC LIMIT ?5"
@@ -372,7 +372,7 @@ impl Reader for SqliteStore {
     }
 
     fn orders(&mut self, query: &OrderQuery) -> Result<Vec<OrderRow>, HistoryError> {
-        check_order_query(query);
+        check_page_limit(query.limit);
         // NULL filters match everything; one statement serves every combination.
         let mut statement = self.connection.prepare_cached(&format!(
             "SELECT {ORDER_COLUMNS} FROM orders WHERE (?1 IS NULL OR product = ?1) AND (?2 IS NULL OR user_id = ?2) \

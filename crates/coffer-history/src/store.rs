@@ -179,12 +179,9 @@ impl Drop for ReaderPool {
     }
 }
 
-pub(crate) fn check_query(query: &HistoryQuery) {
-    assert!(query.limit >= 1 && query.limit <= HISTORY_PAGE_MAX);
-}
-
-pub(crate) fn check_order_query(query: &OrderQuery) {
-    assert!(query.limit >= 1 && query.limit <= HISTORY_PAGE_MAX);
+/// Pages are bounded; the server checks the limit before it asks.
+pub(crate) fn check_page_limit(limit: u32) {
+    assert!((1..=HISTORY_PAGE_MAX).contains(&limit));
 }
 
 pub(crate) fn kind_name(stored: &str) -> Result<&'static str, HistoryError> {

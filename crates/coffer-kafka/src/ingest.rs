@@ -43,6 +43,8 @@ pub struct Ingest {
 const FIRST_MESSAGE_WAIT: Duration = Duration::from_millis(200);
 
 impl Ingest {
+    /// Blocking (it asks the broker for the topic's partitions): call it
+    /// from a blocking thread.
     pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
         let mut config = settings.client_config();
         config
@@ -66,12 +68,6 @@ impl Ingest {
             settings: settings.clone(),
             health,
         })
-    }
-
-    /// Blocking (it asks the broker for the topic's partitions): call it
-    /// from a blocking thread.
-    pub fn connect(settings: &KafkaSettings) -> Result<Self, KafkaError> {
-        Ingest::new(settings)
     }
 
     /// True once this client must be replaced (see `health`).

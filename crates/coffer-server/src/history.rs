@@ -9,7 +9,9 @@ use crate::error::ApiError;
 use crate::sequencer::{Kind, Submitted};
 use anyhow::Context;
 use coffer_core::{Record, Rejection, RejectionCode, Transaction, Verdict};
-use coffer_history::{Database, HistoryError, Projector, ProjectorSettings, ProjectorStats, Reader, ReaderPool};
+use coffer_history::{
+    Database, HistoryError, Projector, ProjectorSettings, ProjectorStats, Reader, ReaderPool, LOOKUP_IDS_MAX,
+};
 use coffer_journal::JournalStats;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -123,8 +125,15 @@ impl History {
             .iter()
             .map(|transaction| transaction.id().to_string())
             .collect();
+        // Bounded queries: an HTTP batch may name more ids than one lookup takes.
         let rows = self
-            .read(move |reader| reader.transactions(&ids.iter().map(String::as_str).collect::<Vec<_>>()))
+            .read(move |reader| {
+                let mut rows = Vec::new();
+                for chunk in ids.chunks(LOOKUP_IDS_MAX) {
+                    rows.extend(reader.transactions(&chunk.iter().map(String::as_str).collect::<Vec<_>>())?);
+                }
+                Ok(rows)
+            })
             .await?;
         if rows.is_empty() {
             return Ok(vec![None; transactions.len()]);

@@ -159,7 +159,7 @@ impl KafkaLink {
             let created = match self.settings.ensure_topics().await {
                 Ok(()) => {
                     let settings = self.settings.clone();
-                    tokio::task::spawn_blocking(move || Ingest::connect(&settings))
+                    tokio::task::spawn_blocking(move || Ingest::new(&settings))
                         .await
                         .expect("the Kafka connect task does not panic")
                 }

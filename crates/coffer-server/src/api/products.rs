@@ -63,7 +63,7 @@ fn quota_account(product: &str, user: &str) -> AccountId {
 }
 
 fn order_hold(order: &str, part: &str) -> HoldId {
-    HoldId::parse(&format!("order:{order}:{part}")).expect("order ids are validated within the length limit")
+    HoldId::parse(&coffer_history::order_hold(order, part)).expect("order ids are validated within the length limit")
 }
 
 /// A product, user or order id: the id alphabet, within `max` bytes.
@@ -472,7 +472,7 @@ fn purchase_ops(
 impl Part {
     fn name(self) -> &'static str {
         match self {
-            Part::Stock => "stock",
+            Part::Stock => coffer_history::ORDER_STOCK_PART,
             Part::Quota => "quota",
             Part::Payment => "payment",
         }
