@@ -10,7 +10,7 @@ use crate::limits::UNITS_MAX;
 use crate::metadata::Metadata;
 use crate::operation::{LimitChange, Operation};
 use crate::rejection::RejectionCode;
-use crate::state::{Account, AccountIndex, Balances, Hold, HoldStatus, NO_CEILING, NO_FLOOR};
+use crate::state::{Account, AccountDetails, AccountIndex, Balances, Hold, HoldStatus, NO_CEILING, NO_FLOOR};
 use crate::unit::Unit;
 use std::hash::BuildHasher;
 
@@ -175,27 +175,28 @@ impl Engine {
             updated_at_ms: timestamp_ms,
             closed: false,
         };
-        let index = self.push_account(Account {
+        let account = Account {
             id: id.clone(),
             unit: unit_number,
             balances,
+        };
+        let details = AccountDetails {
             metadata: metadata.cloned(),
             created_at_ms: timestamp_ms,
-        });
+        };
+        let index = self.push_account(account, details);
         self.undo.push(Undo::AccountOpened);
         let hash = self.hasher.hash_one(id.as_str());
-        let accounts = &self.accounts;
-        let hasher = &self.hasher;
-        self.account_lookup.insert_unique(hash, index.slot() as u32, |slot| {
-            hasher.hash_one(accounts[*slot as usize].id.as_str())
-        });
+        self.account_index.insert(hash, index.slot() as u32);
         self.touch(index);
         Ok(())
     }
 
-    fn push_account(&mut self, account: Account) -> AccountIndex {
+    pub(crate) fn push_account(&mut self, account: Account, details: AccountDetails) -> AccountIndex {
         let index = AccountIndex::from_slot(u32::try_from(self.accounts.len()).expect("accounts_max fits in u32"));
         self.accounts.push(account);
+        self.account_details.push(details);
+        assert_eq!(self.accounts.len(), self.account_details.len());
         index
     }
 
@@ -214,13 +215,16 @@ impl Engine {
             updated_at_ms: timestamp_ms,
             closed: false,
         };
-        let world = self.push_account(Account {
+        let world = Account {
             id: AccountId::world(),
             unit: unit_number,
             balances,
+        };
+        let details = AccountDetails {
             metadata: None,
             created_at_ms: timestamp_ms,
-        });
+        };
+        let world = self.push_account(world, details);
         self.units.push(unit.clone());
         self.unit_lookup.insert(unit.clone(), unit_number);
         self.world_of_unit.push(world);

@@ -5,103 +5,61 @@
 //! from the front. An open-addressing index of absolute queue positions
 //! finds an id without storing it twice.
 //!
-//! Why a purpose-built index instead of a general hash map: the engine is
-//! bound by memory latency, and this index lets it prefetch the slot a
-//! transaction will probe several transactions ahead (`prefetch`). Its
-//! eviction is lazy: popping the queue front makes every position below
-//! `front_position` stale; lookups skip stale slots and inserts reuse them,
-//! so evicting costs no random memory access. The index is rebuilt from the
-//! live entries (one sequential pass) only when empty slots run low.
+//! The index is a `ProbeTable` (see there for why), whose eviction is
+//! lazy: popping the queue front makes every position below
+//! `front_position` stale; lookups skip stale slots, inserts reuse them and
+//! a sweeper a few slots per insert empties them, so evicting costs no
+//! random memory access and a window of steady size keeps one table (whose
+//! pages stay mapped, so prefetches of it are never dropped). The table is
+//! replaced, a few buckets per insert, only when the window grows.
 
 use crate::identifier::TransactionId;
+use crate::probe_table::{slot_of, tag_of_slot, ProbeTable};
 use crate::state::Record;
 use foldhash::fast::FixedState;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 
+/// One remembered transaction: 64 bytes, one cache line (asserted below),
+/// because the window streams through memory at the engine's full rate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct IdempotencyEntry {
     pub id: TransactionId,
-    /// The id's hash, kept so that rebuilding the index never reads the id.
-    pub hash: u64,
     pub fingerprint: u128,
     pub record: Record,
 }
 
+const _: () = assert!(std::mem::size_of::<IdempotencyEntry>() == 64);
+
 const SLOTS_MIN: usize = 1 << 10;
+/// Slots the sweeper inspects per insert (one cache line, read in order).
+/// Each insert makes at most one slot stale (its eviction), so stale slots
+/// never exceed an eighth of the table: with live entries at most 56 % of
+/// it (see `resize_for`), the table stays below the 75 % that would force
+/// a migration, and a window of steady size never migrates.
+const SWEEP_SLOTS_PER_INSERT: usize = 8;
+/// How many entries ahead of eviction the front of the queue is prefetched.
+const EVICTION_PREFETCH_DISTANCE: usize = 32;
 /// Buckets of the old table moved per insert while a migration runs. A new
-/// table has room for twice the live entries, so a migration ends long
-/// before the new table fills.
-const MIGRATE_BUCKETS_PER_INSERT: usize = 64;
+/// table starts at most 56 % used and a migration starts at 75 %, so at
+/// least a fifth of its slots' worth of inserts come first: moving 16
+/// buckets per insert ends a migration from a table up to three times
+/// larger in time.
+const MIGRATE_BUCKETS_PER_INSERT: usize = 16;
 
-/// Linear-probing slots of `[hash, position + 1]`; `[_, 0]` is empty, so
-/// a fresh table is all zeros and comes from the allocator's zeroed pages
-/// (no memset of a table that can reach a gigabyte). A position below the
-/// window's front is stale: skipped by lookups, reused by inserts.
-#[derive(Clone)]
-struct Table {
-    slots: Vec<[u64; 2]>,
-    /// Slots that are not empty (live or stale).
-    used: usize,
+/// Slots are `ProbeTable` slots: the tag is the hash's top 32 bits with the
+/// lowest forced to one (so no slot is zero), the value the entry's
+/// position mod 2^32.
+fn tag_of(hash: u64) -> u32 {
+    (hash >> 32) as u32 | 1
 }
 
-impl std::fmt::Debug for Table {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(formatter, "Table({} slots, {} used)", self.slots.len(), self.used)
-    }
-}
-
-impl Table {
-    fn new(size: usize) -> Self {
-        assert!(size.is_power_of_two());
-        Table {
-            slots: vec![[0u64; 2]; size],
-            used: 0,
-        }
-    }
-
-    fn mask(&self) -> usize {
-        self.slots.len() - 1
-    }
-
-    fn find(&self, hash: u64, front: u64, matches: impl Fn(u64) -> bool) -> Option<u64> {
-        let mask = self.mask();
-        let mut index = hash as usize & mask;
-        loop {
-            let [slot_hash, position_plus_one] = self.slots[index];
-            if position_plus_one == 0 {
-                return None;
-            }
-            let position = position_plus_one - 1;
-            if slot_hash == hash && position >= front && matches(position) {
-                return Some(position);
-            }
-            index = (index + 1) & mask;
-        }
-    }
-
-    /// Writes into the first empty or stale slot of the probe.
-    fn place(&mut self, hash: u64, position: u64, front: u64) {
-        let mask = self.mask();
-        let mut index = hash as usize & mask;
-        loop {
-            let slot = &mut self.slots[index];
-            let position_plus_one = slot[1];
-            if position_plus_one == 0 || position_plus_one - 1 < front {
-                if position_plus_one == 0 {
-                    self.used += 1;
-                }
-                *slot = [hash, position + 1];
-                return;
-            }
-            index = (index + 1) & mask;
-        }
-    }
-
-    /// A quarter of the slots stays empty so that every probe ends quickly.
-    fn crowded(&self) -> bool {
-        self.used * 4 > self.slots.len() * 3
-    }
+/// Where a slot sits among the window's live entries: its offset from the
+/// front, when that is below `live`. A stale slot whose position happens to
+/// wrap into the live range is harmless: every match compares the id.
+fn live_offset(slot: u64, front: u64, live: u64) -> Option<u64> {
+    let offset = u64::from((slot as u32).wrapping_sub(front as u32));
+    (offset < live).then_some(offset)
 }
 
 #[derive(Debug, Clone)]
@@ -109,10 +67,14 @@ pub(crate) struct IdempotencyWindow {
     entries: VecDeque<IdempotencyEntry>,
     /// Absolute position of `entries[0]`; positions only grow.
     front_position: u64,
-    table: Table,
+    table: ProbeTable,
+    /// Slots of `table` in use, live or stale.
+    used: usize,
+    /// Where the sweeper that empties stale slots goes on.
+    sweep_index: usize,
     /// The previous table while its live slots move into `table`, and the
     /// next bucket to move. Lookups consult both until it is empty.
-    migrating: Option<(Table, usize)>,
+    migrating: Option<(ProbeTable, usize)>,
     hasher: FixedState,
 }
 
@@ -121,7 +83,9 @@ impl Default for IdempotencyWindow {
         IdempotencyWindow {
             entries: VecDeque::new(),
             front_position: 0,
-            table: Table::new(SLOTS_MIN),
+            table: ProbeTable::new(SLOTS_MIN),
+            used: 0,
+            sweep_index: 0,
             migrating: None,
             hasher: FixedState::default(),
         }
@@ -141,9 +105,13 @@ impl IdempotencyWindow {
         self.hasher.hash_one(id.as_str())
     }
 
-    /// Starts loading the slot a lookup of `hash` will probe first.
+    /// Starts loading the slots a lookup of `hash` will probe first.
     pub fn prefetch(&self, hash: u64) {
-        crate::engine::prefetch(&self.table.slots[hash as usize & self.table.mask()]);
+        let tag = tag_of(hash);
+        self.table.prefetch(tag);
+        if let Some((old, _)) = &self.migrating {
+            old.prefetch(tag);
+        }
     }
 
     pub fn get(&self, id: &TransactionId) -> Option<&IdempotencyEntry> {
@@ -151,23 +119,31 @@ impl IdempotencyWindow {
     }
 
     pub fn get_hashed(&self, id: &TransactionId, hash: u64) -> Option<&IdempotencyEntry> {
-        let front = self.front_position;
+        let (tag, front, live) = (tag_of(hash), self.front_position, self.entries.len() as u64);
         let entries = &self.entries;
-        let matches = |position: u64| entries[(position - front) as usize].id == *id;
-        let found = self.table.find(hash, front, matches).or_else(|| {
-            let (old, _) = self.migrating.as_ref()?;
-            old.find(hash, front, matches)
-        });
-        found.map(|position| &entries[(position - front) as usize])
+        let find = |table: &ProbeTable| {
+            table
+                .probe(tag)
+                .filter_map(|(_, slot)| live_offset(slot, front, live))
+                .find(|offset| entries[*offset as usize].id == *id)
+        };
+        let found = find(&self.table).or_else(|| find(&self.migrating.as_ref()?.0));
+        found.map(|offset| &entries[offset as usize])
     }
 
-    /// Remembers an id that is not in the window.
-    pub fn insert(&mut self, entry: IdempotencyEntry, entries_max: u32) {
+    /// Remembers an id that is not in the window; `hash` is `self.hash(id)`.
+    pub fn insert(&mut self, entry: IdempotencyEntry, hash: u64, entries_max: u32) {
         assert!(entries_max > 0);
-        debug_assert_eq!(entry.hash, self.hash(&entry.id));
-        debug_assert!(self.get_hashed(&entry.id, entry.hash).is_none());
+        debug_assert_eq!(hash, self.hash(&entry.id));
+        debug_assert!(self.get_hashed(&entry.id, hash).is_none());
         while self.entries.len() >= entries_max as usize {
             self.evict_front();
+        }
+        // The oldest entries are read (dropped) when evicted, a window's
+        // length after they were written: long out of cache, and one line
+        // each between random accesses, which the hardware does not stream.
+        if let Some(soon_evicted) = self.entries.get(EVICTION_PREFETCH_DISTANCE) {
+            crate::engine::prefetch(soon_evicted);
         }
         if let Some(last) = self.entries.back() {
             assert!(
@@ -176,41 +152,69 @@ impl IdempotencyWindow {
             );
         }
         let position = self.front_position + self.entries.len() as u64;
-        self.table.place(entry.hash, position, self.front_position);
         self.entries.push_back(entry);
+        self.place(tag_of(hash), position);
         self.migrate(MIGRATE_BUCKETS_PER_INSERT);
-        if self.table.crowded() {
+        self.sweep(SWEEP_SLOTS_PER_INSERT);
+        if self.used * 4 > self.table.size() * 3 {
             self.start_migration();
+        }
+    }
+
+    /// Indexes a live position in the first empty or stale slot of its probe.
+    fn place(&mut self, tag: u32, position: u64) {
+        let (front, live) = (self.front_position, self.entries.len() as u64);
+        let (index, empty) = self.table.vacancy(tag, |slot| live_offset(slot, front, live).is_none());
+        self.table.set(index, slot_of(tag, position as u32));
+        self.used += usize::from(empty);
+    }
+
+    /// Empties the next stale slots in table order. A removal shifts later
+    /// slots back into the one just inspected, so it is inspected again.
+    fn sweep(&mut self, count: usize) {
+        let (front, live) = (self.front_position, self.entries.len() as u64);
+        for _ in 0..count {
+            let slot = self.table.slot(self.sweep_index);
+            if slot != 0 && live_offset(slot, front, live).is_none() {
+                self.table.remove_at(self.sweep_index);
+                self.used -= 1;
+            } else {
+                self.sweep_index = (self.sweep_index + 1) & (self.table.size() - 1);
+            }
         }
     }
 
     /// Moves up to `buckets` buckets of the old table into the current one.
     fn migrate(&mut self, buckets: usize) {
-        let Some((old, next)) = &mut self.migrating else { return };
-        let end = (*next + buckets).min(old.slots.len());
-        for bucket in *next..end {
-            let [hash, position_plus_one] = old.slots[bucket];
-            // Live: not empty (0) and not below the front.
-            if position_plus_one > self.front_position {
-                self.table.place(hash, position_plus_one - 1, self.front_position);
+        let Some((old, next)) = self.migrating.take() else {
+            return;
+        };
+        let (front, live) = (self.front_position, self.entries.len() as u64);
+        let end = next.saturating_add(buckets).min(old.size());
+        for bucket in next..end {
+            let slot = old.slot(bucket);
+            if let Some(offset) = (slot != 0).then(|| live_offset(slot, front, live)).flatten() {
+                self.place(tag_of_slot(slot), front + offset);
             }
         }
-        *next = end;
-        if end == old.slots.len() {
-            self.migrating = None;
+        if end < old.size() {
+            self.migrating = Some((old, end));
         }
     }
 
-    /// Replaces a crowded table by an empty one with room for twice the
-    /// live entries; the old one drains a little on every insert, so no
-    /// single insert pays for the whole rebuild (3.4 s at 20 M ids).
+    /// Replaces a crowded table (the window grew) by an empty one at most
+    /// 56 % full with the live entries; the old one drains a little on every
+    /// insert, so no single insert pays for the whole rebuild (seconds at
+    /// 20 M ids).
     fn start_migration(&mut self) {
         if self.migrating.is_some() {
             // Not expected (see MIGRATE_BUCKETS_PER_INSERT); stay correct.
             self.migrate(usize::MAX);
         }
-        let size = (self.entries.len() * 2 + 1).next_power_of_two().max(SLOTS_MIN);
-        let old = std::mem::replace(&mut self.table, Table::new(size));
+        let size = (self.entries.len() * 9 / 5 + 1).next_power_of_two().max(SLOTS_MIN);
+        let old = std::mem::replace(&mut self.table, ProbeTable::new(size));
+        self.used = 0;
+        self.sweep_index = 0;
         self.migrating = Some((old, 0));
     }
 
@@ -238,7 +242,7 @@ mod tests {
     use crate::state::Verdict;
     use std::collections::HashMap;
 
-    fn entry(window: &IdempotencyWindow, n: u64, timestamp_ms: u64) -> IdempotencyEntry {
+    fn entry(n: u64, timestamp_ms: u64) -> IdempotencyEntry {
         let id = TransactionId::parse(&format!("id-{n}")).unwrap();
         let record = Record {
             sequence: n,
@@ -246,7 +250,6 @@ mod tests {
             verdict: Verdict::Committed,
         };
         IdempotencyEntry {
-            hash: window.hash(&id),
             id,
             fingerprint: u128::from(n),
             record,
@@ -264,7 +267,9 @@ mod tests {
         for n in 0..60_000u64 {
             let timestamp_ms = n / 10;
             let was_migrating = window.migrating.is_some();
-            window.insert(entry(&window, n, timestamp_ms), entries_max);
+            let entry = entry(n, timestamp_ms);
+            let hash = window.hash(&entry.id);
+            window.insert(entry, hash, entries_max);
             migrations += usize::from(!was_migrating && window.migrating.is_some());
             model.insert(n, timestamp_ms);
             while model.len() > entries_max as usize {
@@ -290,6 +295,35 @@ mod tests {
         }
         assert_eq!(window.len(), model.len());
         assert!(migrations >= 3, "the test must cross several migrations: {migrations}");
-        assert!(window.table.slots.len() <= 4 * (2 * entries_max as usize).next_power_of_two());
+        assert!(window.table.size() <= 4 * (2 * entries_max as usize).next_power_of_two());
+    }
+
+    /// The sweeper keeps a window of steady size in one table: no migration
+    /// (whose fresh pages would drop prefetches) and no crowding.
+    #[test]
+    fn a_window_of_steady_size_never_migrates() {
+        let mut window = IdempotencyWindow::default();
+        let entries_max = 20_000u32;
+        for n in 0..u64::from(entries_max) * 2 {
+            let entry = entry(n, 1);
+            let hash = window.hash(&entry.id);
+            window.insert(entry, hash, entries_max);
+        }
+        let size = window.table.size();
+        for n in u64::from(entries_max) * 2..u64::from(entries_max) * 12 {
+            let entry = entry(n, 1);
+            let hash = window.hash(&entry.id);
+            window.insert(entry, hash, entries_max);
+            assert!(
+                window.migrating.is_none() && window.table.size() == size,
+                "migrated at {n}"
+            );
+            assert!(
+                window.used * 100 <= size * 70,
+                "{} of {size} slots used at {n}",
+                window.used
+            );
+        }
+        assert_eq!(window.used, window.table.occupied().count());
     }
 }

@@ -6,6 +6,7 @@
 //! and snapshots. No I/O, no async, no clock, no randomness: the engine's
 //! only inputs are a batch timestamp and the transactions themselves.
 
+mod account_table;
 mod amount;
 mod apply;
 pub mod codec;
@@ -17,6 +18,7 @@ mod invariants;
 pub mod limits;
 mod metadata;
 mod operation;
+mod probe_table;
 mod rejection;
 mod snapshot;
 mod state;

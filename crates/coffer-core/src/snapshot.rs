@@ -8,7 +8,7 @@ use crate::error::CoreError;
 use crate::idempotency::IdempotencyEntry;
 use crate::limits::EngineLimits;
 use crate::rejection::{Rejection, RejectionCode};
-use crate::state::{Account, AccountIndex, Balances, Hold, HoldStatus, Record, Verdict};
+use crate::state::{Account, AccountDetails, AccountIndex, Balances, Hold, HoldStatus, Record, Verdict};
 use crate::unit::Unit;
 use std::hash::BuildHasher;
 
@@ -29,8 +29,8 @@ impl Engine {
             writer.str(unit.as_str());
         }
         writer.u64(self.accounts.len() as u64);
-        for account in &self.accounts {
-            encode_account(account, &mut writer);
+        for (account, details) in self.accounts.iter().zip(&self.account_details) {
+            encode_account(account, details, &mut writer);
         }
         let mut holds: Vec<_> = self.holds.iter().collect();
         holds.sort_unstable_by_key(|(_, hold)| hold.serial);
@@ -93,7 +93,7 @@ impl Engine {
     }
 }
 
-fn encode_account(account: &Account, writer: &mut Writer) {
+fn encode_account(account: &Account, details: &AccountDetails, writer: &mut Writer) {
     let balances = &account.balances;
     writer.str(account.id.as_str());
     writer.u64(u64::from(account.unit));
@@ -104,10 +104,10 @@ fn encode_account(account: &Account, writer: &mut Writer) {
     writer.u64(balances.version);
     writer.u64(balances.updated_at_ms);
     writer.bool(balances.closed);
-    writer.option(account.metadata.as_ref(), |writer, metadata| {
+    writer.option(details.metadata.as_ref(), |writer, metadata| {
         writer.str(metadata.as_str())
     });
-    writer.u64(account.created_at_ms);
+    writer.u64(details.created_at_ms);
 }
 
 fn encode_hold(hold: &Hold, writer: &mut Writer) {
@@ -178,6 +178,7 @@ fn decode_units(engine: &mut Engine, reader: &mut Reader) -> Result<(), CoreErro
 fn decode_accounts(engine: &mut Engine, reader: &mut Reader) -> Result<(), CoreError> {
     let accounts = count(reader, engine.limits.accounts_max as usize, "accounts")?;
     engine.accounts.reserve(accounts);
+    engine.account_details.reserve(accounts);
     let mut worlds: Vec<Option<AccountIndex>> = vec![None; engine.units.len()];
     for slot in 0..accounts as u32 {
         let id = reader.account_id()?;
@@ -207,18 +208,16 @@ fn decode_accounts(engine: &mut Engine, reader: &mut Reader) -> Result<(), CoreE
                 return Err(reader.error(format!("account {id} listed twice")));
             }
             let hash = engine.hasher.hash_one(id.as_str());
-            let (table, accounts, hasher) = (&mut engine.account_lookup, &engine.accounts, &engine.hasher);
-            table.insert_unique(hash, slot, |other| {
-                hasher.hash_one(accounts[*other as usize].id.as_str())
-            });
+            engine.account_index.insert(hash, slot);
         }
-        engine.accounts.push(Account {
-            id,
-            unit,
-            balances,
-            metadata,
-            created_at_ms,
-        });
+        let account = Account { id, unit, balances };
+        engine.push_account(
+            account,
+            AccountDetails {
+                metadata,
+                created_at_ms,
+            },
+        );
     }
     if let Some(unit) = worlds.iter().position(Option::is_none) {
         return Err(reader.error(format!("unit {} has no @world account", engine.units[unit])));
@@ -310,7 +309,8 @@ fn decode_idempotency(engine: &mut Engine, reader: &mut Reader) -> Result<(), Co
         let id = reader.transaction_id()?;
         let fingerprint = reader.u128()?;
         let record = decode_record(reader)?;
-        if engine.idempotency.get(&id).is_some() {
+        let hash = engine.idempotency.hash(&id);
+        if engine.idempotency.get_hashed(&id, hash).is_some() {
             return Err(reader.error(format!("transaction {id} listed twice")));
         }
         if record.sequence >= engine.sequence_next || record.timestamp_ms > engine.timestamp_ms_last {
@@ -322,11 +322,11 @@ fn decode_idempotency(engine: &mut Engine, reader: &mut Reader) -> Result<(), Co
         previous_timestamp_ms = record.timestamp_ms;
         engine.idempotency.insert(
             IdempotencyEntry {
-                hash: engine.idempotency.hash(&id),
                 id,
                 fingerprint,
                 record,
             },
+            hash,
             engine.limits.idempotency_entries_max,
         );
     }
