@@ -19,10 +19,12 @@ impl<'a> Writer<'a> {
         Writer { buffer }
     }
 
+    #[inline]
     pub fn u8(&mut self, value: u8) {
         self.buffer.push(value);
     }
 
+    #[inline]
     pub fn bool(&mut self, value: bool) {
         self.u8(u8::from(value));
     }
@@ -30,6 +32,7 @@ impl<'a> Writer<'a> {
     /// LEB128, like `u128`, in 64-bit arithmetic and one copy: every
     /// transaction is encoded twice (journal and fingerprint), so this is
     /// on the engine's hot path.
+    #[inline]
     pub fn u64(&mut self, mut value: u64) {
         if value < 0x80 {
             self.buffer.push(value as u8);
@@ -46,6 +49,7 @@ impl<'a> Writer<'a> {
         self.buffer.extend_from_slice(&bytes[..=length]);
     }
 
+    #[inline]
     pub fn u128(&mut self, mut value: u128) {
         if let Ok(small) = u64::try_from(value) {
             return self.u64(small);
@@ -61,15 +65,18 @@ impl<'a> Writer<'a> {
         }
     }
 
+    #[inline]
     pub fn i128(&mut self, value: i128) {
         self.u128(((value << 1) ^ (value >> 127)) as u128);
     }
 
+    #[inline]
     pub fn bytes(&mut self, value: &[u8]) {
         self.u64(value.len() as u64);
         self.buffer.extend_from_slice(value);
     }
 
+    #[inline]
     pub fn str(&mut self, value: &str) {
         self.bytes(value.as_bytes());
     }
