@@ -24,23 +24,31 @@ need redis-benchmark redis-tools
 need pgbench postgresql-client
 
 cargo build --release -q -p coffer -p coffer-server --example bare_axum
-RUST_LOG=warn target/release/coffer --listen 127.0.0.1:18281 --data-dir "$work/coffer" & pids+=($!)
+# coffer twice: as the peers work (no history store: they keep no audit
+# trail either) and as it runs by default (history projected into SQLite on
+# the same two cores).
+RUST_LOG=warn target/release/coffer --listen 127.0.0.1:18281 --data-dir "$work/coffer" --history-url off & pids+=($!)
 target/release/examples/bare_axum 127.0.0.1:18282 & pids+=($!)
-for port in 18281 18282; do
+RUST_LOG=warn target/release/coffer --listen 127.0.0.1:18283 --data-dir "$work/coffer-history" & pids+=($!)
+for port in 18281 18282 18283; do
   for _ in $(seq 1 100); do curl -sf -o /dev/null "127.0.0.1:$port/healthz" && break; sleep 0.1; done
 done
 
-declare -A ops p99
+declare -A ops p99 errors
 coffer_bench() { # name url connections [extra coffer bench options]
   local report name=$1 url=$2 connections=$3
   shift 3
-  report=$(target/release/coffer bench --url "$url" --connections "$connections" --duration "$SECONDS_PER_RUN" --accounts "$ACCOUNTS" --json "$@" 2>/dev/null)
+  # Exits non-zero when any answer was an error; the report still counts them.
+  report=$(target/release/coffer bench --url "$url" --connections "$connections" --duration "$SECONDS_PER_RUN" --accounts "$ACCOUNTS" --json "$@" 2>/dev/null || true)
   ops[$name]=$(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["transfers_per_second"]))' "$report")
   p99[$name]=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["latency_ms"]["p99"])' "$report")
+  errors[$name]=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["errors"])' "$report")
 }
 coffer_bench coffer "http://127.0.0.1:18281" "$CONNECTIONS"
 coffer_bench bare_axum "http://127.0.0.1:18282" "$CONNECTIONS"
 coffer_bench coffer_batches_1000 "http://127.0.0.1:18281" 16 --scenario batches --batch-size 1000
+coffer_bench coffer_history "http://127.0.0.1:18283" "$CONNECTIONS"
+coffer_bench coffer_history_batches_1000 "http://127.0.0.1:18283" 16 --scenario batches --batch-size 1000
 
 redis_bench() { # name port pipeline
   local sha csv requests
@@ -71,8 +79,9 @@ psql -q "$PGURL" -c "DROP TABLE IF EXISTS bench_accounts" >/dev/null
 
 echo
 echo "date: $(date -u +%F), $(nproc) cores, $CONNECTIONS connections, $ACCOUNTS accounts, ${SECONDS_PER_RUN}s per run"
-printf '%-30s %12s %14s %12s\n' system transfers/s p99_ms vs_coffer
-for name in coffer coffer_batches_1000 bare_axum redis_lua_always redis_lua_everysec redis_lua_always_pipelined32 postgres_row_lock; do
+echo "coffer: history store off; coffer_history: the default (SQLite history on the same cores)"
+printf '%-30s %12s %14s %8s %12s\n' system transfers/s p99_ms errors vs_coffer
+for name in coffer coffer_batches_1000 coffer_history coffer_history_batches_1000 bare_axum redis_lua_always redis_lua_everysec redis_lua_always_pipelined32 postgres_row_lock; do
   ratio=$(awk -v a="${ops[$name]:-0}" -v c="${ops[coffer]}" 'BEGIN {printf "%.2f", a / c}')
-  printf '%-30s %12s %14s %12s\n' "$name" "${ops[$name]:-n/a}" "${p99[$name]:-n/a}" "$ratio"
+  printf '%-30s %12s %14s %8s %12s\n' "$name" "${ops[$name]:-n/a}" "${p99[$name]:-n/a}" "${errors[$name]:--}" "$ratio"
 done

@@ -3,7 +3,7 @@
 //! and balances of 18-decimal units pass 2^64 easily. serde_json's
 //! serializer writes i128 exactly. Instants are RFC 3339 strings in UTC.
 
-use crate::sequencer::{Kind, Submitted};
+use crate::sequencer::{EffectView, Kind, Submitted};
 use coffer_core::{AccountStatus, AccountView, HoldStatus, HoldView, Metadata, Record, Verdict};
 use serde::Serialize;
 use serde_json::Value;
@@ -11,6 +11,45 @@ use std::time::{Duration, UNIX_EPOCH};
 
 pub fn instant(timestamp_ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(timestamp_ms)).to_string()
+}
+
+/// An instant serialized as RFC 3339 text without an allocation, formatted
+/// once per thread and millisecond: every result of a batch shares its
+/// batch's timestamp, and formatting it a thousand times per answer was a
+/// visible share of the batch path.
+pub struct Timestamp(pub u64);
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<(u64, String)>> = const { std::cell::RefCell::new(None) };
+        }
+        LAST.with(|last| {
+            let mut last = last.borrow_mut();
+            let (_, text) = match &mut *last {
+                Some(cached) if cached.0 == self.0 => cached,
+                other => other.insert((self.0, instant(self.0))),
+            };
+            serializer.serialize_str(text)
+        })
+    }
+}
+
+/// A commit's effects, serialized straight from the sequencer's answer
+/// (no per-result vector).
+pub struct EffectsBody<'a>(&'a [EffectView]);
+
+impl Serialize for EffectsBody<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(|effect| EffectBody {
+            account: effect.account.as_str(),
+            unit: effect.unit.as_str(),
+            available: effect.available,
+            frozen: effect.frozen,
+            total: effect.available + effect.frozen,
+            version: effect.version,
+        }))
+    }
 }
 
 /// A transaction's result, serialized directly (no intermediate JSON
@@ -24,9 +63,9 @@ pub struct TransactionBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     op_index: Option<u16>,
     seq: u64,
-    timestamp: String,
+    timestamp: Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
-    effects: Option<Vec<EffectBody<'a>>>,
+    effects: Option<EffectsBody<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     replayed: Option<bool>,
     /// The hold a hold operation created or changed.
@@ -56,7 +95,7 @@ impl<'a> TransactionBody<'a> {
             code,
             op_index,
             seq: record.sequence,
-            timestamp: instant(record.timestamp_ms),
+            timestamp: Timestamp(record.timestamp_ms),
             effects: None,
             replayed: None,
             hold: None,
@@ -74,20 +113,7 @@ impl<'a> TransactionBody<'a> {
             }
             // A replay answers from the remembered outcome, which keeps no effects.
             Kind::New if submitted.record.verdict == Verdict::Committed => {
-                body.effects = Some(
-                    submitted
-                        .effects
-                        .iter()
-                        .map(|effect| EffectBody {
-                            account: effect.account.as_str(),
-                            unit: effect.unit.as_str(),
-                            available: effect.available,
-                            frozen: effect.frozen,
-                            total: effect.available + effect.frozen,
-                            version: effect.version,
-                        })
-                        .collect(),
-                )
+                body.effects = Some(EffectsBody(&submitted.effects));
             }
             _ => {}
         }
