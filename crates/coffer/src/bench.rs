@@ -530,7 +530,10 @@ fn report(options: &BenchOptions, shared: &Shared, samples: &[u32], elapsed: Dur
         "operations": completed,
         "errors": errors,
         "operations_per_second": operations_per_second,
-        "transfers_per_second": operations_per_second * transfers_per_operation as f64,
+        // Only operations answered as expected count as transfers: a fast
+        // error (503 under back-pressure) must not read as throughput.
+        "transfers_per_second": completed.saturating_sub(errors) as f64 * transfers_per_operation as f64
+            / elapsed.as_secs_f64(),
         "latency_ms": {
             "p50": percentile(samples, 0.50),
             "p90": percentile(samples, 0.90),
