@@ -108,6 +108,12 @@ impl SqliteStore {
         connection.busy_timeout(Duration::from_secs(5))?;
         // NORMAL is enough: the journal is the record of truth, and rows and
         // cursor commit together, so a lost commit is projected again.
+        // 32 KiB pages (the default is 4 KiB): every transfer inserts at
+        // random places in two indexes (ids, accounts), and larger pages
+        // make those trees shallower. Measured on the projection bench:
+        // 113 k transactions/s at 4 KiB, 131–155 k at 16 KiB, 162–171 k at
+        // 32 KiB, 138 k at 64 KiB. Takes effect when the file is created.
+        connection.pragma_update(None, "page_size", 32_768)?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         // Index pages stay in memory (random inserts by account and id touch
