@@ -149,6 +149,35 @@ fn benches(criterion: &mut Criterion) {
         (BATCH / 2) as u64,
         Workload::hold_capture_pairs,
     );
+    construction(criterion);
+}
+
+/// What building a transfer costs the thread that parses a request:
+/// validation and the payload fingerprint (work the engine thread no
+/// longer does), from already parsed ids.
+fn construction(criterion: &mut Criterion) {
+    let (from, to) = (account(12_345), account(67_890));
+    let amount = Amount::new(1).unwrap();
+    let ids: Vec<TransactionId> = (0..BATCH)
+        .map(|n| TransactionId::parse(&format!("tx-{n}")).unwrap())
+        .collect();
+    let mut group = criterion.benchmark_group("transaction");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("new_transfer", |bencher| {
+        bencher.iter(|| {
+            ids.iter()
+                .map(|id| {
+                    let op = Operation::Transfer {
+                        from: from.clone(),
+                        to: to.clone(),
+                        amount,
+                    };
+                    Transaction::new(id.clone(), vec![op], None).unwrap()
+                })
+                .collect::<Vec<_>>()
+        })
+    });
+    group.finish();
 }
 
 criterion_group! {

@@ -97,7 +97,6 @@ pub struct Engine {
     pub(crate) undo: Vec<Undo>,
     pub(crate) touched: Vec<AccountIndex>,
     pub(crate) finished_in_transaction: Vec<HoldId>,
-    fingerprint_buffer: Vec<u8>,
 }
 
 impl Engine {
@@ -123,7 +122,6 @@ impl Engine {
             undo: Vec::new(),
             touched: Vec::new(),
             finished_in_transaction: Vec::new(),
-            fingerprint_buffer: Vec::new(),
         }
     }
 
@@ -259,7 +257,7 @@ impl Engine {
         debug_assert_eq!(hash, self.idempotency.hash(transaction.id()));
         let sequence = self.sequence_next;
         self.sequence_next += 1;
-        let fingerprint = self.fingerprint(transaction);
+        let fingerprint = transaction.fingerprint();
         if let Some(entry) = self.idempotency.get_hashed(transaction.id(), hash) {
             return if entry.fingerprint == fingerprint {
                 Outcome::Replayed(entry.record)
@@ -411,10 +409,6 @@ impl Engine {
         }
     }
 
-    fn fingerprint(&mut self, transaction: &Transaction) -> u128 {
-        fingerprint_with(transaction, &mut self.fingerprint_buffer)
-    }
-
     pub(crate) fn effect_of(&self, index: AccountIndex) -> Effect {
         let balances = &self.accounts[index.slot()].balances;
         Effect {
@@ -551,11 +545,18 @@ impl Engine {
 /// fingerprints mean a retry, different ones a reused id. Stable across
 /// versions of the snapshot format (stores keep it beyond the window).
 pub fn fingerprint(transaction: &Transaction) -> u128 {
-    fingerprint_with(transaction, &mut Vec::new())
+    transaction.fingerprint()
 }
 
-fn fingerprint_with(transaction: &Transaction, buffer: &mut Vec<u8>) -> u128 {
-    buffer.clear();
-    encode_transaction_body(transaction, &mut Writer::new(buffer));
-    xxhash_rust::xxh3::xxh3_128(buffer)
+/// The xxh3-128 of the transaction's body encoding (its id excluded).
+pub(crate) fn compute_fingerprint(transaction: &Transaction) -> u128 {
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUFFER.with(|buffer| {
+        let mut buffer = buffer.borrow_mut();
+        buffer.clear();
+        encode_transaction_body(transaction, &mut Writer::new(&mut buffer));
+        xxhash_rust::xxh3::xxh3_128(&buffer)
+    })
 }

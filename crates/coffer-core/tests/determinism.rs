@@ -161,3 +161,43 @@ fn corrupt_snapshots_are_refused_not_panicked_on() {
     }
     assert!(refused > 0);
 }
+
+/// Fingerprints are stored in snapshots and history stores and compared
+/// with those of retries years later: their definition (xxh3-128 of the
+/// body encoding) must never change. The constants were computed by the
+/// byte-at-a-time encoder the format was defined with.
+#[test]
+fn fingerprints_are_stable_across_versions() {
+    let transfer = Transaction::new(
+        TransactionId::parse("payment-1").unwrap(),
+        vec![Operation::Transfer {
+            from: account(1),
+            to: account(2),
+            amount: Amount::new(12_345).unwrap(),
+        }],
+        None,
+    )
+    .unwrap();
+    let hold = Transaction::new(
+        TransactionId::parse("hold-1").unwrap(),
+        vec![Operation::Hold {
+            hold: HoldId::parse("order:1").unwrap(),
+            account: account(1),
+            amount: Amount::new(u128::MAX >> 1).unwrap(),
+            to: Some(account(2)),
+            expires_at_ms: None,
+            ttl_ms: Some(60_000),
+        }],
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        format!("{:032x}", transfer.fingerprint()),
+        "7e7498b7b4fe67228a96f0a27608367c"
+    );
+    assert_eq!(
+        format!("{:032x}", hold.fingerprint()),
+        "802fddb98aaa18cbb0421fb26cf42b8c"
+    );
+    assert_eq!(coffer_core::fingerprint(&transfer), transfer.fingerprint());
+}
