@@ -585,3 +585,109 @@ fn retained_finished_holds_never_block_new_holds() {
         0,
     );
 }
+
+/// Batches longer than the engine's prefetch pipeline (ids and accounts
+/// hashed once, a dozen transactions ahead), with retries at every distance
+/// inside a batch and across batches, and accounts opened inside the batch
+/// that later transactions of it move money from: every outcome must be the
+/// one a plain in-order application gives.
+#[test]
+fn long_batches_with_retries_at_every_distance_apply_in_order() {
+    let mut ledger = Ledger::new();
+    ledger.open("source", "USD/2");
+    ledger.deposit("source", 1_000_000);
+    let unit = Unit::parse("USD/2").unwrap();
+    let account = |n: u64| AccountId::parse(&format!("holder:{n}")).unwrap();
+    let transfer = |id: String, from: AccountId, to: AccountId| {
+        let op = Operation::Transfer {
+            from,
+            to,
+            amount: Amount::new(1).unwrap(),
+        };
+        Transaction::new(TransactionId::parse(&id).unwrap(), vec![op], None).unwrap()
+    };
+    let mut first_seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    let (mut replayed, mut committed) = (0, 0);
+    let mut timestamp_ms = 10;
+    for round in 0..4u64 {
+        let mut batch = Vec::new();
+        for n in 0..300u64 {
+            let index = round * 300 + n;
+            let transaction = match n % 5 {
+                // Open an account, then fund it from `source` two slots later.
+                0 => Transaction::new(
+                    TransactionId::parse(&format!("open-{index}")).unwrap(),
+                    vec![Operation::open(account(index), unit.clone())],
+                    None,
+                )
+                .unwrap(),
+                2 => transfer(
+                    format!("fund-{index}"),
+                    AccountId::parse("source").unwrap(),
+                    account(index - 2),
+                ),
+                // A retry of an id seen `n % 37` transactions earlier (maybe in an earlier batch).
+                3 if index >= 40 => {
+                    let earlier = index - 3 - (n % 37);
+                    batch_id_of(earlier)
+                        .map(|id| transfer(id, AccountId::parse("source").unwrap(), account(earlier - earlier % 5)))
+                        .unwrap_or_else(|| transfer(format!("fresh-{index}"), account(index - 3), account(index - 3)))
+                }
+                _ => transfer(
+                    format!("move-{index}"),
+                    AccountId::parse("source").unwrap(),
+                    account(index - n % 5),
+                ),
+            };
+            batch.push(transaction);
+        }
+        timestamp_ms += 1;
+        let outcome = ledger.engine.apply_batch(timestamp_ms, &batch);
+        for (transaction, result) in batch.iter().zip(&outcome.outcomes) {
+            let id = transaction.id().as_str().to_string();
+            match result {
+                Outcome::New { record, .. } => {
+                    committed += usize::from(record.verdict == Verdict::Committed);
+                    assert!(
+                        !first_seen.contains_key(&id),
+                        "{id} applied twice (first at {:?})",
+                        first_seen.get(&id)
+                    );
+                    first_seen.insert(id, record.sequence);
+                }
+                Outcome::Replayed(record) => {
+                    replayed += 1;
+                    assert_eq!(
+                        first_seen.get(&id),
+                        Some(&record.sequence),
+                        "{id} answered from another record"
+                    );
+                }
+                Outcome::IdReused(_) => panic!("{id}: every retry here carries its original payload"),
+            }
+        }
+    }
+    assert!(
+        replayed >= 150 && committed >= 800,
+        "{replayed} replayed, {committed} committed"
+    );
+    for (id, sequence) in &first_seen {
+        let record = ledger.engine.transaction(&TransactionId::parse(id).unwrap());
+        assert_eq!(
+            record.map(|record| record.sequence),
+            Some(*sequence),
+            "{id} is remembered"
+        );
+    }
+    ledger.engine.check_invariants().unwrap();
+}
+
+/// The id of transaction `index` of the test above, when it is a fund or
+/// move transfer (the kinds that are retried).
+fn batch_id_of(index: u64) -> Option<String> {
+    match index % 300 % 5 {
+        2 => Some(format!("fund-{index}")),
+        1 | 4 => Some(format!("move-{index}")),
+        _ => None,
+    }
+}
