@@ -119,8 +119,9 @@ impl SqliteStore {
         // Index pages stay in memory (random inserts by account and id touch
         // pages all over the index); a bounded 64 MiB per connection.
         connection.pragma_update(None, "cache_size", -65_536)?;
-        // Fewer, larger checkpoints: the WAL may grow to 64 MiB between them.
-        connection.pragma_update(None, "wal_autocheckpoint", 16_384)?;
+        // Fewer, larger checkpoints: the WAL may grow to 64 MiB (2,048 pages
+        // of 32 KiB) between them.
+        connection.pragma_update(None, "wal_autocheckpoint", 2_048)?;
         let mut store = SqliteStore { connection };
         if migrate {
             store.migrate()?;
