@@ -3,9 +3,9 @@
 //! per write): one round trip for thousands of rows. Amounts are
 //! `NUMERIC(40, 0)`, sent as decimal text and cast by the server.
 
-use crate::changes::{Changes, Cursor, HistoryEntry, OrderRow, TransactionRow};
+use crate::changes::{Changes, Cursor, HistoryEntry, HoldRow, OrderRow, TransactionRow};
 use crate::error::HistoryError;
-use crate::store::{check_page_limit, kind_name, HistoryQuery, OrderQuery, Reader, Writer};
+use crate::store::{check_page_limit, hold_status_name, kind_name, HistoryQuery, OrderQuery, Reader, Writer};
 use coffer_journal::Position;
 use postgres::{Client, NoTls, Row};
 
@@ -387,6 +387,32 @@ impl Reader for PostgresStore {
             &[&after, &i64::from(limit)],
         )?;
         Ok(rows.iter().map(transaction_of).collect())
+    }
+
+    fn holds_after(&mut self, after: &str, limit: u32) -> Result<Vec<HoldRow>, HistoryError> {
+        let rows = self.client.query(
+            "SELECT id, account, unit, destination, amount::TEXT, captured::TEXT, remaining::TEXT, status, \
+             expires_at_ms, created_at_ms, finished_at_ms, sequence FROM holds WHERE id > $1 ORDER BY id LIMIT $2",
+            &[&after, &i64::from(limit)],
+        )?;
+        rows.iter()
+            .map(|row| {
+                Ok(HoldRow {
+                    id: row.get(0),
+                    account: row.get(1),
+                    unit: row.get(2),
+                    destination: row.get(3),
+                    amount: parse_amount(row, 4)?,
+                    captured: parse_amount(row, 5)?,
+                    remaining: parse_amount(row, 6)?,
+                    status: hold_status_name(row.get(7))?,
+                    expires_at_ms: row.get(8),
+                    created_at_ms: row.get(9),
+                    finished_at_ms: row.get(10),
+                    sequence: row.get(11),
+                })
+            })
+            .collect()
     }
 
     fn order(&mut self, id: &str) -> Result<Option<OrderRow>, HistoryError> {

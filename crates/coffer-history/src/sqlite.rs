@@ -5,9 +5,9 @@
 //! amount fits (so `SUM` works in users' queries), exact decimal TEXT when
 //! it does not.
 
-use crate::changes::{Changes, Cursor, HistoryEntry, OrderRow, TransactionRow};
+use crate::changes::{Changes, Cursor, HistoryEntry, HoldRow, OrderRow, TransactionRow};
 use crate::error::HistoryError;
-use crate::store::{check_page_limit, kind_name, HistoryQuery, OrderQuery, Reader, Writer};
+use crate::store::{check_page_limit, hold_status_name, kind_name, HistoryQuery, OrderQuery, Reader, Writer};
 use coffer_journal::Position;
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -369,6 +369,36 @@ impl Reader for SqliteStore {
         ))?;
         let rows = statement.query_map(params![after, limit], transaction_of)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn holds_after(&mut self, after: &str, limit: u32) -> Result<Vec<HoldRow>, HistoryError> {
+        let mut statement = self.connection.prepare_cached(
+            "SELECT id, account, unit, destination, amount, captured, remaining, status, expires_at_ms, \
+             created_at_ms, finished_at_ms, sequence FROM holds WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![after, limit], |row| {
+            let hold = HoldRow {
+                id: row.get(0)?,
+                account: row.get(1)?,
+                unit: row.get(2)?,
+                destination: row.get(3)?,
+                amount: read_amount(row, 4)?,
+                captured: read_amount(row, 5)?,
+                remaining: read_amount(row, 6)?,
+                status: "",
+                expires_at_ms: row.get(8)?,
+                created_at_ms: row.get(9)?,
+                finished_at_ms: row.get(10)?,
+                sequence: row.get(11)?,
+            };
+            Ok((hold, row.get::<_, String>(7)?))
+        })?;
+        rows.map(|row| {
+            let (mut hold, status) = row?;
+            hold.status = hold_status_name(&status)?;
+            Ok(hold)
+        })
+        .collect()
     }
 
     fn order(&mut self, id: &str) -> Result<Option<OrderRow>, HistoryError> {

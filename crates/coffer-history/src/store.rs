@@ -2,7 +2,7 @@
 //! The projector is the only writer; HTTP handlers read through a small
 //! pool of reader connections.
 
-use crate::changes::{Changes, Cursor, HistoryEntry, OrderRow, TransactionRow};
+use crate::changes::{Changes, Cursor, HistoryEntry, HoldRow, OrderRow, TransactionRow};
 use crate::error::HistoryError;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -125,6 +125,8 @@ pub trait Reader: Send {
     fn entries_after(&mut self, after: i64, limit: u32) -> Result<Vec<HistoryEntry>, HistoryError>;
     /// Transactions in sequence order, after sequence `after` (a page).
     fn transactions_after(&mut self, after: i64, limit: u32) -> Result<Vec<TransactionRow>, HistoryError>;
+    /// Holds in id order, after `after` (a page; for `coffer history verify`).
+    fn holds_after(&mut self, after: &str, limit: u32) -> Result<Vec<HoldRow>, HistoryError>;
     fn order(&mut self, id: &str) -> Result<Option<OrderRow>, HistoryError>;
     /// Newest first.
     fn orders(&mut self, query: &OrderQuery) -> Result<Vec<OrderRow>, HistoryError>;
@@ -182,6 +184,13 @@ impl Drop for ReaderPool {
 /// Pages are bounded; the server checks the limit before it asks.
 pub(crate) fn check_page_limit(limit: u32) {
     assert!((1..=HISTORY_PAGE_MAX).contains(&limit));
+}
+
+pub(crate) fn hold_status_name(stored: &str) -> Result<&'static str, HistoryError> {
+    ["active", "captured", "released", "expired"]
+        .into_iter()
+        .find(|name| *name == stored)
+        .ok_or_else(|| HistoryError::Invalid(format!("unknown hold status {stored:?}")))
 }
 
 pub(crate) fn kind_name(stored: &str) -> Result<&'static str, HistoryError> {

@@ -2,12 +2,12 @@
 //! function of the journal, so projecting it again must give exactly the
 //! stored rows — none missing, none duplicated, none different.
 
-use crate::changes::{Changes, Cursor, HistoryEntry, Projection, TransactionRow};
+use crate::changes::{Changes, Cursor, HistoryEntry, HoldRow, OrderRow, Projection, TransactionRow};
 use crate::error::HistoryError;
-use crate::store::{Database, Reader};
+use crate::store::{Database, OrderQuery, Reader};
 use coffer_core::EngineLimits;
 use coffer_journal::{Follower, JournalStats, Mode, Position};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 
 /// Rows compared, for the report.
@@ -15,6 +15,8 @@ use std::path::Path;
 pub struct VerifyReport {
     pub transactions: u64,
     pub entries: u64,
+    pub holds: u64,
+    pub orders: u64,
     pub sequence_next: u64,
 }
 
@@ -23,6 +25,9 @@ const PAGE_ROWS: u32 = 5_000;
 /// Compares the store with a fresh projection of the journal in
 /// `directory`, which no server may be writing. The journal must still
 /// start at sequence 0 (keep every segment to verify a long history).
+/// Transactions and history entries are compared as they are projected;
+/// holds and orders, which later transactions update in place, by their
+/// final state (held in memory: a row per hold and per order).
 pub fn verify(directory: &Path, database: &Database, limits: EngineLimits) -> Result<VerifyReport, HistoryError> {
     let recovered = coffer_journal::recover(directory, limits, Mode::ReadOnly)?;
     let end = recovered
@@ -41,6 +46,7 @@ pub fn verify(directory: &Path, database: &Database, limits: EngineLimits) -> Re
     let mut stored = StoredRows::default();
     let mut report = VerifyReport::default();
     let mut changes = Changes::default();
+    let mut expected = FinalRows::default();
     while projection.cursor.position < stored_cursor.position {
         let (record, outcome) = follower.next_applied()?.ok_or_else(|| {
             mismatch(format!(
@@ -58,6 +64,7 @@ pub fn verify(directory: &Path, database: &Database, limits: EngineLimits) -> Re
             compare("history entry", &expected, found.as_ref())?;
             report.entries += 1;
         }
+        expected.apply(&mut changes);
         changes.clear();
     }
     if projection.cursor != stored_cursor {
@@ -78,8 +85,77 @@ pub fn verify(directory: &Path, database: &Database, limits: EngineLimits) -> Re
             extra.history_id
         )));
     }
+    (report.holds, report.orders) = expected.compare_with(reader.as_mut())?;
     report.sequence_next = stored_cursor.sequence_next;
     Ok(report)
+}
+
+/// The holds and orders a projection leaves, by id, written as the store's
+/// writer writes them.
+#[derive(Default)]
+struct FinalRows {
+    holds: HashMap<String, HoldRow>,
+    orders: HashMap<String, OrderRow>,
+}
+
+impl FinalRows {
+    fn apply(&mut self, changes: &mut Changes) {
+        for (id, hold) in changes.holds.drain() {
+            self.holds.insert(id, hold);
+        }
+        for order in changes.orders.drain(..) {
+            self.orders.insert(order.order_id.clone(), order);
+        }
+        // Only a reservation changes state (see the writers' UPDATE).
+        for update in &changes.order_updates {
+            if let Some(order) = self.orders.get_mut(&update.order_id) {
+                if order.status == "reserved" {
+                    order.status = update.status.to_owned();
+                    order.updated_at_ms = update.updated_at_ms;
+                }
+            }
+        }
+    }
+
+    /// Every stored hold and order must be expected and equal, and every
+    /// expected one stored. Returns how many of each were compared.
+    fn compare_with(mut self, reader: &mut dyn Reader) -> Result<(u64, u64), HistoryError> {
+        let (mut holds, mut orders) = (0u64, 0u64);
+        let mut after = String::new();
+        loop {
+            let page = reader.holds_after(&after, PAGE_ROWS)?;
+            let Some(last) = page.last() else { break };
+            after = last.id.clone();
+            for stored in page {
+                let expected = self.holds.remove(&stored.id);
+                compare("hold", &stored, expected.as_ref())
+                    .map_err(|_| mismatch(format!("hold: stored {stored:?}, projected {expected:?}")))?;
+                holds += 1;
+            }
+        }
+        let mut query = OrderQuery {
+            limit: crate::store::HISTORY_PAGE_MAX,
+            ..OrderQuery::default()
+        };
+        loop {
+            let page = reader.orders(&query)?;
+            let Some(last) = page.last() else { break };
+            query.before = Some(last.sequence);
+            for stored in page {
+                let expected = self.orders.remove(&stored.order_id);
+                compare("order", &stored, expected.as_ref())
+                    .map_err(|_| mismatch(format!("order: stored {stored:?}, projected {expected:?}")))?;
+                orders += 1;
+            }
+        }
+        if let Some(hold) = self.holds.values().next() {
+            return Err(mismatch(format!("hold missing: {hold:?}")));
+        }
+        if let Some(order) = self.orders.values().next() {
+            return Err(mismatch(format!("order missing: {order:?}")));
+        }
+        Ok((holds, orders))
+    }
 }
 
 fn mismatch(reason: String) -> HistoryError {

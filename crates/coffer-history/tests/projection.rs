@@ -166,7 +166,10 @@ fn the_store_equals_the_journal_and_sums_to_the_balances() {
             .wait_for(engine.sequence_next(), Duration::from_secs(30)));
         projector.stop();
         let report = verify(&directory, &database, limits).unwrap();
-        assert!(report.transactions > 500 && report.entries > 500, "{report:?}");
+        assert!(
+            report.transactions > 500 && report.entries > 500 && report.holds > 20,
+            "{report:?}"
+        );
 
         let mut reader = database.open_reader().unwrap();
         for index in 0..ACCOUNTS {
@@ -261,4 +264,41 @@ fn bad_store_addresses_are_refused_clearly() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("schema"), "{error}");
+}
+
+/// Holds are updated in place (captures, releases, expiries), so `verify`
+/// compares their final state: a changed or missing hold row is found.
+#[test]
+fn verify_finds_a_changed_or_missing_hold() {
+    let data = tempfile::tempdir().unwrap();
+    let directory = data.path().join("journal");
+    let workload = workload(0x401d, 120);
+    let (engine, writer) = journal(&directory, &workload);
+    let database = Database::parse("sqlite", data.path(), "unused").unwrap();
+    let limits = EngineLimits::default();
+    let stats = std::sync::Arc::clone(writer.stats());
+    let projector = Projector::start(database.clone(), directory.clone(), stats, limits, settings()).unwrap();
+    assert!(projector
+        .stats()
+        .wait_for(engine.sequence_next(), Duration::from_secs(30)));
+    projector.stop();
+    let report = verify(&directory, &database, limits).unwrap();
+    assert!(report.holds > 5, "{report:?}");
+
+    let store = rusqlite::Connection::open(data.path().join("history.sqlite")).unwrap();
+    let changed = store
+        .execute(
+            "UPDATE holds SET status = CASE status WHEN 'active' THEN 'released' ELSE 'active' END \
+             WHERE id = (SELECT MIN(id) FROM holds)",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    let error = verify(&directory, &database, limits).unwrap_err().to_string();
+    assert!(error.contains("hold: stored"), "{error}");
+    store
+        .execute("DELETE FROM holds WHERE id = (SELECT MIN(id) FROM holds)", [])
+        .unwrap();
+    let error = verify(&directory, &database, limits).unwrap_err().to_string();
+    assert!(error.contains("hold missing"), "{error}");
 }

@@ -139,8 +139,8 @@ pub fn verify_history(data_directory: &Path, history_url: &str, schema: &str) ->
     let journal = data_directory.join("journal");
     let report = coffer_history::verify(&journal, &database, coffer_core::EngineLimits::default())?;
     println!(
-        "history matches the journal: {} transactions, {} entries, up to sequence {}",
-        report.transactions, report.entries, report.sequence_next
+        "history matches the journal: {} transactions, {} entries, {} holds, {} orders, up to sequence {}",
+        report.transactions, report.entries, report.holds, report.orders, report.sequence_next
     );
     Ok(())
 }
