@@ -144,6 +144,15 @@ fn journal(directory: &Path, workload: &[(u64, Vec<Transaction>)]) -> (Engine, J
     (engine, writer)
 }
 
+/// Runs a projector until it has written everything the journal holds.
+fn project_everything(database: &Database, directory: &Path, writer: &JournalWriter, sequence_next: u64) {
+    let stats = std::sync::Arc::clone(writer.stats());
+    let limits = EngineLimits::default();
+    let projector = Projector::start(database.clone(), directory.to_path_buf(), stats, limits, settings()).unwrap();
+    assert!(projector.stats().wait_for(sequence_next, Duration::from_secs(30)));
+    projector.stop();
+}
+
 fn settings() -> ProjectorSettings {
     ProjectorSettings {
         rows_per_write_max: 40,
@@ -159,12 +168,7 @@ fn the_store_equals_the_journal_and_sums_to_the_balances() {
     let (engine, writer) = journal(&directory, &workload);
     for database in stores(data.path()) {
         let limits = EngineLimits::default();
-        let stats = std::sync::Arc::clone(writer.stats());
-        let projector = Projector::start(database.clone(), directory.clone(), stats, limits, settings()).unwrap();
-        assert!(projector
-            .stats()
-            .wait_for(engine.sequence_next(), Duration::from_secs(30)));
-        projector.stop();
+        project_everything(&database, &directory, &writer, engine.sequence_next());
         let report = verify(&directory, &database, limits).unwrap();
         assert!(
             report.transactions > 500 && report.entries > 500 && report.holds > 20,
@@ -276,12 +280,7 @@ fn verify_finds_a_changed_or_missing_hold() {
     let (engine, writer) = journal(&directory, &workload);
     let database = Database::parse("sqlite", data.path(), "unused").unwrap();
     let limits = EngineLimits::default();
-    let stats = std::sync::Arc::clone(writer.stats());
-    let projector = Projector::start(database.clone(), directory.clone(), stats, limits, settings()).unwrap();
-    assert!(projector
-        .stats()
-        .wait_for(engine.sequence_next(), Duration::from_secs(30)));
-    projector.stop();
+    project_everything(&database, &directory, &writer, engine.sequence_next());
     let report = verify(&directory, &database, limits).unwrap();
     assert!(report.holds > 5, "{report:?}");
 
