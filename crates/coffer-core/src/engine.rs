@@ -541,14 +541,9 @@ impl Engine {
     }
 }
 
-/// What identifies a transaction's payload for idempotency: equal
-/// fingerprints mean a retry, different ones a reused id. Stable across
-/// versions of the snapshot format (stores keep it beyond the window).
-pub fn fingerprint(transaction: &Transaction) -> u128 {
-    transaction.fingerprint()
-}
-
-/// The xxh3-128 of the transaction's body encoding (its id excluded).
+/// The xxh3-128 of the transaction's body encoding (its id excluded): what
+/// `Transaction::fingerprint` returns. Stable across versions (snapshots
+/// and history stores keep it beyond the window; a test pins it).
 pub(crate) fn compute_fingerprint(transaction: &Transaction) -> u128 {
     thread_local! {
         static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };

@@ -35,7 +35,7 @@ const SLOTS_MIN: usize = 1 << 10;
 /// Slots the sweeper inspects per insert (one cache line, read in order).
 /// Each insert makes at most one slot stale (its eviction), so stale slots
 /// never exceed an eighth of the table: with live entries at most 56 % of
-/// it (see `resize_for`), the table stays below the 75 % that would force
+/// it (see `start_migration`), the table stays below the 75 % that would force
 /// a migration, and a window of steady size never migrates.
 const SWEEP_SLOTS_PER_INSERT: usize = 8;
 /// How many entries ahead of eviction the front of the queue is prefetched.

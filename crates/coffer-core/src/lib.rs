@@ -25,7 +25,7 @@ mod state;
 mod unit;
 
 pub use amount::{Amount, Balance};
-pub use engine::{fingerprint, Engine};
+pub use engine::Engine;
 pub use error::CoreError;
 pub use identifier::{AccountId, HoldId, TransactionId, WORLD};
 pub use limits::EngineLimits;

@@ -199,7 +199,7 @@ pub struct Transaction {
     id: TransactionId,
     ops: Vec<Operation>,
     metadata: Option<Metadata>,
-    /// `crate::fingerprint` of the above; the fields are private and never
+    /// `compute_fingerprint` of the above; the fields are private and never
     /// change, so it cannot go stale.
     fingerprint: u128,
 }

@@ -36,7 +36,7 @@ pub struct TransactionRow {
     pub committed: bool,
     pub rejection_code: Option<String>,
     pub rejection_op_index: Option<i32>,
-    /// `coffer_core::fingerprint` of the payload, 32 hex digits.
+    /// `Transaction::fingerprint` of the payload, 32 hex digits.
     pub fingerprint: String,
     /// `{"ops": [...], "metadata": ...}` as submitted (canonical JSON).
     pub body: String,
@@ -341,7 +341,7 @@ fn transaction_row(
         committed,
         rejection_code,
         rejection_op_index,
-        fingerprint: format!("{:032x}", coffer_core::fingerprint(transaction)),
+        fingerprint: format!("{:032x}", transaction.fingerprint()),
         body: serde_json::to_string(&body).expect("operations serialize"),
         effects: serde_json::to_string(&effects).expect("effects serialize"),
     }

@@ -128,8 +128,9 @@ impl FinalRows {
             after = last.id.clone();
             for stored in page {
                 let expected = self.holds.remove(&stored.id);
-                compare("hold", &stored, expected.as_ref())
-                    .map_err(|_| mismatch(format!("hold: stored {stored:?}, projected {expected:?}")))?;
+                if expected.as_ref() != Some(&stored) {
+                    return Err(mismatch(format!("hold: stored {stored:?}, projected {expected:?}")));
+                }
                 holds += 1;
             }
         }
@@ -143,8 +144,9 @@ impl FinalRows {
             query.before = Some(last.sequence);
             for stored in page {
                 let expected = self.orders.remove(&stored.order_id);
-                compare("order", &stored, expected.as_ref())
-                    .map_err(|_| mismatch(format!("order: stored {stored:?}, projected {expected:?}")))?;
+                if expected.as_ref() != Some(&stored) {
+                    return Err(mismatch(format!("order: stored {stored:?}, projected {expected:?}")));
+                }
                 orders += 1;
             }
         }

@@ -154,7 +154,7 @@ impl History {
 
 /// A stored transaction as the answer to a retry of `transaction`.
 fn stored_outcome(transaction: &Transaction, row: &coffer_history::TransactionRow) -> Result<Submitted, ApiError> {
-    let same_payload = row.fingerprint == format!("{:032x}", coffer_core::fingerprint(transaction));
+    let same_payload = row.fingerprint == format!("{:032x}", transaction.fingerprint());
     Ok(Submitted {
         id: transaction.id().clone(),
         kind: if same_payload { Kind::Replayed } else { Kind::IdReused },

@@ -13,28 +13,6 @@ pub fn instant(timestamp_ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(timestamp_ms)).to_string()
 }
 
-/// An instant serialized as RFC 3339 text without an allocation, formatted
-/// once per thread and millisecond: every result of a batch shares its
-/// batch's timestamp, and formatting it a thousand times per answer was a
-/// visible share of the batch path.
-pub struct Timestamp(pub u64);
-
-impl Serialize for Timestamp {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        thread_local! {
-            static LAST: std::cell::RefCell<Option<(u64, String)>> = const { std::cell::RefCell::new(None) };
-        }
-        LAST.with(|last| {
-            let mut last = last.borrow_mut();
-            let (_, text) = match &mut *last {
-                Some(cached) if cached.0 == self.0 => cached,
-                other => other.insert((self.0, instant(self.0))),
-            };
-            serializer.serialize_str(text)
-        })
-    }
-}
-
 /// A commit's effects, serialized straight from the sequencer's answer
 /// (no per-result vector).
 pub struct EffectsBody<'a>(&'a [EffectView]);
@@ -63,7 +41,7 @@ pub struct TransactionBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     op_index: Option<u16>,
     seq: u64,
-    timestamp: Timestamp,
+    timestamp: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     effects: Option<EffectsBody<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,7 +73,7 @@ impl<'a> TransactionBody<'a> {
             code,
             op_index,
             seq: record.sequence,
-            timestamp: Timestamp(record.timestamp_ms),
+            timestamp: instant(record.timestamp_ms),
             effects: None,
             replayed: None,
             hold: None,
