@@ -23,7 +23,9 @@ need redis-server redis-server
 need redis-benchmark redis-tools
 need pgbench postgresql-client
 
-cargo build --release -q -p coffer -p coffer-server --example bare_axum
+# --example alone would build only the example, so the binary is named too.
+cargo build --release -q -p coffer --bin coffer
+cargo build --release -q -p coffer-server --example bare_axum
 # coffer twice: as the peers work (no history store: they keep no audit
 # trail either) and as it runs by default (history projected into SQLite on
 # the same two cores).

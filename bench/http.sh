@@ -16,7 +16,9 @@ BARE_PORT=18182
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } || {
   echo "wrk is needed: apt-get install wrk"; exit 1; }
 
-cargo build --release -q -p coffer -p coffer-server --example bare_axum
+# --example alone would build only the example, so the binary is named too.
+cargo build --release -q -p coffer --bin coffer
+cargo build --release -q -p coffer-server --example bare_axum
 data=$(mktemp -d)
 # Stop both servers and wait: coffer's graceful shutdown writes a snapshot
 # into the data directory, which must still exist until it exits.
