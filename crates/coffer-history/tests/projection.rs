@@ -301,3 +301,26 @@ fn verify_finds_a_changed_or_missing_hold() {
     let error = verify(&directory, &database, limits).unwrap_err().to_string();
     assert!(error.contains("hold missing"), "{error}");
 }
+
+/// Rows wait for the write interval only while nobody reads: a reader
+/// waiting for them has them written at once. With an hour's interval the
+/// wait below would time out without that.
+#[test]
+fn a_waiting_reader_has_rows_written_before_the_interval() {
+    let data = tempfile::tempdir().unwrap();
+    let directory = data.path().join("journal");
+    let (engine, writer) = journal(&directory, &workload(0xfeed, 40));
+    for database in stores(data.path()) {
+        let settings = ProjectorSettings {
+            write_interval: Duration::from_secs(3_600),
+            ..ProjectorSettings::default()
+        };
+        let stats = std::sync::Arc::clone(writer.stats());
+        let projector =
+            Projector::start(database, directory.clone(), stats, EngineLimits::default(), settings).unwrap();
+        assert!(projector
+            .stats()
+            .wait_for(engine.sequence_next(), Duration::from_secs(30)));
+        projector.stop();
+    }
+}
