@@ -22,7 +22,7 @@ pub use files::{segments, snapshots};
 pub use format::{EntryVerdict, JournalBatch};
 pub use options::{Durability, JournalOptions, Retention};
 pub use recovery::{open, recover, Mode, Recovered, RecoveryReport};
-pub use scan::{scan_segment, TornTail};
+pub use scan::{scan_segment, SegmentEnd, TornTail};
 pub use snapshots::{prune, write_snapshot};
 pub use tail::{Follower, Position, ReaderThread, Tail, TailRecord};
 pub use writer::{Completion, JournalStats, JournalWriter};

@@ -46,7 +46,12 @@ pub fn open(
         report,
         last_segment,
     } = recover(directory, limits, Mode::Repair)?;
-    let segment = OpenSegment::resume(directory, last_segment, engine.sequence_next())?;
+    let segment = OpenSegment::resume(
+        directory,
+        last_segment,
+        engine.sequence_next(),
+        options.segment_bytes_max,
+    )?;
     let writer = JournalWriter::start(directory.to_owned(), options, engine.sequence_next(), segment);
     tracing::info!(
         directory = %directory.display(),
@@ -95,7 +100,7 @@ pub fn recover(directory: &Path, limits: EngineLimits, mode: Mode) -> Result<Rec
         let is_last = index + 1 == segments.len();
         let bytes = std::fs::read(path).map_err(JournalError::io(path))?;
         let mut first_record = true;
-        let tail = scan_segment(path, &bytes, is_last, |offset, header, payload| {
+        let end = scan_segment(path, &bytes, is_last, |offset, header, payload| {
             if first_record && header.first_sequence != *first_sequence {
                 return Err(corrupt(
                     path,
@@ -109,8 +114,7 @@ pub fn recover(directory: &Path, limits: EngineLimits, mode: Mode) -> Result<Rec
             first_record = false;
             replay.record(path, offset, header, payload)
         })?;
-        let valid_bytes = tail.as_ref().map_or(bytes.len() as u64, |tail| tail.offset);
-        if let Some(tail) = tail {
+        if let Some(tail) = end.torn_tail {
             tracing::warn!(path = %tail.path.display(), offset = tail.offset, bytes = tail.bytes_dropped, "torn record at the journal tail");
             if mode == Mode::Repair {
                 truncate(&tail.path, tail.offset)?;
@@ -118,7 +122,7 @@ pub fn recover(directory: &Path, limits: EngineLimits, mode: Mode) -> Result<Rec
             torn_tail = Some(tail);
         }
         if is_last {
-            last_segment = Some((*first_sequence, path.clone(), valid_bytes));
+            last_segment = Some((*first_sequence, path.clone(), end.valid_bytes));
         }
     }
     let (records_replayed, entries_replayed) = (replay.records, replay.entries);
@@ -148,6 +152,7 @@ fn corrupt(path: &Path, offset: u64, reason: String) -> JournalError {
     }
 }
 
+/// Cuts a torn record off; the writer preallocates the segment again.
 fn truncate(path: &Path, length: u64) -> Result<(), JournalError> {
     let file = std::fs::OpenOptions::new()
         .write(true)

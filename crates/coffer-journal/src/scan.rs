@@ -12,16 +12,25 @@ pub struct TornTail {
     pub bytes_dropped: u64,
 }
 
+/// Where a segment's records end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentEnd {
+    /// Bytes from the start of the segment to the end of its last valid record.
+    pub valid_bytes: u64,
+    pub torn_tail: Option<TornTail>,
+}
+
 /// Scans one segment's bytes, calling `visit` with each valid record in
-/// order. A bad record is a torn tail (the last write was cut short by a
-/// crash) only if it is in the last segment and no valid record header
-/// follows it; anything else is corruption and an error.
+/// order. The last segment is preallocated, so zeros up to the end of the
+/// file follow its records. A bad record is a torn tail (the last write was
+/// cut short by a crash) only if it is in the last segment and no valid
+/// record header follows it; anything else is corruption and an error.
 pub fn scan_segment(
     path: &Path,
     bytes: &[u8],
     is_last_segment: bool,
     mut visit: impl FnMut(u64, &RecordHeader, &[u8]) -> Result<(), JournalError>,
-) -> Result<Option<TornTail>, JournalError> {
+) -> Result<SegmentEnd, JournalError> {
     let mut offset = 0usize;
     while offset < bytes.len() {
         match check_record(&bytes[offset..]) {
@@ -29,6 +38,7 @@ pub fn scan_segment(
                 visit(offset as u64, &header, payload)?;
                 offset += HEADER_BYTES + payload.len();
             }
+            Err(_) if is_last_segment && bytes[offset..].iter().all(|byte| *byte == 0) => break,
             Err(reason) => {
                 let corrupt = !is_last_segment || valid_header_after(bytes, offset + 1);
                 if corrupt {
@@ -38,16 +48,26 @@ pub fn scan_segment(
                         reason,
                     });
                 }
-                let bytes_dropped = (bytes.len() - offset) as u64;
-                return Ok(Some(TornTail {
-                    path: path.to_owned(),
-                    offset: offset as u64,
-                    bytes_dropped,
-                }));
+                // The preallocated zeros after the torn record are not lost data.
+                let written_end = bytes
+                    .iter()
+                    .rposition(|byte| *byte != 0)
+                    .map_or(offset, |last| last + 1);
+                return Ok(SegmentEnd {
+                    valid_bytes: offset as u64,
+                    torn_tail: Some(TornTail {
+                        path: path.to_owned(),
+                        offset: offset as u64,
+                        bytes_dropped: (written_end - offset) as u64,
+                    }),
+                });
             }
         }
     }
-    Ok(None)
+    Ok(SegmentEnd {
+        valid_bytes: offset as u64,
+        torn_tail: None,
+    })
 }
 
 fn check_record(bytes: &[u8]) -> Result<(RecordHeader, &[u8]), String> {

@@ -10,7 +10,7 @@ use crate::scan::decode_batch;
 use crate::writer::JournalStats;
 use coffer_core::{BatchOutcome, Engine, EngineLimits};
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -34,10 +34,47 @@ pub struct Tail {
     directory: PathBuf,
     stats: Arc<JournalStats>,
     position: Position,
-    reader: Option<BufReader<File>>,
+    reader: Option<SegmentReader>,
 }
 
-const READ_BUFFER_BYTES: usize = 1 << 20;
+const READ_BUFFER_BYTES: u64 = 1 << 20;
+
+/// Buffered reads of one segment that never read past the durable end: the
+/// segment is preallocated, so bytes beyond it read as zeros now and hold
+/// records later, and a buffer must not keep those zeros.
+struct SegmentReader {
+    file: File,
+    buffer: Vec<u8>,
+    /// The file offset of `buffer[0]`.
+    buffer_start: u64,
+}
+
+impl SegmentReader {
+    fn open(path: &Path) -> Result<Self, JournalError> {
+        Ok(SegmentReader {
+            file: File::open(path).map_err(JournalError::io(path))?,
+            buffer: Vec::new(),
+            buffer_start: 0,
+        })
+    }
+
+    /// The `length` bytes at `offset`; `offset + length <= durable_end`.
+    fn read(&mut self, path: &Path, offset: u64, length: usize, durable_end: u64) -> Result<&[u8], JournalError> {
+        let end = offset + length as u64;
+        assert!(end <= durable_end, "reads stay behind the durable end");
+        let buffer_end = self.buffer_start + self.buffer.len() as u64;
+        if offset < self.buffer_start || end > buffer_end {
+            let fill_end = durable_end.min(offset + READ_BUFFER_BYTES).max(end);
+            self.buffer.resize((fill_end - offset) as usize, 0);
+            self.file
+                .read_exact_at(&mut self.buffer, offset)
+                .map_err(JournalError::io(path))?;
+            self.buffer_start = offset;
+        }
+        let start = (offset - self.buffer_start) as usize;
+        Ok(&self.buffer[start..start + length])
+    }
+}
 
 impl Tail {
     pub fn new(directory: &Path, stats: Arc<JournalStats>, position: Position) -> Self {
@@ -98,37 +135,38 @@ impl Tail {
             offset,
             reason,
         };
-        let reader = self.open_reader(path)?;
-        let mut header_bytes = [0u8; HEADER_BYTES];
-        reader.read_exact(&mut header_bytes).map_err(JournalError::io(path))?;
-        let header: RecordHeader = decode_header(&header_bytes).map_err(corrupt)?;
+        if self.reader.is_none() {
+            self.reader = Some(SegmentReader::open(path)?);
+        }
+        let reader = self.reader.as_mut().expect("opened above");
+        if offset + HEADER_BYTES as u64 > segment_end {
+            return Err(corrupt(format!(
+                "record header runs past the durable end {segment_end}"
+            )));
+        }
+        let header: RecordHeader =
+            decode_header(reader.read(path, offset, HEADER_BYTES, segment_end)?).map_err(corrupt)?;
         let record_end = offset + HEADER_BYTES as u64 + u64::from(header.payload_bytes);
         if record_end > segment_end {
             return Err(corrupt(format!(
                 "record ends at {record_end}, past the durable end {segment_end}"
             )));
         }
-        let mut payload = vec![0u8; header.payload_bytes as usize];
-        reader.read_exact(&mut payload).map_err(JournalError::io(path))?;
-        if crc32c::crc32c(&payload) != header.payload_crc {
+        let payload = reader.read(
+            path,
+            offset + HEADER_BYTES as u64,
+            header.payload_bytes as usize,
+            segment_end,
+        )?;
+        if crc32c::crc32c(payload) != header.payload_crc {
             return Err(corrupt("payload checksum mismatch".into()));
         }
-        let batch = decode_batch(path, offset, &header, &payload)?;
+        let batch = decode_batch(path, offset, &header, payload)?;
         self.position.offset = record_end;
         Ok(TailRecord {
             batch,
             next: self.position,
         })
-    }
-
-    fn open_reader(&mut self, path: &Path) -> Result<&mut BufReader<File>, JournalError> {
-        if self.reader.is_none() {
-            let mut file = File::open(path).map_err(JournalError::io(path))?;
-            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(self.position.offset))
-                .map_err(JournalError::io(path))?;
-            self.reader = Some(BufReader::with_capacity(READ_BUFFER_BYTES, file));
-        }
-        Ok(self.reader.as_mut().expect("opened above"))
     }
 }
 

@@ -94,6 +94,13 @@ fn reopen_gives_the_identical_state() {
     let digests = write_all(directory.path(), &batches(200));
     let segments = coffer_journal::segments(directory.path()).unwrap();
     assert!(segments.len() > 3, "small segments roll: {}", segments.len());
+    // Only the last segment keeps its preallocated zeros.
+    for (_, path) in &segments[..segments.len() - 1] {
+        let length = std::fs::metadata(path).unwrap().len();
+        assert_eq!(scan(path).1.valid_bytes, length, "{}", path.display());
+    }
+    let last = &segments[segments.len() - 1].1;
+    assert_eq!(std::fs::metadata(last).unwrap().len(), options().segment_bytes_max);
     let engine = reopen(directory.path()).unwrap();
     assert_eq!(engine.digest(), *digests.last().unwrap());
     engine.check_invariants().unwrap();
@@ -127,16 +134,24 @@ fn last_segment(directory: &Path) -> std::path::PathBuf {
 
 /// Offsets of every record in a segment.
 fn record_offsets(path: &Path) -> Vec<u64> {
+    scan(path).0
+}
+
+/// Offsets of every record in a segment, and where its records end.
+fn scan(path: &Path) -> (Vec<u64>, coffer_journal::SegmentEnd) {
     let bytes = std::fs::read(path).unwrap();
     let mut offsets = Vec::new();
-    coffer_journal::scan_segment(path, &bytes, true, |offset, _, _| {
+    let end = coffer_journal::scan_segment(path, &bytes, true, |offset, _, _| {
         offsets.push(offset);
         Ok(())
     })
     .unwrap();
-    offsets
+    (offsets, end)
 }
 
+/// A crash can cut the last write anywhere, in a segment still padded with
+/// its preallocated zeros or in one that is not (a file system without
+/// preallocation): recovery keeps every earlier record and removes the rest.
 #[test]
 fn a_torn_last_record_is_truncated_at_every_byte_offset() {
     let pristine = tempfile::tempdir().unwrap();
@@ -144,22 +159,47 @@ fn a_torn_last_record_is_truncated_at_every_byte_offset() {
     let digests = write_all(pristine.path(), &workload);
     let segment = last_segment(pristine.path());
     let bytes = std::fs::read(&segment).unwrap();
-    let last_record = *record_offsets(&segment).last().unwrap() as usize;
+    let (offsets, end) = scan(&segment);
+    assert_eq!(end.torn_tail, None);
+    assert!(bytes[end.valid_bytes as usize..].iter().all(|byte| *byte == 0));
+    let last_record = *offsets.last().unwrap() as usize;
     let name = segment.file_name().unwrap();
-    for cut in last_record..bytes.len() {
-        let directory = tempfile::tempdir().unwrap();
-        for (_, path) in coffer_journal::segments(pristine.path()).unwrap() {
-            std::fs::copy(&path, directory.path().join(path.file_name().unwrap())).unwrap();
+    for cut in last_record..end.valid_bytes as usize {
+        for padded in [false, true] {
+            let directory = tempfile::tempdir().unwrap();
+            for (_, path) in coffer_journal::segments(pristine.path()).unwrap() {
+                std::fs::copy(&path, directory.path().join(path.file_name().unwrap())).unwrap();
+            }
+            let mut torn = bytes[..cut].to_vec();
+            if padded {
+                torn.resize(bytes.len(), 0);
+            }
+            let path = directory.path().join(name);
+            std::fs::write(&path, &torn).unwrap();
+            // A record whose cut-off bytes were zeros is whole again once
+            // padded: its checksum passes, and it is kept.
+            let whole = padded && bytes[cut..end.valid_bytes as usize].iter().all(|byte| *byte == 0);
+            let (expected_digest, expected_end) = match whole {
+                true => (digests[digests.len() - 1], end.valid_bytes as usize),
+                false => (digests[digests.len() - 2], last_record),
+            };
+            let engine = reopen(directory.path()).unwrap_or_else(|error| panic!("cut at {cut}: {error}"));
+            assert_eq!(
+                engine.digest(),
+                expected_digest,
+                "cut at {cut}: every earlier record recovered"
+            );
+            let (_, after_end) = scan(&path);
+            assert_eq!(
+                after_end.valid_bytes as usize, expected_end,
+                "cut at {cut}: records end"
+            );
+            let after = std::fs::read(&path).unwrap();
+            assert!(
+                after[expected_end..].iter().all(|byte| *byte == 0),
+                "cut at {cut}: the torn bytes are removed"
+            );
         }
-        std::fs::write(directory.path().join(name), &bytes[..cut]).unwrap();
-        let engine = reopen(directory.path()).unwrap_or_else(|error| panic!("cut at {cut}: {error}"));
-        assert_eq!(
-            engine.digest(),
-            digests[digests.len() - 2],
-            "cut at {cut}: every earlier record recovered"
-        );
-        let truncated = std::fs::metadata(directory.path().join(name)).unwrap().len();
-        assert_eq!(truncated as usize, last_record, "the torn bytes are removed");
     }
 }
 
@@ -350,4 +390,34 @@ fn pruning_waits_for_the_journal_reader() {
     coffer_journal::prune(path, &options, 100).unwrap();
     assert_eq!(names("snapshot-"), [snapshot(350)]);
     assert_eq!(names("000").len(), 5);
+}
+
+/// A reader follows the journal while it grows, one record behind the
+/// writer, across segment rolls: it must see each record once, whole, in
+/// order (a read buffer that kept the preallocated zeros past the durable
+/// end would see a bad record here).
+#[test]
+fn a_tail_follows_the_journal_as_it_grows() {
+    let directory = tempfile::tempdir().unwrap();
+    let (mut engine, writer, _) = open(directory.path(), options(), EngineLimits::default()).unwrap();
+    let mut tail = coffer_journal::Tail::new(
+        directory.path(),
+        std::sync::Arc::clone(writer.stats()),
+        coffer_journal::Position::default(),
+    );
+    let mut sequence_read = 0;
+    for (timestamp, transactions) in batches(120) {
+        let outcome = engine.apply_batch(timestamp, &transactions);
+        writer
+            .append_and_wait(journal_batch(transactions.clone(), &outcome))
+            .unwrap();
+        let record = tail.next_record().unwrap().expect("the record just made durable");
+        assert_eq!(record.batch.first_sequence, sequence_read);
+        assert_eq!(record.batch.transactions.len(), transactions.len());
+        sequence_read = record.batch.end_sequence();
+        assert!(tail.next_record().unwrap().is_none(), "nothing beyond the durable end");
+    }
+    assert_eq!(sequence_read, engine.sequence_next());
+    assert!(coffer_journal::segments(directory.path()).unwrap().len() > 3);
+    writer.close().unwrap();
 }
