@@ -13,11 +13,11 @@
 //! pages stay mapped, so prefetches of it are never dropped). The table is
 //! replaced, a few buckets per insert, only when the window grows.
 
+use crate::entry_queue::{EntryQueue, QueueView};
 use crate::identifier::TransactionId;
 use crate::probe_table::{slot_of, tag_of_slot, ProbeTable};
 use crate::state::Record;
 use foldhash::fast::FixedState;
-use std::collections::VecDeque;
 use std::hash::BuildHasher;
 
 /// One remembered transaction: 64 bytes, one cache line (asserted below),
@@ -64,7 +64,7 @@ fn live_offset(slot: u64, front: u64, live: u64) -> Option<u64> {
 
 #[derive(Debug, Clone)]
 pub(crate) struct IdempotencyWindow {
-    entries: VecDeque<IdempotencyEntry>,
+    entries: EntryQueue<IdempotencyEntry>,
     /// Absolute position of `entries[0]`; positions only grow.
     front_position: u64,
     table: ProbeTable,
@@ -81,7 +81,7 @@ pub(crate) struct IdempotencyWindow {
 impl Default for IdempotencyWindow {
     fn default() -> Self {
         IdempotencyWindow {
-            entries: VecDeque::new(),
+            entries: EntryQueue::default(),
             front_position: 0,
             table: ProbeTable::new(SLOTS_MIN),
             used: 0,
@@ -99,6 +99,11 @@ impl IdempotencyWindow {
 
     pub fn entries(&self) -> impl Iterator<Item = &IdempotencyEntry> {
         self.entries.iter()
+    }
+
+    /// The entries as they are now, readable on another thread.
+    pub fn view(&self) -> QueueView<IdempotencyEntry> {
+        self.entries.view()
     }
 
     pub fn hash(&self, id: &TransactionId) -> u64 {
@@ -125,10 +130,10 @@ impl IdempotencyWindow {
             table
                 .probe(tag)
                 .filter_map(|(_, slot)| live_offset(slot, front, live))
-                .find(|offset| entries[*offset as usize].id == *id)
+                .filter_map(|offset| entries.get(offset as usize))
+                .find(|entry| entry.id == *id)
         };
-        let found = find(&self.table).or_else(|| find(&self.migrating.as_ref()?.0));
-        found.map(|offset| &entries[offset as usize])
+        find(&self.table).or_else(|| find(&self.migrating.as_ref()?.0))
     }
 
     /// Remembers an id that is not in the window; `hash` is `self.hash(id)`.
@@ -230,7 +235,7 @@ impl IdempotencyWindow {
     }
 
     fn evict_front(&mut self) {
-        if self.entries.pop_front().is_some() {
+        if self.entries.pop_front() {
             self.front_position += 1;
         }
     }

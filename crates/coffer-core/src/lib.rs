@@ -11,6 +11,7 @@ mod amount;
 mod apply;
 pub mod codec;
 mod engine;
+mod entry_queue;
 mod error;
 mod idempotency;
 mod identifier;
@@ -32,7 +33,7 @@ pub use limits::EngineLimits;
 pub use metadata::Metadata;
 pub use operation::{LimitChange, Operation, Transaction};
 pub use rejection::{Rejection, RejectionCode};
-pub use snapshot::SNAPSHOT_FORMAT_VERSION;
+pub use snapshot::{SnapshotSource, SNAPSHOT_FORMAT_VERSION};
 pub use state::{
     AccountIndex, AccountStatus, AccountView, BatchOutcome, Effect, ExpiredHold, HoldStatus, HoldView, Outcome, Record,
     Verdict,

@@ -4,6 +4,7 @@
 
 use crate::codec::{Reader, Writer};
 use crate::engine::Engine;
+use crate::entry_queue::QueueView;
 use crate::error::CoreError;
 use crate::idempotency::IdempotencyEntry;
 use crate::limits::EngineLimits;
@@ -16,10 +17,44 @@ const MAGIC: &[u8; 8] = b"CFSNAP\r\n";
 /// Bumped on any change to the layout below; decoders refuse other versions.
 pub const SNAPSHOT_FORMAT_VERSION: u64 = 1;
 
+/// A snapshot taken on the engine thread and encoded on another: the state
+/// but the id window, already encoded (its cost grows with accounts and
+/// holds), and a view of the window, which shares the window's chunks
+/// instead of copying millions of entries while the engine waits.
+pub struct SnapshotSource {
+    head: Vec<u8>,
+    window: QueueView<IdempotencyEntry>,
+}
+
+impl SnapshotSource {
+    /// Appends the snapshot's bytes: exactly `Engine::encode_snapshot`'s
+    /// at the moment the source was taken.
+    pub fn encode(&self, buffer: &mut Vec<u8>) {
+        buffer.reserve(self.head.len() + self.window.len() * WINDOW_ENTRY_BYTES_TYPICAL);
+        buffer.extend_from_slice(&self.head);
+        let mut writer = Writer::new(buffer);
+        writer.u64(self.window.len() as u64);
+        for entry in self.window.iter() {
+            writer.str(entry.id.as_str());
+            writer.u128(entry.fingerprint);
+            encode_record(&entry.record, &mut writer);
+        }
+    }
+}
+
+/// An encoded window entry: a short id, 16 bytes of fingerprint, a record.
+const WINDOW_ENTRY_BYTES_TYPICAL: usize = 48;
+
 impl Engine {
     pub fn encode_snapshot(&self, buffer: &mut Vec<u8>) {
-        buffer.extend_from_slice(MAGIC);
-        let mut writer = Writer::new(buffer);
+        self.snapshot_source().encode(buffer);
+    }
+
+    /// What a snapshot needs from the engine thread; `encode` it anywhere.
+    pub fn snapshot_source(&self) -> SnapshotSource {
+        let mut head = Vec::new();
+        head.extend_from_slice(MAGIC);
+        let mut writer = Writer::new(&mut head);
         writer.u64(SNAPSHOT_FORMAT_VERSION);
         writer.u64(self.timestamp_ms_last);
         writer.u64(self.sequence_next);
@@ -43,11 +78,9 @@ impl Engine {
         for hold_id in &self.finished_holds {
             writer.str(hold_id.as_str());
         }
-        writer.u64(self.idempotency.len() as u64);
-        for entry in self.idempotency.entries() {
-            writer.str(entry.id.as_str());
-            writer.u128(entry.fingerprint);
-            encode_record(&entry.record, &mut writer);
+        SnapshotSource {
+            head,
+            window: self.idempotency.view(),
         }
     }
 

@@ -200,3 +200,43 @@ fn fingerprints_are_stable_across_versions() {
         "802fddb98aaa18cbb0421fb26cf42b8c"
     );
 }
+
+/// A snapshot source is taken on the engine thread and encoded later, on
+/// another thread, while the engine goes on: its bytes must be the state at
+/// the moment it was taken. The window (small here, so it crosses many of
+/// its chunks, pops included) goes on growing and evicting meanwhile.
+#[test]
+fn a_snapshot_source_encodes_the_state_it_was_taken_at() {
+    let limits = EngineLimits {
+        idempotency_entries_max: 70_000,
+        ..EngineLimits::default()
+    };
+    let mut engine = Engine::new(limits);
+    let mut taken = Vec::new();
+    let mut counter = 0u64;
+    for (round, (timestamp, batch)) in workload(120).into_iter().enumerate() {
+        engine.apply_batch(timestamp, &batch);
+        // Many unique ids, so the window passes chunk boundaries and evicts.
+        let deposits: Vec<Transaction> = (0..2_000)
+            .map(|_| {
+                counter += 1;
+                let id = TransactionId::parse(&format!("bulk-{counter}")).unwrap();
+                Transaction::new(id, vec![Operation::deposit(account(1), Amount::new(1).unwrap())], None).unwrap()
+            })
+            .collect();
+        engine.apply_batch(timestamp, &deposits);
+        if round % 10 == 0 {
+            let mut expected = Vec::new();
+            engine.encode_snapshot(&mut expected);
+            taken.push((engine.snapshot_source(), expected));
+        }
+    }
+    let encoder = std::thread::spawn(move || {
+        for (source, expected) in taken {
+            let mut bytes = Vec::new();
+            source.encode(&mut bytes);
+            assert!(bytes == expected, "the bytes of the state when taken");
+        }
+    });
+    encoder.join().unwrap();
+}

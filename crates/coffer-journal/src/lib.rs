@@ -25,7 +25,7 @@ pub use recovery::{open, recover, Mode, Recovered, RecoveryReport};
 pub use scan::{scan_segment, SegmentEnd, TornTail};
 pub use snapshots::{prune, write_snapshot};
 pub use tail::{Follower, Position, ReaderThread, Tail, TailRecord};
-pub use writer::{Completion, JournalStats, JournalWriter};
+pub use writer::{Completion, JournalStats, JournalWriter, SnapshotState};
 
 /// Turns an engine batch into what the journal stores.
 pub fn journal_batch(transactions: Vec<coffer_core::Transaction>, outcome: &coffer_core::BatchOutcome) -> JournalBatch {

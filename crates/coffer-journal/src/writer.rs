@@ -13,6 +13,7 @@ use crate::options::{Durability, JournalOptions};
 use crate::recovery::new_segment_path;
 use crate::snapshots::{prune, write_snapshot};
 use crate::tail::Position;
+use coffer_core::SnapshotSource;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -31,9 +32,41 @@ enum Request {
     /// Write a snapshot once every earlier batch is durable.
     Snapshot {
         sequence_next: u64,
-        state: Vec<u8>,
+        state: SnapshotState,
         done: Option<Completion>,
     },
+}
+
+/// A snapshot's bytes, or the source that encodes them on the snapshot
+/// thread (so the engine thread pays only for taking the source).
+pub enum SnapshotState {
+    Bytes(Vec<u8>),
+    Source(SnapshotSource),
+}
+
+impl From<Vec<u8>> for SnapshotState {
+    fn from(bytes: Vec<u8>) -> Self {
+        SnapshotState::Bytes(bytes)
+    }
+}
+
+impl From<SnapshotSource> for SnapshotState {
+    fn from(source: SnapshotSource) -> Self {
+        SnapshotState::Source(source)
+    }
+}
+
+impl SnapshotState {
+    fn into_bytes(self) -> Vec<u8> {
+        match self {
+            SnapshotState::Bytes(bytes) => bytes,
+            SnapshotState::Source(source) => {
+                let mut bytes = Vec::new();
+                source.encode(&mut bytes);
+                bytes
+            }
+        }
+    }
 }
 
 /// Counters for metrics; updated by the writer thread.
@@ -286,11 +319,16 @@ impl JournalWriter {
     /// Writes a snapshot of the state covering every sequence below
     /// `sequence_next`, after those batches are durable, on a helper thread.
     /// `done` runs when the snapshot is on disk (or failed).
-    pub fn snapshot(&self, sequence_next: u64, state: Vec<u8>, done: Option<Completion>) -> Result<(), JournalError> {
+    pub fn snapshot(
+        &self,
+        sequence_next: u64,
+        state: impl Into<SnapshotState>,
+        done: Option<Completion>,
+    ) -> Result<(), JournalError> {
         self.check_running()?;
         self.send(Request::Snapshot {
             sequence_next,
-            state,
+            state: state.into(),
             done,
         })
     }
@@ -480,7 +518,7 @@ impl WriterThread {
 
     /// Snapshots are large; writing one on this thread would stall every
     /// append behind it. One at a time: a new one waits for the previous.
-    fn spawn_snapshot(&mut self, sequence_next: u64, state: Vec<u8>, done: Option<Completion>) {
+    fn spawn_snapshot(&mut self, sequence_next: u64, state: SnapshotState, done: Option<Completion>) {
         if let Some(previous) = self.snapshot_thread.take() {
             previous.join().expect("snapshot thread panicked");
         }
@@ -491,6 +529,7 @@ impl WriterThread {
             .name("coffer-snapshot".into())
             .spawn(move || {
                 let started = Instant::now();
+                let state = state.into_bytes();
                 let reader_sequence = stats.reader_sequence();
                 let result = write_snapshot(&directory, sequence_next, &state)
                     .and_then(|()| prune(&directory, &options, reader_sequence));

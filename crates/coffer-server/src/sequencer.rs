@@ -166,7 +166,6 @@ impl Sequencer {
             durable: Arc::new(durable_sender),
             settings,
             entries_since_snapshot: 0,
-            last_snapshot_bytes: 0,
             sequencer: Arc::downgrade(&sequencer),
             queue_depth,
             forgotten,
@@ -290,8 +289,6 @@ struct EngineThread {
     durable: Arc<watch::Sender<Durable>>,
     settings: SequencerSettings,
     entries_since_snapshot: u64,
-    /// Sizes the next snapshot buffer, so encoding does not regrow it.
-    last_snapshot_bytes: usize,
     sequencer: std::sync::Weak<Sequencer>,
     queue_depth: Arc<std::sync::atomic::AtomicUsize>,
     forgotten: Arc<AtomicBool>,
@@ -535,20 +532,21 @@ impl EngineThread {
         }
     }
 
+    /// The engine thread only takes the source (accounts and holds encoded,
+    /// the id window shared by reference); the snapshot thread encodes the
+    /// window, however many millions of ids it holds.
     fn snapshot(&mut self) {
         let started = std::time::Instant::now();
-        let mut state = Vec::with_capacity(self.last_snapshot_bytes);
-        self.engine.encode_snapshot(&mut state);
-        self.last_snapshot_bytes = state.len() + state.len() / 8;
+        let source = self.engine.snapshot_source();
         let pause = started.elapsed();
         metrics::histogram!("coffer_snapshot_pause_seconds").record(pause.as_secs_f64());
         tracing::info!(
             pause_ms = pause.as_millis() as u64,
-            bytes = state.len(),
-            "snapshot encoded"
+            sequence_next = self.engine.sequence_next(),
+            "snapshot taken"
         );
         let journal = self.journal.as_ref().expect("journal open while running");
-        if let Err(error) = journal.snapshot(self.engine.sequence_next(), state, None) {
+        if let Err(error) = journal.snapshot(self.engine.sequence_next(), source, None) {
             tracing::error!(%error, "snapshot refused");
         }
         self.entries_since_snapshot = 0;
