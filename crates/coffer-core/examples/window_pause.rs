@@ -35,9 +35,6 @@ fn main() {
         let applying = Instant::now();
         engine.apply_batch(2, &batch);
         let elapsed_ms = applying.elapsed().as_secs_f64() * 1e3;
-        if elapsed_ms > 20.0 && std::env::var("XLIST").is_ok() {
-            println!("  {elapsed_ms:.1} ms at {first}");
-        }
         if elapsed_ms > slowest_ms {
             (slowest_ms, slowest_at) = (elapsed_ms, first);
         }
