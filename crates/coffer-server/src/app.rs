@@ -17,6 +17,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
+/// How often histogram samples are folded into their summaries.
+const METRICS_UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The Prometheus recorder is process-global; tests start many servers.
 fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -27,6 +30,17 @@ fn metrics_handle() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
             }
+            // A histogram keeps every sample until it is drained, by a
+            // scrape or by upkeep; `build_recorder` starts no upkeep, so
+            // without scrapes memory grew with every request.
+            let upkept = handle.clone();
+            std::thread::Builder::new()
+                .name("coffer-metrics".into())
+                .spawn(move || loop {
+                    std::thread::sleep(METRICS_UPKEEP_INTERVAL);
+                    upkept.run_upkeep();
+                })
+                .expect("spawn the metrics upkeep thread");
             handle
         })
         .clone()

@@ -393,6 +393,18 @@ async fn operations_endpoints() {
     assert_eq!(server.get("/healthz").await.0, 200);
     assert_eq!(server.get("/readyz").await.0, 200);
     server.open("a", "X").await;
+    // Methods outside the standard set share one label value, so clients
+    // cannot grow the metrics without bound.
+    for method in ["BREW", "PROPFIND"] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = server
+            .client
+            .request(method, format!("{}/healthz", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405);
+    }
     let (status, text) = server.get("/metrics").await;
     assert_eq!(status, 200);
     let text = text.as_str().unwrap().to_owned();
@@ -409,6 +421,8 @@ async fn operations_endpoints() {
     ] {
         assert!(text.contains(metric), "missing {metric}");
     }
+    assert!(text.contains(r#"method="other""#), "{text}");
+    assert!(!text.contains("BREW") && !text.contains("PROPFIND"), "{text}");
     server.stop().await;
 }
 
