@@ -125,29 +125,6 @@ impl ProjectorStats {
     }
 }
 
-/// The history is a read model that may lag (within `--history-lag-max`);
-/// acknowledged writes may not. When the cores are saturated the projector
-/// threads yield to the engine, journal and HTTP threads: single transfers
-/// at 64 connections, four runs alternating with and without: +0.2 to
-/// +6.4 % (about +3 %), p99 unchanged.
-const PROJECTOR_NICE: i32 = 10;
-
-#[cfg(target_os = "linux")]
-fn lower_this_threads_priority() {
-    // SAFETY: plain system calls on the calling thread's id; no memory is
-    // shared with the kernel.
-    let result = unsafe {
-        let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, thread, PROJECTOR_NICE)
-    };
-    if result != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "could not lower the projector's priority");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lower_this_threads_priority() {}
-
 pub struct Projector {
     stats: Arc<ProjectorStats>,
     thread: ReaderThread,
@@ -222,7 +199,6 @@ impl ProjectorThread {
     /// while the writer thread commits the previous rows, so the database
     /// round trip overlaps the projection work.
     fn follow(&self, mut writer: Box<dyn Writer>, cursor: Option<Cursor>) -> Result<(), HistoryError> {
-        lower_this_threads_priority();
         let started = Instant::now();
         let resume = cursor.map(|cursor| (cursor.position, cursor.sequence_next));
         let follower = Follower::open(&self.directory, Arc::clone(&self.journal), self.limits, resume)?;
@@ -240,7 +216,6 @@ impl ProjectorThread {
             let writing = std::thread::Builder::new()
                 .name("coffer-history-writer".into())
                 .spawn_scoped(scope, move || -> Result<(), HistoryError> {
-                    lower_this_threads_priority();
                     for (mut changes, cursor) in written {
                         self.write(&mut writer, &changes, &cursor)?;
                         changes.clear();
