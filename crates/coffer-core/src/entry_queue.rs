@@ -97,11 +97,7 @@ impl<T: Clone> EntryQueue<T> {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &T> {
-        self.chunks
-            .iter()
-            .flat_map(|chunk| chunk.iter())
-            .skip(self.head)
-            .take(self.len)
+        entries(&self.chunks, self.head, self.len)
     }
 
     /// The entries as they are now, for another thread; costs one reference
@@ -129,12 +125,17 @@ impl<T> QueueView<T> {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &T> {
-        self.chunks
-            .iter()
-            .flat_map(|chunk| chunk.iter())
-            .skip(self.head)
-            .take(self.len)
+        entries(&self.chunks, self.head, self.len)
     }
+}
+
+/// The `len` entries after the first `head` of `chunks`, in order.
+fn entries<'a, T: 'a>(
+    chunks: impl IntoIterator<Item = &'a Arc<Vec<T>>>,
+    head: usize,
+    len: usize,
+) -> impl Iterator<Item = &'a T> {
+    chunks.into_iter().flat_map(|chunk| chunk.iter()).skip(head).take(len)
 }
 
 #[cfg(test)]
