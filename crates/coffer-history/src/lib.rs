@@ -9,6 +9,7 @@
 //! SQLite (embedded, the default) or PostgreSQL (server-grade).
 //! The schema is documented in docs/HISTORY.md.
 
+mod account_chain;
 mod changes;
 mod error;
 mod postgres;

@@ -5,6 +5,7 @@
 //! amount fits (so `SUM` works in users' queries), exact decimal TEXT when
 //! it does not.
 
+use crate::account_chain::{ChainReader, ChainWriter};
 use crate::changes::{Changes, Cursor, HistoryEntry, HoldRow, OrderRow, TransactionRow};
 use crate::error::HistoryError;
 use crate::store::{check_page_limit, hold_status_name, kind_name, HistoryQuery, OrderQuery, Reader, Writer};
@@ -85,9 +86,37 @@ CREATE INDEX orders_by_product ON orders (product, sequence);
 CREATE INDEX orders_by_user ON orders (user_id, sequence);
 CREATE INDEX orders_by_sequence ON orders (sequence);
 ",
+    // Account chains instead of an index over every entry (account_chain.rs).
+    // The marks' spacing, 32, is account_chain::MARK_SPACING.
+    r"
+ALTER TABLE account_history ADD COLUMN previous INTEGER;
+CREATE TABLE account_heads (
+    account TEXT PRIMARY KEY,
+    history_id INTEGER NOT NULL,
+    entries INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE account_marks (
+    account TEXT NOT NULL,
+    history_id INTEGER NOT NULL,
+    PRIMARY KEY (account, history_id)
+) WITHOUT ROWID;
+UPDATE account_history SET previous = chain.previous FROM (
+    SELECT history_id, lag(history_id) OVER (PARTITION BY account ORDER BY history_id) AS previous
+    FROM account_history
+) AS chain WHERE account_history.history_id = chain.history_id;
+INSERT INTO account_heads (account, history_id, entries)
+    SELECT account, max(history_id), count(*) FROM account_history GROUP BY account;
+INSERT INTO account_marks (account, history_id)
+    SELECT account, history_id FROM (
+        SELECT account, history_id, row_number() OVER (PARTITION BY account ORDER BY history_id) AS ordinal
+        FROM account_history
+    ) WHERE ordinal % 32 = 0;
+DROP INDEX account_history_by_account;
+",
 ];
 
-const ENTRY_COLUMNS: &str = "history_id, account, unit, kind, transaction_id, hold_id, sequence, timestamp_ms, \
+pub(crate) const ENTRY_COLUMNS: &str =
+    "history_id, account, unit, kind, transaction_id, hold_id, sequence, timestamp_ms, \
                              available_change, frozen_change, available, frozen";
 const ORDER_COLUMNS: &str = "order_id, product, user_id, quantity, amount, unit, status, expires_at_ms, sequence, \
                              created_at_ms, updated_at_ms";
@@ -96,6 +125,7 @@ const TRANSACTION_COLUMNS: &str =
 
 pub struct SqliteStore {
     connection: Connection,
+    chains: ChainWriter,
 }
 
 impl SqliteStore {
@@ -124,7 +154,10 @@ impl SqliteStore {
         // Fewer, larger checkpoints than the default 1,000 pages: the WAL
         // may grow to 8 MiB between them (no measurable difference at 512).
         connection.pragma_update(None, "wal_autocheckpoint", 2_048)?;
-        let mut store = SqliteStore { connection };
+        let mut store = SqliteStore {
+            connection,
+            chains: ChainWriter::default(),
+        };
         if migrate {
             store.migrate()?;
         }
@@ -144,7 +177,7 @@ impl SqliteStore {
     }
 }
 
-fn amount(value: i128) -> Value {
+pub(crate) fn amount(value: i128) -> Value {
     match i64::try_from(value) {
         Ok(small) => Value::Integer(small),
         Err(_) => Value::Text(value.to_string()),
@@ -190,6 +223,16 @@ impl Writer for SqliteStore {
     }
 
     fn write(&mut self, changes: &Changes, cursor: &Cursor) -> Result<(), HistoryError> {
+        let written = self.write_rows(changes, cursor);
+        if written.is_err() {
+            self.chains.forget();
+        }
+        written
+    }
+}
+
+impl SqliteStore {
+    fn write_rows(&mut self, changes: &Changes, cursor: &Cursor) -> Result<(), HistoryError> {
         let transaction = self.connection.transaction()?;
         {
             let mut insert = transaction.prepare_cached(&format!(
@@ -208,25 +251,7 @@ impl Writer for SqliteStore {
                     row.effects
                 ])?;
             }
-            let mut insert = transaction.prepare_cached(&format!(
-                "INSERT INTO account_history ({ENTRY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
-            ))?;
-            for entry in &changes.entries {
-                insert.execute(params![
-                    entry.history_id,
-                    entry.account,
-                    entry.unit,
-                    entry.kind,
-                    entry.transaction_id,
-                    entry.hold_id,
-                    entry.sequence,
-                    entry.timestamp_ms,
-                    amount(entry.available_change),
-                    amount(entry.frozen_change),
-                    amount(entry.available),
-                    amount(entry.frozen)
-                ])?;
-            }
+            self.chains.insert(&transaction, &changes.entries)?;
             let mut upsert = transaction.prepare_cached(
                 "INSERT OR REPLACE INTO holds (id, account, unit, destination, amount, captured, remaining, status, \
                  expires_at_ms, created_at_ms, finished_at_ms, sequence) \
@@ -289,7 +314,7 @@ impl Writer for SqliteStore {
     }
 }
 
-fn entry_of(row: &Row) -> rusqlite::Result<(HistoryEntry, String)> {
+pub(crate) fn entry_of(row: &Row) -> rusqlite::Result<(HistoryEntry, String)> {
     let kind: String = row.get(3)?;
     let entry = HistoryEntry {
         history_id: row.get(0)?,
@@ -308,7 +333,7 @@ fn entry_of(row: &Row) -> rusqlite::Result<(HistoryEntry, String)> {
     Ok((entry, kind))
 }
 
-fn with_kind((entry, kind): (HistoryEntry, String)) -> Result<HistoryEntry, HistoryError> {
+pub(crate) fn with_kind((entry, kind): (HistoryEntry, String)) -> Result<HistoryEntry, HistoryError> {
     Ok(HistoryEntry {
         kind: kind_name(&kind)?,
         ..entry
@@ -318,30 +343,41 @@ fn with_kind((entry, kind): (HistoryEntry, String)) -> Result<HistoryEntry, Hist
 impl Reader for SqliteStore {
     fn history(&mut self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, HistoryError> {
         check_page_limit(query.limit);
-        let mut statement = self.connection.prepare_cached(&format!(
-            "SELECT {ENTRY_COLUMNS} FROM account_history WHERE account = ?1 AND history_id < ?2 \
-             AND timestamp_ms >= ?3 AND timestamp_ms <= ?4 ORDER BY history_id DESC LIMIT ?5"
-        ))?;
-        let rows = statement.query_map(
-            params![
-                query.account,
-                query.before.unwrap_or(i64::MAX),
-                query.from_ms.unwrap_or(i64::MIN),
-                query.to_ms.unwrap_or(i64::MAX),
-                query.limit
-            ],
-            entry_of,
-        )?;
-        rows.map(|row| with_kind(row?)).collect()
+        let chains = ChainReader {
+            connection: &self.connection,
+        };
+        let mut bound = query.before.unwrap_or(i64::MAX);
+        if let Some(to_ms) = query.to_ms {
+            if let Some(first_after) = chains.first_after(to_ms)? {
+                bound = bound.min(first_after);
+            }
+        }
+        let from_ms = query.from_ms.unwrap_or(i64::MIN);
+        let mut entries = Vec::new();
+        let mut next = chains.newest_below(&query.account, bound)?;
+        while let Some(link) = next {
+            if link.entry.timestamp_ms < from_ms {
+                break;
+            }
+            let previous = link.previous;
+            entries.push(link.entry);
+            if entries.len() == query.limit as usize {
+                break;
+            }
+            next = previous.map(|history_id| chains.link(history_id)).transpose()?;
+            if let Some(link) = &next {
+                chains.check_owner(&query.account, link)?;
+            }
+        }
+        Ok(entries)
     }
 
     fn balance_at(&mut self, account: &str, at_ms: i64) -> Result<Option<HistoryEntry>, HistoryError> {
-        let mut statement = self.connection.prepare_cached(&format!(
-            "SELECT {ENTRY_COLUMNS} FROM account_history WHERE account = ?1 AND timestamp_ms <= ?2 \
-             ORDER BY history_id DESC LIMIT 1"
-        ))?;
-        let found = statement.query_row(params![account, at_ms], entry_of).optional()?;
-        found.map(with_kind).transpose()
+        let chains = ChainReader {
+            connection: &self.connection,
+        };
+        let bound = chains.first_after(at_ms)?.unwrap_or(i64::MAX);
+        Ok(chains.newest_below(account, bound)?.map(|link| link.entry))
     }
 
     fn transactions(&mut self, ids: &[&str]) -> Result<Vec<TransactionRow>, HistoryError> {
@@ -464,4 +500,101 @@ fn transaction_of(row: &Row) -> rusqlite::Result<TransactionRow> {
         body: row.get(7)?,
         effects: row.get(8)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account_chain::MARK_SPACING;
+
+    fn entry(history_id: i64, account: &str) -> HistoryEntry {
+        HistoryEntry {
+            history_id,
+            account: account.into(),
+            unit: "USD/2".into(),
+            kind: "transaction",
+            transaction_id: Some(format!("t-{history_id}")),
+            hold_id: None,
+            sequence: history_id,
+            timestamp_ms: 1_000 + history_id / 3,
+            available_change: 1,
+            frozen_change: 0,
+            available: history_id as i128,
+            frozen: 0,
+        }
+    }
+
+    fn page(store: &mut SqliteStore, account: &str, before: Option<i64>, limit: u32) -> Vec<i64> {
+        let query = HistoryQuery {
+            account: account.into(),
+            before,
+            from_ms: None,
+            to_ms: None,
+            limit,
+        };
+        store
+            .history(&query)
+            .unwrap()
+            .iter()
+            .map(|entry| entry.history_id)
+            .collect()
+    }
+
+    #[test]
+    fn the_migration_builds_the_marks_with_the_spacing_the_writer_uses() {
+        assert!(MIGRATIONS[2].contains(&format!("ordinal % {MARK_SPACING} = 0")));
+    }
+
+    /// A store written before account chains existed is migrated in place:
+    /// links, heads and marks are built from the old index, and new entries
+    /// continue the chains.
+    #[test]
+    fn a_store_from_before_the_chains_is_migrated_and_extended() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("history.sqlite");
+        let connection = Connection::open(&path).unwrap();
+        connection
+            .execute_batch("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            .unwrap();
+        for (version, sql) in MIGRATIONS[..2].iter().enumerate() {
+            connection.execute_batch(sql).unwrap();
+            connection
+                .execute("INSERT INTO schema_version (version) VALUES (?1)", [version as i64 + 1])
+                .unwrap();
+        }
+        // Two accounts, interleaved unevenly: 0, 3, 6, ... are "b".
+        let old: Vec<HistoryEntry> = (0..200)
+            .map(|id| entry(id, if id % 3 == 0 { "b" } else { "a" }))
+            .collect();
+        for row in &old {
+            connection
+                .execute(
+                    &format!("INSERT INTO account_history ({ENTRY_COLUMNS}) VALUES (?1, ?2, 'USD/2', 'transaction', ?3, NULL, ?1, ?4, 1, 0, ?1, 0)"),
+                    params![row.history_id, row.account, row.transaction_id, row.timestamp_ms],
+                )
+                .unwrap();
+        }
+        drop(connection);
+
+        let mut store = SqliteStore::open(&path, true).unwrap();
+        let expected_a: Vec<i64> = (0..200).rev().filter(|id| id % 3 != 0).collect();
+        assert_eq!(page(&mut store, "a", None, 1_000), expected_a);
+        assert_eq!(page(&mut store, "b", Some(100), 5), vec![99, 96, 93, 90, 87]);
+        let marks: i64 = store
+            .connection
+            .query_row("SELECT count(*) FROM account_marks", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(marks, 133 / MARK_SPACING + 67 / MARK_SPACING);
+
+        let new: Vec<HistoryEntry> = (200..300).map(|id| entry(id, "a")).collect();
+        let transaction = store.connection.transaction().unwrap();
+        store.chains.insert(&transaction, &new).unwrap();
+        transaction.commit().unwrap();
+        let mut expected_a: Vec<i64> = (200..300).rev().collect();
+        expected_a.extend((0..200).rev().filter(|id| id % 3 != 0));
+        assert_eq!(page(&mut store, "a", None, 1_000), expected_a);
+        assert_eq!(page(&mut store, "a", Some(201), 3), vec![200, 199, 197]);
+        let at = store.balance_at("b", 1_000 + 150 / 3).unwrap().unwrap();
+        assert_eq!(at.history_id, 150);
+    }
 }

@@ -324,3 +324,95 @@ fn a_waiting_reader_has_rows_written_before_the_interval() {
         projector.stop();
     }
 }
+
+/// Every account's entries, newest first, read in global order.
+fn every_entry(reader: &mut dyn coffer_history::Reader) -> Vec<coffer_history::HistoryEntry> {
+    let mut entries = Vec::new();
+    loop {
+        // History ids start at 0.
+        let after = entries
+            .last()
+            .map_or(-1, |entry: &coffer_history::HistoryEntry| entry.history_id);
+        let page = reader.entries_after(after, HISTORY_PAGE_MAX).unwrap();
+        if page.is_empty() {
+            return entries;
+        }
+        entries.extend(page);
+    }
+}
+
+#[test]
+fn every_history_page_equals_a_filter_over_all_entries() {
+    let data = tempfile::tempdir().unwrap();
+    let directory = data.path().join("journal");
+    // Long enough that every account has several marks' worth of entries.
+    let workload = workload(0xc4a1, 900);
+    let (engine, writer) = journal(&directory, &workload);
+    for database in stores(data.path()) {
+        project_everything(&database, &directory, &writer, engine.sequence_next());
+        let mut reader = database.open_reader().unwrap();
+        let all = every_entry(reader.as_mut());
+        let last_id = all.last().unwrap().history_id;
+        let per_account_min = (0..ACCOUNTS)
+            .map(|index| {
+                all.iter()
+                    .filter(|entry| entry.account == account(index).as_str())
+                    .count()
+            })
+            .min()
+            .unwrap();
+        assert!(per_account_min > 100, "every chain crosses marks: {per_account_min}");
+        let mut random = Random(0x51de);
+        for round in 0..600 {
+            let name = account(random.below(ACCOUNTS)).to_string();
+            let mut pick = |present: bool, bound: u64| present.then(|| random.below(bound) as i64);
+            let query = HistoryQuery {
+                account: name.clone(),
+                before: pick(round % 2 == 0, last_id as u64 + 10),
+                from_ms: pick(round % 3 == 0, 95_000),
+                to_ms: pick(round % 5 < 3, 95_000),
+                limit: 1 + (round % 7) * 20,
+            };
+            let expected: Vec<_> = all
+                .iter()
+                .rev()
+                .filter(|entry| {
+                    entry.account == name
+                        && entry.history_id < query.before.unwrap_or(i64::MAX)
+                        && entry.timestamp_ms >= query.from_ms.unwrap_or(i64::MIN)
+                        && entry.timestamp_ms <= query.to_ms.unwrap_or(i64::MAX)
+                })
+                .take(query.limit as usize)
+                .cloned()
+                .collect();
+            let found = reader.history(&query).unwrap();
+            let ids = |entries: &[coffer_history::HistoryEntry]| {
+                entries.iter().map(|entry| entry.history_id).collect::<Vec<_>>()
+            };
+            assert_eq!(ids(&found), ids(&expected), "{query:?}");
+            assert_eq!(found, expected, "{query:?}");
+            if let Some(at_ms) = query.to_ms {
+                let newest = all
+                    .iter()
+                    .rev()
+                    .find(|entry| entry.account == name && entry.timestamp_ms <= at_ms);
+                assert_eq!(
+                    reader.balance_at(&name, at_ms).unwrap().as_ref(),
+                    newest,
+                    "{name} at {at_ms}"
+                );
+            }
+        }
+        // An account with no entries, and one that does not exist.
+        let nobody = HistoryQuery {
+            account: "nobody".into(),
+            before: None,
+            from_ms: None,
+            to_ms: None,
+            limit: 10,
+        };
+        assert!(reader.history(&nobody).unwrap().is_empty());
+        assert!(reader.balance_at("nobody", i64::MAX).unwrap().is_none());
+    }
+    writer.close().unwrap();
+}
