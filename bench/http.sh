@@ -36,20 +36,7 @@ for port in $COFFER_PORT $BARE_PORT; do
   for _ in $(seq 1 100); do curl -s -o /dev/null "127.0.0.1:$port/" && break; sleep 0.1; done
 done
 
-# Open and fund the accounts through the batch endpoint.
-python3 - "$COFFER_PORT" "$ACCOUNTS" <<'PY'
-import json, sys, urllib.request
-port, accounts = int(sys.argv[1]), int(sys.argv[2])
-def post(path, body):
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", json.dumps(body).encode(), {"Content-Type": "application/json"})
-    return json.load(urllib.request.urlopen(request))
-for start in range(0, accounts, 1000):
-    items = [{"id": f"setup-{n}", "ops": [{"type": "open", "account": f"acct:{n}", "unit": "USD/2"},
-              {"type": "transfer", "from": "@world", "to": f"acct:{n}", "amount": 10**15}]}
-             for n in range(start, min(start + 1000, accounts))]
-    results = post("/v1/transactions/batch", {"transactions": items})["results"]
-    assert all(r["status"] == "committed" for r in results), results[:3]
-PY
+python3 bench/fund_accounts.py "$COFFER_PORT" "$ACCOUNTS"
 
 # run NAME URL SCRIPT CONNECTIONS: prints "name rps p50 p99"
 run() {
