@@ -597,4 +597,26 @@ mod tests {
         let at = store.balance_at("b", 1_000 + 150 / 3).unwrap().unwrap();
         assert_eq!(at.history_id, 150);
     }
+
+    /// A write that fails is rolled back; the heads the writer had cached
+    /// for it must go too, or the next write would link to entries that
+    /// were never stored.
+    #[test]
+    fn a_failed_write_leaves_no_cached_heads_behind() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&directory.path().join("history.sqlite"), true).unwrap();
+        let write = |store: &mut SqliteStore, entries: Vec<HistoryEntry>| {
+            let changes = Changes {
+                entries,
+                ..Changes::default()
+            };
+            store.write(&changes, &Cursor::default())
+        };
+        write(&mut store, vec![entry(0, "a"), entry(1, "a")]).unwrap();
+        // Entry 5 is new, entry 1 a duplicate: the whole write fails.
+        assert!(write(&mut store, vec![entry(5, "a"), entry(1, "b")]).is_err());
+        write(&mut store, vec![entry(6, "a")]).unwrap();
+        assert_eq!(page(&mut store, "a", None, 10), vec![6, 1, 0]);
+        assert_eq!(page(&mut store, "b", None, 10), Vec::<i64>::new());
+    }
 }
