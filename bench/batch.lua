@@ -13,6 +13,8 @@ function init(args)
   math.randomseed(tid * 104729 + 3)
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
+  -- MINIMAL=1: per-item status only (Prefer: return=minimal).
+  if os.getenv("MINIMAL") then wrk.headers["Prefer"] = "return=minimal" end
 end
 
 function request()

@@ -49,6 +49,8 @@ coffer_bench() { # name url connections [extra coffer bench options]
 coffer_bench coffer "http://127.0.0.1:18281" "$CONNECTIONS"
 coffer_bench bare_axum "http://127.0.0.1:18282" "$CONNECTIONS"
 coffer_bench coffer_batches_1000 "http://127.0.0.1:18281" 16 --scenario batches --batch-size 1000
+# Per-item status only, as a pipelined Redis client gets (Prefer: return=minimal).
+coffer_bench coffer_batches_1000_minimal "http://127.0.0.1:18281" 16 --scenario batches --batch-size 1000 --minimal-answers
 coffer_bench coffer_history "http://127.0.0.1:18283" "$CONNECTIONS"
 coffer_bench coffer_history_batches_1000 "http://127.0.0.1:18283" 16 --scenario batches --batch-size 1000
 
@@ -83,7 +85,7 @@ echo
 echo "date: $(date -u +%F), $(nproc) cores, $CONNECTIONS connections, $ACCOUNTS accounts, ${SECONDS_PER_RUN}s per run"
 echo "coffer: history store off; coffer_history: the default (SQLite history on the same cores)"
 printf '%-30s %12s %14s %8s %12s\n' system transfers/s p99_ms errors vs_coffer
-for name in coffer coffer_batches_1000 coffer_history coffer_history_batches_1000 bare_axum redis_lua_always redis_lua_everysec redis_lua_always_pipelined32 postgres_row_lock; do
+for name in coffer coffer_batches_1000 coffer_batches_1000_minimal coffer_history coffer_history_batches_1000 bare_axum redis_lua_always redis_lua_everysec redis_lua_always_pipelined32 postgres_row_lock; do
   ratio=$(awk -v a="${ops[$name]:-0}" -v c="${ops[coffer]}" 'BEGIN {printf "%.2f", a / c}')
   printf '%-30s %12s %14s %8s %12s\n' "$name" "${ops[$name]:-n/a}" "${p99[$name]:-n/a}" "${errors[$name]:--}" "$ratio"
 done

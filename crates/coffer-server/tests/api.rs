@@ -356,6 +356,54 @@ async fn batches_independent_and_atomic() {
     server.stop().await;
 }
 
+/// `Prefer: return=minimal` (RFC 7240, among other preferences): per-item
+/// id, status, code and sequence, no balances; the same outcomes.
+#[tokio::test]
+async fn batches_answer_minimally_when_asked() {
+    let mut server = TestServer::start(&[]).await;
+    server.open("a", "X").await;
+    server.open("b", "X").await;
+    server.deposit("a", 10).await;
+    let item = |id: &str, amount: u64| json!({"id": id, "ops": [{"type": "transfer", "from": "a", "to": "b", "amount": amount}]});
+    let batch = json!({"transactions": [item("m1", 4), item("m2", 40)]});
+    let prefer = ("prefer", "respond-async, RETURN = minimal; x=1");
+    let (status, body, headers) = server.post_with_header("/v1/transactions/batch", prefer, batch).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers.get("preference-applied").unwrap(), "return=minimal");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results[0]["status"], "committed");
+    assert_eq!(results[0]["replayed"], false);
+    assert!(results[0]["seq"].is_u64());
+    assert!(results[0].get("effects").is_none() && results[0].get("timestamp").is_none());
+    assert_eq!(
+        (
+            results[1]["status"].as_str(),
+            results[1]["code"].as_str(),
+            results[1]["op_index"].as_u64()
+        ),
+        (Some("rejected"), Some("insufficient_funds"), Some(0))
+    );
+    // A retry is marked; a reused id is a conflict; the full answer is the default.
+    let again = json!({"transactions": [item("m1", 4), item("m2", 5)]});
+    let (_, body, _) = server.post_with_header("/v1/transactions/batch", prefer, again).await;
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(
+        (results[0]["status"].as_str(), results[0]["replayed"].as_bool()),
+        (Some("committed"), Some(true))
+    );
+    assert_eq!(
+        (results[1]["status"].as_str(), results[1]["code"].as_str()),
+        (Some("conflict"), Some("id_reused"))
+    );
+    let (_, body, headers) = server
+        .post("/v1/transactions/batch", json!({"transactions": [item("m3", 1)]}))
+        .await;
+    assert!(headers.get("preference-applied").is_none());
+    assert!(body["results"][0]["effects"].is_array(), "{body}");
+    assert_eq!(server.balance("b").await, (5, 0));
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn accounts_list_pages_with_cursors() {
     let mut server = TestServer::start(&[]).await;

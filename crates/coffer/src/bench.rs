@@ -60,6 +60,10 @@ pub struct BenchOptions {
     /// Transfers per request in the batches scenario.
     #[arg(long, default_value_t = 1_000)]
     pub batch_size: u64,
+    /// Batches: ask for per-item status only (`Prefer: return=minimal`),
+    /// not balances, as a pipelined Redis client gets.
+    #[arg(long)]
+    pub minimal_answers: bool,
     /// Bearer API key (writer or admin).
     #[arg(long, env = "COFFER_BENCH_API_KEY")]
     pub api_key: Option<String>,
@@ -108,7 +112,7 @@ impl Client {
     }
 
     async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        let (status, answer) = self.post_text(path, body.to_string()).await?;
+        let (status, answer) = self.post_text(path, body.to_string(), false).await?;
         Ok((status, answer.unwrap_or(Value::Null)))
     }
 
@@ -120,8 +124,12 @@ impl Client {
         &self,
         path: &str,
         body: String,
+        minimal: bool,
     ) -> anyhow::Result<(u16, Option<T>)> {
-        let request = self.http.post(format!("{}{path}", self.base));
+        let mut request = self.http.post(format!("{}{path}", self.base));
+        if minimal {
+            request = request.header("prefer", "return=minimal");
+        }
         let request = self.authorized(request.header("content-type", "application/json").body(body));
         let response = request.send().await?;
         let status = response.status().as_u16();
@@ -290,7 +298,9 @@ async fn operation(shared: &Shared, random: &mut Random, number: u64) -> anyhow:
                 )?;
             }
             body.push_str("]}");
-            let (status, answer) = client.post_text::<BatchAnswer>("/v1/transactions/batch", body).await?;
+            let (status, answer) = client
+                .post_text::<BatchAnswer>("/v1/transactions/batch", body, shared.options.minimal_answers)
+                .await?;
             Ok(status == 200
                 && answer.is_some_and(|answer| {
                     answer.results.len() as u64 == shared.options.batch_size

@@ -4,7 +4,7 @@ use crate::error::ApiError;
 use crate::sequencer::{Answer, Query};
 use crate::state::AppState;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use coffer_core::{AccountId, Amount, Metadata, Operation, Transaction, TransactionId};
 use serde::Deserialize;
@@ -134,7 +134,16 @@ pub async fn batch(
             .map_err(|error| ApiError::invalid(format!("transactions[{index}]: {error}")))?;
         transactions.push(transaction);
     }
+    let minimal = prefers_minimal(&headers);
     let results = state.submit(transactions).await?;
+    if minimal {
+        let results = results.iter().map(views::MinimalResultBody::of_submitted).collect();
+        let mut response = axum::Json(BatchAnswer { results }).into_response();
+        response
+            .headers_mut()
+            .insert("preference-applied", HeaderValue::from_static("return=minimal"));
+        return Ok(response);
+    }
     let results = results
         .iter()
         .map(|submitted| views::TransactionBody::of_submitted(submitted, true))
@@ -144,8 +153,21 @@ pub async fn batch(
 
 /// Serialized directly: no JSON tree for thousands of results.
 #[derive(serde::Serialize)]
-struct BatchAnswer<'a> {
-    results: Vec<views::TransactionBody<'a>>,
+struct BatchAnswer<T> {
+    results: Vec<T>,
+}
+
+/// RFC 7240 `Prefer: return=minimal`, among other preferences or not.
+fn prefers_minimal(headers: &HeaderMap) -> bool {
+    headers.get_all("prefer").iter().any(|value| {
+        value.to_str().is_ok_and(|text| {
+            text.split(',').any(|preference| {
+                let name_and_value = preference.split(';').next().unwrap_or_default();
+                let compact: String = name_and_value.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+                compact.eq_ignore_ascii_case("return=minimal")
+            })
+        })
+    })
 }
 
 async fn atomic_batch(state: &AppState, headers: &HeaderMap, body: BatchBody) -> Result<Response, ApiError> {

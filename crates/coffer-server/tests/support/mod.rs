@@ -100,10 +100,19 @@ impl TestServer {
     }
 
     pub async fn post_keyed(&self, path: &str, key: &str, body: Value) -> (u16, Value, reqwest::header::HeaderMap) {
+        self.post_with_header(path, ("idempotency-key", key), body).await
+    }
+
+    pub async fn post_with_header(
+        &self,
+        path: &str,
+        (name, value): (&str, &str),
+        body: Value,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
         let request = self
             .client
             .post(format!("{}{path}", self.base))
-            .header("idempotency-key", key)
+            .header(name, value)
             .json(&body);
         Self::read(self.with_auth(request).send().await.unwrap()).await
     }
