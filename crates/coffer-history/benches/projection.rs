@@ -2,7 +2,9 @@
 //! into SQLite (and PostgreSQL when COFFER_TEST_POSTGRES_URL is set); the
 //! figure is transfers (and rows) per second until the projector has
 //! caught up. Run: `cargo bench -p coffer-history --bench projection`.
-//! COFFER_BENCH_TRANSFERS sets the journal's size (default 500,000).
+//! COFFER_BENCH_TRANSFERS sets the journal's size (default 500,000);
+//! COFFER_BENCH_IDS=random gives transfers random 32-hex-digit ids (as
+//! clients sending UUIDs do) instead of ids in ascending order.
 
 use coffer_core::{AccountId, Amount, Engine, EngineLimits, Operation, Transaction, TransactionId, Unit};
 use coffer_history::{Database, Projector, ProjectorSettings};
@@ -85,6 +87,7 @@ fn fill(engine: &mut Engine, writer: &coffer_journal::JournalWriter, transfers: 
             .collect();
         append(engine, transactions);
     }
+    let random_ids = std::env::var("COFFER_BENCH_IDS").is_ok_and(|ids| ids == "random");
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     for batch in 0..transfers / BATCH {
         let transactions = (0..BATCH)
@@ -95,8 +98,13 @@ fn fill(engine: &mut Engine, writer: &coffer_journal::JournalWriter, transfers: 
                 let from = state % ACCOUNTS;
                 let to = (from + 1 + (state >> 32) % (ACCOUNTS - 1)) % ACCOUNTS;
                 let op = Operation::transfer(account(from), account(to), Amount::new(1).unwrap());
+                let id = if random_ids {
+                    format!("{:016x}{:016x}", state, state.wrapping_mul(0x2545_f491_4f6c_dd1d))
+                } else {
+                    format!("t-{batch}-{item}")
+                };
                 Transaction::new(
-                    TransactionId::parse(&format!("t-{batch}-{item}")).unwrap(),
+                    TransactionId::parse(&id).unwrap(),
                     vec![op],
                     None,
                 )
