@@ -103,12 +103,7 @@ fn fill(engine: &mut Engine, writer: &coffer_journal::JournalWriter, transfers: 
                 } else {
                     format!("t-{batch}-{item}")
                 };
-                Transaction::new(
-                    TransactionId::parse(&id).unwrap(),
-                    vec![op],
-                    None,
-                )
-                .unwrap()
+                Transaction::new(TransactionId::parse(&id).unwrap(), vec![op], None).unwrap()
             })
             .collect();
         append(engine, transactions);

@@ -135,6 +135,43 @@ fn stored_head(transaction: &Transaction, account: &str) -> Result<Option<Head>,
     Ok(head)
 }
 
+/// Checks links, heads and marks against the entries themselves (full
+/// scans, for `verify`): a crash may not leave them out of step, since
+/// they commit with the rows, and this is what shows it.
+pub fn check(connection: &rusqlite::Connection) -> Result<(), HistoryError> {
+    let checks = [
+        (
+            "entries whose previous link is not the account's previous entry",
+            "SELECT count(*) FROM (SELECT previous, lag(history_id) OVER (PARTITION BY account ORDER BY history_id) \
+             AS expected FROM account_history) WHERE previous IS NOT expected"
+                .to_owned(),
+        ),
+        (
+            "accounts whose head is not their newest entry and count",
+            "SELECT count(*) FROM (SELECT account, max(history_id) AS newest, count(*) AS entries \
+             FROM account_history GROUP BY account) AS actual FULL JOIN account_heads AS head USING (account) \
+             WHERE head.history_id IS NOT actual.newest OR head.entries IS NOT actual.entries"
+                .to_owned(),
+        ),
+        (
+            "entries marked or unmarked wrongly",
+            format!(
+                "SELECT count(*) FROM (SELECT account, history_id, row_number() OVER (PARTITION BY account \
+                 ORDER BY history_id) AS ordinal FROM account_history) AS entry FULL JOIN account_marks AS mark \
+                 USING (account, history_id) WHERE (entry.ordinal % {MARK_SPACING} = 0) IS NOT \
+                 (mark.account IS NOT NULL AND entry.ordinal IS NOT NULL)"
+            ),
+        ),
+    ];
+    for (what, sql) in checks {
+        let wrong: i64 = connection.query_row(&sql, [], |row| row.get(0))?;
+        if wrong > 0 {
+            return Err(HistoryError::Invalid(format!("account chains: {wrong} {what}")));
+        }
+    }
+    Ok(())
+}
+
 /// One entry and the link to the account's entry before it.
 pub struct Link {
     pub entry: HistoryEntry,

@@ -446,6 +446,10 @@ impl Reader for SqliteStore {
         Ok(statement.query_row([id], order_of).optional()?)
     }
 
+    fn check_derived(&mut self) -> Result<(), HistoryError> {
+        crate::account_chain::check(&self.connection)
+    }
+
     fn orders(&mut self, query: &OrderQuery) -> Result<Vec<OrderRow>, HistoryError> {
         check_page_limit(query.limit);
         // NULL filters match everything; one statement serves every combination.
@@ -596,6 +600,46 @@ mod tests {
         assert_eq!(page(&mut store, "a", Some(201), 3), vec![200, 199, 197]);
         let at = store.balance_at("b", 1_000 + 150 / 3).unwrap().unwrap();
         assert_eq!(at.history_id, 150);
+        store.check_derived().unwrap();
+    }
+
+    /// `verify` runs this check: each kind of damage is found.
+    #[test]
+    fn the_derived_check_finds_a_broken_link_head_or_mark() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("history.sqlite");
+        let mut store = SqliteStore::open(&path, true).unwrap();
+        let entries: Vec<HistoryEntry> = (0..100)
+            .map(|id| entry(id, if id % 2 == 0 { "a" } else { "b" }))
+            .collect();
+        let transaction = store.connection.transaction().unwrap();
+        store.chains.insert(&transaction, &entries).unwrap();
+        transaction.commit().unwrap();
+        store.check_derived().unwrap();
+        for (damage, repair) in [
+            (
+                "UPDATE account_history SET previous = 40 WHERE history_id = 44",
+                "UPDATE account_history SET previous = 42 WHERE history_id = 44",
+            ),
+            (
+                "UPDATE account_heads SET entries = 49 WHERE account = 'a'",
+                "UPDATE account_heads SET entries = 50 WHERE account = 'a'",
+            ),
+            (
+                "INSERT INTO account_marks VALUES ('b', 3)",
+                "DELETE FROM account_marks WHERE account = 'b' AND history_id = 3",
+            ),
+            (
+                "DELETE FROM account_marks WHERE account = 'a'",
+                "INSERT INTO account_marks VALUES ('a', 62)",
+            ),
+        ] {
+            store.connection.execute_batch(damage).unwrap();
+            let error = store.check_derived().unwrap_err().to_string();
+            assert!(error.contains("account chains"), "{damage}: {error}");
+            store.connection.execute_batch(repair).unwrap();
+            store.check_derived().unwrap();
+        }
     }
 
     /// A write that fails is rolled back; the heads the writer had cached

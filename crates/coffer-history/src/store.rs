@@ -130,6 +130,11 @@ pub trait Reader: Send {
     fn order(&mut self, id: &str) -> Result<Option<OrderRow>, HistoryError>;
     /// Newest first.
     fn orders(&mut self, query: &OrderQuery) -> Result<Vec<OrderRow>, HistoryError>;
+    /// Whatever the store keeps beside the rows to find them (SQLite's
+    /// account chains) agrees with the rows. A full scan: for `verify`.
+    fn check_derived(&mut self) -> Result<(), HistoryError> {
+        Ok(())
+    }
 }
 
 /// Reader connections, opened on demand and reused.

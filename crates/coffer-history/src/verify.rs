@@ -86,6 +86,7 @@ pub fn verify(directory: &Path, database: &Database, limits: EngineLimits) -> Re
         )));
     }
     (report.holds, report.orders) = expected.compare_with(reader.as_mut())?;
+    reader.check_derived()?;
     report.sequence_next = stored_cursor.sequence_next;
     Ok(report)
 }
