@@ -61,17 +61,8 @@ impl ChainWriter {
             crate::sqlite::ENTRY_COLUMNS
         ))?;
         let mut mark = transaction.prepare_cached("INSERT INTO account_marks (account, history_id) VALUES (?1, ?2)")?;
-        let mut moved: Vec<&str> = Vec::new();
         for entry in entries {
-            let head = match self.heads.get(&entry.account) {
-                Some(head) => Some(*head),
-                None => stored_head(transaction, &entry.account)?,
-            };
-            if let Some(head) = head {
-                assert!(head.history_id < entry.history_id, "entries arrive in history order");
-            }
-            let previous = head.map(|head| head.history_id);
-            let entries_now = head.map_or(0, |head| head.entries) + 1;
+            let (previous, entries_now) = self.advance_head(transaction, entry)?;
             insert.execute(params![
                 entry.history_id,
                 entry.account,
@@ -90,19 +81,40 @@ impl ChainWriter {
             if entries_now % MARK_SPACING == 0 {
                 mark.execute(params![entry.account, entry.history_id])?;
             }
-            let new_head = Head {
-                history_id: entry.history_id,
-                entries: entries_now,
-            };
-            match self.heads.get_mut(&entry.account) {
-                Some(cached) => *cached = new_head,
-                None => {
-                    self.heads.insert(entry.account.clone(), new_head);
-                }
-            }
-            moved.push(&entry.account);
         }
-        // One upsert per account, however many of its entries came.
+        self.store_heads(transaction, entries)
+    }
+
+    /// Moves the entry's account head to it; returns the entry it follows
+    /// and the account's entry count with it.
+    fn advance_head(
+        &mut self,
+        transaction: &Transaction,
+        entry: &HistoryEntry,
+    ) -> Result<(Option<i64>, i64), HistoryError> {
+        let head = match self.heads.get(&entry.account) {
+            Some(head) => Some(*head),
+            None => stored_head(transaction, &entry.account)?,
+        };
+        if let Some(head) = head {
+            assert!(head.history_id < entry.history_id, "entries arrive in history order");
+        }
+        let new_head = Head {
+            history_id: entry.history_id,
+            entries: head.map_or(0, |head| head.entries) + 1,
+        };
+        match self.heads.get_mut(&entry.account) {
+            Some(cached) => *cached = new_head,
+            None => {
+                self.heads.insert(entry.account.clone(), new_head);
+            }
+        }
+        Ok((head.map(|head| head.history_id), new_head.entries))
+    }
+
+    /// One upsert per account, however many of its entries the write had.
+    fn store_heads(&self, transaction: &Transaction, entries: &[HistoryEntry]) -> Result<(), HistoryError> {
+        let mut moved: Vec<&str> = entries.iter().map(|entry| entry.account.as_str()).collect();
         moved.sort_unstable();
         moved.dedup();
         let mut upsert = transaction.prepare_cached(
