@@ -19,6 +19,7 @@ mod invariants;
 pub mod limits;
 mod metadata;
 mod operation;
+mod operation_json;
 mod probe_table;
 mod rejection;
 mod snapshot;

@@ -8,8 +8,12 @@ use serde::{Deserialize, Serialize};
 
 /// One step of a transaction. JSON form: a tagged object,
 /// `{"type": "transfer", "from": "a", "to": "b", "amount": 5}`.
+///
+/// `remote = "Self"`: the derived code becomes `Operation::serialize` and
+/// `Operation::deserialize_tagged`'s body; `Deserialize` itself reads
+/// transfers without buffering first (operation_json.rs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(remote = "Self", tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Operation {
     Open {
         account: AccountId,
@@ -67,6 +71,21 @@ pub enum Operation {
     Reopen {
         account: AccountId,
     },
+}
+
+impl Serialize for Operation {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // The inherent (derived) function, not this one.
+        Operation::serialize(self, serializer)
+    }
+}
+
+impl Operation {
+    /// The derived reading, which buffers every field before it knows the
+    /// variant; what every input not on the fast path gets.
+    pub(crate) fn deserialize_tagged<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Operation::deserialize(deserializer)
+    }
 }
 
 /// A ceiling update that can tell "leave it" from "remove it".
