@@ -163,7 +163,10 @@ fn prefers_minimal(headers: &HeaderMap) -> bool {
         value.to_str().is_ok_and(|text| {
             text.split(',').any(|preference| {
                 let name_and_value = preference.split(';').next().unwrap_or_default();
-                let compact: String = name_and_value.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+                let compact: String = name_and_value
+                    .chars()
+                    .filter(|character| !character.is_ascii_whitespace())
+                    .collect();
                 compact.eq_ignore_ascii_case("return=minimal")
             })
         })
