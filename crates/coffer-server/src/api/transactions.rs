@@ -137,7 +137,7 @@ pub async fn batch(
     let minimal = prefers_minimal(&headers);
     let results = state.submit(transactions).await?;
     if minimal {
-        let results = results.iter().map(views::MinimalResultBody::of_submitted).collect();
+        let results = results.iter().map(views::TransactionBody::minimal).collect();
         let mut response = axum::Json(BatchAnswer { results }).into_response();
         response
             .headers_mut()

@@ -41,7 +41,9 @@ pub struct TransactionBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     op_index: Option<u16>,
     seq: u64,
-    timestamp: String,
+    /// Absent only from minimal answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timestamp: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     effects: Option<EffectsBody<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -62,34 +64,55 @@ pub struct EffectBody<'a> {
 }
 
 impl<'a> TransactionBody<'a> {
-    pub fn of_record(id: &'a str, record: &Record) -> Self {
-        let (status, code, op_index) = verdict_fields(record);
+    /// Id, outcome and sequence; everything else absent.
+    fn bare(id: &'a str, (status, code, op_index): OutcomeFields, seq: u64) -> Self {
         TransactionBody {
             id,
             status,
             code,
             op_index,
-            seq: record.sequence,
-            timestamp: instant(record.timestamp_ms),
+            seq,
+            timestamp: None,
             effects: None,
             replayed: None,
             hold: None,
         }
     }
 
+    pub fn of_record(id: &'a str, record: &Record) -> Self {
+        TransactionBody {
+            timestamp: Some(instant(record.timestamp_ms)),
+            ..TransactionBody::bare(id, verdict_fields(record), record.sequence)
+        }
+    }
+
+    /// A batch item's result under `Prefer: return=minimal`: what a client
+    /// needs to know per item, without balances or an instant (a fifth of
+    /// the bytes of a full result, which the batch throughput is bound by).
+    pub fn minimal(submitted: &'a Submitted) -> Self {
+        TransactionBody {
+            replayed: Some(submitted.kind == Kind::Replayed),
+            ..TransactionBody::bare(
+                submitted.id.as_str(),
+                outcome_fields(submitted),
+                submitted.record.sequence,
+            )
+        }
+    }
+
     /// The result of a submission; `marked` adds `replayed` (batch items).
     pub fn of_submitted(submitted: &'a Submitted, marked: bool) -> Self {
-        let mut body = TransactionBody::of_record(submitted.id.as_str(), &submitted.record);
-        (body.status, body.code, body.op_index) = outcome_fields(submitted);
+        let mut body = TransactionBody::minimal(submitted);
+        body.timestamp = Some(instant(submitted.record.timestamp_ms));
+        if !marked {
+            body.replayed = None;
+        }
         match submitted.kind {
             // A replay answers from the remembered outcome, which keeps no effects.
             Kind::New if submitted.record.verdict == Verdict::Committed => {
                 body.effects = Some(EffectsBody(&submitted.effects));
             }
             _ => {}
-        }
-        if marked {
-            body.replayed = Some(submitted.kind == Kind::Replayed);
         }
         body
     }
@@ -110,35 +133,6 @@ fn outcome_fields(submitted: &Submitted) -> OutcomeFields {
     match submitted.kind {
         Kind::IdReused => ("conflict", Some("id_reused"), None),
         Kind::New | Kind::Replayed => verdict_fields(&submitted.record),
-    }
-}
-
-/// A batch item's result under `Prefer: return=minimal`: what a client
-/// needs to know per item, without balances or an instant (a fifth of the
-/// bytes of a full result, which the batch throughput is bound by).
-#[derive(Serialize)]
-pub struct MinimalResultBody<'a> {
-    id: &'a str,
-    status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    code: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    op_index: Option<u16>,
-    seq: u64,
-    replayed: bool,
-}
-
-impl<'a> MinimalResultBody<'a> {
-    pub fn of_submitted(submitted: &'a Submitted) -> Self {
-        let (status, code, op_index) = outcome_fields(submitted);
-        MinimalResultBody {
-            id: submitted.id.as_str(),
-            status,
-            code,
-            op_index,
-            seq: submitted.record.sequence,
-            replayed: submitted.kind == Kind::Replayed,
-        }
     }
 }
 
