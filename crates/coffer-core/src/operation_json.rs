@@ -59,6 +59,15 @@ impl<'de> Deserialize<'de> for Key {
     }
 }
 
+impl Key {
+    fn into_name(self) -> String {
+        match self {
+            Key::Type => "type".to_owned(),
+            Key::Other(name) => name,
+        }
+    }
+}
+
 struct OperationVisitor;
 
 impl<'de> Visitor<'de> for OperationVisitor {
@@ -71,21 +80,19 @@ impl<'de> Visitor<'de> for OperationVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Operation, A::Error> {
         // In order, duplicates kept: the derived code decides what they mean.
         let mut buffered: Vec<(String, Value)> = Vec::new();
-        while let Some(key) = map.next_key::<Key>()? {
-            let key = match key {
-                Key::Type if buffered.is_empty() => {
-                    let tag: Value = map.next_value()?;
-                    if tag.as_str() == Some("transfer") {
-                        return read_transfer(map);
-                    }
-                    buffered.push(("type".to_owned(), tag));
-                    continue;
+        match map.next_key::<Key>()? {
+            Some(Key::Type) => {
+                let tag: Value = map.next_value()?;
+                if tag.as_str() == Some("transfer") {
+                    return read_transfer(map);
                 }
-                Key::Type => "type".to_owned(),
-                Key::Other(key) => key,
-            };
-            let value = map.next_value()?;
-            buffered.push((key, value));
+                buffered.push(("type".to_owned(), tag));
+            }
+            Some(Key::Other(name)) => buffered.push((name, map.next_value()?)),
+            None => {}
+        }
+        while let Some(key) = map.next_key::<Key>()? {
+            buffered.push((key.into_name(), map.next_value()?));
         }
         let fields = de::value::MapDeserializer::<_, serde_json::Error>::new(buffered.into_iter());
         Operation::deserialize_tagged(fields).map_err(de::Error::custom)
