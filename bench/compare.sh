@@ -3,10 +3,11 @@
 # a team would pick: coffer (durable, fsync), a bare axum handler (the HTTP
 # ceiling), Redis + Lua (an atomic idempotent transfer script) with
 # appendfsync always / everysec / pipelined x32, and PostgreSQL row-lock
-# transfers (pgbench). Prints ops/s, p99 and each one's ratio to coffer.
+# transfers (pgbench; bare, and with a transfer record under a unique id as
+# the other peers keep). Prints ops/s, p99 and each one's ratio to coffer.
 # Usage: bench/compare.sh [seconds per run, default 10]. Needs redis-server,
-# redis-benchmark, pgbench and a PostgreSQL on 127.0.0.1:5432 (trust auth);
-# installs the Debian packages when missing.
+# redis-benchmark, pgbench, wrk and a PostgreSQL on 127.0.0.1:5432 (trust
+# auth); installs the Debian packages when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${1:-10}
@@ -22,6 +23,7 @@ need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -
 need redis-server redis-server
 need redis-benchmark redis-tools
 need pgbench postgresql-client
+need wrk wrk
 
 # --example alone would build only the example, so the binary is named too.
 cargo build --release -q -p coffer --bin coffer
@@ -36,7 +38,22 @@ for port in 18281 18282 18283; do
   for _ in $(seq 1 100); do curl -sf -o /dev/null "127.0.0.1:$port/healthz" && break; sleep 0.1; done
 done
 
+python3 bench/fund_accounts.py 18281 "$ACCOUNTS"
+python3 bench/fund_accounts.py 18283 "$ACCOUNTS"
+
 declare -A ops p99 errors
+# shellcheck source=bench/wrk_run.sh
+source bench/wrk_run.sh
+# Single requests are driven by wrk, a C client like redis-benchmark and
+# pgbench (and the client behind the bare-axum figure of the issue): a
+# heavier client would take its share of the two cores from the server.
+wrk_bench() { # name url
+  local rps p50 latency non2xx wrong
+  read -r rps p50 latency non2xx wrong < <(ACCOUNTS=$ACCOUNTS wrk_run "$2" bench/transfer.lua "$CONNECTIONS" "$SECONDS_PER_RUN")
+  ops[$1]=$(awk -v r="$rps" 'BEGIN {printf "%.0f", r}')
+  p99[$1]=$(wrk_milliseconds "$latency")
+  errors[$1]=$wrong
+}
 coffer_bench() { # name url connections [extra coffer bench options]
   local report name=$1 url=$2 connections=$3
   shift 3
@@ -46,12 +63,14 @@ coffer_bench() { # name url connections [extra coffer bench options]
   p99[$name]=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["latency_ms"]["p99"])' "$report")
   errors[$name]=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["errors"])' "$report")
 }
-coffer_bench coffer "http://127.0.0.1:18281" "$CONNECTIONS"
-coffer_bench bare_axum "http://127.0.0.1:18282" "$CONNECTIONS"
+wrk_bench coffer "http://127.0.0.1:18281"
+wrk_bench bare_axum "http://127.0.0.1:18282"
+wrk_bench coffer_history "http://127.0.0.1:18283"
+# The same through coffer bench, which parses and checks every answer.
+coffer_bench coffer_checked_client "http://127.0.0.1:18281" "$CONNECTIONS"
 coffer_bench coffer_batches_1000 "http://127.0.0.1:18281" 16 --scenario batches --batch-size 1000
 # Per-item status only, as a pipelined Redis client gets (Prefer: return=minimal).
 coffer_bench coffer_batches_1000_minimal "http://127.0.0.1:18281" 16 --scenario batches --batch-size 1000 --minimal-answers
-coffer_bench coffer_history "http://127.0.0.1:18283" "$CONNECTIONS"
 coffer_bench coffer_history_batches_1000 "http://127.0.0.1:18283" 16 --scenario batches --batch-size 1000
 
 redis_bench() { # name port pipeline
@@ -74,18 +93,27 @@ redis_bench redis_lua_always 18291 1
 redis_bench redis_lua_everysec 18292 1
 redis_bench redis_lua_always_pipelined32 18291 32
 
-psql -q "$PGURL" -c "DROP TABLE IF EXISTS bench_accounts; CREATE TABLE bench_accounts (id int PRIMARY KEY, balance bigint NOT NULL);
+psql -q "$PGURL" -c "DROP TABLE IF EXISTS bench_accounts, bench_transfers;
+  CREATE TABLE bench_accounts (id int PRIMARY KEY, balance bigint NOT NULL);
+  CREATE TABLE bench_transfers (id bigint PRIMARY KEY, from_id int NOT NULL, to_id int NOT NULL, amount bigint NOT NULL);
   INSERT INTO bench_accounts SELECT g, 1000000000 FROM generate_series(1, $ACCOUNTS) g;" >/dev/null
-out=$(pgbench -n -c "$CONNECTIONS" -j 2 -T "$SECONDS_PER_RUN" -D accounts="$ACCOUNTS" -f bench/transfer.pgbench.sql "$PGURL" 2>/dev/null || true)
-ops[postgres_row_lock]=$(awk '/^tps = / {print int($3)}' <<<"$out")
-p99[postgres_row_lock]="avg $(awk '/latency average/ {print $4}' <<<"$out")"
-psql -q "$PGURL" -c "DROP TABLE IF EXISTS bench_accounts" >/dev/null
+pgbench_run() { # name script
+  local out
+  out=$(pgbench -n -c "$CONNECTIONS" -j 2 -T "$SECONDS_PER_RUN" -D accounts="$ACCOUNTS" -f "$2" "$PGURL" 2>/dev/null || true)
+  ops[$1]=$(awk '/^tps = / {print int($3)}' <<<"$out")
+  p99[$1]="avg $(awk '/latency average/ {print $4}' <<<"$out")"
+  errors[$1]=$(awk '/number of failed transactions/ {print $5}' <<<"$out")
+}
+pgbench_run postgres_row_lock bench/transfer.pgbench.sql
+pgbench_run postgres_row_lock_recorded bench/transfer_recorded.pgbench.sql
+psql -q "$PGURL" -c "DROP TABLE IF EXISTS bench_accounts, bench_transfers" >/dev/null
 
 echo
 echo "date: $(date -u +%F), $(nproc) cores, $CONNECTIONS connections, $ACCOUNTS accounts, ${SECONDS_PER_RUN}s per run"
 echo "coffer: history store off; coffer_history: the default (SQLite history on the same cores)"
+echo "single requests: wrk (coffer_checked_client: coffer bench); batches: coffer bench; Redis: redis-benchmark; PostgreSQL: pgbench"
 printf '%-30s %12s %14s %8s %12s\n' system transfers/s p99_ms errors vs_coffer
-for name in coffer coffer_batches_1000 coffer_batches_1000_minimal coffer_history coffer_history_batches_1000 bare_axum redis_lua_always redis_lua_everysec redis_lua_always_pipelined32 postgres_row_lock; do
+for name in coffer coffer_checked_client coffer_batches_1000 coffer_batches_1000_minimal coffer_history coffer_history_batches_1000 bare_axum redis_lua_always redis_lua_everysec redis_lua_always_pipelined32 postgres_row_lock postgres_row_lock_recorded; do
   ratio=$(awk -v a="${ops[$name]:-0}" -v c="${ops[coffer]}" 'BEGIN {printf "%.2f", a / c}')
   printf '%-30s %12s %14s %8s %12s\n' "$name" "${ops[$name]:-n/a}" "${p99[$name]:-n/a}" "${errors[$name]:--}" "$ratio"
 done

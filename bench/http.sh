@@ -38,16 +38,13 @@ done
 
 python3 bench/fund_accounts.py "$COFFER_PORT" "$ACCOUNTS"
 
-# run NAME URL SCRIPT CONNECTIONS: prints "name rps p50 p99"
+# shellcheck source=bench/wrk_run.sh
+source bench/wrk_run.sh
+# run NAME URL SCRIPT CONNECTIONS: prints "name rps p50 p99 non2xx"
 run() {
-  local out
-  out=$(wrk -t2 -c"$4" -d"${SECONDS_PER_RUN}s" --latency -s "$3" "$2")
-  local rps p50 p99 non2xx
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-  printf '%s %s %s %s %s\n' "$1" "$rps" "$p50" "$p99" "${non2xx:-0}"
+  local rps p50 p99 non2xx wrong
+  read -r rps p50 p99 non2xx wrong < <(wrk_run "$2" "$3" "$4" "$SECONDS_PER_RUN")
+  printf '%s %s %s %s %s\n' "$1" "$rps" "$p50" "$p99" "$non2xx"
 }
 
 results=$(
