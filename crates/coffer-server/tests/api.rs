@@ -370,6 +370,7 @@ async fn batches_answer_minimally_when_asked() {
     let (status, body, headers) = server.post_with_header("/v1/transactions/batch", prefer, batch).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(headers.get("preference-applied").unwrap(), "return=minimal");
+    assert_eq!(headers.get("content-type").unwrap(), "application/json");
     let results = body["results"].as_array().unwrap();
     assert_eq!(results[0]["status"], "committed");
     assert_eq!(results[0]["replayed"], false);

@@ -15,7 +15,7 @@ use crate::auth::Role;
 use crate::error::ApiError;
 use crate::sequencer::{Kind, SequencerError, Submitted};
 use crate::state::AppState;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -192,6 +192,23 @@ pub(crate) fn build(
     metadata: Option<coffer_core::Metadata>,
 ) -> Result<Transaction, ApiError> {
     Transaction::new(id, ops, metadata).map_err(|error| ApiError::invalid(error.to_string()))
+}
+
+/// Answers of thousands of items (batch results), serialized into one
+/// buffer sized for them up front: axum's `Json` writes through a growing
+/// `BytesMut`, one buffer call per JSON token.
+pub(crate) fn sized_json(body: &impl serde::Serialize, bytes_expected: usize) -> Response {
+    let mut bytes = Vec::with_capacity(bytes_expected);
+    match serde_json::to_writer(&mut bytes, body) {
+        Ok(()) => (
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            bytes,
+        )
+            .into_response(),
+        // Our answer types always serialize; should one fail, axum's own
+        // 500 answer says why.
+        Err(_) => axum::Json(body).into_response(),
+    }
 }
 
 /// A successful write, before its body is chosen: by default the

@@ -1,4 +1,4 @@
-use super::{answer, authorize, build, execute, transaction_id, views, JsonBody, QueryParameters};
+use super::{answer, authorize, build, execute, sized_json, transaction_id, views, JsonBody, QueryParameters};
 use crate::auth::Role;
 use crate::error::ApiError;
 use crate::sequencer::{Answer, Query};
@@ -137,19 +137,28 @@ pub async fn batch(
     let minimal = prefers_minimal(&headers);
     let results = state.submit(transactions).await?;
     if minimal {
-        let results = results.iter().map(views::TransactionBody::minimal).collect();
-        let mut response = axum::Json(BatchAnswer { results }).into_response();
+        let answer = BatchAnswer {
+            results: results.iter().map(views::TransactionBody::minimal).collect(),
+        };
+        let mut response = sized_json(&answer, results.len() * MINIMAL_RESULT_BYTES);
         response
             .headers_mut()
             .insert("preference-applied", HeaderValue::from_static("return=minimal"));
         return Ok(response);
     }
-    let results = results
-        .iter()
-        .map(|submitted| views::TransactionBody::of_submitted(submitted, true))
-        .collect();
-    Ok(axum::Json(BatchAnswer { results }).into_response())
+    let answer = BatchAnswer {
+        results: results
+            .iter()
+            .map(|submitted| views::TransactionBody::of_submitted(submitted, true))
+            .collect(),
+    };
+    Ok(sized_json(&answer, results.len() * RESULT_BYTES))
 }
+
+/// About what one batch result takes as JSON (an id of 20-odd characters;
+/// two balances in a full one), to size the answer's buffer once.
+const MINIMAL_RESULT_BYTES: usize = 96;
+const RESULT_BYTES: usize = 384;
 
 /// Serialized directly: no JSON tree for thousands of results.
 #[derive(serde::Serialize)]
