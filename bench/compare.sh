@@ -14,6 +14,7 @@ SECONDS_PER_RUN=${1:-10}
 CONNECTIONS=${CONNECTIONS:-64}
 ACCOUNTS=${ACCOUNTS:-1000}
 PGURL=${COFFER_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
+export PGOPTIONS="-c client_min_messages=warning" # no NOTICEs for DROP IF EXISTS
 work=$(mktemp -d)
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
