@@ -198,10 +198,11 @@ pub(crate) fn build(
 /// `Json` writes through a `BytesMut` that starts at 128 bytes and grows,
 /// with one buffer call per JSON token. Batch answers run to thousands of
 /// items; a transfer's answer, with two balances, to about 350 bytes.
-pub(crate) fn sized_json(body: &impl serde::Serialize, bytes_expected: usize) -> Response {
+pub(crate) fn sized_json(status: StatusCode, body: &impl serde::Serialize, bytes_expected: usize) -> Response {
     let mut bytes = Vec::with_capacity(bytes_expected);
     match serde_json::to_writer(&mut bytes, body) {
         Ok(()) => (
+            status,
             [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
             bytes,
         )
@@ -225,8 +226,7 @@ pub(crate) struct Committed {
 
 impl Committed {
     pub fn respond(&self, body: impl serde::Serialize) -> Response {
-        let mut response = sized_json(&body, SINGLE_RESULT_BYTES);
-        *response.status_mut() = self.status;
+        let mut response = sized_json(self.status, &body, SINGLE_RESULT_BYTES);
         if self.replayed {
             response
                 .headers_mut()

@@ -140,7 +140,7 @@ pub async fn batch(
         let answer = BatchAnswer {
             results: results.iter().map(views::TransactionBody::minimal).collect(),
         };
-        let mut response = sized_json(&answer, results.len() * MINIMAL_RESULT_BYTES);
+        let mut response = sized_json(StatusCode::OK, &answer, results.len() * MINIMAL_RESULT_BYTES);
         response
             .headers_mut()
             .insert("preference-applied", HeaderValue::from_static("return=minimal"));
@@ -152,7 +152,7 @@ pub async fn batch(
             .map(|submitted| views::TransactionBody::of_submitted(submitted, true))
             .collect(),
     };
-    Ok(sized_json(&answer, results.len() * RESULT_BYTES))
+    Ok(sized_json(StatusCode::OK, &answer, results.len() * RESULT_BYTES))
 }
 
 /// About what one batch result takes as JSON (an id of 20-odd characters;
