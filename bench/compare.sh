@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${1:-10}
 CONNECTIONS=${CONNECTIONS:-64}
-ACCOUNTS=${ACCOUNTS:-1000}
+export ACCOUNTS=${ACCOUNTS:-1000} # read by the wrk scripts too
 PGURL=${COFFER_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 export PGOPTIONS="-c client_min_messages=warning" # no NOTICEs for DROP IF EXISTS
 work=$(mktemp -d)
@@ -50,7 +50,7 @@ source bench/wrk_run.sh
 # heavier client would take its share of the two cores from the server.
 wrk_bench() { # name url
   local rps p50 latency non2xx wrong
-  read -r rps p50 latency non2xx wrong < <(ACCOUNTS=$ACCOUNTS wrk_run "$2" bench/transfer.lua "$CONNECTIONS" "$SECONDS_PER_RUN")
+  read -r rps p50 latency non2xx wrong < <(wrk_run "$2" bench/transfer.lua "$CONNECTIONS" "$SECONDS_PER_RUN")
   ops[$1]=$(awk -v r="$rps" 'BEGIN {printf "%.0f", r}')
   p99[$1]=$(wrk_milliseconds "$latency")
   errors[$1]=$wrong
