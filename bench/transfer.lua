@@ -1,5 +1,6 @@
 -- One durable transfer per request, each with a unique idempotency key,
 -- between random accounts acct:0 … acct:(ACCOUNTS-1).
+-- MINIMAL=1: answers with id, status and sequence only (Prefer: return=minimal).
 local threads = {}
 local counter = 0
 local accounts = tonumber(os.getenv("ACCOUNTS") or "1000")
@@ -13,6 +14,7 @@ function init(args)
   math.randomseed(tid * 7919 + 17)
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
+  if os.getenv("MINIMAL") then wrk.headers["Prefer"] = "return=minimal" end
 end
 
 function request()

@@ -405,6 +405,47 @@ async fn batches_answer_minimally_when_asked() {
     server.stop().await;
 }
 
+/// Single writes honour `Prefer: return=minimal` too: id, status and
+/// sequence; a replay keeps its 200 and header; a rejection keeps its
+/// full error; without the preference the answer is full.
+#[tokio::test]
+async fn single_writes_answer_minimally_when_asked() {
+    let mut server = TestServer::start(&[]).await;
+    server.open("a", "X").await;
+    server.open("b", "X").await;
+    let prefer = ("prefer", "return=minimal");
+    let deposit = json!({"id": "s0", "account": "a", "amount": 10});
+    let (status, body, headers) = server.post_with_header("/v1/deposits", prefer, deposit).await;
+    assert_eq!((status, body["status"].as_str()), (201, Some("committed")), "{body}");
+    assert_eq!(headers.get("preference-applied").unwrap(), "return=minimal");
+    let transfer = json!({"id": "s1", "from": "a", "to": "b", "amount": 4});
+    let (status, body, _) = server.post_with_header("/v1/transfers", prefer, transfer.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    let fields: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(fields, ["id", "seq", "status"], "{body}");
+    assert_eq!(body["id"], "s1");
+    let (status, replay, headers) = server.post_with_header("/v1/transfers", prefer, transfer).await;
+    assert_eq!((status, &replay), (200, &body));
+    assert_eq!(headers.get("idempotent-replayed").unwrap(), "true");
+    let too_much = json!({"id": "s2", "ops": [{"type": "transfer", "from": "a", "to": "b", "amount": 100}]});
+    let (status, body, headers) = server.post_with_header("/v1/transactions", prefer, too_much).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("insufficient_funds"))
+    );
+    assert!(headers.get("preference-applied").is_none());
+    let (status, body, _) = server
+        .post(
+            "/v1/transfers",
+            json!({"id": "s3", "from": "a", "to": "b", "amount": 1}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert!(body["effects"].is_array(), "{body}");
+    assert_eq!(server.balance("b").await, (5, 0));
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn accounts_list_pages_with_cursors() {
     let mut server = TestServer::start(&[]).await;

@@ -236,6 +236,42 @@ impl Committed {
     }
 }
 
+/// RFC 7240 `Prefer: return=minimal`, among other preferences or not.
+pub(crate) fn prefers_minimal(headers: &HeaderMap) -> bool {
+    headers.get_all("prefer").iter().any(|value| {
+        value.to_str().is_ok_and(|text| {
+            text.split(',').any(|preference| {
+                let name_and_value = preference.split(';').next().unwrap_or_default();
+                let compact: String = name_and_value
+                    .chars()
+                    .filter(|character| !character.is_ascii_whitespace())
+                    .collect();
+                compact.eq_ignore_ascii_case("return=minimal")
+            })
+        })
+    })
+}
+
+/// Says that an answer is the minimal one the client asked for.
+pub(crate) fn mark_minimal(response: &mut Response) {
+    response
+        .headers_mut()
+        .insert("preference-applied", HeaderValue::from_static("return=minimal"));
+}
+
+impl Committed {
+    /// The full answer, or under `Prefer: return=minimal` only id, status
+    /// and sequence (a replay still answers 200 with `Idempotent-Replayed`).
+    pub fn respond_as_preferred(self, headers: &HeaderMap) -> Response {
+        if !prefers_minimal(headers) {
+            return self.into_response();
+        }
+        let mut response = self.respond(views::TransactionBody::minimal(&self.submitted, false));
+        mark_minimal(&mut response);
+        response
+    }
+}
+
 impl IntoResponse for Committed {
     fn into_response(self) -> Response {
         self.respond(views::TransactionBody::of_submitted(&self.submitted, false))

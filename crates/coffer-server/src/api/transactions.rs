@@ -1,10 +1,13 @@
-use super::{answer, authorize, build, execute, sized_json, transaction_id, views, JsonBody, QueryParameters};
+use super::{
+    answer, authorize, build, execute, mark_minimal, prefers_minimal, sized_json, transaction_id, views, JsonBody,
+    QueryParameters,
+};
 use crate::auth::Role;
 use crate::error::ApiError;
 use crate::sequencer::{Answer, Query};
 use crate::state::AppState;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use coffer_core::{AccountId, Amount, Metadata, Operation, Transaction, TransactionId};
 use serde::Deserialize;
@@ -39,7 +42,7 @@ pub async fn create(
     let transaction = parse(&state, &headers, body)?;
     super::limit_transactions(&state, &headers).await?;
     match query.mode.as_deref() {
-        None | Some("sync") => Ok(execute(&state, transaction).await?.into_response()),
+        None | Some("sync") => Ok(execute(&state, transaction).await?.respond_as_preferred(&headers)),
         Some("async") => {
             let id = transaction.id().to_string();
             if let Some(kafka) = &state.kafka {
@@ -138,12 +141,13 @@ pub async fn batch(
     let results = state.submit(transactions).await?;
     if minimal {
         let answer = BatchAnswer {
-            results: results.iter().map(views::TransactionBody::minimal).collect(),
+            results: results
+                .iter()
+                .map(|submitted| views::TransactionBody::minimal(submitted, true))
+                .collect(),
         };
         let mut response = sized_json(StatusCode::OK, &answer, results.len() * MINIMAL_RESULT_BYTES);
-        response
-            .headers_mut()
-            .insert("preference-applied", HeaderValue::from_static("return=minimal"));
+        mark_minimal(&mut response);
         return Ok(response);
     }
     let answer = BatchAnswer {
@@ -164,22 +168,6 @@ const RESULT_BYTES: usize = 384;
 #[derive(serde::Serialize)]
 struct BatchAnswer<T> {
     results: Vec<T>,
-}
-
-/// RFC 7240 `Prefer: return=minimal`, among other preferences or not.
-fn prefers_minimal(headers: &HeaderMap) -> bool {
-    headers.get_all("prefer").iter().any(|value| {
-        value.to_str().is_ok_and(|text| {
-            text.split(',').any(|preference| {
-                let name_and_value = preference.split(';').next().unwrap_or_default();
-                let compact: String = name_and_value
-                    .chars()
-                    .filter(|character| !character.is_ascii_whitespace())
-                    .collect();
-                compact.eq_ignore_ascii_case("return=minimal")
-            })
-        })
-    })
 }
 
 async fn atomic_batch(state: &AppState, headers: &HeaderMap, body: BatchBody) -> Result<Response, ApiError> {
@@ -271,7 +259,7 @@ async fn one_transfer(state: &AppState, headers: &HeaderMap, body: TransferBody)
     authorize(state, headers, std::slice::from_ref(&op))?;
     super::limit_transactions(state, headers).await?;
     let transaction = build(transaction_id(headers, body.id)?, vec![op], body.metadata)?;
-    Ok(execute(state, transaction).await?.into_response())
+    Ok(execute(state, transaction).await?.respond_as_preferred(headers))
 }
 
 /// A deposit is a transfer from `@world`.

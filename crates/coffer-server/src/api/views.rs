@@ -86,12 +86,13 @@ impl<'a> TransactionBody<'a> {
         }
     }
 
-    /// A batch item's result under `Prefer: return=minimal`: what a client
-    /// needs to know per item, without balances or an instant (a fifth of
-    /// the bytes of a full result, which the batch throughput is bound by).
-    pub fn minimal(submitted: &'a Submitted) -> Self {
+    /// A result under `Prefer: return=minimal`: what a client needs to
+    /// know, without balances or an instant (a fifth of the bytes of a full
+    /// result, which the batch throughput is bound by). `marked` adds
+    /// `replayed` (batch items; a single answer says it by its status).
+    pub fn minimal(submitted: &'a Submitted, marked: bool) -> Self {
         TransactionBody {
-            replayed: Some(submitted.kind == Kind::Replayed),
+            replayed: marked.then_some(submitted.kind == Kind::Replayed),
             ..TransactionBody::bare(
                 submitted.id.as_str(),
                 outcome_fields(submitted),
@@ -102,11 +103,8 @@ impl<'a> TransactionBody<'a> {
 
     /// The result of a submission; `marked` adds `replayed` (batch items).
     pub fn of_submitted(submitted: &'a Submitted, marked: bool) -> Self {
-        let mut body = TransactionBody::minimal(submitted);
+        let mut body = TransactionBody::minimal(submitted, marked);
         body.timestamp = Some(instant(submitted.record.timestamp_ms));
-        if !marked {
-            body.replayed = None;
-        }
         match submitted.kind {
             // A replay answers from the remembered outcome, which keeps no effects.
             Kind::New if submitted.record.verdict == Verdict::Committed => {
