@@ -67,6 +67,9 @@ coffer_bench() { # name url connections [extra coffer bench options]
 wrk_bench coffer "http://127.0.0.1:18281"
 wrk_bench bare_axum "http://127.0.0.1:18282"
 wrk_bench coffer_history "http://127.0.0.1:18283"
+# Answers with id, status and sequence only (Prefer: return=minimal): the
+# shape of the bare handler's fixed answer.
+MINIMAL=1 wrk_bench coffer_minimal "http://127.0.0.1:18281"
 # The same through coffer bench, which parses and checks every answer.
 coffer_bench coffer_checked_client "http://127.0.0.1:18281" "$CONNECTIONS"
 coffer_bench coffer_batches_1000 "http://127.0.0.1:18281" 16 --scenario batches --batch-size 1000
@@ -114,7 +117,7 @@ echo "date: $(date -u +%F), $(nproc) cores, $CONNECTIONS connections, $ACCOUNTS 
 echo "coffer: history store off; coffer_history: the default (SQLite history on the same cores)"
 echo "single requests: wrk (coffer_checked_client: coffer bench); batches: coffer bench; Redis: redis-benchmark; PostgreSQL: pgbench"
 printf '%-30s %12s %14s %8s %12s\n' system transfers/s p99_ms errors vs_coffer
-for name in coffer coffer_checked_client coffer_batches_1000 coffer_batches_1000_minimal coffer_history coffer_history_batches_1000 bare_axum redis_lua_always redis_lua_everysec redis_lua_always_pipelined32 postgres_row_lock postgres_row_lock_recorded; do
+for name in coffer coffer_minimal coffer_checked_client coffer_batches_1000 coffer_batches_1000_minimal coffer_history coffer_history_batches_1000 bare_axum redis_lua_always redis_lua_everysec redis_lua_always_pipelined32 postgres_row_lock postgres_row_lock_recorded; do
   ratio=$(awk -v a="${ops[$name]:-0}" -v c="${ops[coffer]}" 'BEGIN {printf "%.2f", a / c}')
   printf '%-30s %12s %14s %8s %12s\n' "$name" "${ops[$name]:-n/a}" "${p99[$name]:-n/a}" "${errors[$name]:--}" "$ratio"
 done

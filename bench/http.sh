@@ -50,6 +50,7 @@ run() {
 results=$(
   run bare_axum_c64 "http://127.0.0.1:$BARE_PORT" bench/transfer.lua 64
   run coffer_transfer_c64 "http://127.0.0.1:$COFFER_PORT" bench/transfer.lua 64
+  MINIMAL=1 run coffer_transfer_minimal_c64 "http://127.0.0.1:$COFFER_PORT" bench/transfer.lua 64
   run bare_axum_c512 "http://127.0.0.1:$BARE_PORT" bench/transfer.lua 512
   run coffer_transfer_c512 "http://127.0.0.1:$COFFER_PORT" bench/transfer.lua 512
   BATCH=1000 run coffer_batch1000_c16 "http://127.0.0.1:$COFFER_PORT" bench/batch.lua 16
@@ -58,7 +59,7 @@ bare64=$(awk '$1=="bare_axum_c64" {print $2}' <<<"$results")
 bare512=$(awk '$1=="bare_axum_c512" {print $2}' <<<"$results")
 echo
 echo "date: $(date -u +%F), machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), fsync on, coffer options: ${COFFER_OPTIONS:-none}"
-printf '%-24s %14s %16s %10s %10s %8s %10s\n' scenario requests/s transfers/s p50 p99 non-2xx vs-bare
+printf '%-28s %14s %16s %10s %10s %8s %10s\n' scenario requests/s transfers/s p50 p99 non-2xx vs-bare
 while read -r name rps p50 p99 non2xx; do
   transfers=$rps; baseline=$bare64
   [[ $name == *c512* ]] && baseline=$bare512
@@ -66,5 +67,5 @@ while read -r name rps p50 p99 non2xx; do
   [[ $name == *batch1000* ]] && transfers=$(awk -v r="$rps" -v e="$non2xx" -v s="$SECONDS_PER_RUN" 'BEGIN {printf "%.0f", (r - e / s) * 1000}')
   ratio=$(awk -v r="$rps" -v b="$baseline" 'BEGIN {printf "%.2f", r / b}')
   [[ $name == bare* || $name == *batch* ]] && ratio="-"
-  printf '%-24s %14s %16s %10s %10s %8s %10s\n' "$name" "$rps" "$transfers" "$p50" "$p99" "$non2xx" "$ratio"
+  printf '%-28s %14s %16s %10s %10s %8s %10s\n' "$name" "$rps" "$transfers" "$p50" "$p99" "$non2xx" "$ratio"
 done <<<"$results"
