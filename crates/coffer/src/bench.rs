@@ -60,8 +60,9 @@ pub struct BenchOptions {
     /// Transfers per request in the batches scenario.
     #[arg(long, default_value_t = 1_000)]
     pub batch_size: u64,
-    /// Batches: ask for per-item status only (`Prefer: return=minimal`),
-    /// not balances, as a pipelined Redis client gets.
+    /// Transfers, deposits and batches: ask for id, status and sequence
+    /// only (`Prefer: return=minimal`), not balances, as a Redis client
+    /// gets.
     #[arg(long)]
     pub minimal_answers: bool,
     /// Bearer API key (writer or admin).
@@ -112,7 +113,12 @@ impl Client {
     }
 
     async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        let (status, answer) = self.post_text(path, body.to_string(), false).await?;
+        self.post_preferring(path, body, false).await
+    }
+
+    /// `post`, under `Prefer: return=minimal` when `minimal`.
+    async fn post_preferring(&self, path: &str, body: &Value, minimal: bool) -> anyhow::Result<(u16, Value)> {
+        let (status, answer) = self.post_text(path, body.to_string(), minimal).await?;
         Ok((status, answer.unwrap_or(Value::Null)))
     }
 
@@ -247,19 +253,28 @@ fn committed(status: u16, body: &Value) -> bool {
 /// One operation; Ok(true) when every answer was the expected one.
 async fn operation(shared: &Shared, random: &mut Random, number: u64) -> anyhow::Result<bool> {
     let client = &shared.client;
+    let minimal = shared.options.minimal_answers;
     let id = format!("{}-{number}", shared.run);
     match shared.options.scenario {
         Scenario::Transfers | Scenario::TransfersZipf => {
             let (from, to) = shared.pair(random);
             let (status, body) = client
-                .post("/v1/transfers", &json!({"id": id, "from": from, "to": to, "amount": 1}))
+                .post_preferring(
+                    "/v1/transfers",
+                    &json!({"id": id, "from": from, "to": to, "amount": 1}),
+                    minimal,
+                )
                 .await?;
             Ok(committed(status, &body))
         }
         Scenario::Deposits => {
             let account = format!("bench:{}", shared.account(random));
             let (status, body) = client
-                .post("/v1/deposits", &json!({"id": id, "account": account, "amount": 1}))
+                .post_preferring(
+                    "/v1/deposits",
+                    &json!({"id": id, "account": account, "amount": 1}),
+                    minimal,
+                )
                 .await?;
             Ok(committed(status, &body))
         }
@@ -299,7 +314,7 @@ async fn operation(shared: &Shared, random: &mut Random, number: u64) -> anyhow:
             }
             body.push_str("]}");
             let (status, answer) = client
-                .post_text::<BatchAnswer>("/v1/transactions/batch", body, shared.options.minimal_answers)
+                .post_text::<BatchAnswer>("/v1/transactions/batch", body, minimal)
                 .await?;
             Ok(status == 200
                 && answer.is_some_and(|answer| {

@@ -22,6 +22,7 @@ fn every_scenario_runs_and_reports() {
     let server = Server::start(data.path());
     for (scenario, extra) in [
         ("transfers", None),
+        ("transfers", Some("--minimal-answers")),
         ("transfers-zipf", None),
         ("deposits", None),
         ("hold-capture", None),
