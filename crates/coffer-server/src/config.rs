@@ -83,7 +83,8 @@ pub struct ServerConfig {
     #[arg(long, env = "COFFER_HISTORY_SCHEMA", default_value = "coffer")]
     pub history_schema: String,
     /// Transactions the history may lag behind the journal before writes
-    /// get 503: it must stay well inside the idempotency window, because
+    /// get 503 (past half of it, writes first wait up to 1 s each for the
+    /// projector): it must stay well inside the idempotency window, because
     /// ids that left the window are checked against the history.
     #[arg(long, env = "COFFER_HISTORY_LAG_MAX", default_value_t = 1_000_000)]
     pub history_lag_max: u64,

@@ -13,11 +13,26 @@ use coffer_history::{
     Database, HistoryError, Projector, ProjectorSettings, ProjectorStats, Reader, ReaderPool, LOOKUP_IDS_MAX,
 };
 use coffer_journal::JournalStats;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long a history read waits for the projector to catch up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Past `--history-lag-max` divided by this, a write first waits for the
+/// projector: clients slow down to what the history absorbs instead of
+/// running into the hard limit's 503s (as a storage engine stalls writes
+/// while its compaction is behind).
+const SLOWDOWN_DIVISOR: u64 = 2;
+
+/// A write waits this long at most for the projector; then it goes ahead
+/// (still below the hard limit), so a stalled store costs each write a
+/// bounded delay, and the hard limit still ends it.
+const SLOWDOWN_WAIT_MAX: Duration = Duration::from_secs(1);
+
+/// How often the projector's progress is passed to waiting writes.
+const PROGRESS_POLL: Duration = Duration::from_millis(5);
 
 pub struct History {
     pool: ReaderPool,
@@ -25,6 +40,10 @@ pub struct History {
     pub stats: Arc<ProjectorStats>,
     journal: Arc<JournalStats>,
     lag_max: u64,
+    /// The projected sequence, for writes waiting in the slowdown zone.
+    projected: tokio::sync::watch::Receiver<u64>,
+    /// Writes that waited for the projector.
+    pub slowdowns: AtomicU64,
 }
 
 impl History {
@@ -44,12 +63,15 @@ impl History {
         )
         .with_context(|| format!("opening the history store {}", database.describe()))?;
         tracing::info!(store = %database.describe(), "history store open");
+        let stats = Arc::clone(projector.stats());
         Ok(Some(Arc::new(History {
             pool: ReaderPool::new(database),
-            stats: Arc::clone(projector.stats()),
+            projected: follow_progress(Arc::clone(&stats)),
+            stats,
             projector: Mutex::new(Some(projector)),
             lag_max: config.history_lag_max,
             journal,
+            slowdowns: AtomicU64::new(0),
         })))
     }
 
@@ -81,6 +103,24 @@ impl History {
         Ok(())
     }
 
+    /// Admits a write: 503 past the hard limit (as `check_lag`); past the
+    /// slowdown mark, first waits (at most `SLOWDOWN_WAIT_MAX`) until the
+    /// projector is back below it, so closed-loop clients are paced to the
+    /// history's rate.
+    pub async fn admit_write(&self, durable_sequence: impl Fn() -> u64) -> Result<(), ApiError> {
+        self.check_lag(durable_sequence())?;
+        let slowdown = self.lag_max / SLOWDOWN_DIVISOR;
+        let target = durable_sequence().saturating_sub(slowdown);
+        if *self.projected.borrow() >= target || self.stats.projected_sequence() >= target {
+            return Ok(());
+        }
+        self.slowdowns.fetch_add(1, Ordering::Relaxed);
+        let mut projected = self.projected.clone();
+        // A timeout is no error: the write goes ahead if still allowed.
+        let _ = tokio::time::timeout(SLOWDOWN_WAIT_MAX, projected.wait_for(|projected| *projected >= target)).await;
+        self.check_lag(durable_sequence())
+    }
+
     /// Waits until every transaction below `sequence` is in the store, so a
     /// history read sees every acknowledged write.
     pub async fn caught_up(self: &Arc<Self>) -> Result<(), ApiError> {
@@ -97,7 +137,7 @@ impl History {
             || {
                 format!(
                     "the history is still {} transactions behind",
-                    self.lag(self.journal.durable_sequence.load(std::sync::atomic::Ordering::Acquire))
+                    self.lag(self.journal.durable_sequence.load(Ordering::Acquire))
                 )
             },
         )))
@@ -184,4 +224,22 @@ pub fn stored_record(row: &coffer_history::TransactionRow) -> Result<Record, Api
         timestamp_ms: u64::try_from(row.timestamp_ms).map_err(|_| corrupt())?,
         verdict,
     })
+}
+
+/// One task passes the projector's progress to every waiting write (the
+/// projector thread knows nothing of async); it ends with the `History`.
+fn follow_progress(stats: Arc<ProjectorStats>) -> tokio::sync::watch::Receiver<u64> {
+    let (sender, receiver) = tokio::sync::watch::channel(stats.projected_sequence());
+    tokio::runtime::Handle::current().spawn(async move {
+        loop {
+            tokio::select! {
+                () = sender.closed() => break,
+                () = tokio::time::sleep(PROGRESS_POLL) => {
+                    let projected = stats.projected_sequence();
+                    sender.send_if_modified(|last| std::mem::replace(last, projected) != projected);
+                }
+            }
+        }
+    });
+    receiver
 }

@@ -70,7 +70,7 @@ impl AppState {
         let Some(history) = &self.history else {
             return Ok(vec![None; transactions.len()]);
         };
-        history.check_lag(self.sequencer.durable_sequence())?;
+        history.admit_write(|| self.sequencer.durable_sequence()).await?;
         if !self.sequencer.idempotency_has_forgotten() {
             return Ok(vec![None; transactions.len()]);
         }

@@ -238,3 +238,61 @@ async fn with_history_off_the_history_endpoints_say_so() {
     assert_eq!(status, 200, "the current balance needs no history");
     server.stop().await;
 }
+
+/// `--history-lag-max` 8: past half of it (4 transactions behind) a write
+/// first waits up to 1 s for the projector, past it a write gets 503 with
+/// `Retry-After` and changes nothing; once the store takes rows again,
+/// writes flow at once. SQLite's write lock, held by another connection,
+/// stalls the projector.
+#[tokio::test]
+async fn a_lagging_history_slows_writes_then_refuses_them() {
+    let mut server = TestServer::start(&["--history-lag-max", "8"]).await;
+    server.open("a", "USD/2").await;
+    assert_eq!(server.get("/v1/accounts/a/history").await.0, 200, "caught up");
+    let lock = rusqlite::Connection::open(server.data.path().join("history.sqlite")).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let mut waits = Vec::new();
+    let refused = loop {
+        let deposit = json!({"id": format!("lagging-{}", waits.len()), "account": "a", "amount": 1});
+        let started = std::time::Instant::now();
+        let (status, body, headers) = server.post("/v1/deposits", deposit).await;
+        if status != 201 {
+            break (status, body, headers);
+        }
+        waits.push(started.elapsed());
+        assert!(waits.len() <= 9, "never refused: {waits:?}");
+    };
+    assert_eq!(
+        (refused.0, refused.1["error"]["code"].as_str()),
+        (503, Some("history_unavailable"))
+    );
+    assert_eq!(refused.2.get("retry-after").unwrap(), "1");
+    assert_eq!(waits.len(), 9, "behind by 0 to 8, accepted: {waits:?}");
+    let second = std::time::Duration::from_millis(900);
+    assert!(
+        waits[..5].iter().all(|wait| *wait < second),
+        "not slowed up to half: {waits:?}"
+    );
+    assert!(
+        waits[5..].iter().all(|wait| *wait >= second),
+        "slowed past half: {waits:?}"
+    );
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.as_str().unwrap().contains("coffer_history_write_slowdowns 4"),
+        "{metrics}"
+    );
+    drop(lock);
+    assert_eq!(server.get("/v1/accounts/a/history").await.0, 200, "caught up again");
+    let started = std::time::Instant::now();
+    let (status, _, _) = server
+        .post("/v1/deposits", json!({"id": "after", "account": "a", "amount": 1}))
+        .await;
+    assert!(status == 201 && started.elapsed() < second);
+    assert_eq!(
+        server.balance("a").await,
+        (10, 0),
+        "nine, the refused one not, then one"
+    );
+    server.stop().await;
+}
