@@ -38,6 +38,12 @@ pub struct ServerConfig {
     /// Journal durability.
     #[arg(long, env = "COFFER_DURABILITY", value_enum, default_value_t = DurabilityMode::Fsync)]
     pub durability: DurabilityMode,
+    /// Threads serving HTTP (0: twice the cores). More than the cores: the
+    /// engine, journal and history threads take their CPU share per thread,
+    /// and a worker they preempt stalls the requests queued on it.
+    #[arg(long, env = "COFFER_HTTP_WORKERS", default_value_t = 0,
+          value_parser = clap::value_parser!(u16).range(0..=HTTP_WORKERS_MAX))]
+    pub http_workers: u16,
     /// Commands waiting for the engine; beyond it requests get 503.
     #[arg(long, env = "COFFER_QUEUE_CAPACITY", default_value_t = 16_384)]
     pub queue_capacity: usize,
@@ -137,7 +143,18 @@ pub struct ServerConfig {
 /// transaction ids (`kafka:{topic}:{partition}:{offset}`, ≤ 128 bytes).
 pub const KAFKA_TOPIC_PREFIX_BYTES_MAX: usize = 64;
 
+/// Upper bound of `--http-workers`.
+pub const HTTP_WORKERS_MAX: i64 = 256;
+
 impl ServerConfig {
+    /// HTTP worker threads: as configured, or twice the cores.
+    pub fn http_worker_count(&self) -> usize {
+        match self.http_workers {
+            0 => 2 * std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            workers => usize::from(workers),
+        }
+    }
+
     /// The Kafka settings, when Kafka is configured.
     pub fn kafka_settings(&self) -> anyhow::Result<Option<coffer_kafka::KafkaSettings>> {
         let Some(brokers) = &self.kafka_brokers else {
@@ -204,5 +221,29 @@ impl ServerConfig {
             },
             ..coffer_journal::JournalOptions::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServerConfig;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        config: ServerConfig,
+    }
+
+    fn parse(arguments: &[&str]) -> Result<ServerConfig, clap::Error> {
+        Wrapper::try_parse_from([&["coffer"], arguments].concat()).map(|wrapper| wrapper.config)
+    }
+
+    #[test]
+    fn http_workers_default_to_twice_the_cores_and_are_bounded() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(parse(&[]).unwrap().http_worker_count(), 2 * cores);
+        assert_eq!(parse(&["--http-workers", "3"]).unwrap().http_worker_count(), 3);
+        assert!(parse(&["--http-workers", "257"]).is_err());
     }
 }

@@ -146,6 +146,9 @@ fn init_logging(format: LogFormat) {
 }
 
 fn serve(config: ServerConfig) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.http_worker_count())
+        .enable_all()
+        .build()?;
     runtime.block_on(coffer_server::serve(config, coffer_server::shutdown_signal()))
 }
