@@ -228,6 +228,7 @@ pub fn stored_record(row: &coffer_history::TransactionRow) -> Result<Record, Api
 
 /// One task passes the projector's progress to every waiting write (the
 /// projector thread knows nothing of async); it ends with the `History`.
+/// Called on the server's runtime (startup runs `History::start` there).
 fn follow_progress(stats: Arc<ProjectorStats>) -> tokio::sync::watch::Receiver<u64> {
     let (sender, receiver) = tokio::sync::watch::channel(stats.projected_sequence());
     tokio::runtime::Handle::current().spawn(async move {

@@ -234,6 +234,17 @@ impl Committed {
         }
         response
     }
+
+    /// The full answer, or under `Prefer: return=minimal` only id, status
+    /// and sequence (a replay still answers 200 with `Idempotent-Replayed`).
+    pub fn respond_as_preferred(self, headers: &HeaderMap) -> Response {
+        if !prefers_minimal(headers) {
+            return self.into_response();
+        }
+        let mut response = self.respond(views::TransactionBody::minimal(&self.submitted, false));
+        mark_minimal(&mut response);
+        response
+    }
 }
 
 /// RFC 7240 `Prefer: return=minimal`, among other preferences or not.
@@ -257,19 +268,6 @@ pub(crate) fn mark_minimal(response: &mut Response) {
     response
         .headers_mut()
         .insert("preference-applied", HeaderValue::from_static("return=minimal"));
-}
-
-impl Committed {
-    /// The full answer, or under `Prefer: return=minimal` only id, status
-    /// and sequence (a replay still answers 200 with `Idempotent-Replayed`).
-    pub fn respond_as_preferred(self, headers: &HeaderMap) -> Response {
-        if !prefers_minimal(headers) {
-            return self.into_response();
-        }
-        let mut response = self.respond(views::TransactionBody::minimal(&self.submitted, false));
-        mark_minimal(&mut response);
-        response
-    }
 }
 
 impl IntoResponse for Committed {
