@@ -87,9 +87,10 @@ impl History {
         durable_sequence.saturating_sub(self.stats.projected_sequence())
     }
 
-    /// Writes wait (503) while the history is too far behind: beyond the
-    /// idempotency window, a retry is recognised only through the store.
-    pub fn check_lag(&self, durable_sequence: u64) -> Result<(), ApiError> {
+    /// Writes are refused (503) while the history is too far behind: beyond
+    /// the idempotency window, a retry is recognised only through the
+    /// store. Otherwise the lag.
+    fn check_lag(&self, durable_sequence: u64) -> Result<u64, ApiError> {
         if let Some(failure) = self.stats.failure() {
             return Err(ApiError::HistoryUnavailable(failure));
         }
@@ -100,25 +101,25 @@ impl History {
                 self.lag_max
             )));
         }
-        Ok(())
+        Ok(lag)
     }
 
-    /// Admits a write: 503 past the hard limit (as `check_lag`); past the
+    /// Admits a write: 503 past the hard limit (`check_lag`); past the
     /// slowdown mark, first waits (at most `SLOWDOWN_WAIT_MAX`) until the
     /// projector is back below it, so closed-loop clients are paced to the
     /// history's rate.
     pub async fn admit_write(&self, durable_sequence: impl Fn() -> u64) -> Result<(), ApiError> {
-        self.check_lag(durable_sequence())?;
+        let durable = durable_sequence();
         let slowdown = self.lag_max / SLOWDOWN_DIVISOR;
-        let target = durable_sequence().saturating_sub(slowdown);
-        if *self.projected.borrow() >= target || self.stats.projected_sequence() >= target {
+        if self.check_lag(durable)? <= slowdown {
             return Ok(());
         }
         self.slowdowns.fetch_add(1, Ordering::Relaxed);
+        let target = durable - slowdown;
         let mut projected = self.projected.clone();
         // A timeout is no error: the write goes ahead if still allowed.
         let _ = tokio::time::timeout(SLOWDOWN_WAIT_MAX, projected.wait_for(|projected| *projected >= target)).await;
-        self.check_lag(durable_sequence())
+        self.check_lag(durable_sequence()).map(|_| ())
     }
 
     /// Waits until every transaction below `sequence` is in the store, so a
