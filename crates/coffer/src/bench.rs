@@ -1,5 +1,5 @@
 //! `coffer bench`: drives a running coffer (or any server with the same
-//! API) and reports throughput and latency. Every request has a unique id,
+//! API), or a fresh one it starts, and reports throughput and latency. Every request has a unique id,
 //! and every answer is checked: a wrong answer is an error, not a success.
 
 use anyhow::Context;
@@ -39,6 +39,20 @@ pub struct BenchOptions {
     /// Base URL of the server.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// Start a server of this binary on a temporary data directory and a
+    /// free loopback port, run against it, then stop it and delete the
+    /// directory (instead of --url).
+    #[arg(long, conflicts_with = "url")]
+    pub fresh_server: bool,
+    /// A flag for the fresh server, e.g. `--server-option=--history-url=off`
+    /// (repeatable, at most 64).
+    #[arg(
+        long = "server-option",
+        value_name = "FLAG",
+        allow_hyphen_values = true,
+        requires = "fresh_server"
+    )]
+    pub server_options: Vec<String>,
     #[arg(long, value_enum, default_value_t = Scenario::Transfers)]
     pub scenario: Scenario,
     /// Concurrent connections (each runs requests back to back).
@@ -405,11 +419,19 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
     runtime.block_on(run_async(options))
 }
 
-async fn run_async(options: BenchOptions) -> anyhow::Result<()> {
+async fn run_async(mut options: BenchOptions) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(options.connections as usize)
         .timeout(Duration::from_secs(60))
         .build()?;
+    // Kept until the run is over: dropping it stops the server.
+    let _server = if options.fresh_server {
+        let server = crate::fresh_server::FreshServer::start(&options.server_options, &http).await?;
+        options.url.clone_from(&server.url);
+        Some(server)
+    } else {
+        None
+    };
     let client = Client {
         http,
         base: options.url.trim_end_matches('/').to_owned(),

@@ -33,12 +33,15 @@ pub enum Command {
     /// Operator tools for the history store.
     #[command(subcommand)]
     History(HistoryCommand),
-    /// Load generator: drives a running server with a scenario and reports
-    /// throughput and latency percentiles. Scenarios: transfers (uniform
-    /// accounts), transfers-zipf (skewed to hot accounts), deposits,
-    /// hold-capture (a hold then its capture), batches (--batch-size
-    /// transfers per request). Every answer is checked; any wrong or failed
-    /// answer makes the exit status non-zero.
+    /// Load generator: drives a running server (--url), or a fresh one it
+    /// starts on a temporary directory (--fresh-server), with a scenario and
+    /// reports throughput and latency percentiles. Scenarios: transfers
+    /// (uniform accounts), transfers-zipf (skewed to hot accounts),
+    /// deposits, hold-capture (a hold then its capture), batches
+    /// (--batch-size transfers per request), purchases (a flash sale),
+    /// balance-job (one bulk job), kafka-ingest (commands through Kafka).
+    /// Every answer is checked; any wrong or failed answer makes the exit
+    /// status non-zero.
     Bench(crate::bench::BenchOptions),
 }
 

@@ -5,5 +5,6 @@ pub mod bench;
 mod bench_kafka;
 pub mod cli;
 pub mod config_file;
+mod fresh_server;
 pub mod journal_tools;
 pub mod workload;

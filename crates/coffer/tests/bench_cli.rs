@@ -16,10 +16,9 @@ fn bench(arguments: &[&str]) -> (bool, String, String) {
     (output.status.success(), text(&output.stdout), text(&output.stderr))
 }
 
+/// Each scenario on a server of its own, started by `--fresh-server`.
 #[test]
-fn every_scenario_runs_and_reports() {
-    let data = tempfile::tempdir().unwrap();
-    let server = Server::start(data.path());
+fn every_scenario_runs_on_a_fresh_server_and_reports() {
     for (scenario, extra) in [
         ("transfers", None),
         ("transfers", Some("--minimal-answers")),
@@ -31,8 +30,7 @@ fn every_scenario_runs_and_reports() {
         ("purchases", None),
     ] {
         let mut arguments = vec![
-            "--url",
-            &server.base,
+            "--fresh-server",
             "--scenario",
             scenario,
             "--connections",
@@ -55,8 +53,8 @@ fn every_scenario_runs_and_reports() {
         assert!(report["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
     }
     let (ok, stdout, stderr) = bench(&[
-        "--url",
-        &server.base,
+        "--fresh-server",
+        "--server-option=--history-url=off",
         "--scenario",
         "balance-job",
         "--accounts",
@@ -66,7 +64,28 @@ fn every_scenario_runs_and_reports() {
     assert!(ok, "{stderr}");
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(report["totals"]["completed"], 500, "{report}");
-    // The human-readable report, with a rate target.
+}
+
+/// A fresh server that cannot start is reported with its own error.
+#[test]
+fn a_fresh_server_that_fails_to_start_is_a_clear_error() {
+    let (ok, _, stderr) = bench(&["--fresh-server", "--server-option=--no-such-flag", "--count", "1"]);
+    assert!(!ok);
+    assert!(stderr.contains("the fresh server exited"), "{stderr}");
+    assert!(
+        stderr.contains("--no-such-flag"),
+        "the server's own error is quoted: {stderr}"
+    );
+    let (ok, _, stderr) = bench(&["--server-option=--history-url=off", "--count", "1"]);
+    assert!(!ok, "a server option without --fresh-server is refused");
+    assert!(stderr.contains("--fresh-server"), "{stderr}");
+}
+
+/// Against a running server (--url), with the human-readable report.
+#[test]
+fn a_running_server_is_driven_at_a_target_rate() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
     let (ok, stdout, _) = bench(&[
         "--url",
         &server.base,
