@@ -121,3 +121,20 @@ for name in coffer coffer_minimal coffer_checked_client coffer_batches_1000 coff
   ratio=$(awk -v a="${ops[$name]:-0}" -v c="${ops[coffer]}" 'BEGIN {printf "%.2f", a / c}')
   printf '%-30s %12s %14s %8s %12s\n' "$name" "${ops[$name]:-n/a}" "${p99[$name]:-n/a}" "${errors[$name]:--}" "$ratio"
 done
+
+# The goals of issue #8, judged on this run. coffer keeps an idempotency
+# record per transfer, as the Redis script does (SET NX) and as
+# postgres_row_lock_recorded does (a unique id); postgres_row_lock skips it.
+echo
+printf '%-58s %8s %6s\n' goal ratio met
+goal() { # text numerator denominator threshold
+  local ratio
+  ratio=$(awk -v a="${ops[$2]:-0}" -v b="${ops[$3]:-0}" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')
+  printf '%-58s %8s %6s\n' "$1" "$ratio" "$(awk -v r="$ratio" -v t="$4" 'BEGIN {print (r >= t ? "yes" : "NO")}')"
+}
+goal "coffer >= 1 x redis_lua_always" coffer redis_lua_always 1
+goal "coffer >= 10 x postgres_row_lock_recorded" coffer postgres_row_lock_recorded 10
+goal "coffer >= 10 x postgres_row_lock (no idempotency record)" coffer postgres_row_lock 10
+goal "coffer_batches_1000_minimal >= 3 x redis pipelined x32" coffer_batches_1000_minimal redis_lua_always_pipelined32 3
+goal "coffer_history >= 1 x redis_lua_always" coffer_history redis_lua_always 1
+goal "coffer_history >= 10 x postgres_row_lock_recorded" coffer_history postgres_row_lock_recorded 10

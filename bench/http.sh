@@ -69,3 +69,18 @@ while read -r name rps p50 p99 non2xx; do
   [[ $name == bare* || $name == *batch* ]] && ratio="-"
   printf '%-28s %14s %16s %10s %10s %8s %10s\n' "$name" "$rps" "$transfers" "$p50" "$p99" "$non2xx" "$ratio"
 done <<<"$results"
+
+# The targets of DESIGN.md §6 and issue #4, judged on this run.
+value() { awk -v n="$1" -v c="$2" '$1==n {print $c}' <<<"$results"; }
+batch_transfers=$(awk -v r="$(value coffer_batch1000_c16 2)" -v e="$(value coffer_batch1000_c16 5)" -v s="$SECONDS_PER_RUN" 'BEGIN {printf "%.0f", (r - e / s) * 1000}')
+echo
+printf '%-44s %12s %8s\n' target measured met
+goal() { # text measured threshold [1: at most]: met when measured >= threshold (<= with 1)
+  local met
+  met=$(awk -v m="$2" -v t="$3" -v most="${4:-0}" 'BEGIN {print ((most ? m <= t : m >= t) ? "yes" : "NO")}')
+  printf '%-44s %12s %8s\n' "$1" "$2" "$met"
+}
+goal "single c64 >= 0.5 x bare" "$(awk -v r="$(value coffer_transfer_c64 2)" -v b="$bare64" 'BEGIN {printf "%.2f", r / b}')" 0.5
+goal "single c512 >= 0.5 x bare" "$(awk -v r="$(value coffer_transfer_c512 2)" -v b="$bare512" 'BEGIN {printf "%.2f", r / b}')" 0.5
+goal "single c64 p99 <= 10 ms" "$(wrk_milliseconds "$(value coffer_transfer_c64 4)")" 10 1
+goal "batches >= 500,000 transfers/s" "$batch_transfers" 500000
