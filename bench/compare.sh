@@ -5,12 +5,15 @@
 # appendfsync always / everysec / pipelined x32, and PostgreSQL row-lock
 # transfers (pgbench; bare, and with a transfer record under a unique id as
 # the other peers keep). Prints ops/s, p99 and each one's ratio to coffer.
-# Usage: bench/compare.sh [seconds per run, default 10]. Needs redis-server,
+# Usage: [ROUNDS=N] bench/compare.sh [seconds per run, default 10]; with
+# ROUNDS, every row is the median of N rounds (odd N: an even one takes
+# the lower middle). Needs redis-server,
 # redis-benchmark, pgbench, wrk and a PostgreSQL on 127.0.0.1:5432 (trust
 # auth); installs the Debian packages when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${1:-10}
+ROUNDS=${ROUNDS:-1}
 CONNECTIONS=${CONNECTIONS:-64}
 export ACCOUNTS=${ACCOUNTS:-1000} # read by the wrk scripts too
 PGURL=${COFFER_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
@@ -42,41 +45,35 @@ done
 python3 bench/fund_accounts.py 18281 "$ACCOUNTS"
 python3 bench/fund_accounts.py 18283 "$ACCOUNTS"
 
-declare -A ops p99 errors
+# Every row is measured ROUNDS times, the rounds one after another, and
+# reported as its median: one stall of the shared machine then moves no
+# ratio. Errors add up over the rounds.
+declare -A measured_ops measured_p99 ops p99 errors
+record() { # name ops p99 errors
+  measured_ops[$1]+="$2 "
+  measured_p99[$1]+="$3 "
+  errors[$1]=$((${errors[$1]:-0} + ${4:-0}))
+}
+median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+
 # shellcheck source=bench/wrk_run.sh
 source bench/wrk_run.sh
 # Single requests are driven by wrk, a C client like redis-benchmark and
 # pgbench (and the client behind the bare-axum figure of the issue): a
 # heavier client would take its share of the two cores from the server.
 wrk_bench() { # name url
-  local rps p50 latency non2xx wrong
-  read -r rps p50 latency non2xx wrong < <(wrk_run "$2" bench/transfer.lua "$CONNECTIONS" "$SECONDS_PER_RUN")
-  ops[$1]=$(awk -v r="$rps" 'BEGIN {printf "%.0f", r}')
-  p99[$1]=$(wrk_milliseconds "$latency")
-  errors[$1]=$wrong
+  local rps latency wrong
+  read -r rps _ latency _ wrong < <(wrk_run "$2" bench/transfer.lua "$CONNECTIONS" "$SECONDS_PER_RUN")
+  record "$1" "$(awk -v r="$rps" 'BEGIN {printf "%.0f", r}')" "$(wrk_milliseconds "$latency")" "$wrong"
 }
 coffer_bench() { # name url connections [extra coffer bench options]
-  local report name=$1 url=$2 connections=$3
+  local report rate latency wrong name=$1 url=$2 connections=$3
   shift 3
   # Exits non-zero when any answer was an error; the report still counts them.
   report=$(target/release/coffer bench --url "$url" --connections "$connections" --duration "$SECONDS_PER_RUN" --accounts "$ACCOUNTS" --json "$@" 2>/dev/null || true)
-  ops[$name]=$(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["transfers_per_second"]))' "$report")
-  p99[$name]=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["latency_ms"]["p99"])' "$report")
-  errors[$name]=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["errors"])' "$report")
+  read -r rate latency wrong < <(python3 -c 'import json,sys; r = json.loads(sys.argv[1]); print(round(r["transfers_per_second"]), r["latency_ms"]["p99"], r["errors"])' "$report")
+  record "$name" "$rate" "$latency" "$wrong"
 }
-wrk_bench coffer "http://127.0.0.1:18281"
-wrk_bench bare_axum "http://127.0.0.1:18282"
-wrk_bench coffer_history "http://127.0.0.1:18283"
-# Answers with id, status and sequence only (Prefer: return=minimal): the
-# shape of the bare handler's fixed answer.
-MINIMAL=1 wrk_bench coffer_minimal "http://127.0.0.1:18281"
-# The same through coffer bench, which parses and checks every answer.
-coffer_bench coffer_checked_client "http://127.0.0.1:18281" "$CONNECTIONS"
-coffer_bench coffer_batches_1000 "http://127.0.0.1:18281" 16 --scenario batches --batch-size 1000
-# Per-item status only, as a pipelined Redis client gets (Prefer: return=minimal).
-coffer_bench coffer_batches_1000_minimal "http://127.0.0.1:18281" 16 --scenario batches --batch-size 1000 --minimal-answers
-coffer_bench coffer_history_batches_1000 "http://127.0.0.1:18283" 16 --scenario batches --batch-size 1000
-
 redis_bench() { # name port pipeline
   local sha csv requests
   redis-cli -p "$2" flushall >/dev/null
@@ -86,34 +83,55 @@ redis_bench() { # name port pipeline
   # --csv: "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
   csv=$(redis-benchmark -p "$2" -c "$CONNECTIONS" -P "$3" -n "$requests" -r "$ACCOUNTS" --csv \
     evalsha "$sha" 3 acct:__rand_int__ acct:__rand_int__ tx:__rand_int____rand_int__ 1 2>/dev/null | tail -1 | tr -d '"')
-  ops[$1]=$(awk -F, '{print int($2)}' <<<"$csv")
-  p99[$1]=$(awk -F, '{print $7}' <<<"$csv")
+  record "$1" "$(awk -F, '{print int($2)}' <<<"$csv")" "$(awk -F, '{print $7}' <<<"$csv")" 0
 }
+pgbench_run() { # name script; pgbench reports the average latency, not p99
+  local out
+  out=$(pgbench -n -c "$CONNECTIONS" -j 2 -T "$SECONDS_PER_RUN" -D accounts="$ACCOUNTS" -f "$2" "$PGURL" 2>/dev/null || true)
+  record "$1" "$(awk '/^tps = / {print int($3)}' <<<"$out")" "$(awk '/latency average/ {print $4}' <<<"$out")" \
+    "$(awk '/number of failed transactions/ {print $5}' <<<"$out")"
+}
+
 mkdir -p "$work/redis-always" "$work/redis-everysec"
 redis-server --port 18291 --dir "$work/redis-always" --appendonly yes --appendfsync always --save "" --daemonize no >/dev/null & pids+=($!)
 redis-server --port 18292 --dir "$work/redis-everysec" --appendonly yes --appendfsync everysec --save "" --daemonize no >/dev/null & pids+=($!)
-sleep 0.5
-redis_bench redis_lua_always 18291 1
-redis_bench redis_lua_everysec 18292 1
-redis_bench redis_lua_always_pipelined32 18291 32
-
 psql -q "$PGURL" -c "DROP TABLE IF EXISTS bench_accounts, bench_transfers;
   CREATE TABLE bench_accounts (id int PRIMARY KEY, balance bigint NOT NULL);
   CREATE TABLE bench_transfers (id bigint PRIMARY KEY, from_id int NOT NULL, to_id int NOT NULL, amount bigint NOT NULL);
   INSERT INTO bench_accounts SELECT g, 1000000000 FROM generate_series(1, $ACCOUNTS) g;" >/dev/null
-pgbench_run() { # name script
-  local out
-  out=$(pgbench -n -c "$CONNECTIONS" -j 2 -T "$SECONDS_PER_RUN" -D accounts="$ACCOUNTS" -f "$2" "$PGURL" 2>/dev/null || true)
-  ops[$1]=$(awk '/^tps = / {print int($3)}' <<<"$out")
-  p99[$1]="avg $(awk '/latency average/ {print $4}' <<<"$out")"
-  errors[$1]=$(awk '/number of failed transactions/ {print $5}' <<<"$out")
-}
-pgbench_run postgres_row_lock bench/transfer.pgbench.sql
-pgbench_run postgres_row_lock_recorded bench/transfer_recorded.pgbench.sql
+sleep 0.5
+
+for round in $(seq 1 "$ROUNDS"); do
+  [[ $ROUNDS -gt 1 ]] && echo "round $round of $ROUNDS" >&2
+  wrk_bench coffer "http://127.0.0.1:18281"
+  wrk_bench bare_axum "http://127.0.0.1:18282"
+  wrk_bench coffer_history "http://127.0.0.1:18283"
+  # Answers with id, status and sequence only (Prefer: return=minimal): the
+  # shape of the bare handler's fixed answer.
+  MINIMAL=1 wrk_bench coffer_minimal "http://127.0.0.1:18281"
+  # The same through coffer bench, which parses and checks every answer.
+  coffer_bench coffer_checked_client "http://127.0.0.1:18281" "$CONNECTIONS"
+  coffer_bench coffer_batches_1000 "http://127.0.0.1:18281" 16 --scenario batches --batch-size 1000
+  # Per-item status only, as a pipelined Redis client gets (Prefer: return=minimal).
+  coffer_bench coffer_batches_1000_minimal "http://127.0.0.1:18281" 16 --scenario batches --batch-size 1000 --minimal-answers
+  coffer_bench coffer_history_batches_1000 "http://127.0.0.1:18283" 16 --scenario batches --batch-size 1000
+  redis_bench redis_lua_always 18291 1
+  redis_bench redis_lua_everysec 18292 1
+  redis_bench redis_lua_always_pipelined32 18291 32
+  pgbench_run postgres_row_lock bench/transfer.pgbench.sql
+  pgbench_run postgres_row_lock_recorded bench/transfer_recorded.pgbench.sql
+done
 psql -q "$PGURL" -c "DROP TABLE IF EXISTS bench_accounts, bench_transfers" >/dev/null
+for name in "${!measured_ops[@]}"; do
+  ops[$name]=$(median <<<"${measured_ops[$name]}")
+  p99[$name]=$(median <<<"${measured_p99[$name]}")
+done
+for name in postgres_row_lock postgres_row_lock_recorded; do p99[$name]="avg ${p99[$name]}"; done
+# redis-benchmark counts no wrong answers (the script's "duplicate" is one).
+for name in redis_lua_always redis_lua_everysec redis_lua_always_pipelined32; do errors[$name]="-"; done
 
 echo
-echo "date: $(date -u +%F), $(nproc) cores, $CONNECTIONS connections, $ACCOUNTS accounts, ${SECONDS_PER_RUN}s per run"
+echo "date: $(date -u +%F), $(nproc) cores, $CONNECTIONS connections, $ACCOUNTS accounts, ${SECONDS_PER_RUN}s per run, median of $ROUNDS round(s)"
 echo "coffer: history store off; coffer_history: the default (SQLite history on the same cores)"
 echo "single requests: wrk (coffer_checked_client: coffer bench); batches: coffer bench; Redis: redis-benchmark; PostgreSQL: pgbench"
 printf '%-30s %12s %14s %8s %12s\n' system transfers/s p99_ms errors vs_coffer

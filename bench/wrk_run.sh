@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the bench scripts. wrk_run URL SCRIPT CONNECTIONS SECONDS prints
 # "requests/s p50 p99 non-2xx wrong" for one wrk run (2 threads, latency on);
 # "wrong" is what the script's done() reports (0 when it reports nothing).
