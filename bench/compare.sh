@@ -130,15 +130,24 @@ for name in postgres_row_lock postgres_row_lock_recorded; do p99[$name]="avg ${p
 # redis-benchmark counts no wrong answers (the script's "duplicate" is one).
 for name in redis_lua_always redis_lua_everysec redis_lua_always_pipelined32; do errors[$name]="-"; done
 
+systems=(coffer coffer_minimal coffer_checked_client coffer_batches_1000 coffer_batches_1000_minimal coffer_history coffer_history_batches_1000 bare_axum redis_lua_always redis_lua_everysec redis_lua_always_pipelined32 postgres_row_lock postgres_row_lock_recorded)
 echo
 echo "date: $(date -u +%F), $(nproc) cores, $CONNECTIONS connections, $ACCOUNTS accounts, ${SECONDS_PER_RUN}s per run, median of $ROUNDS round(s)"
 echo "coffer: history store off; coffer_history: the default (SQLite history on the same cores)"
 echo "single requests: wrk (coffer_checked_client: coffer bench); batches: coffer bench; Redis: redis-benchmark; PostgreSQL: pgbench"
 printf '%-30s %12s %14s %8s %12s\n' system transfers/s p99_ms errors vs_coffer
-for name in coffer coffer_minimal coffer_checked_client coffer_batches_1000 coffer_batches_1000_minimal coffer_history coffer_history_batches_1000 bare_axum redis_lua_always redis_lua_everysec redis_lua_always_pipelined32 postgres_row_lock postgres_row_lock_recorded; do
+for name in "${systems[@]}"; do
   ratio=$(awk -v a="${ops[$name]:-0}" -v c="${ops[coffer]}" 'BEGIN {printf "%.2f", a / c}')
   printf '%-30s %12s %14s %8s %12s\n' "$name" "${ops[$name]:-n/a}" "${p99[$name]:-n/a}" "${errors[$name]:--}" "$ratio"
 done
+
+if [[ $ROUNDS -gt 1 ]]; then
+  echo
+  echo "every round, transfers/s:"
+  for name in "${systems[@]}"; do
+    printf '%-30s %s\n' "$name" "${measured_ops[$name]:-}"
+  done
+fi
 
 # The goals of issue #8, judged on this run. coffer keeps an idempotency
 # record per transfer, as the Redis script does (SET NX) and as
