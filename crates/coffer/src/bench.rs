@@ -1,6 +1,7 @@
 //! `coffer bench`: drives a running coffer (or any server with the same
-//! API), or a fresh one it starts, and reports throughput and latency. Every request has a unique id,
-//! and every answer is checked: a wrong answer is an error, not a success.
+//! API), or a fresh one it starts, and reports throughput and latency.
+//! Every request has a unique id, and every answer is checked: a wrong
+//! answer is an error, not a success.
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -414,6 +415,11 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
     anyhow::ensure!(
         options.duration >= 1 || options.count.is_some(),
         "duration must be at least 1 second"
+    );
+    anyhow::ensure!(
+        options.server_options.len() <= crate::fresh_server::SERVER_OPTIONS_MAX,
+        "at most {} --server-option flags",
+        crate::fresh_server::SERVER_OPTIONS_MAX
     );
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run_async(options))

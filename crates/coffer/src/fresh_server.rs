@@ -28,9 +28,9 @@ impl FreshServer {
     /// answers 200. The server's output goes to a log file in its
     /// directory, quoted in the error if it does not come up.
     pub async fn start(options: &[String], http: &reqwest::Client) -> anyhow::Result<FreshServer> {
-        anyhow::ensure!(
+        assert!(
             options.len() <= SERVER_OPTIONS_MAX,
-            "at most {SERVER_OPTIONS_MAX} --server-option flags"
+            "checked with the other bench options"
         );
         let directory = tempfile::Builder::new()
             .prefix("coffer-bench-")

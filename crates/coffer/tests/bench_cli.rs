@@ -79,6 +79,11 @@ fn a_fresh_server_that_fails_to_start_is_a_clear_error() {
     let (ok, _, stderr) = bench(&["--server-option=--history-url=off", "--count", "1"]);
     assert!(!ok, "a server option without --fresh-server is refused");
     assert!(stderr.contains("--fresh-server"), "{stderr}");
+    let mut too_many = vec!["--fresh-server", "--count", "1"];
+    too_many.extend(["--server-option=--history-url=off"; 65]);
+    let (ok, _, stderr) = bench(&too_many);
+    assert!(!ok);
+    assert!(stderr.contains("at most 64 --server-option flags"), "{stderr}");
 }
 
 /// Against a running server (--url), with the human-readable report.
