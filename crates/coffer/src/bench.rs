@@ -430,14 +430,23 @@ async fn run_async(mut options: BenchOptions) -> anyhow::Result<()> {
         .pool_max_idle_per_host(options.connections as usize)
         .timeout(Duration::from_secs(60))
         .build()?;
-    // Kept until the run is over: dropping it stops the server.
-    let _server = if options.fresh_server {
-        let server = crate::fresh_server::FreshServer::start(&options.server_options, &http).await?;
-        options.url.clone_from(&server.url);
-        Some(server)
-    } else {
-        None
+    if !options.fresh_server {
+        return drive(options, http).await;
+    }
+    // Dropping the server stops it and deletes its directory, so Ctrl-C
+    // ends the run here instead of killing the process first.
+    let server = crate::fresh_server::FreshServer::start(&options.server_options, &http).await?;
+    options.url.clone_from(&server.url);
+    let outcome = tokio::select! {
+        outcome = drive(options, http) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
+    drop(server);
+    outcome
+}
+
+/// Runs the scenario against `options.url`.
+async fn drive(options: BenchOptions, http: reqwest::Client) -> anyhow::Result<()> {
     let client = Client {
         http,
         base: options.url.trim_end_matches('/').to_owned(),

@@ -113,3 +113,49 @@ fn an_unreachable_server_is_a_clear_error() {
     assert!(!ok);
     assert!(stderr.contains("not reachable"), "{stderr}");
 }
+
+/// Ctrl-C (SIGINT) during a run on a fresh server stops the server and
+/// deletes its directory before the bench exits.
+#[test]
+fn an_interrupted_run_removes_its_fresh_server() {
+    let temporary = tempfile::tempdir().unwrap();
+    let bench = Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args([
+            "bench",
+            "--fresh-server",
+            "--duration",
+            "60",
+            "--connections",
+            "2",
+            "--accounts",
+            "10",
+        ])
+        .env("TMPDIR", temporary.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let server_directory = || {
+        std::fs::read_dir(temporary.path())
+            .unwrap()
+            .next()
+            .map(|entry| entry.unwrap().path())
+    };
+    let started = std::time::Instant::now();
+    while !server_directory().is_some_and(|directory| directory.join("data").exists()) {
+        assert!(started.elapsed().as_secs() < 30, "the fresh server never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Into the run itself, past start-up and account funding.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let signalled = Command::new("kill")
+        .args(["-INT", &bench.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let output = bench.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_eq!(server_directory(), None, "the fresh server's directory is gone");
+}
