@@ -159,3 +159,37 @@ fn an_interrupted_run_removes_its_fresh_server() {
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert_eq!(server_directory(), None, "the fresh server's directory is gone");
 }
+
+/// The Kafka scenario, on a fresh server consuming from the test broker:
+/// every command produced is applied, and its result and events published.
+#[test]
+fn kafka_ingest_runs_on_a_fresh_server_and_reports() {
+    let Ok(brokers) = std::env::var("COFFER_TEST_KAFKA_BROKERS") else {
+        support::skipped("kafka-ingest bench scenario (set COFFER_TEST_KAFKA_BROKERS)");
+        return;
+    };
+    let prefix = format!("bench{}.", std::process::id());
+    let server_brokers = format!("--server-option=--kafka-brokers={brokers}");
+    let server_prefix = format!("--server-option=--kafka-topic-prefix={prefix}");
+    let (ok, stdout, stderr) = bench(&[
+        "--fresh-server",
+        &server_brokers,
+        &server_prefix,
+        "--scenario",
+        "kafka-ingest",
+        "--kafka-brokers",
+        &brokers,
+        "--kafka-topic-prefix",
+        &prefix,
+        "--count",
+        "200",
+        "--accounts",
+        "20",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("{stdout}"));
+    assert_eq!(report["commands"], 200, "{report}");
+    // One result per command, and at least one event.
+    assert!(report["messages_published"].as_f64().unwrap() > 200.0, "{report}");
+}
