@@ -627,3 +627,62 @@ impl Submitted {
         self.record.verdict
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{InFlight, InFlightBatch};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    fn in_flight() -> Arc<InFlight> {
+        Arc::new(InFlight {
+            batches: std::sync::atomic::AtomicU32::new(0),
+            engine_thread: std::thread::current(),
+        })
+    }
+
+    /// Waits as the engine thread does, and returns how long it took.
+    fn wait_until_none(in_flight: &InFlight) -> Duration {
+        let started = Instant::now();
+        while in_flight.any() && started.elapsed() < Duration::from_secs(10) {
+            std::thread::park_timeout(Duration::from_secs(10));
+        }
+        started.elapsed()
+    }
+
+    #[test]
+    fn the_last_batch_out_of_flight_wakes_the_engine_thread() {
+        let in_flight = in_flight();
+        let batches = [InFlightBatch::new(&in_flight), InFlightBatch::new(&in_flight)];
+        assert!(in_flight.any());
+        // Completions run on another thread (the journal's).
+        let completions = std::thread::spawn(move || {
+            for batch in batches {
+                std::thread::sleep(Duration::from_millis(20));
+                drop(batch);
+            }
+        });
+        let waited = wait_until_none(&in_flight);
+        completions.join().expect("completion thread");
+        assert!(!in_flight.any());
+        // Woken by the last completion, not by the ten-second timeout.
+        assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+        assert!(
+            waited >= Duration::from_millis(40),
+            "woken before the last batch: {waited:?}"
+        );
+    }
+
+    #[test]
+    fn a_batch_the_journal_refused_is_not_waited_for() {
+        let in_flight = in_flight();
+        let batch = InFlightBatch::new(&in_flight);
+        // The journal drops a refused batch's completion without running it.
+        let completion: Box<dyn FnOnce() + Send> = Box::new(move || drop(batch));
+        std::thread::spawn(move || drop(completion))
+            .join()
+            .expect("refusing thread");
+        assert!(!in_flight.any());
+        assert!(wait_until_none(&in_flight) < Duration::from_secs(1));
+    }
+}
