@@ -9,7 +9,7 @@
 //! applied but not recorded is recognised by its id (replayed, never
 //! applied again).
 
-use crate::sequencer::{Answer, Kind, Query, Submitted, UNITS_QUERY_MAX};
+use crate::sequencer::{Answer, Detail, Kind, Query, Submitted, UNITS_QUERY_MAX};
 use crate::state::AppState;
 use coffer_core::{AccountId, Balance, Operation, Transaction, TransactionId, Unit, Verdict};
 use serde::{Deserialize, Serialize};
@@ -311,7 +311,7 @@ async fn run_chunk(state: &AppState, job: &Job, range: std::ops::Range<usize>) -
         positions.push(offset);
     }
     if !transactions.is_empty() {
-        let submitted = state.submit(transactions).await?;
+        let submitted = state.submit(transactions, Detail::WithoutEffects).await?;
         for (offset, outcome) in positions.into_iter().zip(submitted) {
             results[offset] = item_result(&outcome);
         }

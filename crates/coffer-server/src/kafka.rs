@@ -4,6 +4,7 @@
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
+use crate::sequencer::Detail;
 use crate::state::AppState;
 use coffer_core::{Metadata, Operation, Transaction, TransactionId};
 use coffer_kafka::{Command, CommandProducer, Ingest, KafkaSettings, Publisher, PublisherStats};
@@ -222,7 +223,7 @@ impl KafkaLink {
         }
         let mut backoff = Duration::from_millis(50);
         while !transactions.is_empty() {
-            match state.submit(transactions.clone()).await {
+            match state.submit(transactions.clone(), Detail::WithoutEffects).await {
                 Ok(_) => break,
                 Err(ApiError::NotReady(_)) => return false,
                 Err(error) => {

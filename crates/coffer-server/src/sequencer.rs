@@ -49,12 +49,22 @@ pub enum Kind {
     IdReused,
 }
 
+/// Whether a write's answer shows the balances it left. Building them
+/// costs the engine thread two account names copied per transfer, and the
+/// answer under `Prefer: return=minimal` never shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    WithEffects,
+    WithoutEffects,
+}
+
 /// What happened to one submitted transaction.
 #[derive(Debug, Clone)]
 pub struct Submitted {
     pub id: TransactionId,
     pub kind: Kind,
     pub record: Record,
+    /// Empty under `Detail::WithoutEffects`.
     pub effects: Vec<EffectView>,
 }
 
@@ -87,6 +97,7 @@ pub enum Answer {
 enum Command {
     Submit {
         transactions: Vec<Transaction>,
+        detail: Detail,
         reply: WriteReply,
     },
     Read {
@@ -213,9 +224,17 @@ impl Sequencer {
     }
 
     /// Applies transactions (in one engine batch) and returns once durable.
-    pub async fn submit(&self, transactions: Vec<Transaction>) -> Result<Vec<Submitted>, SequencerError> {
+    pub async fn submit(
+        &self,
+        transactions: Vec<Transaction>,
+        detail: Detail,
+    ) -> Result<Vec<Submitted>, SequencerError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Submit { transactions, reply })?;
+        self.send(Command::Submit {
+            transactions,
+            detail,
+            reply,
+        })?;
         // The journal's completion answers, so this wakes once: when durable.
         answer
             .await
@@ -231,7 +250,13 @@ impl Sequencer {
             .collect();
         self.pending.lock().expect("pending lock").extend(ids.iter().cloned());
         let (reply, _ignored) = oneshot::channel();
-        self.send(Command::Submit { transactions, reply }).inspect_err(|_| {
+        let detail = Detail::WithoutEffects;
+        self.send(Command::Submit {
+            transactions,
+            detail,
+            reply,
+        })
+        .inspect_err(|_| {
             let mut pending = self.pending.lock().expect("pending lock");
             for id in &ids {
                 pending.remove(id);
@@ -342,7 +367,8 @@ impl Drop for InFlightBatch {
 #[derive(Default)]
 struct PendingBatch {
     transactions: Vec<Transaction>,
-    replies: Vec<(usize, WriteReply)>,
+    /// How many of `transactions` each reply answers, and in what detail.
+    replies: Vec<(usize, Detail, WriteReply)>,
 }
 
 impl EngineThread {
@@ -401,13 +427,17 @@ impl EngineThread {
 
     fn handle(&mut self, command: Command, batch: &mut PendingBatch) {
         match command {
-            Command::Submit { transactions, reply } => {
+            Command::Submit {
+                transactions,
+                detail,
+                reply,
+            } => {
                 let count = transactions.len();
                 if batch.transactions.len() + count > coffer_core::limits::BATCH_TRANSACTIONS_MAX {
                     self.flush(batch);
                 }
                 batch.transactions.extend(transactions);
-                batch.replies.push((count, reply));
+                batch.replies.push((count, detail, reply));
             }
             Command::Read { query, reply } => {
                 // A read sees every write queued before it, never a later one.
@@ -462,7 +492,7 @@ impl EngineThread {
     fn flush(&mut self, batch: &mut PendingBatch) {
         if batch.transactions.is_empty() {
             // Only empty submissions: nothing to make durable.
-            for (_, reply) in batch.replies.drain(..) {
+            for (_, _, reply) in batch.replies.drain(..) {
                 let _ = reply.send(Ok(Vec::new()));
             }
             return;
@@ -470,14 +500,17 @@ impl EngineThread {
         let transactions = std::mem::take(&mut batch.transactions);
         let outcome = self.engine.apply_batch(now_ms(), &transactions);
         self.last_advance = std::time::Instant::now();
-        let mut results = transactions
-            .iter()
-            .zip(&outcome.outcomes)
-            .map(|(transaction, result)| self.describe(transaction, result, &outcome));
+        let mut results = transactions.iter().zip(&outcome.outcomes);
         let mut answered: Vec<(Vec<Submitted>, WriteReply)> = Vec::with_capacity(batch.replies.len());
-        for (count, reply) in batch.replies.drain(..) {
-            answered.push((results.by_ref().take(count).collect(), reply));
+        for (count, detail, reply) in batch.replies.drain(..) {
+            let described = results
+                .by_ref()
+                .take(count)
+                .map(|(transaction, result)| self.describe(transaction, result, &outcome, detail))
+                .collect();
+            answered.push((described, reply));
         }
+        assert!(results.next().is_none(), "every transaction has a reply");
         drop(results);
         if let Some(sequencer) = self.sequencer.upgrade() {
             let mut pending = sequencer.pending.lock().expect("pending lock");
@@ -492,14 +525,23 @@ impl EngineThread {
         self.append(journal_batch(transactions, &outcome), answered);
     }
 
-    fn describe(&self, transaction: &Transaction, outcome: &Outcome, batch: &coffer_core::BatchOutcome) -> Submitted {
+    fn describe(
+        &self,
+        transaction: &Transaction,
+        outcome: &Outcome,
+        batch: &coffer_core::BatchOutcome,
+        detail: Detail,
+    ) -> Submitted {
         let kind = match outcome {
             Outcome::New { .. } => Kind::New,
             Outcome::Replayed(_) => Kind::Replayed,
             Outcome::IdReused(_) => Kind::IdReused,
         };
-        let effects = batch
-            .effects_of(outcome)
+        let effects = match detail {
+            Detail::WithEffects => batch.effects_of(outcome),
+            Detail::WithoutEffects => &[],
+        };
+        let effects = effects
             .iter()
             .map(|effect| EffectView {
                 account: self.engine.account_id(effect.account).clone(),

@@ -6,7 +6,7 @@ use crate::history::History;
 use crate::jobs::Jobs;
 use crate::kafka::KafkaLink;
 use crate::rate_limit::RateLimiter;
-use crate::sequencer::{Sequencer, Submitted};
+use crate::sequencer::{Detail, Sequencer, Submitted};
 use coffer_core::Transaction;
 use coffer_journal::JournalStats;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -32,10 +32,10 @@ impl AppState {
     /// Applies transactions once durable. Every write goes through here:
     /// ids the engine's window may have forgotten are answered from the
     /// history store instead of being applied a second time.
-    pub async fn submit(&self, transactions: Vec<Transaction>) -> Result<Vec<Submitted>, ApiError> {
+    pub async fn submit(&self, transactions: Vec<Transaction>, detail: Detail) -> Result<Vec<Submitted>, ApiError> {
         let known = self.known(&transactions).await?;
         if known.iter().all(Option::is_none) {
-            return Ok(self.sequencer.submit(transactions).await?);
+            return Ok(self.sequencer.submit(transactions, detail).await?);
         }
         let fresh: Vec<Transaction> = transactions
             .into_iter()
@@ -45,7 +45,7 @@ impl AppState {
             .collect();
         let mut applied = match fresh.is_empty() {
             true => Vec::new(),
-            false => self.sequencer.submit(fresh).await?,
+            false => self.sequencer.submit(fresh, detail).await?,
         }
         .into_iter();
         Ok(known

@@ -1,7 +1,7 @@
 use super::{authorize, build, execute, transaction_id, views, JsonBody, QueryParameters};
 use crate::auth::Role;
 use crate::error::ApiError;
-use crate::sequencer::{Answer, Query};
+use crate::sequencer::{Answer, Detail, Query};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -36,7 +36,7 @@ pub async fn open(
     };
     authorize(&state, &headers, std::slice::from_ref(&op))?;
     let transaction = build(transaction_id(&headers, body.transaction_id)?, vec![op], None)?;
-    let committed = execute(&state, transaction).await?;
+    let committed = execute(&state, transaction, Detail::WithEffects).await?;
     // Answer with the account as it is now.
     let account = read_account(&state, body.id).await?;
     Ok(committed.respond(views::AccountBody::from(&account)))

@@ -1,7 +1,7 @@
 use super::{authorize, build, execute, transaction_id, views, JsonBody};
 use crate::auth::Role;
 use crate::error::ApiError;
-use crate::sequencer::{Answer, Query};
+use crate::sequencer::{Answer, Detail, Query};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -60,7 +60,7 @@ async fn with_hold(
     transaction: coffer_core::Transaction,
     hold_id: HoldId,
 ) -> Result<Response, ApiError> {
-    let committed = execute(state, transaction).await?;
+    let committed = execute(state, transaction, Detail::WithEffects).await?;
     let hold = match state.sequencer.read(Query::Hold(hold_id)).await? {
         Answer::Hold(hold) => hold,
         _ => None,

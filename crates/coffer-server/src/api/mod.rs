@@ -13,7 +13,7 @@ mod views;
 
 use crate::auth::Role;
 use crate::error::ApiError;
-use crate::sequencer::{Kind, SequencerError, Submitted};
+use crate::sequencer::{Detail, Kind, SequencerError, Submitted};
 use crate::state::AppState;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -263,6 +263,14 @@ pub(crate) fn prefers_minimal(headers: &HeaderMap) -> bool {
     })
 }
 
+/// Balances in the answer unless the client prefers it minimal.
+pub(crate) fn detail_preferred(headers: &HeaderMap) -> Detail {
+    match prefers_minimal(headers) {
+        true => Detail::WithoutEffects,
+        false => Detail::WithEffects,
+    }
+}
+
 /// Says that an answer is the minimal one the client asked for.
 pub(crate) fn mark_minimal(response: &mut Response) {
     response
@@ -279,8 +287,8 @@ impl IntoResponse for Committed {
 /// Runs one transaction. DESIGN.md §3: 201 on a first commit, 200 with
 /// `Idempotent-Replayed: true` on a replay, 422 with the rejection code,
 /// 409 on an id reused with another payload.
-pub(crate) async fn execute(state: &AppState, transaction: Transaction) -> Result<Committed, ApiError> {
-    let mut results = state.submit(vec![transaction]).await?;
+pub(crate) async fn execute(state: &AppState, transaction: Transaction, detail: Detail) -> Result<Committed, ApiError> {
+    let mut results = state.submit(vec![transaction], detail).await?;
     answer(results.pop().expect("one result per transaction"))
 }
 

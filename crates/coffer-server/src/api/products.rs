@@ -20,7 +20,7 @@ use super::{authorize, build, generated_id, transaction_id, views, JsonBody, Que
 use crate::auth::Role;
 use crate::error::ApiError;
 use crate::rate_limit::Decision;
-use crate::sequencer::{Answer, Kind, Query, Submitted};
+use crate::sequencer::{Answer, Detail, Kind, Query, Submitted};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -241,7 +241,7 @@ pub async fn create(
     state.auth.require(&headers, Role::Admin, "manage products")?;
     let default_id = TransactionId::parse(&format!("product:{id}")).expect("valid id");
     let transaction = build(transaction_id(&headers, Some(default_id))?, ops, None)?;
-    let committed = super::execute(&state, transaction).await?;
+    let committed = super::execute(&state, transaction, Detail::WithEffects).await?;
     let view = read_product(&state, &id).await?;
     Ok(committed.respond(&view))
 }
@@ -317,7 +317,7 @@ pub async fn restock(
     read_product(&state, &id).await?;
     let op = Operation::transfer(supply_account(&id), stock_account(&id), body.quantity);
     let transaction = build(transaction_id(&headers, body.id)?, vec![op], None)?;
-    let committed = super::execute(&state, transaction).await?;
+    let committed = super::execute(&state, transaction, Detail::WithEffects).await?;
     let view = read_product(&state, &id).await?;
     Ok(committed.respond(&view))
 }
@@ -401,7 +401,7 @@ pub async fn purchase(
     let metadata = Metadata::from_value(&metadata).map_err(|error| ApiError::invalid(error.to_string()))?;
     let id = TransactionId::parse(&order_id).expect("checked above");
     let transaction = build(id, ops, Some(metadata))?;
-    let mut results = state.submit(vec![transaction]).await?;
+    let mut results = state.submit(vec![transaction], Detail::WithoutEffects).await?;
     let submitted = results.pop().expect("one result");
     let status = if order.reserved { "reserved" } else { "completed" };
     let body = OrderBody {
@@ -535,7 +535,9 @@ async fn ensure_buyer(state: &AppState, product: &str, user: &str, rules: &Rules
         ops.push(Operation::deposit(quota, limit));
     }
     let id = TransactionId::parse(&format!("buyer:{key}")).expect("derived id within the limit");
-    let mut results = state.submit(vec![build(id, ops, None)?]).await?;
+    let mut results = state
+        .submit(vec![build(id, ops, None)?], Detail::WithoutEffects)
+        .await?;
     let submitted = results.pop().expect("one result");
     match submitted.record.verdict {
         Verdict::Committed => {}
@@ -593,7 +595,7 @@ async fn finish_reservation(
     authorize(state, headers, &ops)?;
     let verb = if confirm { "confirm" } else { "cancel" };
     let id = TransactionId::parse(&format!("{verb}:{order_id}")).expect("derived id within the limit");
-    let committed = super::execute(state, build(id, ops, None)?).await?;
+    let committed = super::execute(state, build(id, ops, None)?, Detail::WithEffects).await?;
     let status = if confirm { "confirmed" } else { "cancelled" };
     let record = &committed.submitted.record;
     Ok(committed.respond(serde_json::json!({

@@ -1,10 +1,10 @@
 use super::{
-    answer, authorize, build, execute, mark_minimal, prefers_minimal, sized_json, transaction_id, views, JsonBody,
-    QueryParameters,
+    answer, authorize, build, detail_preferred, execute, mark_minimal, prefers_minimal, sized_json, transaction_id,
+    views, JsonBody, QueryParameters,
 };
 use crate::auth::Role;
 use crate::error::ApiError;
-use crate::sequencer::{Answer, Query};
+use crate::sequencer::{Answer, Detail, Query};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -42,7 +42,9 @@ pub async fn create(
     let transaction = parse(&state, &headers, body)?;
     super::limit_transactions(&state, &headers).await?;
     match query.mode.as_deref() {
-        None | Some("sync") => Ok(execute(&state, transaction).await?.respond_as_preferred(&headers)),
+        None | Some("sync") => Ok(execute(&state, transaction, detail_preferred(&headers))
+            .await?
+            .respond_as_preferred(&headers)),
         Some("async") => {
             let id = transaction.id().to_string();
             if let Some(kafka) = &state.kafka {
@@ -138,7 +140,7 @@ pub async fn batch(
         transactions.push(transaction);
     }
     let minimal = prefers_minimal(&headers);
-    let results = state.submit(transactions).await?;
+    let results = state.submit(transactions, detail_preferred(&headers)).await?;
     if minimal {
         let answer = BatchAnswer {
             results: results
@@ -184,7 +186,7 @@ async fn atomic_batch(state: &AppState, headers: &HeaderMap, body: BatchBody) ->
     }
     authorize(state, headers, &ops)?;
     let transaction = build(transaction_id(headers, body.id)?, ops, None)?;
-    let mut results = state.submit(vec![transaction]).await?;
+    let mut results = state.submit(vec![transaction], Detail::WithEffects).await?;
     let submitted = results.pop().expect("one result");
     // Say which item failed, not only which op of the combined transaction.
     let item_of = |op_index: usize| {
@@ -259,7 +261,9 @@ async fn one_transfer(state: &AppState, headers: &HeaderMap, body: TransferBody)
     authorize(state, headers, std::slice::from_ref(&op))?;
     super::limit_transactions(state, headers).await?;
     let transaction = build(transaction_id(headers, body.id)?, vec![op], body.metadata)?;
-    Ok(execute(state, transaction).await?.respond_as_preferred(headers))
+    Ok(execute(state, transaction, detail_preferred(headers))
+        .await?
+        .respond_as_preferred(headers))
 }
 
 /// A deposit is a transfer from `@world`.
