@@ -163,5 +163,9 @@ goal "coffer >= 1 x redis_lua_always" coffer redis_lua_always 1
 goal "coffer >= 10 x postgres_row_lock_recorded" coffer postgres_row_lock_recorded 10
 goal "coffer >= 10 x postgres_row_lock (no idempotency record)" coffer postgres_row_lock 10
 goal "coffer_batches_1000_minimal >= 3 x redis pipelined x32" coffer_batches_1000_minimal redis_lua_always_pipelined32 3
+# Answers with a status only, as the Redis script's ('ok') and as the batch
+# goal above: the same goals for single transfers under return=minimal.
+goal "coffer_minimal >= 1 x redis_lua_always" coffer_minimal redis_lua_always 1
+goal "coffer_minimal >= 10 x postgres_row_lock_recorded" coffer_minimal postgres_row_lock_recorded 10
 goal "coffer_history >= 1 x redis_lua_always" coffer_history redis_lua_always 1
 goal "coffer_history >= 10 x postgres_row_lock_recorded" coffer_history postgres_row_lock_recorded 10
