@@ -185,10 +185,7 @@ impl Sequencer {
                     queue_depth,
                     forgotten,
                     last_advance: std::time::Instant::now(),
-                    journal_in_flight: Arc::new(InFlight {
-                        batches: std::sync::atomic::AtomicU32::new(0),
-                        engine_thread: std::thread::current(),
-                    }),
+                    journal_in_flight: InFlight::for_current_thread(),
                 };
                 engine_thread.run(receiver)
             })
@@ -250,10 +247,9 @@ impl Sequencer {
             .collect();
         self.pending.lock().expect("pending lock").extend(ids.iter().cloned());
         let (reply, _ignored) = oneshot::channel();
-        let detail = Detail::WithoutEffects;
         self.send(Command::Submit {
             transactions,
-            detail,
+            detail: Detail::WithoutEffects,
             reply,
         })
         .inspect_err(|_| {
@@ -337,16 +333,37 @@ struct InFlight {
     engine_thread: std::thread::Thread,
 }
 
+impl InFlight {
+    /// Created on the engine thread, the one it wakes.
+    fn for_current_thread() -> Arc<Self> {
+        Arc::new(InFlight {
+            batches: std::sync::atomic::AtomicU32::new(0),
+            engine_thread: std::thread::current(),
+        })
+    }
+
+    fn any(&self) -> bool {
+        self.batches.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
+
+    /// Parks the calling (engine) thread while any batch is in flight, at
+    /// most for `timeout`.
+    fn wait(&self, timeout: Duration) {
+        let started = std::time::Instant::now();
+        while self.any() {
+            let remaining = timeout.saturating_sub(started.elapsed());
+            if remaining.is_zero() {
+                return;
+            }
+            std::thread::park_timeout(remaining);
+        }
+    }
+}
+
 /// Travels with one batch's completion. Dropped when the completion has
 /// run, or unrun when the journal refused the batch: either way the batch
 /// is no longer in flight, so the engine never waits for it forever.
 struct InFlightBatch(Arc<InFlight>);
-
-impl InFlight {
-    fn any(&self) -> bool {
-        self.batches.load(std::sync::atomic::Ordering::Acquire) > 0
-    }
-}
 
 impl InFlightBatch {
     fn new(in_flight: &Arc<InFlight>) -> Self {
@@ -416,13 +433,8 @@ impl EngineThread {
     /// arrival waking it (single transfers at 64 connections: 0.17 engine
     /// wake-ups a request before, 0.10 after; docs/BENCHMARKS.md).
     fn wait_for_journal(&self) {
-        while self.journal_in_flight.any() {
-            let until_tick = IDLE_TICK.saturating_sub(self.last_advance.elapsed());
-            if until_tick.is_zero() {
-                return;
-            }
-            std::thread::park_timeout(until_tick);
-        }
+        let until_tick = IDLE_TICK.saturating_sub(self.last_advance.elapsed());
+        self.journal_in_flight.wait(until_tick);
     }
 
     fn handle(&mut self, command: Command, batch: &mut PendingBatch) {
@@ -511,7 +523,6 @@ impl EngineThread {
             answered.push((described, reply));
         }
         assert!(results.next().is_none(), "every transaction has a reply");
-        drop(results);
         if let Some(sequencer) = self.sequencer.upgrade() {
             let mut pending = sequencer.pending.lock().expect("pending lock");
             if !pending.is_empty() {
@@ -673,28 +684,18 @@ impl Submitted {
 #[cfg(test)]
 mod tests {
     use super::{InFlight, InFlightBatch};
-    use std::sync::Arc;
     use std::time::{Duration, Instant};
-
-    fn in_flight() -> Arc<InFlight> {
-        Arc::new(InFlight {
-            batches: std::sync::atomic::AtomicU32::new(0),
-            engine_thread: std::thread::current(),
-        })
-    }
 
     /// Waits as the engine thread does, and returns how long it took.
     fn wait_until_none(in_flight: &InFlight) -> Duration {
         let started = Instant::now();
-        while in_flight.any() && started.elapsed() < Duration::from_secs(10) {
-            std::thread::park_timeout(Duration::from_secs(10));
-        }
+        in_flight.wait(Duration::from_secs(10));
         started.elapsed()
     }
 
     #[test]
     fn the_last_batch_out_of_flight_wakes_the_engine_thread() {
-        let in_flight = in_flight();
+        let in_flight = InFlight::for_current_thread();
         let batches = [InFlightBatch::new(&in_flight), InFlightBatch::new(&in_flight)];
         assert!(in_flight.any());
         // Completions run on another thread (the journal's).
@@ -717,7 +718,7 @@ mod tests {
 
     #[test]
     fn a_batch_the_journal_refused_is_not_waited_for() {
-        let in_flight = in_flight();
+        let in_flight = InFlight::for_current_thread();
         let batch = InFlightBatch::new(&in_flight);
         // The journal drops a refused batch's completion without running it.
         let completion: Box<dyn FnOnce() + Send> = Box::new(move || drop(batch));

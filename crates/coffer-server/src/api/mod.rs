@@ -237,8 +237,8 @@ impl Committed {
 
     /// The full answer, or under `Prefer: return=minimal` only id, status
     /// and sequence (a replay still answers 200 with `Idempotent-Replayed`).
-    pub fn respond_as_preferred(self, headers: &HeaderMap) -> Response {
-        if !prefers_minimal(headers) {
+    pub fn respond_in(self, detail: Detail) -> Response {
+        if detail == Detail::WithEffects {
             return self.into_response();
         }
         let mut response = self.respond(views::TransactionBody::minimal(&self.submitted, false));
@@ -248,7 +248,7 @@ impl Committed {
 }
 
 /// RFC 7240 `Prefer: return=minimal`, among other preferences or not.
-pub(crate) fn prefers_minimal(headers: &HeaderMap) -> bool {
+fn prefers_minimal(headers: &HeaderMap) -> bool {
     headers.get_all("prefer").iter().any(|value| {
         value.to_str().is_ok_and(|text| {
             text.split(',').any(|preference| {

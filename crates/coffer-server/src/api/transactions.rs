@@ -1,6 +1,6 @@
 use super::{
-    answer, authorize, build, detail_preferred, execute, mark_minimal, prefers_minimal, sized_json, transaction_id,
-    views, JsonBody, QueryParameters,
+    answer, authorize, build, detail_preferred, execute, mark_minimal, sized_json, transaction_id, views, JsonBody,
+    QueryParameters,
 };
 use crate::auth::Role;
 use crate::error::ApiError;
@@ -42,9 +42,10 @@ pub async fn create(
     let transaction = parse(&state, &headers, body)?;
     super::limit_transactions(&state, &headers).await?;
     match query.mode.as_deref() {
-        None | Some("sync") => Ok(execute(&state, transaction, detail_preferred(&headers))
-            .await?
-            .respond_as_preferred(&headers)),
+        None | Some("sync") => {
+            let detail = detail_preferred(&headers);
+            Ok(execute(&state, transaction, detail).await?.respond_in(detail))
+        }
         Some("async") => {
             let id = transaction.id().to_string();
             if let Some(kafka) = &state.kafka {
@@ -139,9 +140,9 @@ pub async fn batch(
             .map_err(|error| ApiError::invalid(format!("transactions[{index}]: {error}")))?;
         transactions.push(transaction);
     }
-    let minimal = prefers_minimal(&headers);
-    let results = state.submit(transactions, detail_preferred(&headers)).await?;
-    if minimal {
+    let detail = detail_preferred(&headers);
+    let results = state.submit(transactions, detail).await?;
+    if detail == Detail::WithoutEffects {
         let answer = BatchAnswer {
             results: results
                 .iter()
@@ -261,9 +262,8 @@ async fn one_transfer(state: &AppState, headers: &HeaderMap, body: TransferBody)
     authorize(state, headers, std::slice::from_ref(&op))?;
     super::limit_transactions(state, headers).await?;
     let transaction = build(transaction_id(headers, body.id)?, vec![op], body.metadata)?;
-    Ok(execute(state, transaction, detail_preferred(headers))
-        .await?
-        .respond_as_preferred(headers))
+    let detail = detail_preferred(headers);
+    Ok(execute(state, transaction, detail).await?.respond_in(detail))
 }
 
 /// A deposit is a transfer from `@world`.
