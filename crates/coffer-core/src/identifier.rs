@@ -7,8 +7,22 @@
 use crate::error::CoreError;
 use crate::limits::ID_BYTES_MAX;
 
+/// Which bytes an id may hold, as a table: every id of every request is
+/// checked byte by byte, and a load per byte took a third fewer
+/// instructions than the chain of comparisons it replaces (callgrind).
+const IDENTIFIER_BYTES: [bool; 256] = {
+    let mut allowed = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let candidate = byte as u8;
+        allowed[byte] = candidate.is_ascii_alphanumeric() || matches!(candidate, b'_' | b'.' | b':' | b'@' | b'-');
+        byte += 1;
+    }
+    allowed
+};
+
 fn is_identifier_byte(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b':' | b'@' | b'-')
+    IDENTIFIER_BYTES[usize::from(byte)]
 }
 
 pub(crate) fn validate_identifier(field: &'static str, text: &str) -> Result<(), CoreError> {
@@ -29,6 +43,34 @@ pub(crate) fn validate_identifier(field: &'static str, text: &str) -> Result<(),
         ));
     }
     Ok(())
+}
+
+/// Reads a string and parses it where it lies in the input. serde's
+/// `Cow<str>` would not borrow (it does only under `#[serde(borrow)]`): it
+/// allocated a `String` per id, three per transfer, only to copy it into
+/// an inline id and free it again.
+pub(crate) fn deserialize_parsed<'de, D, T>(
+    deserializer: D,
+    parse: fn(&str) -> Result<T, CoreError>,
+) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct ParsedString<T>(fn(&str) -> Result<T, CoreError>);
+
+    impl<T> serde::de::Visitor<'_> for ParsedString<T> {
+        type Value = T;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            formatter.write_str("a string")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<T, E> {
+            (self.0)(text).map_err(E::custom)
+        }
+    }
+
+    deserializer.deserialize_str(ParsedString(parse))
 }
 
 macro_rules! identifier {
@@ -77,8 +119,7 @@ macro_rules! identifier {
 
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-                Self::parse(&text).map_err(serde::de::Error::custom)
+                deserialize_parsed(deserializer, Self::parse)
             }
         }
     };

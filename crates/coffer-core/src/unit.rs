@@ -71,7 +71,6 @@ impl serde::Serialize for Unit {
 
 impl<'de> serde::Deserialize<'de> for Unit {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        Unit::parse(&text).map_err(serde::de::Error::custom)
+        crate::identifier::deserialize_parsed(deserializer, Unit::parse)
     }
 }

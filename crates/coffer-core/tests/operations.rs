@@ -451,6 +451,31 @@ fn identifiers_validate_on_parse() {
 }
 
 #[test]
+fn identifiers_allow_exactly_their_documented_bytes() {
+    for byte in 0..=u8::MAX {
+        let documented = byte.is_ascii_alphanumeric() || b"_.:@-".contains(&byte);
+        let text = format!("a{}", char::from(byte));
+        assert_eq!(AccountId::parse(&text).is_ok(), documented, "byte {byte}");
+    }
+}
+
+#[test]
+fn identifiers_and_units_read_from_json_as_they_parse() {
+    let id: TransactionId = serde_json::from_str(r#""tx-1""#).unwrap();
+    assert_eq!(id.as_str(), "tx-1");
+    // An escaped string is unescaped first, then checked like any other.
+    let account: AccountId = serde_json::from_str(r#""acct\u003a7""#).unwrap();
+    assert_eq!(account.as_str(), "acct:7");
+    let unit: Unit = serde_json::from_slice(br#""USD/2""#).unwrap();
+    assert_eq!(unit.to_string(), "USD/2");
+    let error = serde_json::from_str::<AccountId>(r#""bad id""#).unwrap_err();
+    assert!(error.to_string().contains("' '"), "{error}");
+    let error = serde_json::from_str::<TransactionId>("42").unwrap_err();
+    assert!(error.to_string().contains("expected a string"), "{error}");
+    assert!(serde_json::from_str::<Unit>(r#""USD/99""#).is_err());
+}
+
+#[test]
 fn units_validate_on_parse() {
     for good in ["USD/2", "BTC/8", "ITEM", "X/0", "GAS/38"] {
         assert!(Unit::parse(good).is_ok(), "{good}");
