@@ -150,7 +150,6 @@ fn benches(criterion: &mut Criterion) {
         Workload::hold_capture_pairs,
     );
     construction(criterion);
-    parsing(criterion);
 }
 
 /// What building a transfer costs the thread that parses a request:
@@ -177,34 +176,6 @@ fn construction(criterion: &mut Criterion) {
                 })
                 .collect::<Vec<_>>()
         })
-    });
-    group.finish();
-}
-
-/// What reading a batch request's items costs a worker thread: ids, account
-/// ids and amounts parsed from JSON (the HTTP batch endpoint's item shape).
-fn parsing(criterion: &mut Criterion) {
-    #[derive(serde::Deserialize)]
-    struct Item {
-        #[allow(dead_code)] // read to be measured, not used
-        id: TransactionId,
-        #[allow(dead_code)]
-        ops: Vec<Operation>,
-    }
-    let items: Vec<String> = (0..BATCH)
-        .map(|n| {
-            format!(
-                r#"{{"id":"tx-{n}-0123456789","ops":[{{"type":"transfer","from":"acct:{}","to":"acct:{}","amount":1}}]}}"#,
-                n % 1_000,
-                (n + 7) % 1_000
-            )
-        })
-        .collect();
-    let body = format!("[{}]", items.join(","));
-    let mut group = criterion.benchmark_group("transaction");
-    group.throughput(Throughput::Elements(BATCH as u64));
-    group.bench_function("parse_transfer_items", |bencher| {
-        bencher.iter(|| serde_json::from_str::<Vec<Item>>(&body).unwrap())
     });
     group.finish();
 }
