@@ -259,10 +259,6 @@ impl Shared {
         (format!("bench:{from}"), format!("bench:{to}"))
     }
 
-    fn batch_body(&self, random: &mut Random, id: &str) -> String {
-        batch_body(id, self.options.batch_size, || self.pair(random))
-    }
-
     /// Claims the next operation number, or None when the run is over.
     fn claim(&self) -> Option<u64> {
         let number = self.issued.fetch_add(1, Ordering::Relaxed);
@@ -359,7 +355,7 @@ async fn operation(shared: &Shared, random: &mut Random, number: u64) -> anyhow:
         }
         Scenario::BalanceJob | Scenario::KafkaIngest => unreachable!("run by balance_job and bench_kafka"),
         Scenario::Batches => {
-            let body = shared.batch_body(random, &id);
+            let body = batch_body(&id, shared.options.batch_size, || shared.pair(random));
             let (status, answer) = client
                 .post_text::<BatchAnswer>("/v1/transactions/batch", body, minimal)
                 .await?;
