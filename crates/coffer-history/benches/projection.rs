@@ -22,8 +22,8 @@ fn main() {
     let data = tempfile::tempdir().unwrap();
     let directory = data.path().join("journal");
     let limits = EngineLimits::default();
-    let (mut engine, writer, _) = coffer_journal::open(&directory, JournalOptions::default(), limits).unwrap();
-    fill(&mut engine, &writer, transfers);
+    let (mut engine, mut writer, _) = coffer_journal::open(&directory, JournalOptions::default(), limits).unwrap();
+    fill(&mut engine, &mut writer, transfers);
     let mut databases = vec![("sqlite", Database::parse("sqlite", data.path(), "unused").unwrap())];
     if let Ok(url) = std::env::var("COFFER_TEST_POSTGRES_URL") {
         let schema = format!("bench_{}", std::process::id());
@@ -66,13 +66,13 @@ fn account(index: u64) -> AccountId {
 }
 
 /// Opens and funds the accounts, then journals uniform random transfers.
-fn fill(engine: &mut Engine, writer: &coffer_journal::JournalWriter, transfers: u64) {
+fn fill(engine: &mut Engine, writer: &mut coffer_journal::JournalWriter, transfers: u64) {
     let unit = Unit::parse("USD/2").unwrap();
     let mut timestamp_ms = 1_000;
     let mut append = |engine: &mut Engine, transactions: Vec<Transaction>| {
         timestamp_ms += 1;
         let outcome = engine.apply_batch(timestamp_ms, &transactions);
-        writer.append_and_wait(journal_batch(transactions, &outcome)).unwrap();
+        writer.append_durably(&journal_batch(transactions, &outcome)).unwrap();
     };
     for chunk in (0..ACCOUNTS).collect::<Vec<_>>().chunks(BATCH as usize) {
         let transactions = chunk

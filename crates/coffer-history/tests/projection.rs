@@ -131,14 +131,14 @@ fn workload(seed: u64, batches: u64) -> Vec<(u64, Vec<Transaction>)> {
 /// only when it expired holds).
 fn journal(directory: &Path, workload: &[(u64, Vec<Transaction>)]) -> (Engine, JournalWriter) {
     let limits = EngineLimits::default();
-    let (mut engine, writer, _) = coffer_journal::open(directory, JournalOptions::default(), limits).unwrap();
+    let (mut engine, mut writer, _) = coffer_journal::open(directory, JournalOptions::default(), limits).unwrap();
     for (timestamp_ms, transactions) in workload {
         let outcome = engine.apply_batch(*timestamp_ms, transactions);
         if transactions.is_empty() && outcome.expired.is_empty() {
             continue;
         }
         writer
-            .append_and_wait(journal_batch(transactions.clone(), &outcome))
+            .append_durably(&journal_batch(transactions.clone(), &outcome))
             .unwrap();
     }
     (engine, writer)
@@ -222,7 +222,7 @@ fn a_restarted_projector_neither_repeats_nor_skips() {
     let limits = EngineLimits::default();
     for database in stores(data.path()) {
         let _ = std::fs::remove_dir_all(&directory);
-        let (mut engine, writer) = journal(&directory, first_half);
+        let (mut engine, mut writer) = journal(&directory, first_half);
         let stats = std::sync::Arc::clone(writer.stats());
         let projector = Projector::start(
             database.clone(),
@@ -236,14 +236,14 @@ fn a_restarted_projector_neither_repeats_nor_skips() {
         for (timestamp_ms, transactions) in &second_half[..50] {
             let outcome = engine.apply_batch(*timestamp_ms, transactions);
             writer
-                .append_and_wait(journal_batch(transactions.clone(), &outcome))
+                .append_durably(&journal_batch(transactions.clone(), &outcome))
                 .unwrap();
         }
         projector.stop();
         for (timestamp_ms, transactions) in &second_half[50..] {
             let outcome = engine.apply_batch(*timestamp_ms, transactions);
             writer
-                .append_and_wait(journal_batch(transactions.clone(), &outcome))
+                .append_durably(&journal_batch(transactions.clone(), &outcome))
                 .unwrap();
         }
         let projector = Projector::start(database.clone(), directory.clone(), stats, limits, settings()).unwrap();

@@ -1,15 +1,11 @@
-//! Journal throughput: group-commit append at several batch sizes (fsync on),
+//! Journal throughput: one batch appended and synced, at several sizes,
 //! replay, and snapshot cost for 1 M accounts.
 //! Run with `cargo bench -p coffer-journal --bench journal`.
 
 use coffer_core::{AccountId, Amount, Engine, EngineLimits, Operation, Transaction, TransactionId, Unit};
 use coffer_journal::{journal_batch, open, recover, EntryVerdict, JournalBatch, JournalOptions, Mode};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const ENTRIES_PER_ITERATION: usize = 65_536;
 
 fn transfer(n: u64) -> Transaction {
     let op = Operation::Transfer {
@@ -20,59 +16,35 @@ fn transfer(n: u64) -> Transaction {
     Transaction::new(TransactionId::parse(&format!("tx-{n}")).unwrap(), vec![op], None).unwrap()
 }
 
+/// One engine batch of `batch_size` transfers appended and committed (one
+/// write, one fsync), as the engine thread does for each batch it applies.
 fn append(criterion: &mut Criterion) {
     let mut group = criterion.benchmark_group("journal_append_fsync");
     group.sample_size(10).measurement_time(Duration::from_secs(10));
-    group.throughput(Throughput::Elements(ENTRIES_PER_ITERATION as u64));
     for batch_size in [1usize, 64, 1_024, 8_192] {
+        group.throughput(Throughput::Elements(batch_size as u64));
         let directory = tempfile::tempdir().unwrap();
-        let (_, writer, _) = open(directory.path(), JournalOptions::default(), EngineLimits::default()).unwrap();
+        let (_, mut writer, _) = open(directory.path(), JournalOptions::default(), EngineLimits::default()).unwrap();
         let mut sequence = 0u64;
         group.bench_function(format!("batch_{batch_size}"), |bencher| {
             bencher.iter_custom(|iterations| {
                 let mut elapsed = Duration::ZERO;
                 for _ in 0..iterations {
-                    let batches: Vec<JournalBatch> = (0..ENTRIES_PER_ITERATION / batch_size)
-                        .map(|_| {
-                            let transactions: Vec<_> = (0..batch_size as u64).map(|k| transfer(sequence + k)).collect();
-                            let batch = JournalBatch {
-                                timestamp_ms: 1,
-                                first_sequence: sequence,
-                                verdicts: vec![EntryVerdict::Committed; batch_size],
-                                transactions,
-                            };
-                            sequence += batch_size as u64;
-                            batch
-                        })
-                        .collect();
-                    let pending = Arc::new(AtomicU64::new(batches.len() as u64));
+                    let transactions: Vec<_> = (0..batch_size as u64).map(|k| transfer(sequence + k)).collect();
+                    let batch = JournalBatch {
+                        timestamp_ms: 1,
+                        first_sequence: sequence,
+                        verdicts: vec![EntryVerdict::Committed; batch_size],
+                        transactions,
+                    };
+                    sequence += batch_size as u64;
                     let started = Instant::now();
-                    for batch in batches {
-                        let pending = Arc::clone(&pending);
-                        writer
-                            .append(
-                                batch,
-                                Box::new(move |result| {
-                                    result.expect("durable");
-                                    pending.fetch_sub(1, Ordering::AcqRel);
-                                }),
-                            )
-                            .unwrap();
-                    }
-                    while pending.load(Ordering::Acquire) > 0 {
-                        std::hint::spin_loop();
-                    }
+                    writer.append_durably(&batch).expect("durable");
                     elapsed += started.elapsed();
                 }
                 elapsed
             })
         });
-        let syncs = writer.stats().syncs.load(Ordering::Relaxed);
-        let records = writer.stats().records_written.load(Ordering::Relaxed);
-        eprintln!(
-            "batch {batch_size}: {records} records in {syncs} fsyncs ({:.1} records per fsync)",
-            records as f64 / syncs.max(1) as f64
-        );
         writer.close().unwrap();
     }
     group.finish();
@@ -81,7 +53,8 @@ fn append(criterion: &mut Criterion) {
 /// A journal of `entries` transfers over 10k funded accounts.
 fn journal_with(entries: u64) -> tempfile::TempDir {
     let directory = tempfile::tempdir().unwrap();
-    let (mut engine, writer, _) = open(directory.path(), JournalOptions::default(), EngineLimits::default()).unwrap();
+    let (mut engine, mut writer, _) =
+        open(directory.path(), JournalOptions::default(), EngineLimits::default()).unwrap();
     let opens: Vec<_> = (0..10_000)
         .map(|n| {
             let account = AccountId::parse(&format!("acct:{n}")).unwrap();
@@ -93,17 +66,12 @@ fn journal_with(entries: u64) -> tempfile::TempDir {
         })
         .collect();
     let outcome = engine.apply_batch(1, &opens);
-    writer.append_and_wait(journal_batch(opens, &outcome)).unwrap();
+    writer.append_durably(&journal_batch(opens, &outcome)).unwrap();
     let mut n = 0;
     while n < entries {
         let transactions: Vec<_> = (n..n + 8_192).map(transfer).collect();
         let outcome = engine.apply_batch(2 + n, &transactions);
-        writer
-            .append(
-                journal_batch(transactions, &outcome),
-                Box::new(|result| result.expect("durable")),
-            )
-            .unwrap();
+        writer.append(&journal_batch(transactions, &outcome)).unwrap();
         n += 8_192;
     }
     writer.close().unwrap();

@@ -26,11 +26,6 @@ pub struct JournalOptions {
     /// Snapshots kept on disk; older ones are deleted.
     pub snapshots_kept: u32,
     pub retention: Retention,
-    /// Batches waiting for the writer; appends block beyond it
-    /// (backpressure on the engine instead of unbounded memory).
-    pub queue_batches_max: usize,
-    /// Bytes gathered into one write and one sync at most.
-    pub group_bytes_max: usize,
 }
 
 impl Default for JournalOptions {
@@ -40,8 +35,6 @@ impl Default for JournalOptions {
             durability: Durability::Fsync,
             snapshots_kept: 2,
             retention: Retention::AfterSnapshot,
-            queue_batches_max: 1_024,
-            group_bytes_max: 16 * 1024 * 1024,
         }
     }
 }

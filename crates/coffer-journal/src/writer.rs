@@ -1,10 +1,9 @@
-//! The journal writer: one thread that owns the segment file.
+//! The journal writer: appends engine batches to the open segment file.
 //!
-//! Group commit: the thread takes every batch waiting in its queue, encodes
-//! them into one buffer, does one `write` and one `fdatasync`, and only then
-//! runs each batch's completion. The engine thread never waits for the
-//! disk: it hands a batch over and applies the next one while this one
-//! syncs, and the completions release the replies.
+//! Group commit: the engine applies every command waiting in its queue as
+//! one batch, the writer encodes it, and one `write` and one `fdatasync`
+//! make it durable before any of its writers is answered. The writer runs
+//! on the appending thread; only snapshots are written on a helper thread.
 
 use crate::error::JournalError;
 use crate::files::sync_directory;
@@ -18,24 +17,13 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-/// Called once a batch is durable, or with the error that stopped the
-/// journal. Runs on the writer thread, so it must be quick (send a message).
+/// Called once a snapshot is on disk, or with the error that stopped it.
+/// Runs on the snapshot thread.
 pub type Completion = Box<dyn FnOnce(Result<(), JournalError>) + Send>;
-
-enum Request {
-    Append(JournalBatch, Completion),
-    /// Write a snapshot once every earlier batch is durable.
-    Snapshot {
-        sequence_next: u64,
-        state: SnapshotState,
-        done: Option<Completion>,
-    },
-}
 
 /// A snapshot's bytes, or the source that encodes them on the snapshot
 /// thread (so the engine thread pays only for taking the source).
@@ -69,7 +57,7 @@ impl SnapshotState {
     }
 }
 
-/// Counters for metrics; updated by the writer thread.
+/// Counters for metrics; updated by the writer.
 #[derive(Debug, Default)]
 pub struct JournalStats {
     pub bytes_written: AtomicU64,
@@ -261,11 +249,23 @@ fn allocate(_file: &File, _length: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The journal's one writer, owned by the thread that appends (the engine
+/// thread in the server): `append` encodes a batch into a buffer, `commit`
+/// writes the buffer with one `write` and one `fdatasync`. The engine must
+/// wait for the disk before it answers anyway, and a separate writer thread
+/// cost two cross-thread wake-ups per commit (docs/BENCHMARKS.md, session 11).
 pub struct JournalWriter {
-    sender: Option<SyncSender<Request>>,
-    thread: Option<JoinHandle<()>>,
+    directory: PathBuf,
+    options: JournalOptions,
+    segment: OpenSegment,
+    sequence_next: u64,
+    buffer: Vec<u8>,
+    /// Records in `buffer`.
+    buffered_records: u64,
     stats: Arc<JournalStats>,
-    failure: Arc<Mutex<Option<String>>>,
+    /// Set by the first failed write: the journal then takes nothing more.
+    failure: Option<String>,
+    snapshot_thread: Option<JoinHandle<()>>,
 }
 
 impl JournalWriter {
@@ -273,68 +273,81 @@ impl JournalWriter {
         if options.durability == Durability::None {
             tracing::warn!("journal durability is NONE: acknowledged writes are lost on a crash; benchmarks only");
         }
-        let (sender, receiver) = sync_channel(options.queue_batches_max.max(1));
         let stats = Arc::new(JournalStats::new(sequence_next, segment.position()));
-        let failure = Arc::new(Mutex::new(None));
-        let thread_state = WriterThread {
+        JournalWriter {
             directory,
             options,
             segment,
             sequence_next,
             buffer: Vec::with_capacity(1 << 20),
-            completions: Vec::new(),
-            stats: Arc::clone(&stats),
-            failure: Arc::clone(&failure),
-            snapshot_thread: None,
-        };
-        let thread = std::thread::Builder::new()
-            .name("coffer-journal".into())
-            .spawn(move || thread_state.run(receiver))
-            .expect("spawn the journal writer thread");
-        JournalWriter {
-            sender: Some(sender),
-            thread: Some(thread),
+            buffered_records: 0,
             stats,
-            failure,
+            failure: None,
+            snapshot_thread: None,
         }
     }
 
-    /// Queues a batch; `on_durable` runs once it is on disk. Blocks only when
-    /// the queue is full (the disk is behind). Batches must come in sequence
-    /// order without gaps.
-    pub fn append(&self, batch: JournalBatch, on_durable: Completion) -> Result<(), JournalError> {
+    /// Buffers a batch for the next `commit`. Batches must come in sequence
+    /// order without gaps; nothing is durable before `commit` returns Ok.
+    pub fn append(&mut self, batch: &JournalBatch) -> Result<(), JournalError> {
         self.check_running()?;
-        self.send(Request::Append(batch, on_durable))
+        assert_eq!(
+            batch.first_sequence, self.sequence_next,
+            "journal batches must be contiguous"
+        );
+        if self.segment.bytes + self.buffer.len() as u64 >= self.options.segment_bytes_max {
+            self.commit()?;
+            self.roll_segment()?;
+        }
+        encode_record(batch, &mut self.buffer);
+        self.buffered_records += 1;
+        self.sequence_next = batch.end_sequence();
+        Ok(())
     }
 
-    /// Appends and waits until the batch is durable.
-    pub fn append_and_wait(&self, batch: JournalBatch) -> Result<(), JournalError> {
-        let (sender, receiver) = std::sync::mpsc::channel();
-        self.append(batch, Box::new(move |result| drop(sender.send(result))))?;
-        receiver
-            .recv()
-            .map_err(|_| JournalError::Failed("writer stopped".into()))?
+    /// Writes and syncs everything appended since the last commit. After an
+    /// error the journal is stopped: every later call fails with it.
+    pub fn commit(&mut self) -> Result<(), JournalError> {
+        self.check_running()?;
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let result = self.write_and_sync();
+        self.buffer.clear();
+        self.buffered_records = 0;
+        if let Err(error) = &result {
+            tracing::error!(%error, "journal write failed; the journal is stopped");
+            self.failure = Some(error.to_string());
+        }
+        result
+    }
+
+    /// Appends one batch and makes it durable.
+    pub fn append_durably(&mut self, batch: &JournalBatch) -> Result<(), JournalError> {
+        self.append(batch)?;
+        self.commit()
     }
 
     /// Writes a snapshot of the state covering every sequence below
-    /// `sequence_next`, after those batches are durable, on a helper thread.
+    /// `sequence_next` on a helper thread, once those batches are durable.
     /// `done` runs when the snapshot is on disk (or failed).
     pub fn snapshot(
-        &self,
+        &mut self,
         sequence_next: u64,
         state: impl Into<SnapshotState>,
         done: Option<Completion>,
     ) -> Result<(), JournalError> {
-        self.check_running()?;
-        self.send(Request::Snapshot {
-            sequence_next,
-            state: state.into(),
-            done,
-        })
+        assert!(
+            sequence_next <= self.sequence_next,
+            "a snapshot cannot cover unwritten batches"
+        );
+        self.commit()?;
+        self.spawn_snapshot(sequence_next, state.into(), done);
+        Ok(())
     }
 
-    /// Queues a snapshot and waits until it is on disk.
-    pub fn snapshot_and_wait(&self, sequence_next: u64, state: Vec<u8>) -> Result<(), JournalError> {
+    /// Writes a snapshot and waits until it is on disk.
+    pub fn snapshot_and_wait(&mut self, sequence_next: u64, state: Vec<u8>) -> Result<(), JournalError> {
         let (sender, receiver) = std::sync::mpsc::channel();
         self.snapshot(
             sequence_next,
@@ -343,138 +356,39 @@ impl JournalWriter {
         )?;
         receiver
             .recv()
-            .map_err(|_| JournalError::Failed("writer stopped".into()))?
+            .map_err(|_| JournalError::Failed("snapshot thread stopped".into()))?
     }
 
     pub fn stats(&self) -> &Arc<JournalStats> {
         &self.stats
     }
 
+    /// The sequence the next appended batch must start at.
+    pub fn sequence_next(&self) -> u64 {
+        self.sequence_next
+    }
+
     fn check_running(&self) -> Result<(), JournalError> {
-        match &*self.failure.lock().expect("failure lock") {
+        match &self.failure {
             Some(message) => Err(JournalError::Failed(message.clone())),
             None => Ok(()),
         }
     }
 
-    fn send(&self, request: Request) -> Result<(), JournalError> {
-        let sender = self.sender.as_ref().expect("sender lives until close");
-        sender
-            .send(request)
-            .map_err(|_| JournalError::Failed("writer thread stopped".into()))
-    }
-
-    /// Stops the writer after everything queued is durable.
+    /// Commits what is buffered and waits for a snapshot being written.
     pub fn close(mut self) -> Result<(), JournalError> {
-        self.shut_down();
-        self.check_running()
+        let result = self.commit();
+        self.join_snapshot_thread();
+        result
     }
 
-    fn shut_down(&mut self) {
-        drop(self.sender.take());
-        if let Some(thread) = self.thread.take() {
-            thread.join().expect("journal writer thread panicked");
-        }
-    }
-}
-
-impl Drop for JournalWriter {
-    fn drop(&mut self) {
-        self.shut_down();
-    }
-}
-
-struct WriterThread {
-    directory: PathBuf,
-    options: JournalOptions,
-    segment: OpenSegment,
-    sequence_next: u64,
-    buffer: Vec<u8>,
-    completions: Vec<Completion>,
-    stats: Arc<JournalStats>,
-    failure: Arc<Mutex<Option<String>>>,
-    snapshot_thread: Option<JoinHandle<()>>,
-}
-
-impl WriterThread {
-    fn run(mut self, receiver: Receiver<Request>) {
-        while let Ok(first) = receiver.recv() {
-            let mut next = Some(first);
-            while let Some(request) = next.take() {
-                self.handle(request);
-                if self.buffer.len() >= self.options.group_bytes_max {
-                    break;
-                }
-                next = receiver.try_recv().ok();
-            }
-            self.flush();
-        }
+    fn join_snapshot_thread(&mut self) {
         if let Some(thread) = self.snapshot_thread.take() {
             thread.join().expect("snapshot thread panicked");
         }
     }
 
-    fn failed(&self) -> Option<String> {
-        self.failure.lock().expect("failure lock").clone()
-    }
-
-    fn handle(&mut self, request: Request) {
-        match request {
-            Request::Append(batch, completion) => {
-                if let Some(message) = self.failed() {
-                    return completion(Err(JournalError::Failed(message)));
-                }
-                assert_eq!(
-                    batch.first_sequence, self.sequence_next,
-                    "journal batches must be contiguous"
-                );
-                if self.segment.bytes + self.buffer.len() as u64 >= self.options.segment_bytes_max {
-                    self.flush();
-                    self.roll_segment();
-                }
-                encode_record(&batch, &mut self.buffer);
-                self.sequence_next = batch.end_sequence();
-                self.completions.push(completion);
-            }
-            Request::Snapshot {
-                sequence_next,
-                state,
-                done,
-            } => {
-                assert!(
-                    sequence_next <= self.sequence_next,
-                    "a snapshot cannot cover unwritten batches"
-                );
-                self.flush();
-                self.spawn_snapshot(sequence_next, state, done);
-            }
-        }
-    }
-
-    /// Writes and syncs the buffer, then releases its completions.
-    fn flush(&mut self) {
-        if self.buffer.is_empty() && self.completions.is_empty() {
-            return;
-        }
-        let result = self.write_and_sync();
-        if let Err(error) = &result {
-            tracing::error!(%error, "journal write failed; the journal is stopped");
-            *self.failure.lock().expect("failure lock") = Some(error.to_string());
-        }
-        self.buffer.clear();
-        let failure = self.failed();
-        for completion in self.completions.drain(..) {
-            completion(match &failure {
-                None => Ok(()),
-                Some(message) => Err(JournalError::Failed(message.clone())),
-            });
-        }
-    }
-
     fn write_and_sync(&mut self) -> Result<(), JournalError> {
-        if let Some(message) = self.failed() {
-            return Err(JournalError::Failed(message));
-        }
         self.segment.write(&self.buffer)?;
         if self.options.durability == Durability::Fsync {
             let started = Instant::now();
@@ -490,16 +404,15 @@ impl WriterThread {
             .fetch_add(self.buffer.len() as u64, Ordering::Relaxed);
         self.stats
             .records_written
-            .fetch_add(self.completions.len() as u64, Ordering::Relaxed);
+            .fetch_add(self.buffered_records, Ordering::Relaxed);
         self.stats.durable_sequence.store(self.sequence_next, Ordering::Release);
         self.stats.set_durable_position(self.segment.position());
         Ok(())
     }
 
-    fn roll_segment(&mut self) {
-        if self.failed().is_some() {
-            return;
-        }
+    /// Called with an empty buffer: every record so far is durable.
+    fn roll_segment(&mut self) -> Result<(), JournalError> {
+        assert!(self.buffer.is_empty(), "roll only after a commit");
         let next = self
             .segment
             .finish()
@@ -508,20 +421,22 @@ impl WriterThread {
             // The durable position stays at the end of the last durable
             // record until something is durable in the new segment: readers
             // compare positions, and (old, end) and (new, 0) are the same place.
-            Ok(segment) => self.segment = segment,
+            Ok(segment) => {
+                self.segment = segment;
+                Ok(())
+            }
             Err(error) => {
                 tracing::error!(%error, "could not start a new journal segment; the journal is stopped");
-                *self.failure.lock().expect("failure lock") = Some(error.to_string());
+                self.failure = Some(error.to_string());
+                Err(error)
             }
         }
     }
 
-    /// Snapshots are large; writing one on this thread would stall every
-    /// append behind it. One at a time: a new one waits for the previous.
+    /// Snapshots are large; writing one on the appending thread would stall
+    /// every append behind it. One at a time: a new one waits for the previous.
     fn spawn_snapshot(&mut self, sequence_next: u64, state: SnapshotState, done: Option<Completion>) {
-        if let Some(previous) = self.snapshot_thread.take() {
-            previous.join().expect("snapshot thread panicked");
-        }
+        self.join_snapshot_thread();
         let directory = self.directory.clone();
         let options = self.options;
         let stats = Arc::clone(&self.stats);
@@ -545,5 +460,11 @@ impl WriterThread {
                 }
             });
         self.snapshot_thread = Some(thread.expect("spawn the snapshot thread"));
+    }
+}
+
+impl Drop for JournalWriter {
+    fn drop(&mut self) {
+        self.join_snapshot_thread();
     }
 }

@@ -47,7 +47,7 @@ fn batches(count: usize) -> Vec<(u64, Vec<Transaction>)> {
     result
 }
 
-fn snapshot(engine: &Engine, writer: &coffer_journal::JournalWriter) {
+fn snapshot(engine: &Engine, writer: &mut coffer_journal::JournalWriter) {
     let mut state = Vec::new();
     engine.encode_snapshot(&mut state);
     writer.snapshot_and_wait(engine.sequence_next(), state).unwrap();
@@ -67,13 +67,13 @@ fn write_all(directory: &Path, batches: &[(u64, Vec<Transaction>)]) -> Vec<u128>
 }
 
 fn write_with(directory: &Path, batches: &[(u64, Vec<Transaction>)], options: JournalOptions) -> Vec<u128> {
-    let (mut engine, writer, report) = open(directory, options, EngineLimits::default()).unwrap();
+    let (mut engine, mut writer, report) = open(directory, options, EngineLimits::default()).unwrap();
     assert_eq!(report.sequence_next, 0);
     let mut digests = Vec::new();
     for (timestamp, transactions) in batches {
         let outcome = engine.apply_batch(*timestamp, transactions);
         writer
-            .append_and_wait(journal_batch(transactions.clone(), &outcome))
+            .append_durably(&journal_batch(transactions.clone(), &outcome))
             .unwrap();
         digests.push(engine.digest());
     }
@@ -112,12 +112,12 @@ fn appends_continue_after_reopen() {
     let all = batches(40);
     let (first, second) = all.split_at(20);
     write_all(directory.path(), first);
-    let (mut engine, writer, report) = open(directory.path(), options(), EngineLimits::default()).unwrap();
+    let (mut engine, mut writer, report) = open(directory.path(), options(), EngineLimits::default()).unwrap();
     assert_eq!(report.sequence_next, engine.sequence_next());
     for (timestamp, transactions) in second {
         let outcome = engine.apply_batch(*timestamp, transactions);
         writer
-            .append_and_wait(journal_batch(transactions.clone(), &outcome))
+            .append_durably(&journal_batch(transactions.clone(), &outcome))
             .unwrap();
     }
     writer.close().unwrap();
@@ -250,14 +250,14 @@ fn snapshot_then_replay_equals_full_replay() {
         snapshots_kept: 1,
         ..JournalOptions::default()
     };
-    let (mut engine, writer, _) = open(directory.path(), options, EngineLimits::default()).unwrap();
+    let (mut engine, mut writer, _) = open(directory.path(), options, EngineLimits::default()).unwrap();
     for (index, (timestamp, transactions)) in workload.iter().enumerate() {
         let outcome = engine.apply_batch(*timestamp, transactions);
         writer
-            .append_and_wait(journal_batch(transactions.clone(), &outcome))
+            .append_durably(&journal_batch(transactions.clone(), &outcome))
             .unwrap();
         if index == 50 || index == 90 {
-            snapshot(&engine, &writer);
+            snapshot(&engine, &mut writer);
         }
     }
     writer.close().unwrap();
@@ -288,12 +288,12 @@ fn keep_all_retention_keeps_every_segment() {
         retention: Retention::KeepAll,
         ..JournalOptions::default()
     };
-    let (mut engine, writer, _) = open(directory.path(), options, EngineLimits::default()).unwrap();
+    let (mut engine, mut writer, _) = open(directory.path(), options, EngineLimits::default()).unwrap();
     for (timestamp, transactions) in batches(60) {
         let outcome = engine.apply_batch(timestamp, &transactions);
-        writer.append_and_wait(journal_batch(transactions, &outcome)).unwrap();
+        writer.append_durably(&journal_batch(transactions, &outcome)).unwrap();
     }
-    snapshot(&engine, &writer);
+    snapshot(&engine, &mut writer);
     writer.close().unwrap();
     assert_eq!(coffer_journal::segments(directory.path()).unwrap()[0].0, 0);
 }
@@ -301,12 +301,12 @@ fn keep_all_retention_keeps_every_segment() {
 #[test]
 fn a_journaled_outcome_that_replay_contradicts_is_refused() {
     let directory = tempfile::tempdir().unwrap();
-    let (mut engine, writer, _) = open(directory.path(), options(), EngineLimits::default()).unwrap();
+    let (mut engine, mut writer, _) = open(directory.path(), options(), EngineLimits::default()).unwrap();
     let transactions = vec![transfer("t1".into(), "nobody".into(), "ghost".into(), 5)];
     let outcome = engine.apply_batch(10, &transactions);
     let mut batch = journal_batch(transactions, &outcome);
     batch.verdicts[0] = coffer_journal::EntryVerdict::Committed; // it was rejected
-    writer.append_and_wait(batch).unwrap();
+    writer.append_durably(&batch).unwrap();
     writer.close().unwrap();
     let error = reopen(directory.path()).err().unwrap();
     assert!(matches!(error, JournalError::Diverged { sequence: 0, .. }), "{error}");
@@ -319,12 +319,12 @@ fn a_corrupt_newest_snapshot_falls_back_to_replay() {
         retention: Retention::KeepAll,
         ..options()
     };
-    let (mut engine, writer, _) = open(directory.path(), options, EngineLimits::default()).unwrap();
+    let (mut engine, mut writer, _) = open(directory.path(), options, EngineLimits::default()).unwrap();
     for (timestamp, transactions) in batches(20) {
         let outcome = engine.apply_batch(timestamp, &transactions);
-        writer.append_and_wait(journal_batch(transactions, &outcome)).unwrap();
+        writer.append_durably(&journal_batch(transactions, &outcome)).unwrap();
     }
-    snapshot(&engine, &writer);
+    snapshot(&engine, &mut writer);
     writer.close().unwrap();
     let (_, snapshot) = coffer_journal::snapshots(directory.path()).unwrap()[0].clone();
     let mut bytes = std::fs::read(&snapshot).unwrap();
@@ -399,7 +399,7 @@ fn pruning_waits_for_the_journal_reader() {
 #[test]
 fn a_tail_follows_the_journal_as_it_grows() {
     let directory = tempfile::tempdir().unwrap();
-    let (mut engine, writer, _) = open(directory.path(), options(), EngineLimits::default()).unwrap();
+    let (mut engine, mut writer, _) = open(directory.path(), options(), EngineLimits::default()).unwrap();
     let mut tail = coffer_journal::Tail::new(
         directory.path(),
         std::sync::Arc::clone(writer.stats()),
@@ -409,7 +409,7 @@ fn a_tail_follows_the_journal_as_it_grows() {
     for (timestamp, transactions) in batches(120) {
         let outcome = engine.apply_batch(timestamp, &transactions);
         writer
-            .append_and_wait(journal_batch(transactions.clone(), &outcome))
+            .append_durably(&journal_batch(transactions.clone(), &outcome))
             .unwrap();
         let record = tail.next_record().unwrap().expect("the record just made durable");
         assert_eq!(record.batch.first_sequence, sequence_read);
@@ -420,4 +420,39 @@ fn a_tail_follows_the_journal_as_it_grows() {
     assert_eq!(sequence_read, engine.sequence_next());
     assert!(coffer_journal::segments(directory.path()).unwrap().len() > 3);
     writer.close().unwrap();
+}
+
+/// `append` only buffers: a batch is durable (and survives the writer
+/// going away) once `commit` has returned, and one commit syncs every
+/// batch appended before it.
+#[test]
+fn batches_are_durable_only_once_committed() {
+    use std::sync::atomic::Ordering;
+    let directory = tempfile::tempdir().unwrap();
+    let workload = batches(3);
+    // Default segments: no segment roll (which commits) between the appends.
+    let (mut engine, mut writer, _) =
+        open(directory.path(), JournalOptions::default(), EngineLimits::default()).unwrap();
+    let stats = std::sync::Arc::clone(writer.stats());
+    let mut ends = Vec::new();
+    for (timestamp_ms, transactions) in &workload {
+        let outcome = engine.apply_batch(*timestamp_ms, transactions);
+        writer.append(&journal_batch(transactions.clone(), &outcome)).unwrap();
+        ends.push(engine.sequence_next());
+        if ends.len() == 2 {
+            writer.commit().unwrap();
+        }
+    }
+    assert_eq!(
+        stats.syncs.load(Ordering::Relaxed),
+        1,
+        "one sync for the first two batches"
+    );
+    assert_eq!(stats.durable_sequence.load(Ordering::Acquire), ends[1]);
+    // Dropped without a commit, as in a crash before the sync: the third
+    // batch was never acknowledged, and recovery ends where the commit did.
+    drop(writer);
+    let recovered = recover(directory.path(), EngineLimits::default(), Mode::ReadOnly).unwrap();
+    assert_eq!(recovered.report.sequence_next, ends[1]);
+    assert!(ends[2] > ends[1]);
 }

@@ -219,7 +219,6 @@ impl ServerConfig {
             } else {
                 coffer_journal::Retention::AfterSnapshot
             },
-            ..coffer_journal::JournalOptions::default()
         }
     }
 }

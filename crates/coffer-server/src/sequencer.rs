@@ -2,12 +2,13 @@
 //!
 //! Handlers put commands on one bounded queue (full: 503). The engine thread
 //! takes everything waiting, applies the writes as one batch stamped with
-//! the clock (the only clock read in the write path), hands the batch to the
-//! journal, and replies at once with the sequence the answer depends on. A
-//! handler releases its answer only when the journal's durable watermark
-//! has passed that sequence: nothing is acknowledged before it is on disk,
-//! and no read shows state that is not yet durable. Reads travel the same
-//! queue, so a read after an acknowledged write sees it.
+//! the clock (the only clock read in the write path), appends the batch to
+//! the journal and syncs it, and only then answers the batch's writers:
+//! nothing is acknowledged before it is on disk. Commands that arrive during
+//! the sync wait in the queue and form the next batch (group commit). Reads
+//! travel the same queue, so a read after an acknowledged write sees it, and
+//! a read waits for the durable watermark to pass what it saw, so it never
+//! shows state that is not yet durable.
 
 use coffer_core::{
     AccountId, AccountView, Engine, HoldId, HoldView, Outcome, Record, Transaction, TransactionId, Verdict,
@@ -178,14 +179,13 @@ impl Sequencer {
                 let engine_thread = EngineThread {
                     engine,
                     journal: Some(journal),
-                    durable: Arc::new(durable_sender),
+                    durable: durable_sender,
                     settings,
                     entries_since_snapshot: 0,
                     sequencer: weak_sequencer,
                     queue_depth,
                     forgotten,
                     last_advance: std::time::Instant::now(),
-                    journal_in_flight: InFlight::for_current_thread(),
                 };
                 engine_thread.run(receiver)
             })
@@ -314,7 +314,7 @@ impl Sequencer {
 struct EngineThread {
     engine: Engine,
     journal: Option<JournalWriter>,
-    durable: Arc<watch::Sender<Durable>>,
+    durable: watch::Sender<Durable>,
     settings: SequencerSettings,
     entries_since_snapshot: u64,
     sequencer: std::sync::Weak<Sequencer>,
@@ -322,76 +322,31 @@ struct EngineThread {
     forgotten: Arc<AtomicBool>,
     /// When engine time last moved (a batch or a tick).
     last_advance: std::time::Instant,
-    /// Batches handed to the journal and not yet durable.
-    journal_in_flight: Arc<InFlight>,
 }
 
-/// Batches handed to the journal and not yet durable, and the engine
-/// thread to wake when the last of them is.
-struct InFlight {
-    batches: std::sync::atomic::AtomicU32,
-    engine_thread: std::thread::Thread,
-}
-
-impl InFlight {
-    /// Created on the engine thread, the one it wakes.
-    fn for_current_thread() -> Arc<Self> {
-        Arc::new(InFlight {
-            batches: std::sync::atomic::AtomicU32::new(0),
-            engine_thread: std::thread::current(),
-        })
-    }
-
-    fn any(&self) -> bool {
-        self.batches.load(std::sync::atomic::Ordering::Acquire) > 0
-    }
-
-    /// Parks the calling (engine) thread while any batch is in flight, at
-    /// most for `timeout`.
-    fn wait(&self, timeout: Duration) {
-        let started = std::time::Instant::now();
-        while self.any() {
-            let remaining = timeout.saturating_sub(started.elapsed());
-            if remaining.is_zero() {
-                return;
-            }
-            std::thread::park_timeout(remaining);
-        }
-    }
-}
-
-/// Travels with one batch's completion. Dropped when the completion has
-/// run, or unrun when the journal refused the batch: either way the batch
-/// is no longer in flight, so the engine never waits for it forever.
-struct InFlightBatch(Arc<InFlight>);
-
-impl InFlightBatch {
-    fn new(in_flight: &Arc<InFlight>) -> Self {
-        in_flight.batches.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        InFlightBatch(Arc::clone(in_flight))
-    }
-}
-
-impl Drop for InFlightBatch {
-    fn drop(&mut self) {
-        if self.0.batches.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
-            self.0.engine_thread.unpark();
-        }
-    }
-}
-
-/// Writes waiting to be applied as one batch, with whom to answer.
+/// Writes taken from the queue and not yet durable: those waiting to be
+/// applied as one batch, and those applied and appended to the journal,
+/// whose answers wait for the next commit.
 #[derive(Default)]
 struct PendingBatch {
     transactions: Vec<Transaction>,
     /// How many of `transactions` each reply answers, and in what detail.
     replies: Vec<(usize, Detail, WriteReply)>,
+    /// Answers of applied writes, sent once the journal has synced them.
+    applied: Vec<(Vec<Submitted>, WriteReply)>,
+    applied_transactions: usize,
+}
+
+impl PendingBatch {
+    /// Transactions taken and not yet durable: what one commit covers.
+    fn uncommitted_transactions(&self) -> usize {
+        self.transactions.len() + self.applied_transactions
+    }
 }
 
 impl EngineThread {
     fn run(mut self, receiver: Receiver<Command>) {
         loop {
-            self.wait_for_journal();
             // Engine time must advance (holds expire) even when only reads
             // arrive, so the tick is due by the clock, not by idleness.
             let until_tick = IDLE_TICK.saturating_sub(self.last_advance.elapsed());
@@ -408,11 +363,12 @@ impl EngineThread {
             while let Some(command) = next.take() {
                 self.queue_depth.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 self.handle(command, &mut batch);
-                if batch.transactions.len() < self.settings.batch_transactions_max {
+                if batch.uncommitted_transactions() < self.settings.batch_transactions_max {
                     next = receiver.try_recv().ok();
                 }
             }
-            self.flush(&mut batch);
+            self.apply(&mut batch);
+            self.commit(batch.applied);
             self.maybe_snapshot();
             if self.last_advance.elapsed() >= IDLE_TICK {
                 self.tick();
@@ -426,17 +382,6 @@ impl EngineThread {
         }
     }
 
-    /// Waits, at most until the next tick, while the journal still writes
-    /// earlier batches. Commands arriving meanwhile could not be durable
-    /// any sooner, and left in the queue they cost their senders no wake-up
-    /// of this thread: the journal wakes it once per write instead of every
-    /// arrival waking it (single transfers at 64 connections: 0.17 engine
-    /// wake-ups a request before, 0.10 after; docs/BENCHMARKS.md).
-    fn wait_for_journal(&self) {
-        let until_tick = IDLE_TICK.saturating_sub(self.last_advance.elapsed());
-        self.journal_in_flight.wait(until_tick);
-    }
-
     fn handle(&mut self, command: Command, batch: &mut PendingBatch) {
         match command {
             Command::Submit {
@@ -446,14 +391,17 @@ impl EngineThread {
             } => {
                 let count = transactions.len();
                 if batch.transactions.len() + count > coffer_core::limits::BATCH_TRANSACTIONS_MAX {
-                    self.flush(batch);
+                    self.apply(batch);
                 }
                 batch.transactions.extend(transactions);
                 batch.replies.push((count, detail, reply));
             }
             Command::Read { query, reply } => {
-                // A read sees every write queued before it, never a later one.
-                self.flush(batch);
+                // A read sees every write queued before it, never a later
+                // one. It is answered before those writes are durable (the
+                // handler waits for the watermark), so writes on both sides
+                // of it still share one sync.
+                self.apply(batch);
                 let answer = self.answer(query);
                 let _ = reply.send((answer, self.engine.sequence_next()));
             }
@@ -501,7 +449,9 @@ impl EngineThread {
         Answer::Accounts(found, (scan_end < count).then_some(scan_end))
     }
 
-    fn flush(&mut self, batch: &mut PendingBatch) {
+    /// Applies the waiting writes as one engine batch and appends it to the
+    /// journal; their answers join `batch.applied` until the commit.
+    fn apply(&mut self, batch: &mut PendingBatch) {
         if batch.transactions.is_empty() {
             // Only empty submissions: nothing to make durable.
             for (_, _, reply) in batch.replies.drain(..) {
@@ -513,14 +463,14 @@ impl EngineThread {
         let outcome = self.engine.apply_batch(now_ms(), &transactions);
         self.last_advance = std::time::Instant::now();
         let mut results = transactions.iter().zip(&outcome.outcomes);
-        let mut answered: Vec<(Vec<Submitted>, WriteReply)> = Vec::with_capacity(batch.replies.len());
+        batch.applied_transactions += transactions.len();
         for (count, detail, reply) in batch.replies.drain(..) {
             let described = results
                 .by_ref()
                 .take(count)
                 .map(|(transaction, result)| self.describe(transaction, result, &outcome, detail))
                 .collect();
-            answered.push((described, reply));
+            batch.applied.push((described, reply));
         }
         assert!(results.next().is_none(), "every transaction has a reply");
         if let Some(sequencer) = self.sequencer.upgrade() {
@@ -533,7 +483,7 @@ impl EngineThread {
         }
         self.record_metrics(transactions.len());
         self.note_forgetting();
-        self.append(journal_batch(transactions, &outcome), answered);
+        self.append(&journal_batch(transactions, &outcome));
     }
 
     fn describe(
@@ -589,35 +539,35 @@ impl EngineThread {
         metrics::gauge!("coffer_sequence_next").set(self.engine.sequence_next() as f64);
     }
 
-    /// Hands a batch to the journal. Its completion (run in order on the
-    /// journal thread once the batch is on disk) answers the writers and
-    /// moves the durable watermark that reads wait for.
-    fn append(&mut self, batch: JournalBatch, answers: Vec<(Vec<Submitted>, WriteReply)>) {
-        let end = batch.end_sequence();
+    /// A failed append stops the journal; the next commit reports it.
+    fn append(&mut self, batch: &JournalBatch) {
         self.entries_since_snapshot += batch.transactions.len() as u64;
-        let durable = Arc::clone(&self.durable);
-        let in_flight = InFlightBatch::new(&self.journal_in_flight);
-        let completion = Box::new(move |result: Result<(), coffer_journal::JournalError>| {
-            let failure = result.err().map(|error| error.to_string());
-            durable.send_modify(|state| match &failure {
-                None => state.sequence = state.sequence.max(end),
-                Some(message) => state.failure = Some(message.clone()),
-            });
-            // Before the answers: the engine applies the next batch while
-            // this thread hands them out.
-            drop(in_flight);
-            for (results, reply) in answers {
-                let _ = reply.send(match &failure {
-                    None => Ok(results),
-                    Some(message) => Err(message.clone()),
-                });
+        let journal = self.journal.as_mut().expect("journal open while running");
+        if let Err(error) = journal.append(batch) {
+            tracing::error!(%error, "journal append refused");
+        }
+    }
+
+    /// Syncs everything appended, moves the durable watermark that reads
+    /// wait for, and only then answers the writers. After a failure the
+    /// journal takes nothing more, and every later write gets the failure.
+    fn commit(&mut self, answers: Vec<(Vec<Submitted>, WriteReply)>) {
+        let journal = self.journal.as_mut().expect("journal open while running");
+        let result = journal.commit().map_err(|error| error.to_string());
+        let end = journal.sequence_next();
+        self.durable.send_if_modified(|state| match &result {
+            Ok(()) if end > state.sequence => {
+                state.sequence = end;
+                true
+            }
+            Ok(()) => false,
+            Err(message) => {
+                state.failure = Some(message.clone());
+                true
             }
         });
-        let journal = self.journal.as_ref().expect("journal open while running");
-        if let Err(error) = journal.append(batch, completion) {
-            tracing::error!(%error, "journal append refused");
-            self.durable
-                .send_modify(|state| state.failure = Some(error.to_string()));
+        for (results, reply) in answers {
+            let _ = reply.send(result.clone().map(|()| results));
         }
     }
 
@@ -630,7 +580,8 @@ impl EngineThread {
         self.note_forgetting();
         if !outcome.expired.is_empty() {
             tracing::debug!(expired = outcome.expired.len(), "holds expired");
-            self.append(journal_batch(Vec::new(), &outcome), Vec::new());
+            self.append(&journal_batch(Vec::new(), &outcome));
+            self.commit(Vec::new());
         }
     }
 
@@ -661,7 +612,7 @@ impl EngineThread {
             sequence_next = self.engine.sequence_next(),
             "snapshot taken"
         );
-        let journal = self.journal.as_ref().expect("journal open while running");
+        let journal = self.journal.as_mut().expect("journal open while running");
         if let Err(error) = journal.snapshot(self.engine.sequence_next(), source, None) {
             tracing::error!(%error, "snapshot refused");
         }
@@ -683,49 +634,96 @@ impl Submitted {
 
 #[cfg(test)]
 mod tests {
-    use super::{InFlight, InFlightBatch};
-    use std::time::{Duration, Instant};
+    use super::*;
+    use coffer_core::{EngineLimits, Operation, Unit};
 
-    /// Waits as the engine thread does, and returns how long it took.
-    fn wait_until_none(in_flight: &InFlight) -> Duration {
-        let started = Instant::now();
-        in_flight.wait(Duration::from_secs(10));
-        started.elapsed()
+    fn opening(name: &str) -> Transaction {
+        let account = AccountId::parse(name).expect("account id");
+        let open = Operation::open(account, Unit::parse("USD/2").expect("unit"));
+        Transaction::new(TransactionId::parse(name).expect("id"), vec![open], None).expect("transaction")
     }
 
+    fn transaction_query(name: &str) -> Query {
+        Query::Transaction(TransactionId::parse(name).expect("id"))
+    }
+
+    /// Writes queued on both sides of reads are applied in queue order, each
+    /// read sees exactly the writes before it, and one sync covers them all.
     #[test]
-    fn the_last_batch_out_of_flight_wakes_the_engine_thread() {
-        let in_flight = InFlight::for_current_thread();
-        let batches = [InFlightBatch::new(&in_flight), InFlightBatch::new(&in_flight)];
-        assert!(in_flight.any());
-        // Completions run on another thread (the journal's).
-        let completions = std::thread::spawn(move || {
-            for batch in batches {
-                std::thread::sleep(Duration::from_millis(20));
-                drop(batch);
-            }
+    fn writes_on_both_sides_of_a_read_share_one_sync() {
+        let directory = tempfile::tempdir().expect("temp dir");
+        let (engine, journal, _) = coffer_journal::open(
+            directory.path(),
+            coffer_journal::JournalOptions::default(),
+            EngineLimits::default(),
+        )
+        .expect("journal");
+        let stats = Arc::clone(journal.stats());
+        let (sender, receiver) = sync_channel(8);
+        let (first_reply, first_answer) = oneshot::channel();
+        let (second_reply, second_answer) = oneshot::channel();
+        let (read_first_reply, read_first) = oneshot::channel();
+        let (read_second_reply, read_second) = oneshot::channel();
+        let commands = [
+            Command::Submit {
+                transactions: vec![opening("first")],
+                detail: Detail::WithoutEffects,
+                reply: first_reply,
+            },
+            Command::Read {
+                query: transaction_query("first"),
+                reply: read_first_reply,
+            },
+            Command::Read {
+                query: transaction_query("second"),
+                reply: read_second_reply,
+            },
+            Command::Submit {
+                transactions: vec![opening("second")],
+                detail: Detail::WithoutEffects,
+                reply: second_reply,
+            },
+        ];
+        let queued = commands.len();
+        for command in commands {
+            sender.try_send(command).expect("queue has room");
+        }
+        drop(sender);
+        let (durable_sender, durable) = watch::channel(Durable {
+            sequence: 0,
+            failure: None,
         });
-        let waited = wait_until_none(&in_flight);
-        completions.join().expect("completion thread");
-        assert!(!in_flight.any());
-        // Woken by the last completion, not by the ten-second timeout.
-        assert!(waited < Duration::from_secs(5), "waited {waited:?}");
-        assert!(
-            waited >= Duration::from_millis(40),
-            "woken before the last batch: {waited:?}"
-        );
-    }
+        let engine_thread = EngineThread {
+            engine,
+            journal: Some(journal),
+            durable: durable_sender,
+            settings: SequencerSettings {
+                queue_capacity: 8,
+                batch_transactions_max: 8_192,
+                snapshot_every_entries: 1_000_000,
+            },
+            entries_since_snapshot: 0,
+            sequencer: std::sync::Weak::new(),
+            queue_depth: Arc::new(std::sync::atomic::AtomicUsize::new(queued)),
+            forgotten: Arc::new(AtomicBool::new(false)),
+            last_advance: std::time::Instant::now(),
+        };
+        // Runs until the queue is empty and closed, then closes the journal.
+        engine_thread.run(receiver);
 
-    #[test]
-    fn a_batch_the_journal_refused_is_not_waited_for() {
-        let in_flight = InFlight::for_current_thread();
-        let batch = InFlightBatch::new(&in_flight);
-        // The journal drops a refused batch's completion without running it.
-        let completion: Box<dyn FnOnce() + Send> = Box::new(move || drop(batch));
-        std::thread::spawn(move || drop(completion))
-            .join()
-            .expect("refusing thread");
-        assert!(!in_flight.any());
-        assert!(wait_until_none(&in_flight) < Duration::from_secs(1));
+        let (first_seen, first_required) = read_first.blocking_recv().expect("read answered");
+        assert!(matches!(first_seen, Answer::Transaction(Some(_))));
+        let (second_seen, second_required) = read_second.blocking_recv().expect("read answered");
+        assert!(
+            matches!(second_seen, Answer::Transaction(None)),
+            "a read never sees a later write"
+        );
+        assert_eq!((first_required, second_required), (1, 1));
+        for answer in [first_answer, second_answer] {
+            let submitted = answer.blocking_recv().expect("write answered").expect("durable");
+            assert_eq!(submitted[0].kind, Kind::New);
+        }
+        assert_eq!(durable.borrow().sequence, 2);
+        assert_eq!(stats.syncs.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 }

@@ -100,7 +100,7 @@ pub fn dump(directory: &Path, from: u64, limit: u64, out: &mut impl Write) -> an
 /// Writes `workload::load_batch` batches through a real journal, printing
 /// `durable N` as each batch becomes durable.
 pub fn load(directory: &Path, batch_size: usize, batches: u64) -> anyhow::Result<()> {
-    let (mut engine, writer, report) =
+    let (mut engine, mut writer, report) =
         coffer_journal::open(directory, JournalOptions::default(), EngineLimits::default())?;
     // Continue the deterministic stream where the journal left off.
     let mut n = 0;
@@ -117,16 +117,10 @@ pub fn load(directory: &Path, batch_size: usize, batches: u64) -> anyhow::Result
         let (timestamp_ms, transactions) = crate::workload::load_batch(n, batch_size);
         let outcome = engine.apply_batch(timestamp_ms, &transactions);
         let end = outcome.first_sequence + transactions.len() as u64;
-        writer.append(
-            journal_batch(transactions, &outcome),
-            Box::new(move |result| {
-                if result.is_ok() {
-                    let mut stdout = std::io::stdout().lock();
-                    let _ = writeln!(stdout, "durable {end}");
-                    let _ = stdout.flush();
-                }
-            }),
-        )?;
+        writer.append_durably(&journal_batch(transactions, &outcome))?;
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "durable {end}");
+        let _ = stdout.flush();
         n += 1;
     }
     writer.close()?;
