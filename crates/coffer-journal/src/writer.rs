@@ -289,6 +289,9 @@ impl JournalWriter {
 
     /// Buffers a batch for the next `commit`. Batches must come in sequence
     /// order without gaps; nothing is durable before `commit` returns Ok.
+    /// When the segment is full, what is buffered is committed first and a
+    /// new segment started: the buffer holds at most a segment's worth plus
+    /// one record.
     pub fn append(&mut self, batch: &JournalBatch) -> Result<(), JournalError> {
         self.check_running()?;
         assert_eq!(
