@@ -58,15 +58,37 @@ median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{v[NR] = $1} END {print v[int
 
 # shellcheck source=bench/wrk_run.sh
 source bench/wrk_run.sh
+# Every peer syncs to the same disk, so one row's leftover background work
+# (the history projector catching up, a Redis AOF rewrite, PostgreSQL's
+# checkpoint writes, dirty pages) would stall the next row's fsyncs. Each
+# row starts once that work is done and the page cache is written back.
+# Bounded: at most 60 s of waiting per row, then it runs anyway and says so.
+settle() {
+  local waited lag rewriting
+  for waited in $(seq 1 600); do
+    lag=$(curl -sf 127.0.0.1:18283/metrics | awk '/^coffer_history_lag_transactions / {print $2}')
+    rewriting=0
+    for port in 18291 18292; do
+      rewriting=$((rewriting + $(redis-cli -p "$port" info persistence | tr -d '\r' | awk -F: '/^aof_rewrite_in_progress:/ {n = $2} END {print n + 0}')))
+    done
+    [[ ${lag:-0} == 0 && $rewriting == 0 ]] && break
+    [[ $waited == 600 ]] && echo "settle: still busy after 60 s (history lag ${lag:-?}, AOF rewrites $rewriting)" >&2
+    sleep 0.1
+  done
+  sync
+}
+
 # Single requests are driven by wrk, a C client like redis-benchmark and
 # pgbench (and the client behind the bare-axum figure of the issue): a
 # heavier client would take its share of the two cores from the server.
 wrk_bench() { # name url
+  settle
   local rps latency wrong
   read -r rps _ latency _ wrong < <(wrk_run "$2" bench/transfer.lua "$CONNECTIONS" "$SECONDS_PER_RUN")
   record "$1" "$(awk -v r="$rps" 'BEGIN {printf "%.0f", r}')" "$(wrk_milliseconds "$latency")" "$wrong"
 }
 coffer_bench() { # name url connections [extra coffer bench options]
+  settle
   local report rate latency wrong name=$1 url=$2 connections=$3
   shift 3
   # Exits non-zero when any answer was an error; the report still counts them.
@@ -75,6 +97,7 @@ coffer_bench() { # name url connections [extra coffer bench options]
   record "$name" "$rate" "$latency" "$wrong"
 }
 redis_bench() { # name port pipeline
+  settle
   local sha csv requests
   redis-cli -p "$2" flushall >/dev/null
   for n in $(seq 0 $((ACCOUNTS - 1))); do echo "SET acct:$n 1000000000"; done | redis-cli -p "$2" >/dev/null
@@ -86,10 +109,13 @@ redis_bench() { # name port pipeline
   record "$1" "$(awk -F, '{print int($2)}' <<<"$csv")" "$(awk -F, '{print $7}' <<<"$csv")" 0
 }
 pgbench_run() { # name script; pgbench reports the average latency, not p99
+  settle
   local out
   out=$(pgbench -n -c "$CONNECTIONS" -j 2 -T "$SECONDS_PER_RUN" -D accounts="$ACCOUNTS" -f "$2" "$PGURL" 2>/dev/null || true)
   record "$1" "$(awk '/^tps = / {print int($3)}' <<<"$out")" "$(awk '/latency average/ {print $4}' <<<"$out")" \
     "$(awk '/number of failed transactions/ {print $5}' <<<"$out")"
+  # Its dirty buffers, written now and not during the next row.
+  psql -q "$PGURL" -c CHECKPOINT >/dev/null || echo "CHECKPOINT refused: the next row may meet PostgreSQL's writes" >&2
 }
 
 mkdir -p "$work/redis-always" "$work/redis-everysec"
@@ -100,6 +126,7 @@ psql -q "$PGURL" -c "DROP TABLE IF EXISTS bench_accounts, bench_transfers;
   CREATE TABLE bench_transfers (id bigint PRIMARY KEY, from_id int NOT NULL, to_id int NOT NULL, amount bigint NOT NULL);
   INSERT INTO bench_accounts SELECT g, 1000000000 FROM generate_series(1, $ACCOUNTS) g;" >/dev/null
 sleep 0.5
+
 
 for round in $(seq 1 "$ROUNDS"); do
   [[ $ROUNDS -gt 1 ]] && echo "round $round of $ROUNDS" >&2
