@@ -502,6 +502,7 @@ async fn operations_endpoints() {
         "coffer_http_requests_total",
         "coffer_http_request_duration_seconds",
         "coffer_journal_fsync_seconds_last",
+        "coffer_journal_fsync_seconds_total",
         "coffer_journal_bytes_written",
         "coffer_queue_depth",
         "coffer_engine_batch_transactions",

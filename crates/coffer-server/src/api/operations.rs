@@ -36,6 +36,9 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     metrics::gauge!("coffer_journal_syncs").set(stats.syncs.load(Ordering::Relaxed) as f64);
     metrics::gauge!("coffer_journal_fsync_seconds_last")
         .set(stats.sync_micros_last.load(Ordering::Relaxed) as f64 / 1e6);
+    // Divided by the syncs' growth over the same interval: the mean fsync.
+    metrics::gauge!("coffer_journal_fsync_seconds_total")
+        .set(stats.sync_micros_total.load(Ordering::Relaxed) as f64 / 1e6);
     let durable_sequence = stats.durable_sequence.load(Ordering::Relaxed);
     metrics::gauge!("coffer_journal_durable_sequence").set(durable_sequence as f64);
     if let Some(history) = &state.history {
