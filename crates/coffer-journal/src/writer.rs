@@ -155,6 +155,14 @@ pub(crate) struct OpenSegment {
 /// to it on this disk.
 const ZEROED_AHEAD_BYTES: u64 = 1 << 20;
 
+/// Steps end on a file-system block.
+const BLOCK_BYTES: u64 = 4_096;
+
+/// The zeros of one step, rounded up to a block (in `.bss`: no allocation,
+/// and pages that are only read stay the kernel's shared zero page).
+const ZEROS_BYTES: usize = (ZEROED_AHEAD_BYTES + BLOCK_BYTES) as usize;
+static ZEROS: [u8; ZEROS_BYTES] = [0; ZEROS_BYTES];
+
 impl OpenSegment {
     /// Continues the last valid segment, or starts one at `sequence_next`.
     pub(crate) fn resume(
@@ -242,12 +250,11 @@ impl OpenSegment {
         if self.zeroed > self.bytes || self.zeroed >= self.capacity {
             return Ok(());
         }
-        const BLOCK_BYTES: u64 = 4_096;
         let end = (self.zeroed + ZEROED_AHEAD_BYTES)
             .next_multiple_of(BLOCK_BYTES)
             .min(self.capacity);
-        let zeros = vec![0_u8; usize::try_from(end - self.zeroed).expect("a step fits in memory")];
-        self.file.write_all_at(&zeros, self.zeroed)?;
+        let length = usize::try_from(end - self.zeroed).expect("a step fits in memory");
+        self.file.write_all_at(&ZEROS[..length], self.zeroed)?;
         self.zeroed = end;
         assert!(self.zeroed <= self.capacity, "zeros stay inside the preallocated size");
         Ok(())
@@ -533,8 +540,11 @@ mod tests {
                 zeroed_marks.push(segment.zeroed);
             }
         }
-        let step = ZEROED_AHEAD_BYTES.next_multiple_of(4_096);
-        assert_eq!(zeroed_marks[0], (3_000 + ZEROED_AHEAD_BYTES).next_multiple_of(4_096));
+        let step = ZEROED_AHEAD_BYTES.next_multiple_of(BLOCK_BYTES);
+        assert_eq!(
+            zeroed_marks[0],
+            (3_000 + ZEROED_AHEAD_BYTES).next_multiple_of(BLOCK_BYTES)
+        );
         assert!(zeroed_marks.windows(2).all(|pair| pair[1] - pair[0] <= step + 3_000));
         assert_eq!(zeroed_marks.last(), Some(&capacity), "the last step stops at the end");
         let contents = std::fs::read(&segment.path).expect("read segment");

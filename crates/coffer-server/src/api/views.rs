@@ -10,7 +10,24 @@ use serde_json::Value;
 use std::time::{Duration, UNIX_EPOCH};
 
 pub fn instant(timestamp_ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(timestamp_ms)).to_string()
+    Rfc3339(timestamp_ms).to_string()
+}
+
+/// An instant in milliseconds, written as RFC 3339 straight into the
+/// answer: no `String` per result (a batch answer holds thousands).
+#[derive(Clone, Copy)]
+pub struct Rfc3339(pub u64);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(self.0)).fmt(formatter)
+    }
+}
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 /// A commit's effects, serialized straight from the sequencer's answer
@@ -43,7 +60,7 @@ pub struct TransactionBody<'a> {
     seq: u64,
     /// Absent only from minimal answers.
     #[serde(skip_serializing_if = "Option::is_none")]
-    timestamp: Option<String>,
+    timestamp: Option<Rfc3339>,
     #[serde(skip_serializing_if = "Option::is_none")]
     effects: Option<EffectsBody<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,7 +98,7 @@ impl<'a> TransactionBody<'a> {
 
     pub fn of_record(id: &'a str, record: &Record) -> Self {
         TransactionBody {
-            timestamp: Some(instant(record.timestamp_ms)),
+            timestamp: Some(Rfc3339(record.timestamp_ms)),
             ..TransactionBody::bare(id, verdict_fields(record), record.sequence)
         }
     }
@@ -104,7 +121,7 @@ impl<'a> TransactionBody<'a> {
     /// The result of a submission; `marked` adds `replayed` (batch items).
     pub fn of_submitted(submitted: &'a Submitted, marked: bool) -> Self {
         let mut body = TransactionBody::minimal(submitted, marked);
-        body.timestamp = Some(instant(submitted.record.timestamp_ms));
+        body.timestamp = Some(Rfc3339(submitted.record.timestamp_ms));
         match submitted.kind {
             // A replay answers from the remembered outcome, which keeps no effects.
             Kind::New if submitted.record.verdict == Verdict::Committed => {
@@ -244,5 +261,24 @@ impl<'a> StoredTransactionBody<'a> {
             metadata: body.and_then(|body| body.metadata),
             stored_effects: serde_json::from_str(&row.effects).ok(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instants_serialize_as_rfc3339_with_milliseconds() {
+        let at_ms = 1_764_201_600_123; // 2025-11-27T00:00:00.123Z
+        assert_eq!(instant(at_ms), "2025-11-27T00:00:00.123Z");
+        assert_eq!(
+            serde_json::to_string(&Rfc3339(at_ms)).unwrap(),
+            "\"2025-11-27T00:00:00.123Z\""
+        );
+        assert_eq!(
+            serde_json::to_string(&Rfc3339(0)).unwrap(),
+            "\"1970-01-01T00:00:00.000Z\""
+        );
     }
 }
