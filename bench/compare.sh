@@ -127,7 +127,6 @@ psql -q "$PGURL" -c "DROP TABLE IF EXISTS bench_accounts, bench_transfers;
   INSERT INTO bench_accounts SELECT g, 1000000000 FROM generate_series(1, $ACCOUNTS) g;" >/dev/null
 sleep 0.5
 
-
 for round in $(seq 1 "$ROUNDS"); do
   [[ $ROUNDS -gt 1 ]] && echo "round $round of $ROUNDS" >&2
   wrk_bench coffer "http://127.0.0.1:18281"
