@@ -84,7 +84,7 @@ settle() {
 wrk_bench() { # name url
   settle
   local rps latency wrong
-  read -r rps _ latency _ wrong < <(wrk_run "$2" bench/transfer.lua "$CONNECTIONS" "$SECONDS_PER_RUN")
+  read -r rps _ latency _ wrong _ < <(wrk_run "$2" bench/transfer.lua "$CONNECTIONS" "$SECONDS_PER_RUN")
   record "$1" "$(awk -v r="$rps" 'BEGIN {printf "%.0f", r}')" "$(wrk_milliseconds "$latency")" "$wrong"
 }
 coffer_bench() { # name url connections [extra coffer bench options]

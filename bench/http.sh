@@ -43,7 +43,7 @@ source bench/wrk_run.sh
 # run NAME URL SCRIPT CONNECTIONS: prints "name rps p50 p99 non2xx"
 run() {
   local rps p50 p99 non2xx wrong
-  read -r rps p50 p99 non2xx wrong < <(wrk_run "$2" "$3" "$4" "$SECONDS_PER_RUN")
+  read -r rps p50 p99 non2xx wrong _ < <(wrk_run "$2" "$3" "$4" "$SECONDS_PER_RUN")
   printf '%s %s %s %s %s\n' "$1" "$rps" "$p50" "$p99" "$non2xx"
 }
 

@@ -42,17 +42,16 @@ syncs_before=$(metric coffer_journal_syncs)
 fsync_before=$(metric coffer_journal_fsync_seconds_total)
 read -r user_before kernel_before < <(cpu)
 idle_before=$(idle)
-out=$(ACCOUNTS=1000 wrk -t2 -c64 -d"${seconds}s" --latency -s bench/transfer.lua "http://127.0.0.1:$port")
+# shellcheck source=bench/wrk_run.sh
+source bench/wrk_run.sh
+read -r rps _ p99 _ wrong requests < <(ACCOUNTS=1000 wrk_run "http://127.0.0.1:$port" bench/transfer.lua 64 "$seconds")
 read -r user_after kernel_after < <(cpu)
 idle_after=$(idle)
 syncs_after=$(metric coffer_journal_syncs)
 fsync_after=$(metric coffer_journal_fsync_seconds_total)
 
 awk -v label="$label" -v ticks="$(getconf CLK_TCK)" -v cores="$(nproc)" -v seconds="$seconds" \
-  -v rps="$(awk '/Requests\/sec/ {print $2}' <<<"$out")" \
-  -v requests="$(awk '/requests in/ {print $1}' <<<"$out")" \
-  -v p99="$(awk '$1 == "99%" {print $2}' <<<"$out")" \
-  -v wrong="$(awk '/^wrong answers:/ {print $3}' <<<"$out")" \
+  -v rps="$rps" -v requests="$requests" -v p99="$p99" -v wrong="$wrong" \
   -v user=$((user_after - user_before)) -v kernel=$((kernel_after - kernel_before)) \
   -v idle=$((idle_after - idle_before)) \
   -v syncs="$(awk -v a="$syncs_after" -v b="$syncs_before" 'BEGIN {print a - b}')" \

@@ -186,7 +186,7 @@ impl OpenSegment {
                     capacity: capacity.max(bytes),
                     zeroed: bytes,
                 };
-                segment.preallocate(capacity)?;
+                segment.preallocate()?;
                 return Ok(segment);
             }
             std::fs::remove_file(&path).map_err(JournalError::io(&path))?;
@@ -216,18 +216,18 @@ impl OpenSegment {
             capacity,
             zeroed: 0,
         };
-        segment.preallocate(capacity)?;
+        segment.preallocate()?;
         sync_directory(directory)?;
         Ok(segment)
     }
 
     /// Gives the file its blocks up to `capacity` (reading as zeros), and
     /// makes that durable before anything is appended.
-    fn preallocate(&self, capacity: u64) -> Result<(), JournalError> {
-        if capacity <= self.bytes {
+    fn preallocate(&self) -> Result<(), JournalError> {
+        if self.capacity <= self.bytes {
             return Ok(());
         }
-        allocate(&self.file, capacity)
+        allocate(&self.file, self.capacity)
             .and_then(|()| self.file.sync_all())
             .map_err(JournalError::io(&self.path))
     }
