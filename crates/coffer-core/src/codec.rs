@@ -7,7 +7,7 @@ use crate::amount::{Amount, Balance};
 use crate::error::CoreError;
 use crate::identifier::{AccountId, HoldId, TransactionId};
 use crate::metadata::Metadata;
-use crate::operation::{LimitChange, Operation, Transaction};
+use crate::operation::{LimitChange, Operation};
 use crate::unit::Unit;
 
 pub struct Writer<'a> {
@@ -248,35 +248,12 @@ mod tag {
 
 /// Encodes what a transaction asks for, without its id: the idempotency
 /// fingerprint is a hash of exactly these bytes.
-pub fn encode_transaction_body(transaction: &Transaction, writer: &mut Writer) {
-    writer.u64(transaction.ops().len() as u64);
-    for op in transaction.ops() {
+pub fn encode_transaction_body(ops: &[Operation], metadata: Option<&Metadata>, writer: &mut Writer) {
+    writer.u64(ops.len() as u64);
+    for op in ops {
         encode_operation(op, writer);
     }
-    writer.option(transaction.metadata(), |writer, metadata| writer.str(metadata.as_str()));
-}
-
-pub fn encode_transaction(transaction: &Transaction, writer: &mut Writer) {
-    writer.str(transaction.id().as_str());
-    encode_transaction_body(transaction, writer);
-}
-
-pub fn decode_transaction(reader: &mut Reader) -> Result<Transaction, CoreError> {
-    let start = reader.position();
-    let id = reader.transaction_id()?;
-    let count = reader.u64()?;
-    if count == 0 || count > crate::limits::OPS_PER_TRANSACTION_MAX as u64 {
-        return Err(reader.error(format!("operation count {count} out of range")));
-    }
-    let mut ops = Vec::with_capacity(count as usize);
-    for _ in 0..count {
-        ops.push(decode_operation(reader)?);
-    }
-    let metadata = reader.metadata()?;
-    Transaction::new(id, ops, metadata).map_err(|error| CoreError::Decode {
-        offset: start,
-        reason: error.to_string(),
-    })
+    writer.option(metadata, |writer, metadata| writer.str(metadata.as_str()));
 }
 
 fn encode_operation(op: &Operation, writer: &mut Writer) {
@@ -360,7 +337,7 @@ fn encode_operation(op: &Operation, writer: &mut Writer) {
     }
 }
 
-fn decode_operation(reader: &mut Reader) -> Result<Operation, CoreError> {
+pub(crate) fn decode_operation(reader: &mut Reader) -> Result<Operation, CoreError> {
     let op = match reader.u8()? {
         tag::OPEN => Operation::Open {
             account: reader.account_id()?,

@@ -4,16 +4,17 @@
 //! the same input always yields the same state, byte for byte.
 
 use crate::account_table::AccountTable;
-use crate::codec::{encode_transaction_body, Writer};
 use crate::idempotency::{IdempotencyEntry, IdempotencyWindow};
 use crate::identifier::{AccountId, HoldId, TransactionId};
 use crate::limits::{EngineLimits, BATCH_TRANSACTIONS_MAX};
-use crate::operation::{Operation, Transaction};
+use crate::operation::Operation;
+use crate::prefetch::prefetch;
 use crate::rejection::Rejection;
 use crate::state::{
     Account, AccountDetails, AccountIndex, AccountStatus, AccountView, BatchOutcome, Effect, ExpiredHold, Hold,
     HoldStatus, HoldView, Outcome, Record, Verdict, NO_CEILING,
 };
+use crate::transaction::Transaction;
 use crate::unit::Unit;
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
@@ -52,23 +53,6 @@ const _: () = assert!(HASHES_AHEAD > INDEX_PREFETCH_DISTANCE && INDEX_PREFETCH_D
 struct Hashes {
     id: u64,
     accounts: [Option<u64>; 2],
-}
-
-pub(crate) fn prefetch<T>(value: &T) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let address = value as *const T as *const i8;
-        let lines = std::mem::size_of::<T>().div_ceil(64);
-        for line in 0..lines {
-            // SAFETY: prefetching is a hint; it never faults, whatever the address.
-            #[allow(unused_unsafe)]
-            unsafe {
-                std::arch::x86_64::_mm_prefetch(address.wrapping_add(line * 64), std::arch::x86_64::_MM_HINT_T0);
-            }
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = value;
 }
 
 #[derive(Debug, Clone)]
@@ -539,19 +523,4 @@ impl Engine {
             || self.idempotency.len() >= count_margin
             || front.record.timestamp_ms.saturating_add(limits.idempotency_window_ms) <= timestamp_ms
     }
-}
-
-/// The xxh3-128 of the transaction's body encoding (its id excluded): what
-/// `Transaction::fingerprint` returns. Stable across versions (snapshots
-/// and history stores keep it beyond the window; a test pins it).
-pub(crate) fn compute_fingerprint(transaction: &Transaction) -> u128 {
-    thread_local! {
-        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    BUFFER.with(|buffer| {
-        let mut buffer = buffer.borrow_mut();
-        buffer.clear();
-        encode_transaction_body(transaction, &mut Writer::new(&mut buffer));
-        xxhash_rust::xxh3::xxh3_128(&buffer)
-    })
 }

@@ -148,7 +148,7 @@ impl IdempotencyWindow {
         // length after they were written: long out of cache, and one line
         // each between random accesses, which the hardware does not stream.
         if let Some(soon_evicted) = self.entries.get(EVICTION_PREFETCH_DISTANCE) {
-            crate::engine::prefetch(soon_evicted);
+            crate::prefetch::prefetch(soon_evicted);
         }
         if let Some(last) = self.entries.back() {
             assert!(

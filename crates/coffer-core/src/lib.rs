@@ -20,10 +20,12 @@ pub mod limits;
 mod metadata;
 mod operation;
 mod operation_json;
+mod prefetch;
 mod probe_table;
 mod rejection;
 mod snapshot;
 mod state;
+mod transaction;
 mod unit;
 
 pub use amount::{Amount, Balance};
@@ -32,11 +34,12 @@ pub use error::CoreError;
 pub use identifier::{AccountId, HoldId, TransactionId, WORLD};
 pub use limits::EngineLimits;
 pub use metadata::Metadata;
-pub use operation::{LimitChange, Operation, Transaction};
+pub use operation::{LimitChange, Operation};
 pub use rejection::{Rejection, RejectionCode};
 pub use snapshot::{SnapshotSource, SNAPSHOT_FORMAT_VERSION};
 pub use state::{
     AccountIndex, AccountStatus, AccountView, BatchOutcome, Effect, ExpiredHold, HoldStatus, HoldView, Outcome, Record,
     Verdict,
 };
+pub use transaction::Transaction;
 pub use unit::Unit;

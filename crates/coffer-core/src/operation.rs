@@ -1,7 +1,7 @@
 use crate::amount::{Amount, Balance};
 use crate::error::CoreError;
-use crate::identifier::{AccountId, HoldId, TransactionId};
-use crate::limits::{HOLD_TTL_MS_MAX, OPS_PER_TRANSACTION_MAX};
+use crate::identifier::{AccountId, HoldId};
+use crate::limits::HOLD_TTL_MS_MAX;
 use crate::metadata::Metadata;
 use crate::unit::Unit;
 use serde::{Deserialize, Serialize};
@@ -204,70 +204,5 @@ impl Operation {
             Operation::Close { .. } => "close",
             Operation::Reopen { .. } => "reopen",
         }
-    }
-}
-
-/// A list of operations applied atomically under one idempotency key.
-/// Construction validates everything that does not depend on engine state,
-/// so the engine only ever sees well-formed transactions, and computes the
-/// payload's fingerprint: construction runs on the many threads that parse
-/// requests, the engine on one, so hashing there keeps the engine thread
-/// for the ledger rules (it was about a sixth of a transfer's apply time).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transaction {
-    id: TransactionId,
-    ops: Vec<Operation>,
-    metadata: Option<Metadata>,
-    /// `compute_fingerprint` of the above; the fields are private and never
-    /// change, so it cannot go stale.
-    fingerprint: u128,
-}
-
-impl Transaction {
-    pub fn new(id: TransactionId, ops: Vec<Operation>, metadata: Option<Metadata>) -> Result<Self, CoreError> {
-        if ops.is_empty() || ops.len() > OPS_PER_TRANSACTION_MAX {
-            return Err(CoreError::invalid(
-                "ops",
-                format!(
-                    "a transaction has 1 to {OPS_PER_TRANSACTION_MAX} operations, got {}",
-                    ops.len()
-                ),
-            ));
-        }
-        for (index, op) in ops.iter().enumerate() {
-            op.validate().map_err(|error| match error {
-                CoreError::Invalid { field, reason } => CoreError::Invalid {
-                    field,
-                    reason: format!("{reason} (ops[{index}])"),
-                },
-                other => other,
-            })?;
-        }
-        let mut transaction = Transaction {
-            id,
-            ops,
-            metadata,
-            fingerprint: 0,
-        };
-        transaction.fingerprint = crate::engine::compute_fingerprint(&transaction);
-        Ok(transaction)
-    }
-
-    /// What identifies the payload for idempotency: equal fingerprints
-    /// mean a retry, different ones a reused id.
-    pub fn fingerprint(&self) -> u128 {
-        self.fingerprint
-    }
-
-    pub fn id(&self) -> &TransactionId {
-        &self.id
-    }
-
-    pub fn ops(&self) -> &[Operation] {
-        &self.ops
-    }
-
-    pub fn metadata(&self) -> Option<&Metadata> {
-        self.metadata.as_ref()
     }
 }

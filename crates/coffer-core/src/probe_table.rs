@@ -62,7 +62,7 @@ impl ProbeTable {
 
     /// Starts loading the slot a probe for `tag` reads first.
     pub fn prefetch(&self, tag: u32) {
-        crate::engine::prefetch(&self.slots[self.home(tag)]);
+        crate::prefetch::prefetch(&self.slots[self.home(tag)]);
     }
 
     /// The slots carrying `tag` in its probe run, with their indexes.

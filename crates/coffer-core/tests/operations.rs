@@ -568,12 +568,12 @@ fn transaction_codec_round_trips() {
         ]),
     );
     let mut buffer = Vec::new();
-    coffer_core::codec::encode_transaction(&tx, &mut coffer_core::codec::Writer::new(&mut buffer));
+    tx.encode(&mut coffer_core::codec::Writer::new(&mut buffer));
     let mut reader = coffer_core::codec::Reader::new(&buffer);
-    assert_eq!(coffer_core::codec::decode_transaction(&mut reader).unwrap(), tx);
+    assert_eq!(coffer_core::Transaction::decode(&mut reader).unwrap(), tx);
     assert!(reader.is_empty());
     for cut in 0..buffer.len() {
-        assert!(coffer_core::codec::decode_transaction(&mut coffer_core::codec::Reader::new(&buffer[..cut])).is_err());
+        assert!(coffer_core::Transaction::decode(&mut coffer_core::codec::Reader::new(&buffer[..cut])).is_err());
     }
 }
 

@@ -58,7 +58,7 @@ impl ChainWriter {
         let mut insert = transaction.prepare_cached(&format!(
             "INSERT INTO account_history ({}, previous) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            crate::sqlite::ENTRY_COLUMNS
+            crate::sqlite_rows::ENTRY_COLUMNS
         ))?;
         let mut mark = transaction.prepare_cached("INSERT INTO account_marks (account, history_id) VALUES (?1, ?2)")?;
         for entry in entries {
@@ -72,10 +72,10 @@ impl ChainWriter {
                 entry.hold_id,
                 entry.sequence,
                 entry.timestamp_ms,
-                crate::sqlite::amount(entry.available_change),
-                crate::sqlite::amount(entry.frozen_change),
-                crate::sqlite::amount(entry.available),
-                crate::sqlite::amount(entry.frozen),
+                crate::sqlite_rows::amount(entry.available_change),
+                crate::sqlite_rows::amount(entry.frozen_change),
+                crate::sqlite_rows::amount(entry.available),
+                crate::sqlite_rows::amount(entry.frozen),
                 previous
             ])?;
             if entries_now % MARK_SPACING == 0 {
@@ -199,14 +199,16 @@ impl ChainReader<'_> {
     pub fn link(&self, history_id: i64) -> Result<Link, HistoryError> {
         let mut select = self.connection.prepare_cached(&format!(
             "SELECT {}, previous FROM account_history WHERE history_id = ?1",
-            crate::sqlite::ENTRY_COLUMNS
+            crate::sqlite_rows::ENTRY_COLUMNS
         ))?;
         let (entry, previous) = select
-            .query_row([history_id], |row| Ok((crate::sqlite::entry_of(row)?, row.get(12)?)))
+            .query_row([history_id], |row| {
+                Ok((crate::sqlite_rows::entry_of(row)?, row.get(12)?))
+            })
             .optional()?
             .ok_or_else(|| HistoryError::Invalid(format!("history entry {history_id} is linked but missing")))?;
         Ok(Link {
-            entry: crate::sqlite::with_kind(entry)?,
+            entry: crate::sqlite_rows::with_kind(entry)?,
             previous,
         })
     }

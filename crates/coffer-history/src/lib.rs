@@ -11,10 +11,12 @@
 
 mod account_chain;
 mod changes;
+mod database;
 mod error;
 mod postgres;
 mod projector;
 mod sqlite;
+mod sqlite_rows;
 mod store;
 mod verify;
 
@@ -22,7 +24,8 @@ pub use changes::{
     order_hold, Changes, Cursor, HistoryEntry, HoldRow, OrderMetadata, OrderRow, OrderUpdate, Projection,
     TransactionRow, ORDER_STOCK_PART,
 };
+pub use database::{Database, ReaderPool};
 pub use error::HistoryError;
 pub use projector::{Projector, ProjectorSettings, ProjectorStats};
-pub use store::{Database, HistoryQuery, OrderQuery, Reader, ReaderPool, Writer, HISTORY_PAGE_MAX, LOOKUP_IDS_MAX};
+pub use store::{HistoryQuery, OrderQuery, Reader, Writer, HISTORY_PAGE_MAX, LOOKUP_IDS_MAX};
 pub use verify::{verify, VerifyReport};

@@ -4,8 +4,9 @@
 //! and writes rows plus its cursor in one database transaction per write.
 
 use crate::changes::{Changes, Cursor, Projection};
+use crate::database::Database;
 use crate::error::HistoryError;
-use crate::store::{Database, Writer};
+use crate::store::Writer;
 use coffer_core::EngineLimits;
 use coffer_journal::{Follower, JournalStats, Position, ReaderThread};
 use std::path::PathBuf;

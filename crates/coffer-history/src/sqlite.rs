@@ -8,9 +8,10 @@
 use crate::account_chain::{ChainReader, ChainWriter};
 use crate::changes::{Changes, Cursor, HistoryEntry, HoldRow, OrderRow, TransactionRow};
 use crate::error::HistoryError;
-use crate::store::{check_page_limit, hold_status_name, kind_name, HistoryQuery, OrderQuery, Reader, Writer};
+use crate::sqlite_rows::{amount, entry_of, read_amount, with_kind, ENTRY_COLUMNS};
+use crate::store::{check_page_limit, hold_status_name, HistoryQuery, OrderQuery, Reader, Writer};
 use coffer_journal::Position;
-use rusqlite::types::{Value, ValueRef};
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;
 use std::time::Duration;
@@ -115,9 +116,6 @@ DROP INDEX account_history_by_account;
 ",
 ];
 
-pub(crate) const ENTRY_COLUMNS: &str =
-    "history_id, account, unit, kind, transaction_id, hold_id, sequence, timestamp_ms, \
-                             available_change, frozen_change, available, frozen";
 const ORDER_COLUMNS: &str = "order_id, product, user_id, quantity, amount, unit, status, expires_at_ms, sequence, \
                              created_at_ms, updated_at_ms";
 const TRANSACTION_COLUMNS: &str =
@@ -174,28 +172,6 @@ impl SqliteStore {
         }
         transaction.commit()?;
         Ok(())
-    }
-}
-
-pub(crate) fn amount(value: i128) -> Value {
-    match i64::try_from(value) {
-        Ok(small) => Value::Integer(small),
-        Err(_) => Value::Text(value.to_string()),
-    }
-}
-
-fn read_amount(row: &Row, index: usize) -> rusqlite::Result<i128> {
-    match row.get_ref(index)? {
-        ValueRef::Integer(small) => Ok(i128::from(small)),
-        ValueRef::Text(text) => std::str::from_utf8(text)
-            .ok()
-            .and_then(|text| text.parse().ok())
-            .ok_or_else(|| rusqlite::Error::InvalidColumnType(index, "amount".into(), rusqlite::types::Type::Text)),
-        other => Err(rusqlite::Error::InvalidColumnType(
-            index,
-            "amount".into(),
-            other.data_type(),
-        )),
     }
 }
 
@@ -312,32 +288,6 @@ impl SqliteStore {
         transaction.commit()?;
         Ok(())
     }
-}
-
-pub(crate) fn entry_of(row: &Row) -> rusqlite::Result<(HistoryEntry, String)> {
-    let kind: String = row.get(3)?;
-    let entry = HistoryEntry {
-        history_id: row.get(0)?,
-        account: row.get(1)?,
-        unit: row.get(2)?,
-        kind: "transaction",
-        transaction_id: row.get(4)?,
-        hold_id: row.get(5)?,
-        sequence: row.get(6)?,
-        timestamp_ms: row.get(7)?,
-        available_change: read_amount(row, 8)?,
-        frozen_change: read_amount(row, 9)?,
-        available: read_amount(row, 10)?,
-        frozen: read_amount(row, 11)?,
-    };
-    Ok((entry, kind))
-}
-
-pub(crate) fn with_kind((entry, kind): (HistoryEntry, String)) -> Result<HistoryEntry, HistoryError> {
-    Ok(HistoryEntry {
-        kind: kind_name(&kind)?,
-        ..entry
-    })
 }
 
 impl Reader for SqliteStore {

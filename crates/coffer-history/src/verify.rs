@@ -3,8 +3,9 @@
 //! stored rows — none missing, none duplicated, none different.
 
 use crate::changes::{Changes, Cursor, HistoryEntry, HoldRow, OrderRow, Projection, TransactionRow};
+use crate::database::Database;
 use crate::error::HistoryError;
-use crate::store::{Database, OrderQuery, Reader};
+use crate::store::{OrderQuery, Reader};
 use coffer_core::EngineLimits;
 use coffer_journal::{Follower, JournalStats, Mode, Position};
 use std::collections::{HashMap, VecDeque};

@@ -20,7 +20,7 @@
 //! The header has its own checksum so that a corrupted length can never be
 //! mistaken for a record that runs past the end of the file (a torn tail).
 
-use coffer_core::codec::{decode_transaction, encode_transaction, Reader, Writer};
+use coffer_core::codec::{Reader, Writer};
 use coffer_core::{CoreError, Outcome, Rejection, RejectionCode, Transaction, Verdict};
 
 pub const RECORD_MAGIC: &[u8; 4] = b"CFJR";
@@ -131,7 +131,7 @@ pub fn encode_record(batch: &JournalBatch, buffer: &mut Vec<u8>) {
     {
         let mut writer = Writer::new(buffer);
         for (transaction, verdict) in batch.transactions.iter().zip(&batch.verdicts) {
-            encode_transaction(transaction, &mut writer);
+            transaction.encode(&mut writer);
             verdict.encode(&mut writer);
         }
     }
@@ -205,7 +205,7 @@ pub fn decode_payload(header: &RecordHeader, payload: &[u8]) -> Result<JournalBa
     let mut transactions = Vec::with_capacity(header.count as usize);
     let mut verdicts = Vec::with_capacity(header.count as usize);
     for _ in 0..header.count {
-        transactions.push(decode_transaction(&mut reader)?);
+        transactions.push(Transaction::decode(&mut reader)?);
         verdicts.push(EntryVerdict::decode(&mut reader)?);
     }
     if !reader.is_empty() {

@@ -14,6 +14,7 @@ mod options;
 mod recovery;
 mod scan;
 mod snapshots;
+mod stats;
 mod tail;
 mod writer;
 
@@ -24,8 +25,9 @@ pub use options::{Durability, JournalOptions, Retention};
 pub use recovery::{open, recover, Mode, Recovered, RecoveryReport};
 pub use scan::{scan_segment, SegmentEnd, TornTail};
 pub use snapshots::{prune, write_snapshot};
-pub use tail::{Follower, Position, ReaderThread, Tail, TailRecord};
-pub use writer::{Completion, JournalStats, JournalWriter, SnapshotState};
+pub use stats::{JournalStats, Position};
+pub use tail::{Follower, ReaderThread, Tail, TailRecord};
+pub use writer::{Completion, JournalWriter, SnapshotState};
 
 /// Turns an engine batch into what the journal stores.
 pub fn journal_batch(transactions: Vec<coffer_core::Transaction>, outcome: &coffer_core::BatchOutcome) -> JournalBatch {

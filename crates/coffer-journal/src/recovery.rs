@@ -2,10 +2,11 @@
 //! every replayed outcome compared to the journaled one.
 
 use crate::error::JournalError;
-use crate::files::{segment_path, segments, snapshots};
-use crate::format::{decode_snapshot_file, EntryVerdict, RecordHeader};
+use crate::files::segments;
+use crate::format::{EntryVerdict, RecordHeader};
 use crate::options::JournalOptions;
 use crate::scan::{decode_batch, scan_segment, TornTail};
+use crate::snapshots::{covered_by_snapshot, load_newest_snapshot};
 use crate::writer::{JournalWriter, OpenSegment};
 use coffer_core::{Engine, EngineLimits};
 use std::path::{Path, PathBuf};
@@ -219,56 +220,4 @@ impl Replay<'_> {
         self.entries += u64::from(header.count);
         Ok(())
     }
-}
-
-/// Whether a snapshot covering every sequence below `snapshot_next` already
-/// holds a record's effects. A record without transactions (hold expiries
-/// only) at exactly `snapshot_next` may have been written before or after
-/// the snapshot: it is replayed, which is harmless either way because
-/// expiring the same holds again at the same time changes nothing.
-pub(crate) fn covered_by_snapshot(first_sequence: u64, count: u32, snapshot_next: u64) -> bool {
-    let end = first_sequence + u64::from(count);
-    end < snapshot_next || (end == snapshot_next && count > 0)
-}
-
-/// The newest usable snapshot covering at most `sequence_max`, or an empty
-/// engine when there is none.
-pub(crate) fn load_newest_snapshot(
-    directory: &Path,
-    limits: EngineLimits,
-    sequence_max: u64,
-) -> Result<(Engine, Option<u64>), JournalError> {
-    let candidates = snapshots(directory)?.into_iter().rev();
-    for (sequence_next, path) in candidates.filter(|(sequence_next, _)| *sequence_next <= sequence_max) {
-        match load_snapshot(&path, sequence_next, limits) {
-            Ok(engine) => return Ok((engine, Some(sequence_next))),
-            // An older snapshot plus a longer replay gives the same state, so
-            // a bad snapshot costs time, not data. If the segments it needed
-            // are gone, replay reports the gap.
-            Err(error) => tracing::warn!(%error, "skipping unusable snapshot"),
-        }
-    }
-    Ok((Engine::new(limits), None))
-}
-
-fn load_snapshot(path: &Path, sequence_next: u64, limits: EngineLimits) -> Result<Engine, JournalError> {
-    let unusable = |reason: String| JournalError::Snapshot {
-        path: path.to_owned(),
-        reason,
-    };
-    let bytes = std::fs::read(path).map_err(JournalError::io(path))?;
-    let (declared, state) = decode_snapshot_file(&bytes).map_err(unusable)?;
-    let engine = Engine::decode_snapshot(state, limits).map_err(|error| unusable(error.to_string()))?;
-    if declared != sequence_next || engine.sequence_next() != sequence_next {
-        return Err(unusable(format!(
-            "name says {sequence_next}, header {declared}, state {}",
-            engine.sequence_next()
-        )));
-    }
-    Ok(engine)
-}
-
-/// The path a new segment starting at `sequence` gets.
-pub(crate) fn new_segment_path(directory: &Path, sequence: u64) -> PathBuf {
-    segment_path(directory, sequence)
 }

@@ -1,9 +1,11 @@
-//! Writing snapshots durably and pruning what they make unnecessary.
+//! Snapshot files: written durably, loaded (the newest usable one), and
+//! pruned with the segments they make unnecessary.
 
 use crate::error::JournalError;
 use crate::files::{segments, snapshot_path, snapshots, sync_directory};
-use crate::format::encode_snapshot_file;
+use crate::format::{decode_snapshot_file, encode_snapshot_file};
 use crate::options::{JournalOptions, Retention};
+use coffer_core::{Engine, EngineLimits};
 use std::io::Write;
 use std::path::Path;
 
@@ -58,4 +60,51 @@ pub fn prune(directory: &Path, options: &JournalOptions, reader_sequence: u64) -
         }
     }
     sync_directory(directory)
+}
+
+/// Whether a snapshot covering every sequence below `snapshot_next` already
+/// holds a record's effects. A record without transactions (hold expiries
+/// only) at exactly `snapshot_next` may have been written before or after
+/// the snapshot: it is replayed, which is harmless either way because
+/// expiring the same holds again at the same time changes nothing.
+pub(crate) fn covered_by_snapshot(first_sequence: u64, count: u32, snapshot_next: u64) -> bool {
+    let end = first_sequence + u64::from(count);
+    end < snapshot_next || (end == snapshot_next && count > 0)
+}
+
+/// The newest usable snapshot covering at most `sequence_max`, or an empty
+/// engine when there is none.
+pub(crate) fn load_newest_snapshot(
+    directory: &Path,
+    limits: EngineLimits,
+    sequence_max: u64,
+) -> Result<(Engine, Option<u64>), JournalError> {
+    let candidates = snapshots(directory)?.into_iter().rev();
+    for (sequence_next, path) in candidates.filter(|(sequence_next, _)| *sequence_next <= sequence_max) {
+        match load_snapshot(&path, sequence_next, limits) {
+            Ok(engine) => return Ok((engine, Some(sequence_next))),
+            // An older snapshot plus a longer replay gives the same state, so
+            // a bad snapshot costs time, not data. If the segments it needed
+            // are gone, replay reports the gap.
+            Err(error) => tracing::warn!(%error, "skipping unusable snapshot"),
+        }
+    }
+    Ok((Engine::new(limits), None))
+}
+
+fn load_snapshot(path: &Path, sequence_next: u64, limits: EngineLimits) -> Result<Engine, JournalError> {
+    let unusable = |reason: String| JournalError::Snapshot {
+        path: path.to_owned(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(JournalError::io(path))?;
+    let (declared, state) = decode_snapshot_file(&bytes).map_err(unusable)?;
+    let engine = Engine::decode_snapshot(state, limits).map_err(|error| unusable(error.to_string()))?;
+    if declared != sequence_next || engine.sequence_next() != sequence_next {
+        return Err(unusable(format!(
+            "name says {sequence_next}, header {declared}, state {}",
+            engine.sequence_next()
+        )));
+    }
+    Ok(engine)
 }

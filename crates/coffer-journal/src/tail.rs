@@ -5,22 +5,14 @@
 use crate::error::JournalError;
 use crate::files::{segment_path, segments};
 use crate::format::{decode_header, JournalBatch, RecordHeader, HEADER_BYTES};
-use crate::recovery::{covered_by_snapshot, load_newest_snapshot};
 use crate::scan::decode_batch;
-use crate::writer::JournalStats;
+use crate::snapshots::{covered_by_snapshot, load_newest_snapshot};
+use crate::stats::{JournalStats, Position};
 use coffer_core::{BatchOutcome, Engine, EngineLimits};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// A place between two records: the segment (named by its first sequence)
-/// and a byte offset in it. Ordered as the log is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct Position {
-    pub segment: u64,
-    pub offset: u64,
-}
 
 /// One record read from the journal, with where the next one starts.
 #[derive(Debug)]
@@ -238,7 +230,7 @@ impl Follower {
         let batch = &record.batch;
         let outcome = self.engine.apply_batch(batch.timestamp_ms, &batch.transactions);
         for (index, (journaled, replayed)) in batch.verdicts.iter().zip(&outcome.outcomes).enumerate() {
-            let replayed = crate::EntryVerdict::of(replayed);
+            let replayed = crate::format::EntryVerdict::of(replayed);
             if *journaled != replayed {
                 return Err(JournalError::Diverged {
                     sequence: batch.first_sequence + index as u64,

@@ -6,18 +6,17 @@
 //! on the appending thread; only snapshots are written on a helper thread.
 
 use crate::error::JournalError;
-use crate::files::sync_directory;
+use crate::files::{segment_path, sync_directory};
 use crate::format::{encode_record, JournalBatch};
 use crate::options::{Durability, JournalOptions};
-use crate::recovery::new_segment_path;
 use crate::snapshots::{prune, write_snapshot};
-use crate::tail::Position;
+use crate::stats::{JournalStats, Position};
 use coffer_core::SnapshotSource;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -54,76 +53,6 @@ impl SnapshotState {
                 bytes
             }
         }
-    }
-}
-
-/// Counters for metrics; updated by the writer.
-#[derive(Debug, Default)]
-pub struct JournalStats {
-    pub bytes_written: AtomicU64,
-    pub records_written: AtomicU64,
-    pub syncs: AtomicU64,
-    pub sync_micros_last: AtomicU64,
-    pub sync_micros_total: AtomicU64,
-    /// Sequence below which everything is durable.
-    pub durable_sequence: AtomicU64,
-    pub snapshot_micros_last: AtomicU64,
-    /// Where the durable bytes end: (segment's first sequence, length).
-    /// A pair, so behind a lock: readers must never see a new segment with
-    /// the previous segment's length.
-    durable_position: Mutex<Position>,
-    /// The sequence each journal reader (the history projector, the event
-    /// publisher) still needs: pruning keeps a snapshot at or before the
-    /// lowest and every segment after it.
-    readers: Mutex<Vec<Arc<AtomicU64>>>,
-}
-
-impl JournalStats {
-    fn new(sequence_next: u64, position: Position) -> Self {
-        JournalStats {
-            bytes_written: AtomicU64::new(0),
-            records_written: AtomicU64::new(0),
-            syncs: AtomicU64::new(0),
-            sync_micros_last: AtomicU64::new(0),
-            sync_micros_total: AtomicU64::new(0),
-            durable_sequence: AtomicU64::new(sequence_next),
-            snapshot_micros_last: AtomicU64::new(0),
-            durable_position: Mutex::new(position),
-            readers: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// Stats of a journal that no writer appends to (offline tools and
-    /// tests): everything up to `end` counts as durable.
-    pub fn finished(sequence_next: u64, end: Position) -> Arc<Self> {
-        Arc::new(JournalStats::new(sequence_next, end))
-    }
-
-    /// Registers a reader that needs the journal from `sequence` on; it
-    /// stores its progress in the returned cell as it goes.
-    pub fn register_reader(&self, sequence: u64) -> Arc<AtomicU64> {
-        let cell = Arc::new(AtomicU64::new(sequence));
-        self.readers.lock().expect("readers lock").push(Arc::clone(&cell));
-        cell
-    }
-
-    /// The lowest sequence a reader still needs; `u64::MAX` without readers.
-    pub fn reader_sequence(&self) -> u64 {
-        let readers = self.readers.lock().expect("readers lock");
-        readers
-            .iter()
-            .map(|cell| cell.load(Ordering::Acquire))
-            .min()
-            .unwrap_or(u64::MAX)
-    }
-
-    /// The end of what is durable: a reader may read every byte before it.
-    pub fn durable_position(&self) -> Position {
-        *self.durable_position.lock().expect("durable position lock")
-    }
-
-    fn set_durable_position(&self, position: Position) {
-        *self.durable_position.lock().expect("durable position lock") = position;
     }
 }
 
@@ -172,7 +101,7 @@ impl OpenSegment {
         capacity: u64,
     ) -> Result<Self, JournalError> {
         if let Some((first_sequence, path, bytes)) = last {
-            let empty_and_misnamed = bytes == 0 && path != new_segment_path(directory, sequence_next);
+            let empty_and_misnamed = bytes == 0 && path != segment_path(directory, sequence_next);
             if !empty_and_misnamed {
                 let file = OpenOptions::new()
                     .write(true)
@@ -202,7 +131,7 @@ impl OpenSegment {
     }
 
     fn create(directory: &Path, first_sequence: u64, capacity: u64) -> Result<Self, JournalError> {
-        let path = new_segment_path(directory, first_sequence);
+        let path = segment_path(directory, first_sequence);
         let file = OpenOptions::new()
             .create_new(true)
             .write(true)
