@@ -1,7 +1,11 @@
 //! Turning applied journal records into rows. Pure: the projector feeds it
 //! the engine that applied the record, and it returns what to write.
 
-use coffer_core::{AccountIndex, BatchOutcome, Effect, Engine, HoldId, HoldStatus, Operation, Outcome, Verdict};
+use crate::error::HistoryError;
+use coffer_core::{
+    AccountIndex, BatchOutcome, Effect, Engine, HoldId, HoldStatus, Operation, Outcome, Record, Rejection,
+    RejectionCode, Transaction, Verdict,
+};
 use coffer_journal::{JournalBatch, Position};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -42,6 +46,44 @@ pub struct TransactionRow {
     pub body: String,
     /// `[{"account", "unit", "available", "frozen"}]` after the commit.
     pub effects: String,
+}
+
+/// How a fingerprint is stored: 32 hex digits.
+fn fingerprint_text(fingerprint: u128) -> String {
+    format!("{fingerprint:032x}")
+}
+
+impl TransactionRow {
+    /// Whether `transaction` asks for exactly what the stored one did: a
+    /// retry to answer with the stored outcome, not an id reused for
+    /// another payload.
+    pub fn same_payload(&self, transaction: &Transaction) -> bool {
+        self.fingerprint == fingerprint_text(transaction.fingerprint())
+    }
+
+    /// The stored outcome as the engine reports one.
+    pub fn record(&self) -> Result<Record, HistoryError> {
+        let malformed = || HistoryError::Invalid(format!("stored transaction {} is malformed", self.id));
+        let verdict = if self.committed {
+            Verdict::Committed
+        } else {
+            let code = self
+                .rejection_code
+                .as_deref()
+                .and_then(RejectionCode::parse)
+                .ok_or_else(malformed)?;
+            let op_index = self
+                .rejection_op_index
+                .and_then(|index| u16::try_from(index).ok())
+                .ok_or_else(malformed)?;
+            Verdict::Rejected(Rejection { code, op_index })
+        };
+        Ok(Record {
+            sequence: u64::try_from(self.sequence).map_err(|_| malformed())?,
+            timestamp_ms: u64::try_from(self.timestamp_ms).map_err(|_| malformed())?,
+            verdict,
+        })
+    }
 }
 
 /// A hold's latest state.
@@ -341,7 +383,7 @@ fn transaction_row(
         committed,
         rejection_code,
         rejection_op_index,
-        fingerprint: format!("{:032x}", transaction.fingerprint()),
+        fingerprint: fingerprint_text(transaction.fingerprint()),
         body: serde_json::to_string(&body).expect("operations serialize"),
         effects: serde_json::to_string(&effects).expect("effects serialize"),
     }

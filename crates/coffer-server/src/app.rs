@@ -1,13 +1,14 @@
 //! Startup in one place: check the configuration, recover the journal,
 //! start the engine thread, bind, serve, and shut down in order.
 
-use crate::api::products::FlashSale;
 use crate::api::router;
 use crate::auth::Auth;
 use crate::config::ServerConfig;
+use crate::flash_sale::FlashSale;
 use crate::history::History;
 use crate::jobs::Jobs;
 use crate::kafka::KafkaLink;
+use crate::ledger::Ledger;
 use crate::rate_limit::RateLimiter;
 use crate::sequencer::{Sequencer, SequencerSettings};
 use crate::state::AppState;
@@ -127,31 +128,32 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         snapshot_every_entries: config.snapshot_every_entries,
     };
     let sequencer = Sequencer::start(engine, journal, settings);
+    let ledger = Ledger::new(Arc::clone(&sequencer), history.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;
     let (purchase_limiter, transaction_limiter) = rate_limiters(&config).await?;
-    let kafka = KafkaLink::start(&config, Arc::clone(&journal_stats)).await?;
-    let (jobs, unfinished_jobs) = Jobs::open(config.data_dir.join("jobs")).context("opening balance jobs")?;
+    let kafka = KafkaLink::start(&config, Arc::clone(&journal_stats), Arc::clone(&ledger)).await?;
+    let (jobs, unfinished_jobs) =
+        Jobs::open(config.data_dir.join("jobs"), Arc::clone(&ledger)).context("opening balance jobs")?;
     let state = Arc::new(AppState {
         config,
         auth,
-        sequencer: Arc::clone(&sequencer),
+        ledger: Arc::clone(&ledger),
         journal_stats,
-        history: history.clone(),
         purchase_limiter,
         transaction_limiter,
-        flash_sale: FlashSale::default(),
-        jobs,
+        flash_sale: FlashSale::new(ledger),
+        jobs: Arc::clone(&jobs),
         kafka: kafka.clone(),
         metrics: metrics_handle(),
     });
     if let Some(kafka) = &kafka {
-        kafka.spawn(Arc::downgrade(&state));
+        kafka.spawn();
     }
     for job in unfinished_jobs {
-        tokio::spawn(crate::jobs::run(Arc::downgrade(&state), job));
+        jobs.start(job);
     }
     let app = router(Arc::clone(&state));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

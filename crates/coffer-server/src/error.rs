@@ -1,6 +1,7 @@
 //! The server's one error type, mapped to HTTP once, here. Every error is
 //! JSON: `{"error": {"code", "message", "details"}}`; never a stack trace.
 
+use crate::sequencer::SequencerError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
@@ -96,6 +97,16 @@ impl ApiError {
             ApiError::IdReused { original, .. } => json!({ "original": original }),
             ApiError::RateLimited { retry_after_secs, .. } => json!({ "retry_after_seconds": retry_after_secs }),
             _ => json!({}),
+        }
+    }
+}
+
+impl From<SequencerError> for ApiError {
+    fn from(error: SequencerError) -> Self {
+        match error {
+            SequencerError::Overloaded => ApiError::Overloaded,
+            SequencerError::Stopped => ApiError::NotReady("the engine is stopping".into()),
+            SequencerError::Journal(message) => ApiError::Journal(message),
         }
     }
 }

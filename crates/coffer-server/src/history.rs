@@ -1,16 +1,16 @@
 //! The server's side of the history store: starting the projector, reading
 //! through a connection pool off the async threads, and the two rules that
 //! tie the store to the engine — reads wait until the history has caught
-//! up with what was acknowledged, and ids the engine has forgotten are
-//! looked up in the store before a write goes to the engine.
+//! up with what was acknowledged, and writes are held to the projector's
+//! pace so that an id never leaves the engine's window before it is in the
+//! store (the `Ledger` looks forgotten ids up here).
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
-use crate::sequencer::{Kind, Submitted};
 use anyhow::Context;
-use coffer_core::{Record, Rejection, RejectionCode, Transaction, Verdict};
 use coffer_history::{
-    Database, HistoryError, Projector, ProjectorSettings, ProjectorStats, Reader, ReaderPool, LOOKUP_IDS_MAX,
+    Database, HistoryError, Projector, ProjectorSettings, ProjectorStats, Reader, ReaderPool, TransactionRow,
+    LOOKUP_IDS_MAX,
 };
 use coffer_journal::JournalStats;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -159,72 +159,18 @@ impl History {
             })
     }
 
-    /// The stored outcomes of those of `transactions` the store knows, in
-    /// their order; `None` for the others.
-    pub async fn known(self: &Arc<Self>, transactions: &[Transaction]) -> Result<Vec<Option<Submitted>>, ApiError> {
-        let ids: Vec<String> = transactions
-            .iter()
-            .map(|transaction| transaction.id().to_string())
-            .collect();
-        // Bounded queries: an HTTP batch may name more ids than one lookup takes.
-        let rows = self
-            .read(move |reader| {
-                let mut rows = Vec::new();
-                for chunk in ids.chunks(LOOKUP_IDS_MAX) {
-                    rows.extend(reader.transactions(&chunk.iter().map(String::as_str).collect::<Vec<_>>())?);
-                }
-                Ok(rows)
-            })
-            .await?;
-        if rows.is_empty() {
-            return Ok(vec![None; transactions.len()]);
-        }
-        let by_id: std::collections::HashMap<&str, &coffer_history::TransactionRow> =
-            rows.iter().map(|row| (row.id.as_str(), row)).collect();
-        transactions
-            .iter()
-            .map(|transaction| {
-                by_id
-                    .get(transaction.id().as_str())
-                    .map(|row| stored_outcome(transaction, row))
-                    .transpose()
-            })
-            .collect()
+    /// The stored transactions among `ids` (any number: looked up in
+    /// bounded queries).
+    pub async fn stored(self: &Arc<Self>, ids: Vec<String>) -> Result<Vec<TransactionRow>, ApiError> {
+        self.read(move |reader| {
+            let mut rows = Vec::new();
+            for chunk in ids.chunks(LOOKUP_IDS_MAX) {
+                rows.extend(reader.transactions(&chunk.iter().map(String::as_str).collect::<Vec<_>>())?);
+            }
+            Ok(rows)
+        })
+        .await
     }
-}
-
-/// A stored transaction as the answer to a retry of `transaction`.
-fn stored_outcome(transaction: &Transaction, row: &coffer_history::TransactionRow) -> Result<Submitted, ApiError> {
-    let same_payload = row.fingerprint == format!("{:032x}", transaction.fingerprint());
-    Ok(Submitted {
-        id: transaction.id().clone(),
-        kind: if same_payload { Kind::Replayed } else { Kind::IdReused },
-        record: stored_record(row)?,
-        effects: Vec::new(),
-    })
-}
-
-pub fn stored_record(row: &coffer_history::TransactionRow) -> Result<Record, ApiError> {
-    let corrupt = || ApiError::HistoryUnavailable(format!("stored transaction {} is malformed", row.id));
-    let verdict = if row.committed {
-        Verdict::Committed
-    } else {
-        let code = row
-            .rejection_code
-            .as_deref()
-            .and_then(RejectionCode::parse)
-            .ok_or_else(corrupt)?;
-        let op_index = row
-            .rejection_op_index
-            .and_then(|index| u16::try_from(index).ok())
-            .ok_or_else(corrupt)?;
-        Verdict::Rejected(Rejection { code, op_index })
-    };
-    Ok(Record {
-        sequence: u64::try_from(row.sequence).map_err(|_| corrupt())?,
-        timestamp_ms: u64::try_from(row.timestamp_ms).map_err(|_| corrupt())?,
-        verdict,
-    })
 }
 
 /// One task passes the projector's progress to every waiting write (the

@@ -9,14 +9,16 @@
 //! applied but not recorded is recognised by its id (replayed, never
 //! applied again).
 
+use crate::clock::now_ms;
+use crate::error::ApiError;
+use crate::ledger::Ledger;
 use crate::sequencer::{Answer, Detail, Kind, Query, Submitted, UNITS_QUERY_MAX};
-use crate::state::AppState;
 use coffer_core::{AccountId, Balance, Operation, Transaction, TransactionId, Unit, Verdict};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Items in one job at most (the request body limit usually binds first).
@@ -79,6 +81,8 @@ struct ChunkLine {
 pub struct Jobs {
     directory: PathBuf,
     jobs: Mutex<HashMap<String, Arc<Job>>>,
+    /// Where the items are applied.
+    ledger: Arc<Ledger>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,9 +96,9 @@ pub enum JobError {
 }
 
 impl Jobs {
-    /// Loads every job in `directory`; unfinished ones are returned to be
-    /// resumed once the server runs.
-    pub fn open(directory: PathBuf) -> anyhow::Result<(Jobs, Vec<Arc<Job>>)> {
+    /// Loads every job in `directory`; unfinished ones are returned, to be
+    /// resumed (`start`) once the server runs.
+    pub fn open(directory: PathBuf, ledger: Arc<Ledger>) -> anyhow::Result<(Arc<Jobs>, Vec<Arc<Job>>)> {
         std::fs::create_dir_all(&directory)?;
         let mut jobs = HashMap::new();
         let mut unfinished = Vec::new();
@@ -124,10 +128,11 @@ impl Jobs {
         if !unfinished.is_empty() {
             tracing::info!(jobs = unfinished.len(), "resuming unfinished balance jobs");
         }
-        let jobs = Jobs {
+        let jobs = Arc::new(Jobs {
             directory,
             jobs: Mutex::new(jobs),
-        };
+            ledger,
+        });
         Ok((jobs, unfinished))
     }
 
@@ -199,6 +204,36 @@ impl Jobs {
     fn results_path(&self, id: &str) -> PathBuf {
         self.directory.join(format!("{id}.results"))
     }
+
+    /// Runs a job to its end in the background.
+    pub fn start(self: &Arc<Self>, job: Arc<Job>) {
+        tokio::spawn(Arc::clone(self).run(job));
+    }
+
+    /// Runs a job until it ends or the server stops (a restart resumes it).
+    async fn run(self: Arc<Self>, job: Arc<Job>) {
+        let started = std::time::Instant::now();
+        loop {
+            if self.ledger.stopped() {
+                return;
+            }
+            let next = {
+                let results = job.results.lock().expect("results lock");
+                results.iter().position(Option::is_none)
+            };
+            let Some(start) = next else { break };
+            let end = (start + CHUNK_ITEMS).min(job.spec.items.len());
+            if let Err(error) = self.run_chunk(&job, start..end).await {
+                // Overload or a journal hiccup: the chunk is retried; its
+                // items' ids make a retry harmless.
+                tracing::warn!(job = %job.spec.id, %error, "balance job chunk failed; retrying");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+        *job.finished_at_ms.lock().expect("lock") = Some(now_ms());
+        let (completed, failed, _) = job.totals();
+        tracing::info!(job = %job.spec.id, completed, failed, millis = started.elapsed().as_millis() as u64, "balance job finished");
+    }
 }
 
 fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -234,89 +269,90 @@ fn read_results(path: &Path, items: usize) -> std::io::Result<Vec<ItemResult>> {
     Ok(results)
 }
 
-/// Runs a job to its end. Holds the state weakly: a server that stops
-/// ends its runners, and a restart resumes them.
-pub async fn run(state: Weak<AppState>, job: Arc<Job>) {
-    let started = std::time::Instant::now();
-    loop {
-        let Some(state) = state.upgrade() else { return };
-        let next = {
-            let results = job.results.lock().expect("results lock");
-            results.iter().position(Option::is_none)
-        };
-        let Some(start) = next else { break };
-        let end = (start + CHUNK_ITEMS).min(job.spec.items.len());
-        match run_chunk(&state, &job, start..end).await {
-            Ok(()) => {}
-            Err(error) => {
-                // Overload or a journal hiccup: the chunk is retried; its
-                // items' ids make a retry harmless.
-                tracing::warn!(job = %job.spec.id, %error, "balance job chunk failed; retrying");
-                tokio::time::sleep(RETRY_PAUSE).await;
-            }
-        }
-    }
-    *job.finished_at_ms.lock().expect("lock") = Some(crate::api::now_ms());
-    let (completed, failed, _) = job.totals();
-    tracing::info!(job = %job.spec.id, completed, failed, millis = started.elapsed().as_millis() as u64, "balance job finished");
-}
-
-async fn run_chunk(state: &AppState, job: &Job, range: std::ops::Range<usize>) -> Result<(), crate::error::ApiError> {
-    let spec = &job.spec;
-    let unit = Unit::parse(&spec.unit).expect("validated when the job was created");
-    let items = &spec.items[range.clone()];
-    // Item positions that are well-formed, with their parsed values.
-    let parsed: Vec<(usize, AccountId, Balance)> = items
-        .iter()
-        .enumerate()
-        .filter_map(|(offset, item)| {
-            let account = AccountId::parse(&item.account).ok()?;
-            let amount = Balance::parse(item.amount.as_deref()?).ok()?;
-            item.invalid.is_none().then_some((offset, account, amount))
-        })
-        .collect();
-    assert!(parsed.len() <= UNITS_QUERY_MAX);
-    let ids = parsed.iter().map(|(_, account, _)| account.clone()).collect();
-    let Answer::Units(units) = state.sequencer.read(Query::Units(ids)).await? else {
-        unreachable!("a units query answers with units")
-    };
-    let mut results: Vec<Option<String>> = items
-        .iter()
-        .map(|item| Some(item.invalid.clone().unwrap_or_else(|| "invalid".into())))
-        .collect();
-    let mut transactions = Vec::new();
-    let mut positions = Vec::new();
-    for ((offset, account, amount), existing) in parsed.into_iter().zip(units) {
-        let open = match existing {
-            Some(existing) if existing != unit => {
-                results[offset] = Some("unit_mismatch".into());
-                continue;
-            }
-            Some(_) => None,
-            None if spec.create_missing => Some(Operation::open(account.clone(), unit.clone())),
-            None => {
-                results[offset] = Some("account_not_found".into());
-                continue;
-            }
-        };
-        let ops: Vec<Operation> = open
-            .into_iter()
-            .chain([Operation::SetBalance {
-                account,
-                available: amount,
-            }])
+impl Jobs {
+    async fn run_chunk(&self, job: &Job, range: std::ops::Range<usize>) -> Result<(), ApiError> {
+        let spec = &job.spec;
+        let unit = Unit::parse(&spec.unit).expect("validated when the job was created");
+        let items = &spec.items[range.clone()];
+        // Item positions that are well-formed, with their parsed values.
+        let parsed: Vec<(usize, AccountId, Balance)> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(offset, item)| {
+                let account = AccountId::parse(&item.account).ok()?;
+                let amount = Balance::parse(item.amount.as_deref()?).ok()?;
+                item.invalid.is_none().then_some((offset, account, amount))
+            })
             .collect();
-        let id = TransactionId::parse(&format!("job:{}:{}", spec.id, range.start + offset)).expect("bounded id");
-        transactions.push(Transaction::new(id, ops, None).expect("valid ops"));
-        positions.push(offset);
-    }
-    if !transactions.is_empty() {
-        let submitted = state.submit(transactions, Detail::WithoutEffects).await?;
-        for (offset, outcome) in positions.into_iter().zip(submitted) {
-            results[offset] = item_result(&outcome);
+        assert!(parsed.len() <= UNITS_QUERY_MAX);
+        let ids = parsed.iter().map(|(_, account, _)| account.clone()).collect();
+        let Answer::Units(units) = self.ledger.read(Query::Units(ids)).await? else {
+            unreachable!("a units query answers with units")
+        };
+        let mut results: Vec<Option<String>> = items
+            .iter()
+            .map(|item| Some(item.invalid.clone().unwrap_or_else(|| "invalid".into())))
+            .collect();
+        let mut transactions = Vec::new();
+        let mut positions = Vec::new();
+        for ((offset, account, amount), existing) in parsed.into_iter().zip(units) {
+            let open = match existing {
+                Some(existing) if existing != unit => {
+                    results[offset] = Some("unit_mismatch".into());
+                    continue;
+                }
+                Some(_) => None,
+                None if spec.create_missing => Some(Operation::open(account.clone(), unit.clone())),
+                None => {
+                    results[offset] = Some("account_not_found".into());
+                    continue;
+                }
+            };
+            let ops: Vec<Operation> = open
+                .into_iter()
+                .chain([Operation::SetBalance {
+                    account,
+                    available: amount,
+                }])
+                .collect();
+            let id = TransactionId::parse(&format!("job:{}:{}", spec.id, range.start + offset)).expect("bounded id");
+            transactions.push(Transaction::new(id, ops, None).expect("valid ops"));
+            positions.push(offset);
         }
+        if !transactions.is_empty() {
+            let submitted = self.ledger.submit(transactions, Detail::WithoutEffects).await?;
+            for (offset, outcome) in positions.into_iter().zip(submitted) {
+                results[offset] = item_result(&outcome);
+            }
+        }
+        self.record(job, range.start, results)
     }
-    record(state, job, range.start, results)
+
+    fn record(&self, job: &Job, start: usize, results: Vec<Option<String>>) -> Result<(), ApiError> {
+        let line = serde_json::to_string(&ChunkLine {
+            start,
+            results: results.clone(),
+        })
+        .expect("serializes");
+        let path = self.results_path(&job.spec.id);
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut file| file.write_all(format!("{line}\n").as_bytes()));
+        // Not fatal: the results are in memory, and a restart re-derives them.
+        if let Err(error) = appended {
+            tracing::warn!(path = %path.display(), %error, "could not record balance job results");
+        }
+        let mut stored = job.results.lock().expect("results lock");
+        for (offset, result) in results.into_iter().enumerate() {
+            stored[start + offset] = Some(match result {
+                None => Ok(()),
+                Some(code) => Err(code),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// An item's outcome. An id seen before with other ops means an earlier
@@ -328,35 +364,4 @@ fn item_result(submitted: &Submitted) -> Option<String> {
         Verdict::Committed => None,
         Verdict::Rejected(rejection) => Some(rejection.code.as_str().to_owned()),
     }
-}
-
-fn record(
-    state: &AppState,
-    job: &Job,
-    start: usize,
-    results: Vec<Option<String>>,
-) -> Result<(), crate::error::ApiError> {
-    let line = serde_json::to_string(&ChunkLine {
-        start,
-        results: results.clone(),
-    })
-    .expect("serializes");
-    let path = state.jobs.results_path(&job.spec.id);
-    let appended = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .and_then(|mut file| file.write_all(format!("{line}\n").as_bytes()));
-    // Not fatal: the results are in memory, and a restart re-derives them.
-    if let Err(error) = appended {
-        tracing::warn!(path = %path.display(), %error, "could not record balance job results");
-    }
-    let mut stored = job.results.lock().expect("results lock");
-    for (offset, result) in results.into_iter().enumerate() {
-        stored[start + offset] = Some(match result {
-            None => Ok(()),
-            Some(code) => Err(code),
-        });
-    }
-    Ok(())
 }

@@ -4,19 +4,15 @@
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
+use crate::ledger::Ledger;
 use crate::sequencer::Detail;
-use crate::state::AppState;
 use coffer_core::{Metadata, Operation, Transaction, TransactionId};
 use coffer_kafka::{Command, CommandProducer, Ingest, KafkaSettings, Publisher, PublisherStats};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-/// Async commands remembered as pending at most; beyond, they are still
-/// processed, but GET answers 404 until they are applied.
-const PENDING_MAX: usize = 1_000_000;
 /// Commands one engine batch takes from Kafka at most.
 pub const INGEST_BATCH_MAX: usize = 4_096;
 const INGEST_LINGER: Duration = Duration::from_millis(5);
@@ -40,7 +36,10 @@ pub struct CommandBody {
 pub struct KafkaLink {
     pub settings: KafkaSettings,
     producer: CommandProducer,
-    pending: Mutex<HashSet<TransactionId>>,
+    /// Where commands are applied, and async ones recorded as pending.
+    ledger: Arc<Ledger>,
+    /// Set by `stop`: the background tasks end.
+    stopping: AtomicBool,
     publisher: Mutex<Option<Publisher>>,
     pub publisher_stats: Arc<PublisherStats>,
     pub consumer_connected: AtomicBool,
@@ -55,6 +54,7 @@ impl KafkaLink {
     pub async fn start(
         config: &ServerConfig,
         journal: Arc<coffer_journal::JournalStats>,
+        ledger: Arc<Ledger>,
     ) -> anyhow::Result<Option<Arc<KafkaLink>>> {
         let Some(settings) = config.kafka_settings()? else {
             return Ok(None);
@@ -74,7 +74,8 @@ impl KafkaLink {
             producer: CommandProducer::new(&settings)?,
             publisher_stats: Arc::clone(publisher.stats()),
             publisher: Mutex::new(Some(publisher)),
-            pending: Mutex::new(HashSet::new()),
+            ledger,
+            stopping: AtomicBool::new(false),
             consumer_connected: AtomicBool::new(false),
             consumer_lag: AtomicI64::new(0),
             commands_applied: AtomicU64::new(0),
@@ -85,6 +86,7 @@ impl KafkaLink {
 
     /// Publishes what the engine left durable, then stops (after the engine).
     pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
         if let Some(publisher) = self.publisher.lock().expect("publisher lock").take() {
             publisher.stop();
         }
@@ -103,15 +105,13 @@ impl KafkaLink {
             .send(transaction.id().as_str(), &payload)
             .await
             .map_err(|error| ApiError::NotReady(format!("Kafka did not take the command: {error}")))?;
-        let mut pending = self.pending.lock().expect("pending lock");
-        if pending.len() < PENDING_MAX {
-            pending.insert(transaction.id().clone());
-        }
+        self.ledger.mark_pending(std::slice::from_ref(transaction.id()));
         Ok(())
     }
 
-    pub fn is_pending(&self, id: &TransactionId) -> bool {
-        self.pending.lock().expect("pending lock").contains(id)
+    /// False once the server is stopping: the background tasks end.
+    fn running(&self) -> bool {
+        !self.stopping.load(Ordering::Relaxed) && !self.ledger.stopped()
     }
 
     pub fn ready(&self) -> Result<(), String> {
@@ -125,22 +125,22 @@ impl KafkaLink {
     }
 
     /// Consumes commands until the server stops.
-    pub fn spawn(self: &Arc<Self>, state: Weak<AppState>) {
+    pub fn spawn(self: &Arc<Self>) {
         let link = Arc::clone(self);
-        tokio::spawn(async move { link.consume(state).await });
+        tokio::spawn(async move { link.consume().await });
     }
 
     /// Connects, consumes, and on repeated errors (a broker restarted, a
     /// topic gone) connects again from scratch, recreating the topics.
-    async fn consume(self: Arc<Self>, state: Weak<AppState>) {
-        tokio::spawn(Arc::clone(&self).refresh_producer(state.clone()));
-        while state.strong_count() > 0 {
-            let Some(ingest) = self.connect(&state).await else {
+    async fn consume(self: Arc<Self>) {
+        tokio::spawn(Arc::clone(&self).refresh_producer());
+        while self.running() {
+            let Some(ingest) = self.connect().await else {
                 return;
             };
             self.consumer_connected.store(true, Ordering::Relaxed);
             tokio::spawn(Arc::clone(&self).measure_lag(Arc::downgrade(&ingest)));
-            let go_on = self.consume_until_failing(&state, &ingest).await;
+            let go_on = self.consume_until_failing(&ingest).await;
             // A client that lost every broker must be gone before they return.
             coffer_kafka::retire(ingest);
             if !go_on {
@@ -151,10 +151,10 @@ impl KafkaLink {
         }
     }
 
-    async fn connect(&self, state: &Weak<AppState>) -> Option<Arc<Ingest>> {
+    async fn connect(&self) -> Option<Arc<Ingest>> {
         let mut backoff = Duration::from_millis(100);
         loop {
-            if state.strong_count() == 0 {
+            if !self.running() {
                 return None;
             }
             let created = match self.settings.ensure_topics().await {
@@ -179,7 +179,7 @@ impl KafkaLink {
     }
 
     /// Consumes until errors repeat (true) or the server stops (false).
-    async fn consume_until_failing(&self, state: &Weak<AppState>, ingest: &Ingest) -> bool {
+    async fn consume_until_failing(&self, ingest: &Ingest) -> bool {
         let mut failures = 0u32;
         loop {
             let read = ingest.next_batch(INGEST_BATCH_MAX, INGEST_LINGER).await;
@@ -201,8 +201,10 @@ impl KafkaLink {
             };
             failures = 0;
             self.consumer_connected.store(true, Ordering::Relaxed);
-            let Some(state) = state.upgrade() else { return false };
-            if !batch.is_empty() && !self.apply(&state, ingest, &batch).await {
+            if !self.running() {
+                return false;
+            }
+            if !batch.is_empty() && !self.apply(ingest, &batch).await {
                 return false;
             }
         }
@@ -211,7 +213,7 @@ impl KafkaLink {
     /// Applies one batch and commits its offsets; false once the server is
     /// stopping (the offsets stay uncommitted: the batch comes back, and
     /// its ids make that harmless).
-    async fn apply(&self, state: &AppState, ingest: &Ingest, batch: &[Command]) -> bool {
+    async fn apply(&self, ingest: &Ingest, batch: &[Command]) -> bool {
         let mut transactions = Vec::with_capacity(batch.len());
         for command in batch {
             match parse(command) {
@@ -223,7 +225,7 @@ impl KafkaLink {
         }
         let mut backoff = Duration::from_millis(50);
         while !transactions.is_empty() {
-            match state.submit(transactions.clone(), Detail::WithoutEffects).await {
+            match self.ledger.submit(transactions.clone(), Detail::WithoutEffects).await {
                 Ok(_) => break,
                 Err(ApiError::NotReady(_)) => return false,
                 Err(error) => {
@@ -235,14 +237,11 @@ impl KafkaLink {
         }
         self.commands_applied
             .fetch_add(transactions.len() as u64, Ordering::Relaxed);
-        {
-            let mut pending = self.pending.lock().expect("pending lock");
-            if !pending.is_empty() {
-                for transaction in &transactions {
-                    pending.remove(transaction.id());
-                }
-            }
-        }
+        let ids: Vec<TransactionId> = transactions
+            .iter()
+            .map(|transaction| transaction.id().clone())
+            .collect();
+        self.ledger.settle(&ids);
         if let Err(error) = ingest.commit(batch) {
             tracing::warn!(%error, "committing Kafka offsets failed; the commands may be delivered again (harmless)");
         }
@@ -271,8 +270,8 @@ impl KafkaLink {
 
     /// Replaces the async-HTTP producer once it has lost every broker,
     /// even while idle.
-    async fn refresh_producer(self: Arc<Self>, state: Weak<AppState>) {
-        while state.strong_count() > 0 {
+    async fn refresh_producer(self: Arc<Self>) {
+        while self.running() {
             if let Err(error) = self.producer.refresh() {
                 tracing::warn!(%error, "could not replace the Kafka command producer");
             }

@@ -7,11 +7,14 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+mod clock;
 pub mod config;
 pub mod error;
+pub mod flash_sale;
 pub mod history;
 pub mod jobs;
 pub mod kafka;
+pub mod ledger;
 pub mod rate_limit;
 pub mod sequencer;
 pub mod state;

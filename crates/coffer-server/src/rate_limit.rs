@@ -10,9 +10,10 @@
 //! logs it (at most every 10 s) and falls back to its in-process state:
 //! each instance then admits up to the limit on its own (documented).
 
+use crate::clock::now_ms;
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Users whose state one instance keeps in memory at most. When full,
 /// users whose TAT has passed (no state worth keeping) are forgotten first;
@@ -167,12 +168,6 @@ impl SharedState {
             *last = Some(Instant::now());
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 #[cfg(test)]

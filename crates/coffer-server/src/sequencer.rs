@@ -10,16 +10,16 @@
 //! a read waits for the durable watermark to pass what it saw, so it never
 //! shows state that is not yet durable.
 
+use crate::clock::now_ms;
 use coffer_core::{
     AccountId, AccountView, Engine, HoldId, HoldView, Outcome, Record, Transaction, TransactionId, Verdict,
 };
 use coffer_journal::{journal_batch, JournalBatch, JournalWriter};
-use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
 /// With no traffic, the engine still advances time this often so that
@@ -131,8 +131,6 @@ pub enum SequencerError {
 pub struct Sequencer {
     sender: Mutex<Option<SyncSender<Command>>>,
     durable: watch::Receiver<Durable>,
-    /// Transactions accepted with `mode=async` and not yet applied.
-    pending: Mutex<HashSet<TransactionId>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     queue_depth: Arc<std::sync::atomic::AtomicUsize>,
     /// Whether the engine's idempotency window has forgotten an id: from
@@ -144,12 +142,6 @@ pub struct SequencerSettings {
     pub queue_capacity: usize,
     pub batch_transactions_max: usize,
     pub snapshot_every_entries: u64,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 impl Sequencer {
@@ -167,12 +159,10 @@ impl Sequencer {
         let sequencer = Arc::new(Sequencer {
             sender: Mutex::new(Some(sender)),
             durable,
-            pending: Mutex::new(HashSet::new()),
             thread: Mutex::new(None),
             queue_depth: Arc::clone(&queue_depth),
             forgotten: Arc::clone(&forgotten),
         });
-        let weak_sequencer = Arc::downgrade(&sequencer);
         let thread = std::thread::Builder::new()
             .name("coffer-engine".into())
             .spawn(move || {
@@ -182,7 +172,6 @@ impl Sequencer {
                     durable: durable_sender,
                     settings,
                     entries_since_snapshot: 0,
-                    sequencer: weak_sequencer,
                     queue_depth,
                     forgotten,
                     last_advance: std::time::Instant::now(),
@@ -226,6 +215,20 @@ impl Sequencer {
         transactions: Vec<Transaction>,
         detail: Detail,
     ) -> Result<Vec<Submitted>, SequencerError> {
+        self.enqueue(transactions, detail)?.await
+    }
+
+    /// Queues transactions now (or refuses them: queue full, stopped) and
+    /// returns what resolves once they are durable, for callers that
+    /// answer before then (`mode=async`).
+    pub fn enqueue(
+        &self,
+        transactions: Vec<Transaction>,
+        detail: Detail,
+    ) -> Result<
+        impl std::future::Future<Output = Result<Vec<Submitted>, SequencerError>> + Send + 'static,
+        SequencerError,
+    > {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Submit {
             transactions,
@@ -233,35 +236,12 @@ impl Sequencer {
             reply,
         })?;
         // The journal's completion answers, so this wakes once: when durable.
-        answer
-            .await
-            .map_err(|_| SequencerError::Stopped)?
-            .map_err(SequencerError::Journal)
-    }
-
-    /// Queues transactions without waiting for them (HTTP `mode=async`).
-    pub fn submit_detached(&self, transactions: Vec<Transaction>) -> Result<(), SequencerError> {
-        let ids: Vec<_> = transactions
-            .iter()
-            .map(|transaction| transaction.id().clone())
-            .collect();
-        self.pending.lock().expect("pending lock").extend(ids.iter().cloned());
-        let (reply, _ignored) = oneshot::channel();
-        self.send(Command::Submit {
-            transactions,
-            detail: Detail::WithoutEffects,
-            reply,
+        Ok(async move {
+            answer
+                .await
+                .map_err(|_| SequencerError::Stopped)?
+                .map_err(SequencerError::Journal)
         })
-        .inspect_err(|_| {
-            let mut pending = self.pending.lock().expect("pending lock");
-            for id in &ids {
-                pending.remove(id);
-            }
-        })
-    }
-
-    pub fn is_pending(&self, id: &TransactionId) -> bool {
-        self.pending.lock().expect("pending lock").contains(id)
     }
 
     pub async fn read(&self, query: Query) -> Result<Answer, SequencerError> {
@@ -270,6 +250,11 @@ impl Sequencer {
         let (answer, required) = answer.await.map_err(|_| SequencerError::Stopped)?;
         self.durable(required).await?;
         Ok(answer)
+    }
+
+    /// True once the queue is closed (shutdown has begun).
+    pub fn stopped(&self) -> bool {
+        self.sender.lock().expect("sender lock").is_none()
     }
 
     /// False once the engine thread has stopped (shutdown, or a failed
@@ -317,7 +302,6 @@ struct EngineThread {
     durable: watch::Sender<Durable>,
     settings: SequencerSettings,
     entries_since_snapshot: u64,
-    sequencer: std::sync::Weak<Sequencer>,
     queue_depth: Arc<std::sync::atomic::AtomicUsize>,
     forgotten: Arc<AtomicBool>,
     /// When engine time last moved (a batch or a tick).
@@ -473,14 +457,6 @@ impl EngineThread {
             batch.applied.push((described, reply));
         }
         assert!(results.next().is_none(), "every transaction has a reply");
-        if let Some(sequencer) = self.sequencer.upgrade() {
-            let mut pending = sequencer.pending.lock().expect("pending lock");
-            if !pending.is_empty() {
-                for transaction in &transactions {
-                    pending.remove(transaction.id());
-                }
-            }
-        }
         self.record_metrics(transactions.len());
         self.note_forgetting();
         self.append(&journal_batch(transactions, &outcome));
@@ -703,7 +679,6 @@ mod tests {
                 snapshot_every_entries: 1_000_000,
             },
             entries_since_snapshot: 0,
-            sequencer: std::sync::Weak::new(),
             queue_depth: Arc::new(std::sync::atomic::AtomicUsize::new(queued)),
             forgotten: Arc::new(AtomicBool::new(false)),
             last_advance: std::time::Instant::now(),

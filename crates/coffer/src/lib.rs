@@ -2,7 +2,6 @@
 //! does lives here so that tests can drive the same code.
 
 pub mod bench;
-mod bench_kafka;
 pub mod cli;
 pub mod config_file;
 mod fresh_server;

@@ -1,4 +1,8 @@
-use super::{authorize, build, execute, transaction_id, views, JsonBody, QueryParameters};
+use super::body::{JsonBody, QueryParameters};
+use super::paging::page_limit;
+use super::request::{authorize, build, path_id, transaction_id};
+use super::respond::execute;
+use super::views;
 use crate::auth::Role;
 use crate::error::ApiError;
 use crate::sequencer::{Answer, Detail, Query};
@@ -12,7 +16,7 @@ use std::sync::Arc;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OpenAccount {
+pub struct OpenAccountRequest {
     /// The account id (not the idempotency key: use `Idempotency-Key`).
     id: AccountId,
     unit: Unit,
@@ -25,7 +29,7 @@ pub struct OpenAccount {
 pub async fn open(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<OpenAccount>,
+    JsonBody(body): JsonBody<OpenAccountRequest>,
 ) -> Result<Response, ApiError> {
     let op = Operation::Open {
         account: body.id.clone(),
@@ -38,18 +42,8 @@ pub async fn open(
     let transaction = build(transaction_id(&headers, body.transaction_id)?, vec![op], None)?;
     let committed = execute(&state, transaction, Detail::WithEffects).await?;
     // Answer with the account as it is now.
-    let account = read_account(&state, body.id).await?;
-    Ok(committed.respond(views::AccountBody::from(&account)))
-}
-
-pub(crate) async fn read_account(state: &AppState, id: AccountId) -> Result<coffer_core::AccountView, ApiError> {
-    match state.sequencer.read(Query::Account(id.clone())).await? {
-        Answer::Account(Some(view)) => Ok(view),
-        _ => Err(ApiError::NotFound {
-            what: "account",
-            id: id.to_string(),
-        }),
-    }
+    let account = state.ledger.account(body.id).await?;
+    Ok(committed.respond(views::AccountAnswer::from(&account)))
 }
 
 pub async fn get(
@@ -58,16 +52,16 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     state.auth.require(&headers, Role::Reader, "read")?;
-    let id = super::path_id(&id, AccountId::parse)?;
-    let account = read_account(&state, id).await?;
-    Ok(axum::Json(views::AccountBody::from(&account)).into_response())
+    let id = path_id(&id, AccountId::parse)?;
+    let account = state.ledger.account(id).await?;
+    Ok(axum::Json(views::AccountAnswer::from(&account)).into_response())
 }
 
 pub const LIST_LIMIT_MAX: usize = 1_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListQuery {
+pub struct ListParameters {
     #[serde(default)]
     prefix: String,
     limit: Option<usize>,
@@ -77,10 +71,10 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    QueryParameters(query): QueryParameters<ListQuery>,
+    QueryParameters(query): QueryParameters<ListParameters>,
 ) -> Result<Response, ApiError> {
     state.auth.require(&headers, Role::Reader, "read")?;
-    let limit = super::page_limit(query.limit.map(|limit| limit as u64), LIST_LIMIT_MAX as u64)? as usize;
+    let limit = page_limit(query.limit.map(|limit| limit as u64), LIST_LIMIT_MAX as u64)? as usize;
     if query.prefix.len() > coffer_core::limits::ID_BYTES_MAX {
         return Err(ApiError::invalid("prefix is longer than an id can be"));
     }
@@ -93,7 +87,7 @@ pub async fn list(
             .ok_or_else(|| ApiError::invalid("cursor is not one this server issued"))?,
     };
     let Answer::Accounts(accounts, next) = state
-        .sequencer
+        .ledger
         .read(Query::Accounts {
             prefix: query.prefix,
             after,
@@ -103,7 +97,7 @@ pub async fn list(
     else {
         unreachable!("an accounts query answers with accounts")
     };
-    let data = accounts.iter().map(views::AccountBody::from).collect();
+    let data = accounts.iter().map(views::AccountAnswer::from).collect();
     let next_cursor = next.map(|slot| format!("a{slot:x}"));
     Ok(axum::Json(views::Page { data, next_cursor }).into_response())
 }

@@ -1,12 +1,12 @@
 //! Account history and balances at a past instant, from the history store.
 //! Both first wait until the store holds every acknowledged write.
 
-use super::accounts::read_account;
+use super::body::QueryParameters;
+use super::paging::{page_cursor, page_limit};
+use super::request::path_id;
 use super::views::instant;
-use super::QueryParameters;
 use crate::auth::Role;
 use crate::error::ApiError;
-use crate::history::History;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -28,7 +28,7 @@ pub struct HistoryParameters {
 }
 
 #[derive(Serialize)]
-struct EntryBody<'a> {
+struct EntryAnswer<'a> {
     id: String,
     kind: &'static str,
     transaction_id: Option<&'a str>,
@@ -43,9 +43,9 @@ struct EntryBody<'a> {
     total: i128,
 }
 
-impl<'a> From<&'a HistoryEntry> for EntryBody<'a> {
+impl<'a> From<&'a HistoryEntry> for EntryAnswer<'a> {
     fn from(entry: &'a HistoryEntry) -> Self {
-        EntryBody {
+        EntryAnswer {
             id: entry.history_id.to_string(),
             kind: entry.kind,
             transaction_id: entry.transaction_id.as_deref(),
@@ -63,17 +63,10 @@ impl<'a> From<&'a HistoryEntry> for EntryBody<'a> {
 }
 
 #[derive(Serialize)]
-struct HistoryPage<'a> {
+struct HistoryPageAnswer<'a> {
     account: &'a str,
-    data: Vec<EntryBody<'a>>,
+    data: Vec<EntryAnswer<'a>>,
     next_cursor: Option<String>,
-}
-
-pub(crate) fn history_of(state: &AppState) -> Result<&Arc<History>, ApiError> {
-    state
-        .history
-        .as_ref()
-        .ok_or_else(|| ApiError::HistoryUnavailable("the history is off (--history-url off)".into()))
 }
 
 /// An instant as RFC 3339 or as milliseconds since the Unix epoch.
@@ -99,10 +92,10 @@ pub async fn history(
     QueryParameters(parameters): QueryParameters<HistoryParameters>,
 ) -> Result<Response, ApiError> {
     state.auth.require(&headers, Role::Reader, "read")?;
-    let account = super::path_id(&id, AccountId::parse)?;
-    let history = history_of(&state)?;
-    let limit = super::page_limit(parameters.limit.map(u64::from), u64::from(HISTORY_PAGE_MAX))? as u32;
-    let before = super::page_cursor(parameters.cursor.as_deref(), 'h')?;
+    let account = path_id(&id, AccountId::parse)?;
+    let history = state.ledger.history_required()?;
+    let limit = page_limit(parameters.limit.map(u64::from), u64::from(HISTORY_PAGE_MAX))? as u32;
+    let before = page_cursor(parameters.cursor.as_deref(), 'h')?;
     let from_ms = parameters
         .from
         .as_deref()
@@ -113,7 +106,7 @@ pub async fn history(
         .as_deref()
         .map(|text| parse_instant("to", text))
         .transpose()?;
-    read_account(&state, account.clone()).await?;
+    state.ledger.account(account.clone()).await?;
     history.caught_up().await?;
     let query = HistoryQuery {
         account: account.to_string(),
@@ -126,9 +119,9 @@ pub async fn history(
     let next_cursor = (entries.len() == limit as usize)
         .then(|| entries.last().map(|entry| format!("h{}", entry.history_id)))
         .flatten();
-    let page = HistoryPage {
+    let page = HistoryPageAnswer {
         account: account.as_str(),
-        data: entries.iter().map(EntryBody::from).collect(),
+        data: entries.iter().map(EntryAnswer::from).collect(),
         next_cursor,
     };
     Ok(axum::Json(page).into_response())
@@ -142,7 +135,7 @@ pub struct BalanceParameters {
 }
 
 #[derive(Serialize)]
-struct BalanceBody<'a> {
+struct BalanceAnswer<'a> {
     account: &'a str,
     unit: &'a str,
     at: String,
@@ -160,10 +153,10 @@ pub async fn balance(
     QueryParameters(parameters): QueryParameters<BalanceParameters>,
 ) -> Result<Response, ApiError> {
     state.auth.require(&headers, Role::Reader, "read")?;
-    let account = super::path_id(&id, AccountId::parse)?;
-    let current = read_account(&state, account.clone()).await?;
+    let account = path_id(&id, AccountId::parse)?;
+    let current = state.ledger.account(account.clone()).await?;
     let Some(at) = parameters.at else {
-        let body = BalanceBody {
+        let body = BalanceAnswer {
             account: account.as_str(),
             unit: current.unit.as_str(),
             at: instant(current.updated_at_ms),
@@ -175,12 +168,12 @@ pub async fn balance(
         return Ok(axum::Json(body).into_response());
     };
     let at_ms = parse_instant("at", &at)?;
-    let history = history_of(&state)?;
+    let history = state.ledger.history_required()?;
     history.caught_up().await?;
     let name = account.to_string();
     let entry = history.read(move |reader| reader.balance_at(&name, at_ms)).await?;
     let (available, frozen) = entry.as_ref().map_or((0, 0), |entry| (entry.available, entry.frozen));
-    let body = BalanceBody {
+    let body = BalanceAnswer {
         account: account.as_str(),
         unit: current.unit.as_str(),
         at: instant(at_ms.max(0) as u64),

@@ -1,7 +1,10 @@
-use super::{authorize, build, execute, transaction_id, views, JsonBody};
+use super::body::JsonBody;
+use super::request::{authorize, build, path_id, transaction_id};
+use super::respond::execute;
+use super::views;
 use crate::auth::Role;
 use crate::error::ApiError;
-use crate::sequencer::{Answer, Detail, Query};
+use crate::sequencer::Detail;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -12,7 +15,7 @@ use std::sync::Arc;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HoldBody {
+pub struct HoldRequest {
     /// The idempotency key of the transaction that creates the hold.
     id: Option<TransactionId>,
     hold: HoldId,
@@ -37,7 +40,7 @@ fn parse_instant_ms(text: &str) -> Result<u64, ApiError> {
 pub async fn create(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<HoldBody>,
+    JsonBody(body): JsonBody<HoldRequest>,
 ) -> Result<Response, ApiError> {
     let expires_at_ms = body.expires_at.as_deref().map(parse_instant_ms).transpose()?;
     let hold_id = body.hold.clone();
@@ -61,12 +64,9 @@ async fn with_hold(
     hold_id: HoldId,
 ) -> Result<Response, ApiError> {
     let committed = execute(state, transaction, Detail::WithEffects).await?;
-    let hold = match state.sequencer.read(Query::Hold(hold_id)).await? {
-        Answer::Hold(hold) => hold,
-        _ => None,
-    };
-    let mut body = views::TransactionBody::of_submitted(&committed.submitted, false);
-    body.hold = hold.as_ref().map(views::HoldBody::from);
+    let hold = state.ledger.hold(hold_id).await?;
+    let mut body = views::TransactionAnswer::of_submitted(&committed.submitted, false);
+    body.hold = hold.as_ref().map(views::HoldAnswer::from);
     Ok(committed.respond(body))
 }
 
@@ -76,10 +76,10 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     state.auth.require(&headers, Role::Reader, "read")?;
-    let id = super::path_id(&id, HoldId::parse)?;
-    match state.sequencer.read(Query::Hold(id.clone())).await? {
-        Answer::Hold(Some(hold)) => Ok(axum::Json(views::HoldBody::from(&hold)).into_response()),
-        _ => Err(ApiError::NotFound {
+    let id = path_id(&id, HoldId::parse)?;
+    match state.ledger.hold(id.clone()).await? {
+        Some(hold) => Ok(axum::Json(views::HoldAnswer::from(&hold)).into_response()),
+        None => Err(ApiError::NotFound {
             what: "hold",
             id: id.to_string(),
         }),
@@ -88,7 +88,7 @@ pub async fn get(
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct CaptureBody {
+pub struct CaptureRequest {
     id: Option<TransactionId>,
     amount: Option<Amount>,
     to: Option<AccountId>,
@@ -97,7 +97,7 @@ pub struct CaptureBody {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct ReleaseBody {
+pub struct ReleaseRequest {
     id: Option<TransactionId>,
     metadata: Option<Metadata>,
 }
@@ -106,9 +106,9 @@ pub async fn capture(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    JsonBody(body): JsonBody<CaptureBody>,
+    JsonBody(body): JsonBody<CaptureRequest>,
 ) -> Result<Response, ApiError> {
-    let hold = super::path_id(&id, HoldId::parse)?;
+    let hold = path_id(&id, HoldId::parse)?;
     let op = Operation::Capture {
         hold: hold.clone(),
         amount: body.amount,
@@ -123,9 +123,9 @@ pub async fn release(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    JsonBody(body): JsonBody<ReleaseBody>,
+    JsonBody(body): JsonBody<ReleaseRequest>,
 ) -> Result<Response, ApiError> {
-    let hold = super::path_id(&id, HoldId::parse)?;
+    let hold = path_id(&id, HoldId::parse)?;
     let op = Operation::Release { hold: hold.clone() };
     authorize(&state, &headers, std::slice::from_ref(&op))?;
     let transaction = build(transaction_id(&headers, body.id)?, vec![op], body.metadata)?;

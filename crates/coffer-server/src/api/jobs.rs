@@ -1,7 +1,10 @@
 //! `PUT /v1/balances/batch` and the job endpoints (see `crate::jobs`).
 
-use super::{views, JsonBody, QueryParameters};
+use super::body::{JsonBody, QueryParameters};
+use super::paging::page_limit;
+use super::views;
 use crate::auth::Role;
+use crate::clock::{generated_id, now_ms};
 use crate::error::ApiError;
 use crate::jobs::{Item, Job, JobError, JobSpec, JOB_ID_BYTES_MAX, JOB_ITEMS_MAX};
 use crate::state::AppState;
@@ -16,7 +19,7 @@ use std::sync::Arc;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BalancesBody {
+pub struct BalancesRequest {
     unit: Unit,
     /// Account → new available balance. Items are taken in account order.
     balances: BTreeMap<String, Box<RawValue>>,
@@ -38,7 +41,7 @@ fn job_id(given: Option<String>) -> Result<String, ApiError> {
                 ))),
             }
         }
-        None => Ok(super::generated_id().to_string()),
+        None => Ok(generated_id().to_string()),
     }
 }
 
@@ -69,7 +72,7 @@ fn item(account: String, amount: &RawValue) -> Item {
 pub async fn create(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<BalancesBody>,
+    JsonBody(body): JsonBody<BalancesRequest>,
 ) -> Result<Response, ApiError> {
     state.auth.require(&headers, Role::Admin, "set balances")?;
     let count = body.balances.len();
@@ -82,7 +85,7 @@ pub async fn create(
         id: job_id(body.id)?,
         unit: body.unit.to_string(),
         create_missing: body.create_missing,
-        created_at_ms: super::now_ms(),
+        created_at_ms: now_ms(),
         items: body
             .balances
             .into_iter()
@@ -102,10 +105,10 @@ pub async fn create(
         JobError::Io(error) => ApiError::Journal(format!("storing the job: {error}")),
     })?;
     if new {
-        tokio::spawn(crate::jobs::run(Arc::downgrade(&state), Arc::clone(&job)));
+        state.jobs.start(Arc::clone(&job));
     }
     let status = if new { StatusCode::ACCEPTED } else { StatusCode::OK };
-    Ok((status, axum::Json(JobBody::of(&job))).into_response())
+    Ok((status, axum::Json(JobAnswer::of(&job))).into_response())
 }
 
 #[derive(Serialize)]
@@ -117,7 +120,7 @@ struct Totals {
 }
 
 #[derive(Serialize)]
-struct JobBody<'a> {
+struct JobAnswer<'a> {
     job_id: &'a str,
     status: &'static str,
     unit: &'a str,
@@ -129,12 +132,12 @@ struct JobBody<'a> {
     finished_at: Option<String>,
 }
 
-impl<'a> JobBody<'a> {
+impl<'a> JobAnswer<'a> {
     fn of(job: &'a Job) -> Self {
         let (completed, failed, pending) = job.totals();
         let items = job.spec.items.len();
         let finished_at = *job.finished_at_ms.lock().expect("lock");
-        JobBody {
+        JobAnswer {
             job_id: &job.spec.id,
             status: if pending == 0 { "completed" } else { "running" },
             unit: &job.spec.unit,
@@ -166,7 +169,7 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     state.auth.require(&headers, Role::Reader, "read")?;
     let job = find(&state, &id)?;
-    Ok(axum::Json(JobBody::of(&job)).into_response())
+    Ok(axum::Json(JobAnswer::of(&job)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -180,7 +183,7 @@ pub struct ItemParameters {
 pub const ITEMS_PAGE_MAX: usize = 1_000;
 
 #[derive(Serialize)]
-struct ItemBody<'a> {
+struct ItemAnswer<'a> {
     index: usize,
     account: &'a str,
     amount: Option<&'a str>,
@@ -196,7 +199,7 @@ pub async fn items(
 ) -> Result<Response, ApiError> {
     state.auth.require(&headers, Role::Reader, "read")?;
     let job = find(&state, &id)?;
-    let limit = super::page_limit(parameters.limit.map(|limit| limit as u64), ITEMS_PAGE_MAX as u64)? as usize;
+    let limit = page_limit(parameters.limit.map(|limit| limit as u64), ITEMS_PAGE_MAX as u64)? as usize;
     let wanted = parameters.status.as_deref();
     if wanted.is_some_and(|status| !["completed", "failed", "pending"].contains(&status)) {
         return Err(ApiError::invalid("status must be completed, failed or pending"));
@@ -218,7 +221,7 @@ pub async fn items(
             break;
         }
         let item = &job.spec.items[index];
-        data.push(ItemBody {
+        data.push(ItemAnswer {
             index,
             account: &item.account,
             amount: item.amount.as_deref(),

@@ -1,3 +1,4 @@
+use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::{MatchedPath, Request, State};
@@ -14,16 +15,16 @@ pub async fn health() -> Response {
 /// Ready once recovery is done (the server binds only after it), while the
 /// journal can still write and the engine thread runs.
 pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    if let Some(failure) = state.sequencer.journal_failure() {
+    if let Some(failure) = state.ledger.sequencer().journal_failure() {
         return Err(ApiError::NotReady(format!("journal failed: {failure}")));
     }
-    if !state.sequencer.engine_running() {
+    if !state.ledger.sequencer().engine_running() {
         return Err(ApiError::NotReady("the engine thread has stopped".into()));
     }
     if let Some(Err(reason)) = state.kafka.as_ref().map(|kafka| kafka.ready()) {
         return Err(ApiError::NotReady(reason));
     }
-    if let Some(failure) = state.history.as_ref().and_then(|history| history.stats.failure()) {
+    if let Some(failure) = state.ledger.history().and_then(|history| history.stats.failure()) {
         return Err(ApiError::NotReady(format!("history projector stopped: {failure}")));
     }
     Ok(axum::Json(serde_json::json!({ "status": "ready" })).into_response())
@@ -31,7 +32,7 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Response, ApiEr
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let stats = &state.journal_stats;
-    metrics::gauge!("coffer_queue_depth").set(state.sequencer.queue_depth() as f64);
+    metrics::gauge!("coffer_queue_depth").set(state.ledger.sequencer().queue_depth() as f64);
     metrics::gauge!("coffer_journal_bytes_written").set(stats.bytes_written.load(Ordering::Relaxed) as f64);
     metrics::gauge!("coffer_journal_syncs").set(stats.syncs.load(Ordering::Relaxed) as f64);
     metrics::gauge!("coffer_journal_fsync_seconds_last")
@@ -41,7 +42,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .set(stats.sync_micros_total.load(Ordering::Relaxed) as f64 / 1e6);
     let durable_sequence = stats.durable_sequence.load(Ordering::Relaxed);
     metrics::gauge!("coffer_journal_durable_sequence").set(durable_sequence as f64);
-    if let Some(history) = &state.history {
+    if let Some(history) = state.ledger.history() {
         record_history_metrics(history, durable_sequence);
     }
     if let Some(kafka) = &state.kafka {
@@ -61,12 +62,7 @@ fn record_history_metrics(history: &crate::history::History, durable_sequence: u
     // Age of the newest projected record while behind; zero when caught up.
     let lag_seconds = match lag {
         0 => 0.0,
-        _ => {
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |elapsed| elapsed.as_millis() as u64);
-            now_ms.saturating_sub(stats.projected_timestamp_ms.load(Ordering::Relaxed)) as f64 / 1e3
-        }
+        _ => now_ms().saturating_sub(stats.projected_timestamp_ms.load(Ordering::Relaxed)) as f64 / 1e3,
     };
     metrics::gauge!("coffer_history_lag_seconds").set(lag_seconds);
     metrics::gauge!("coffer_history_rows_written").set(stats.rows_written.load(Ordering::Relaxed) as f64);

@@ -1,10 +1,12 @@
-use super::{
-    answer, authorize, build, detail_preferred, execute, mark_minimal, sized_json, transaction_id, views, JsonBody,
-    QueryParameters,
-};
+use super::body::{JsonBody, QueryParameters};
+use super::request::{authorize, build, detail_preferred, limit_transactions, path_id, transaction_id};
+use super::respond::{answer, execute, mark_minimal, sized_json};
+use super::views;
 use crate::auth::Role;
+use crate::clock::generated_id;
 use crate::error::ApiError;
-use crate::sequencer::{Answer, Detail, Query};
+use crate::ledger::Lookup;
+use crate::sequencer::Detail;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -16,7 +18,7 @@ use std::sync::Arc;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TransactionBody {
+pub struct TransactionRequest {
     id: Option<TransactionId>,
     ops: Vec<Operation>,
     metadata: Option<Metadata>,
@@ -24,11 +26,11 @@ pub struct TransactionBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ModeQuery {
+pub struct ModeParameters {
     mode: Option<String>,
 }
 
-fn parse(state: &AppState, headers: &HeaderMap, body: TransactionBody) -> Result<Transaction, ApiError> {
+fn parse(state: &AppState, headers: &HeaderMap, body: TransactionRequest) -> Result<Transaction, ApiError> {
     authorize(state, headers, &body.ops)?;
     build(transaction_id(headers, body.id)?, body.ops, body.metadata)
 }
@@ -36,11 +38,11 @@ fn parse(state: &AppState, headers: &HeaderMap, body: TransactionBody) -> Result
 pub async fn create(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    QueryParameters(query): QueryParameters<ModeQuery>,
-    JsonBody(body): JsonBody<TransactionBody>,
+    QueryParameters(query): QueryParameters<ModeParameters>,
+    JsonBody(body): JsonBody<TransactionRequest>,
 ) -> Result<Response, ApiError> {
     let transaction = parse(&state, &headers, body)?;
-    super::limit_transactions(&state, &headers).await?;
+    limit_transactions(&state, &headers).await?;
     match query.mode.as_deref() {
         None | Some("sync") => {
             let detail = detail_preferred(&headers);
@@ -51,7 +53,7 @@ pub async fn create(
             if let Some(kafka) = &state.kafka {
                 // Through the commands topic: accepted once the broker has it.
                 kafka.produce(&transaction).await?;
-            } else if let Some(stored) = state.submit_detached(vec![transaction]).await? {
+            } else if let Some(stored) = state.ledger.submit_detached(vec![transaction]).await? {
                 return Ok(answer(stored)?.into_response());
             }
             Ok((
@@ -70,38 +72,30 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     state.auth.require(&headers, Role::Reader, "read")?;
-    let id = super::path_id(&id, TransactionId::parse)?;
-    if state.sequencer.is_pending(&id) {
-        return Ok(axum::Json(json!({ "id": id.as_str(), "status": "pending" })).into_response());
-    }
-    if let Answer::Transaction(Some(record)) = state.sequencer.read(Query::Transaction(id.clone())).await? {
-        return Ok(axum::Json(views::TransactionBody::of_record(id.as_str(), &record)).into_response());
-    }
-    if state.kafka.as_ref().is_some_and(|kafka| kafka.is_pending(&id)) {
-        return Ok(axum::Json(json!({ "id": id.as_str(), "status": "pending" })).into_response());
-    }
-    // Beyond the engine's window: the history store keeps every outcome.
-    let not_found = || ApiError::NotFound {
-        what: "transaction",
-        id: id.to_string(),
+    let id = path_id(&id, TransactionId::parse)?;
+    let answer = match state.ledger.lookup(&id).await? {
+        Some(Lookup::Pending) => axum::Json(json!({ "id": id.as_str(), "status": "pending" })).into_response(),
+        Some(Lookup::Recent(record)) => {
+            axum::Json(views::TransactionAnswer::of_record(id.as_str(), &record)).into_response()
+        }
+        // Beyond the engine's window: the history store keeps every outcome.
+        Some(Lookup::Stored(row, record)) => {
+            axum::Json(views::StoredTransactionAnswer::new(&row, &record)).into_response()
+        }
+        None => {
+            return Err(ApiError::NotFound {
+                what: "transaction",
+                id: id.to_string(),
+            })
+        }
     };
-    let Some(history) = &state.history else {
-        return Err(not_found());
-    };
-    history.caught_up().await?;
-    let name = id.to_string();
-    let mut rows = history
-        .read(move |reader| reader.transactions(&[name.as_str()]))
-        .await?;
-    let row = rows.pop().ok_or_else(not_found)?;
-    let record = crate::history::stored_record(&row)?;
-    Ok(axum::Json(views::StoredTransactionBody::new(&row, &record)).into_response())
+    Ok(answer)
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BatchBody {
-    transactions: Vec<TransactionBody>,
+pub struct BatchRequest {
+    transactions: Vec<TransactionRequest>,
     #[serde(default)]
     atomic: bool,
     /// With `atomic`, the id of the combined transaction.
@@ -114,9 +108,9 @@ pub struct BatchBody {
 pub async fn batch(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<BatchBody>,
+    JsonBody(body): JsonBody<BatchRequest>,
 ) -> Result<Response, ApiError> {
-    super::limit_transactions(&state, &headers).await?;
+    limit_transactions(&state, &headers).await?;
     let count = body.transactions.len();
     if count == 0 || count > state.config.http_batch_max {
         return Err(ApiError::invalid(format!(
@@ -135,18 +129,18 @@ pub async fn batch(
     let mut transactions = Vec::with_capacity(count);
     for (index, item) in body.transactions.into_iter().enumerate() {
         authorize(&state, &headers, &item.ops)?;
-        let id = item.id.unwrap_or_else(super::generated_id);
+        let id = item.id.unwrap_or_else(generated_id);
         let transaction = build(id, item.ops, item.metadata)
             .map_err(|error| ApiError::invalid(format!("transactions[{index}]: {error}")))?;
         transactions.push(transaction);
     }
     let detail = detail_preferred(&headers);
-    let results = state.submit(transactions, detail).await?;
+    let results = state.ledger.submit(transactions, detail).await?;
     if detail == Detail::WithoutEffects {
         let answer = BatchAnswer {
             results: results
                 .iter()
-                .map(|submitted| views::TransactionBody::minimal(submitted, true))
+                .map(|submitted| views::TransactionAnswer::minimal(submitted, true))
                 .collect(),
         };
         let mut response = sized_json(StatusCode::OK, &answer, results.len() * MINIMAL_RESULT_BYTES);
@@ -156,7 +150,7 @@ pub async fn batch(
     let answer = BatchAnswer {
         results: results
             .iter()
-            .map(|submitted| views::TransactionBody::of_submitted(submitted, true))
+            .map(|submitted| views::TransactionAnswer::of_submitted(submitted, true))
             .collect(),
     };
     Ok(sized_json(StatusCode::OK, &answer, results.len() * RESULT_BYTES))
@@ -173,7 +167,7 @@ struct BatchAnswer<T> {
     results: Vec<T>,
 }
 
-async fn atomic_batch(state: &AppState, headers: &HeaderMap, body: BatchBody) -> Result<Response, ApiError> {
+async fn atomic_batch(state: &AppState, headers: &HeaderMap, body: BatchRequest) -> Result<Response, ApiError> {
     let mut ops = Vec::new();
     let mut first_op_of_item = Vec::with_capacity(body.transactions.len());
     for item in body.transactions {
@@ -187,7 +181,7 @@ async fn atomic_batch(state: &AppState, headers: &HeaderMap, body: BatchBody) ->
     }
     authorize(state, headers, &ops)?;
     let transaction = build(transaction_id(headers, body.id)?, ops, None)?;
-    let mut results = state.submit(vec![transaction], Detail::WithEffects).await?;
+    let mut results = state.ledger.submit(vec![transaction], Detail::WithEffects).await?;
     let submitted = results.pop().expect("one result");
     // Say which item failed, not only which op of the combined transaction.
     let item_of = |op_index: usize| {
@@ -214,7 +208,7 @@ async fn atomic_batch(state: &AppState, headers: &HeaderMap, body: BatchBody) ->
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DepositBody {
+pub struct DepositRequest {
     id: Option<TransactionId>,
     account: AccountId,
     amount: Amount,
@@ -223,7 +217,7 @@ pub struct DepositBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TransferBody {
+pub struct TransferRequest {
     id: Option<TransactionId>,
     from: AccountId,
     to: AccountId,
@@ -236,14 +230,14 @@ enum Direction {
     ToWorld,
 }
 
-impl DepositBody {
+impl DepositRequest {
     /// Deposits and withdrawals are transfers with `@world` on one side.
-    fn into_transfer(self, direction: Direction) -> TransferBody {
+    fn into_transfer(self, direction: Direction) -> TransferRequest {
         let (from, to) = match direction {
             Direction::FromWorld => (AccountId::world(), self.account),
             Direction::ToWorld => (self.account, AccountId::world()),
         };
-        TransferBody {
+        TransferRequest {
             id: self.id,
             from,
             to,
@@ -253,14 +247,14 @@ impl DepositBody {
     }
 }
 
-async fn one_transfer(state: &AppState, headers: &HeaderMap, body: TransferBody) -> Result<Response, ApiError> {
+async fn one_transfer(state: &AppState, headers: &HeaderMap, body: TransferRequest) -> Result<Response, ApiError> {
     let op = Operation::Transfer {
         from: body.from,
         to: body.to,
         amount: body.amount,
     };
     authorize(state, headers, std::slice::from_ref(&op))?;
-    super::limit_transactions(state, headers).await?;
+    limit_transactions(state, headers).await?;
     let transaction = build(transaction_id(headers, body.id)?, vec![op], body.metadata)?;
     let detail = detail_preferred(headers);
     Ok(execute(state, transaction, detail).await?.respond_in(detail))
@@ -270,7 +264,7 @@ async fn one_transfer(state: &AppState, headers: &HeaderMap, body: TransferBody)
 pub async fn deposit(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<DepositBody>,
+    JsonBody(body): JsonBody<DepositRequest>,
 ) -> Result<Response, ApiError> {
     one_transfer(&state, &headers, body.into_transfer(Direction::FromWorld)).await
 }
@@ -279,7 +273,7 @@ pub async fn deposit(
 pub async fn withdrawal(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<DepositBody>,
+    JsonBody(body): JsonBody<DepositRequest>,
 ) -> Result<Response, ApiError> {
     one_transfer(&state, &headers, body.into_transfer(Direction::ToWorld)).await
 }
@@ -287,7 +281,7 @@ pub async fn withdrawal(
 pub async fn transfer(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<TransferBody>,
+    JsonBody(body): JsonBody<TransferRequest>,
 ) -> Result<Response, ApiError> {
     one_transfer(&state, &headers, body).await
 }

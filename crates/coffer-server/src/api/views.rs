@@ -32,11 +32,11 @@ impl Serialize for Rfc3339 {
 
 /// A commit's effects, serialized straight from the sequencer's answer
 /// (no per-result vector).
-pub struct EffectsBody<'a>(&'a [EffectView]);
+pub struct EffectsAnswer<'a>(&'a [EffectView]);
 
-impl Serialize for EffectsBody<'_> {
+impl Serialize for EffectsAnswer<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|effect| EffectBody {
+        serializer.collect_seq(self.0.iter().map(|effect| EffectAnswer {
             account: effect.account.as_str(),
             unit: effect.unit.as_str(),
             available: effect.available,
@@ -50,7 +50,7 @@ impl Serialize for EffectsBody<'_> {
 /// A transaction's result, serialized directly (no intermediate JSON
 /// tree): a batch answer holds thousands of them.
 #[derive(Serialize)]
-pub struct TransactionBody<'a> {
+pub struct TransactionAnswer<'a> {
     id: &'a str,
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -62,16 +62,16 @@ pub struct TransactionBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     timestamp: Option<Rfc3339>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    effects: Option<EffectsBody<'a>>,
+    effects: Option<EffectsAnswer<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     replayed: Option<bool>,
     /// The hold a hold operation created or changed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub hold: Option<HoldBody<'a>>,
+    pub hold: Option<HoldAnswer<'a>>,
 }
 
 #[derive(Serialize)]
-pub struct EffectBody<'a> {
+pub struct EffectAnswer<'a> {
     account: &'a str,
     unit: &'a str,
     available: i128,
@@ -80,10 +80,10 @@ pub struct EffectBody<'a> {
     version: u64,
 }
 
-impl<'a> TransactionBody<'a> {
+impl<'a> TransactionAnswer<'a> {
     /// Id, outcome and sequence; everything else absent.
     fn bare(id: &'a str, (status, code, op_index): OutcomeFields, seq: u64) -> Self {
-        TransactionBody {
+        TransactionAnswer {
             id,
             status,
             code,
@@ -97,9 +97,9 @@ impl<'a> TransactionBody<'a> {
     }
 
     pub fn of_record(id: &'a str, record: &Record) -> Self {
-        TransactionBody {
+        TransactionAnswer {
             timestamp: Some(Rfc3339(record.timestamp_ms)),
-            ..TransactionBody::bare(id, verdict_fields(record), record.sequence)
+            ..TransactionAnswer::bare(id, verdict_fields(record), record.sequence)
         }
     }
 
@@ -108,9 +108,9 @@ impl<'a> TransactionBody<'a> {
     /// result, which the batch throughput is bound by). `marked` adds
     /// `replayed` (batch items; a single answer says it by its status).
     pub fn minimal(submitted: &'a Submitted, marked: bool) -> Self {
-        TransactionBody {
+        TransactionAnswer {
             replayed: marked.then_some(submitted.kind == Kind::Replayed),
-            ..TransactionBody::bare(
+            ..TransactionAnswer::bare(
                 submitted.id.as_str(),
                 outcome_fields(submitted),
                 submitted.record.sequence,
@@ -120,12 +120,12 @@ impl<'a> TransactionBody<'a> {
 
     /// The result of a submission; `marked` adds `replayed` (batch items).
     pub fn of_submitted(submitted: &'a Submitted, marked: bool) -> Self {
-        let mut body = TransactionBody::minimal(submitted, marked);
+        let mut body = TransactionAnswer::minimal(submitted, marked);
         body.timestamp = Some(Rfc3339(submitted.record.timestamp_ms));
         match submitted.kind {
             // A replay answers from the remembered outcome, which keeps no effects.
             Kind::New if submitted.record.verdict == Verdict::Committed => {
-                body.effects = Some(EffectsBody(&submitted.effects));
+                body.effects = Some(EffectsAnswer(&submitted.effects));
             }
             _ => {}
         }
@@ -154,11 +154,11 @@ fn outcome_fields(submitted: &Submitted) -> OutcomeFields {
 /// For error details, whose results carry no amounts (rejections keep no
 /// effects), so they fit a JSON tree.
 pub fn record_value(id: &str, record: &Record) -> Value {
-    serde_json::to_value(TransactionBody::of_record(id, record)).unwrap_or(Value::Null)
+    serde_json::to_value(TransactionAnswer::of_record(id, record)).unwrap_or(Value::Null)
 }
 
 #[derive(Serialize)]
-pub struct AccountBody<'a> {
+pub struct AccountAnswer<'a> {
     id: &'a str,
     unit: &'a str,
     available: i128,
@@ -173,9 +173,9 @@ pub struct AccountBody<'a> {
     updated_at: String,
 }
 
-impl<'a> From<&'a AccountView> for AccountBody<'a> {
+impl<'a> From<&'a AccountView> for AccountAnswer<'a> {
     fn from(view: &'a AccountView) -> Self {
-        AccountBody {
+        AccountAnswer {
             id: view.id.as_str(),
             unit: view.unit.as_str(),
             available: view.available,
@@ -200,7 +200,7 @@ pub struct Page<T, C> {
 }
 
 #[derive(Serialize)]
-pub struct HoldBody<'a> {
+pub struct HoldAnswer<'a> {
     id: &'a str,
     account: &'a str,
     unit: &'a str,
@@ -214,9 +214,9 @@ pub struct HoldBody<'a> {
     finished_at: Option<String>,
 }
 
-impl<'a> From<&'a HoldView> for HoldBody<'a> {
+impl<'a> From<&'a HoldView> for HoldAnswer<'a> {
     fn from(view: &'a HoldView) -> Self {
-        HoldBody {
+        HoldAnswer {
             id: view.id.as_str(),
             account: view.account.as_str(),
             unit: view.unit.as_str(),
@@ -235,9 +235,9 @@ impl<'a> From<&'a HoldView> for HoldBody<'a> {
 /// A transaction answered from the history store (beyond the engine's
 /// window): the stored result, with the operations and effects as stored.
 #[derive(Serialize)]
-pub struct StoredTransactionBody<'a> {
+pub struct StoredTransactionAnswer<'a> {
     #[serde(flatten)]
-    result: TransactionBody<'a>,
+    result: TransactionAnswer<'a>,
     ops: Option<&'a serde_json::value::RawValue>,
     metadata: Option<&'a serde_json::value::RawValue>,
     #[serde(rename = "effects")]
@@ -252,11 +252,11 @@ struct StoredBody<'a> {
     metadata: Option<&'a serde_json::value::RawValue>,
 }
 
-impl<'a> StoredTransactionBody<'a> {
+impl<'a> StoredTransactionAnswer<'a> {
     pub fn new(row: &'a coffer_history::TransactionRow, record: &Record) -> Self {
         let body: Option<StoredBody> = serde_json::from_str(&row.body).ok();
-        StoredTransactionBody {
-            result: TransactionBody::of_record(&row.id, record),
+        StoredTransactionAnswer {
+            result: TransactionAnswer::of_record(&row.id, record),
             ops: body.as_ref().map(|body| body.ops),
             metadata: body.and_then(|body| body.metadata),
             stored_effects: serde_json::from_str(&row.effects).ok(),

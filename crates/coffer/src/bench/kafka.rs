@@ -1,6 +1,7 @@
 //! `coffer bench --scenario kafka-ingest`: commands through the broker.
 
-use crate::bench::{BenchOptions, Client};
+use super::client::Client;
+use super::options::BenchOptions;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};

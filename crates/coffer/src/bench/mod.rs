@@ -4,160 +4,20 @@
 //! answer is an error, not a success.
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Scenario {
-    /// One transfer per request between uniformly chosen accounts.
-    Transfers,
-    /// Transfers whose accounts follow a Zipf distribution (s = 1.1): a few
-    /// hot accounts take most of the traffic.
-    TransfersZipf,
-    /// One deposit (from @world) per request.
-    Deposits,
-    /// A hold, then its capture: two requests per operation.
-    HoldCapture,
-    /// POST /v1/transactions/batch with --batch-size transfers per request.
-    Batches,
-    /// Flash sale: every request a new buyer purchasing one item of one hot
-    /// product (created first with ample stock).
-    Purchases,
-    /// One bulk job setting --accounts balances (PUT /v1/balances/batch),
-    /// timed from the request until the job reports completed.
-    BalanceJob,
-    /// --count transfer commands produced to Kafka (the server must run
-    /// with --kafka-brokers), timed until applied and until their results
-    /// and events are published.
-    KafkaIngest,
-}
+mod client;
+mod kafka;
+mod options;
 
-#[derive(Debug, Clone, Args)]
-pub struct BenchOptions {
-    /// Base URL of the server.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub url: String,
-    /// Start a server of this binary on a temporary data directory and a
-    /// free loopback port, run against it, then stop it and delete the
-    /// directory (instead of --url).
-    #[arg(long, conflicts_with = "url")]
-    pub fresh_server: bool,
-    /// A flag for the fresh server, e.g. `--server-option=--history-url=off`
-    /// (repeatable, at most 64).
-    #[arg(
-        long = "server-option",
-        value_name = "FLAG",
-        allow_hyphen_values = true,
-        requires = "fresh_server"
-    )]
-    pub server_options: Vec<String>,
-    #[arg(long, value_enum, default_value_t = Scenario::Transfers)]
-    pub scenario: Scenario,
-    /// Concurrent connections (each runs requests back to back).
-    #[arg(long, default_value_t = 64)]
-    pub connections: u32,
-    /// How long to run, in seconds (ignored with --count).
-    #[arg(long, default_value_t = 10)]
-    pub duration: u64,
-    /// Stop after this many operations instead of after --duration.
-    #[arg(long)]
-    pub count: Option<u64>,
-    /// Target operations per second across all connections (0: as fast as
-    /// possible). Latency at a fixed rate is the figure that matters.
-    #[arg(long, default_value_t = 0)]
-    pub rate: u64,
-    /// Accounts to spread the load over (opened and funded first).
-    #[arg(long, default_value_t = 1_000)]
-    pub accounts: u64,
-    /// Transfers per request in the batches scenario.
-    #[arg(long, default_value_t = 1_000)]
-    pub batch_size: u64,
-    /// Transfers, deposits and batches: ask for id, status and sequence
-    /// only (`Prefer: return=minimal`), not balances, as a Redis client
-    /// gets.
-    #[arg(long)]
-    pub minimal_answers: bool,
-    /// Bearer API key (writer or admin).
-    #[arg(long, env = "COFFER_BENCH_API_KEY")]
-    pub api_key: Option<String>,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Kafka brokers of the server under test (kafka-ingest).
-    #[arg(long, default_value = "127.0.0.1:9092")]
-    pub kafka_brokers: String,
-    /// The server's --kafka-topic-prefix (kafka-ingest).
-    #[arg(long, default_value = "coffer.")]
-    pub kafka_topic_prefix: String,
-}
+use client::Client;
+pub use options::{BenchOptions, Scenario, ACCOUNTS_MAX, CONNECTIONS_MAX};
 
-pub const CONNECTIONS_MAX: u32 = 4_096;
-pub const ACCOUNTS_MAX: u64 = 10_000_000;
 /// Latency samples kept per connection; beyond it they are subsampled.
 const SAMPLES_PER_CONNECTION_MAX: usize = 1 << 20;
-
-pub(crate) struct Client {
-    http: reqwest::Client,
-    base: String,
-    api_key: Option<String>,
-}
-
-impl Client {
-    /// A gauge or counter from the server's /metrics (0 when absent).
-    pub(crate) async fn metric(&self, name: &str) -> anyhow::Result<f64> {
-        let text = self
-            .authorized(self.http.get(format!("{}/metrics", self.base)))
-            .send()
-            .await?
-            .text()
-            .await?;
-        Ok(text
-            .lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or(0.0))
-    }
-
-    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.api_key {
-            Some(key) => request.bearer_auth(key),
-            None => request,
-        }
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        self.post_preferring(path, body, false).await
-    }
-
-    /// `post`, under `Prefer: return=minimal` when `minimal`.
-    async fn post_preferring(&self, path: &str, body: &Value, minimal: bool) -> anyhow::Result<(u16, Value)> {
-        let (status, answer) = self.post_text(path, body.to_string(), minimal).await?;
-        Ok((status, answer.unwrap_or(Value::Null)))
-    }
-
-    /// A JSON body as text, and the answer parsed into `T` (`None` when it
-    /// does not parse). The batch scenario builds its bodies as text and
-    /// parses answers into typed structs: `Value` trees of a thousand items
-    /// made the load generator, not the server, the limit.
-    async fn post_text<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-        body: String,
-        minimal: bool,
-    ) -> anyhow::Result<(u16, Option<T>)> {
-        let mut request = self.http.post(format!("{}{path}", self.base));
-        if minimal {
-            request = request.header("prefer", "return=minimal");
-        }
-        let request = self.authorized(request.header("content-type", "application/json").body(body));
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await?;
-        Ok((status, serde_json::from_slice(&bytes).ok()))
-    }
-}
 
 /// What the batch scenario checks of an answer: every item committed.
 #[derive(serde::Deserialize)]
@@ -475,21 +335,17 @@ async fn run_async(mut options: BenchOptions) -> anyhow::Result<()> {
 
 /// Runs the scenario against `options.url`.
 async fn drive(options: BenchOptions, http: reqwest::Client) -> anyhow::Result<()> {
-    let client = Client {
-        http,
-        base: options.url.trim_end_matches('/').to_owned(),
-        api_key: options.api_key.clone(),
-    };
-    let health = client.http.get(format!("{}/healthz", client.base)).send().await;
+    let client = Client::new(http, &options.url, options.api_key.clone());
+    let health = client.get("/healthz").send().await;
     health
         .and_then(reqwest::Response::error_for_status)
-        .with_context(|| format!("the server at {} is not reachable or not healthy", client.base))?;
+        .with_context(|| format!("the server at {} is not reachable or not healthy", client.base()))?;
     if options.scenario == Scenario::BalanceJob {
         return balance_job(&client, &options).await;
     }
     prepare(&client, options.accounts).await?;
     if options.scenario == Scenario::KafkaIngest {
-        return crate::bench_kafka::run(&client, &options).await;
+        return kafka::run(&client, &options).await;
     }
     let zipf = (options.scenario == Scenario::TransfersZipf).then(|| Zipf::new(options.accounts, 1.1));
     let run = format!(
@@ -541,8 +397,7 @@ async fn balance_job(client: &Client, options: &BenchOptions) -> anyhow::Result<
     let job = format!("bench-{run:x}");
     let body = json!({"id": job, "unit": "BENCH", "balances": balances, "create_missing": true});
     let started = Instant::now();
-    let response = client.http.put(format!("{}/v1/balances/batch", client.base));
-    let response = client.authorized(response).json(&body).send().await?;
+    let response = client.put("/v1/balances/batch").json(&body).send().await?;
     anyhow::ensure!(
         response.status() == 202,
         "job refused: {} {}",
@@ -551,7 +406,7 @@ async fn balance_job(client: &Client, options: &BenchOptions) -> anyhow::Result<
     );
     let accepted = started.elapsed();
     let job = loop {
-        let request = client.authorized(client.http.get(format!("{}/v1/jobs/{job}", client.base)));
+        let request = client.get(&format!("/v1/jobs/{job}"));
         let state: Value = request.send().await?.json().await?;
         if state["status"] == "completed" {
             break state;

@@ -1,0 +1,111 @@
+//! What a request asks for beyond its body: the idempotency key, the role
+//! its operations need, the per-user rate limit, the answer it prefers,
+//! ids in the path. Shared by the handlers.
+
+use crate::auth::Role;
+use crate::clock::generated_id;
+use crate::error::ApiError;
+use crate::rate_limit::Decision;
+use crate::sequencer::Detail;
+use crate::state::AppState;
+use axum::http::HeaderMap;
+use coffer_core::{Operation, Transaction, TransactionId};
+
+/// The idempotency key: the `Idempotency-Key` header, else `id` in the
+/// body, else a fresh server-generated id (the request is then not safely
+/// retryable, which the docs say).
+pub(crate) fn transaction_id(headers: &HeaderMap, body_id: Option<TransactionId>) -> Result<TransactionId, ApiError> {
+    let header = headers.get("idempotency-key").map(|value| {
+        let text = value
+            .to_str()
+            .map_err(|_| ApiError::invalid("Idempotency-Key must be ASCII"))?;
+        TransactionId::parse(text).map_err(|error| ApiError::invalid(format!("Idempotency-Key: {error}")))
+    });
+    match (header.transpose()?, body_id) {
+        (Some(header), Some(body)) if header != body => {
+            Err(ApiError::invalid("the Idempotency-Key header and the body id differ"))
+        }
+        (Some(id), _) | (None, Some(id)) => Ok(id),
+        (None, None) => Ok(generated_id()),
+    }
+}
+
+/// The optional per-user transaction limit, keyed by the `Coffer-User`
+/// header; requests without it are not limited.
+pub(crate) async fn limit_transactions(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let (Some(limiter), Some(user)) = (&state.transaction_limiter, headers.get("coffer-user")) else {
+        return Ok(());
+    };
+    let user = user
+        .to_str()
+        .ok()
+        .filter(|user| !user.is_empty() && user.len() <= coffer_core::limits::ID_BYTES_MAX)
+        .ok_or_else(|| ApiError::invalid("Coffer-User must be 1 to 128 ASCII characters"))?;
+    match limiter.check(user).await {
+        Decision::Allowed => Ok(()),
+        Decision::Limited { retry_after_ms } => Err(ApiError::RateLimited {
+            what: "transactions",
+            retry_after_secs: retry_after_ms.div_ceil(1_000),
+        }),
+    }
+}
+
+/// The role an operation needs: changing limits, balances or account
+/// status, or opening a system account, is an administrator's act.
+fn role_for(op: &Operation) -> Role {
+    match op {
+        Operation::SetBalance { .. }
+        | Operation::SetLimits { .. }
+        | Operation::Close { .. }
+        | Operation::Reopen { .. } => Role::Admin,
+        Operation::Open { account, .. } if account.is_system() => Role::Admin,
+        _ => Role::Writer,
+    }
+}
+
+pub(crate) fn authorize(state: &AppState, headers: &HeaderMap, ops: &[Operation]) -> Result<(), ApiError> {
+    let needed = ops.iter().map(role_for).max().unwrap_or(Role::Writer);
+    let action = if needed == Role::Admin {
+        "change balances, limits, status or system accounts"
+    } else {
+        "write"
+    };
+    state.auth.require(headers, needed, action).map(drop)
+}
+
+/// Parses an id from the URL path; a bad one is a 400 that says why.
+pub(crate) fn path_id<T>(text: &str, parse: fn(&str) -> Result<T, coffer_core::CoreError>) -> Result<T, ApiError> {
+    parse(text).map_err(|error| ApiError::invalid(error.to_string()))
+}
+
+pub(crate) fn build(
+    id: TransactionId,
+    ops: Vec<Operation>,
+    metadata: Option<coffer_core::Metadata>,
+) -> Result<Transaction, ApiError> {
+    Transaction::new(id, ops, metadata).map_err(|error| ApiError::invalid(error.to_string()))
+}
+
+/// RFC 7240 `Prefer: return=minimal`, among other preferences or not.
+fn prefers_minimal(headers: &HeaderMap) -> bool {
+    headers.get_all("prefer").iter().any(|value| {
+        value.to_str().is_ok_and(|text| {
+            text.split(',').any(|preference| {
+                let name_and_value = preference.split(';').next().unwrap_or_default();
+                let compact: String = name_and_value
+                    .chars()
+                    .filter(|character| !character.is_ascii_whitespace())
+                    .collect();
+                compact.eq_ignore_ascii_case("return=minimal")
+            })
+        })
+    })
+}
+
+/// Balances in the answer unless the client prefers it minimal.
+pub(crate) fn detail_preferred(headers: &HeaderMap) -> Detail {
+    match prefers_minimal(headers) {
+        true => Detail::WithoutEffects,
+        false => Detail::WithEffects,
+    }
+}

@@ -1,0 +1,239 @@
+//! The ledger as the rest of the server sees it. Every write and every
+//! lookup by transaction id goes through `Ledger`, which owns "never
+//! applied twice" end to end:
+//!
+//! - inside the engine's idempotency window, the engine decides (a retry
+//!   replays the remembered outcome, another payload is `IdReused`);
+//! - once the window has started to forget, ids are first looked up in the
+//!   history store, and a stored one is answered from there, never applied
+//!   again (`TransactionRow::same_payload` tells a retry from a reused id);
+//! - writes accepted before they are applied (`mode=async`, over HTTP or
+//!   Kafka) are `pending` here until applied, in one set.
+//!
+//! Durability is the sequencer's: its answers come after the fsync.
+
+use crate::error::ApiError;
+use crate::history::History;
+use crate::sequencer::{Answer, Detail, Kind, Query, Sequencer, Submitted};
+use coffer_core::{AccountId, AccountView, HoldId, HoldView, Record, Transaction, TransactionId};
+use coffer_history::TransactionRow;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+/// Writes remembered as pending at most; beyond, they are still applied,
+/// but a lookup answers 404 until they are.
+pub const PENDING_MAX: usize = 1_000_000;
+
+pub struct Ledger {
+    sequencer: Arc<Sequencer>,
+    history: Option<Arc<History>>,
+    /// Accepted (`mode=async`, or produced to Kafka) and not yet applied.
+    pending: Mutex<HashSet<TransactionId>>,
+}
+
+/// What is known of a transaction id.
+pub enum Lookup {
+    /// Accepted, not yet applied.
+    Pending,
+    /// In the engine's window.
+    Recent(Record),
+    /// Beyond the window, from the history store.
+    Stored(TransactionRow, Record),
+}
+
+impl Ledger {
+    pub fn new(sequencer: Arc<Sequencer>, history: Option<Arc<History>>) -> Arc<Ledger> {
+        Arc::new(Ledger {
+            sequencer,
+            history,
+            pending: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn sequencer(&self) -> &Sequencer {
+        &self.sequencer
+    }
+
+    pub fn history(&self) -> Option<&Arc<History>> {
+        self.history.as_ref()
+    }
+
+    /// The history store, or why there is none.
+    pub fn history_required(&self) -> Result<&Arc<History>, ApiError> {
+        self.history
+            .as_ref()
+            .ok_or_else(|| ApiError::HistoryUnavailable("the history is off (--history-url off)".into()))
+    }
+
+    /// True once the engine takes no more commands (shutdown): the
+    /// background writers (jobs, Kafka) stop then.
+    pub fn stopped(&self) -> bool {
+        self.sequencer.stopped()
+    }
+
+    /// Applies transactions and answers once durable, one result each.
+    pub async fn submit(&self, transactions: Vec<Transaction>, detail: Detail) -> Result<Vec<Submitted>, ApiError> {
+        let known = self.known(&transactions).await?;
+        if known.iter().all(Option::is_none) {
+            return Ok(self.sequencer.submit(transactions, detail).await?);
+        }
+        let fresh: Vec<Transaction> = transactions
+            .into_iter()
+            .zip(&known)
+            .filter(|(_, stored)| stored.is_none())
+            .map(|(transaction, _)| transaction)
+            .collect();
+        let mut applied = match fresh.is_empty() {
+            true => Vec::new(),
+            false => self.sequencer.submit(fresh, detail).await?,
+        }
+        .into_iter();
+        Ok(known
+            .into_iter()
+            .map(|stored| stored.unwrap_or_else(|| applied.next().expect("one result per fresh transaction")))
+            .collect())
+    }
+
+    /// Queues transactions without waiting for them (`mode=async` without
+    /// Kafka); they are pending until applied. `Some` when the history
+    /// store already has one of them: the caller answers with that.
+    pub async fn submit_detached(
+        self: &Arc<Self>,
+        transactions: Vec<Transaction>,
+    ) -> Result<Option<Submitted>, ApiError> {
+        if let Some(stored) = self.known(&transactions).await?.into_iter().flatten().next() {
+            return Ok(Some(stored));
+        }
+        let ids: Vec<TransactionId> = transactions
+            .iter()
+            .map(|transaction| transaction.id().clone())
+            .collect();
+        let applied = self.sequencer.enqueue(transactions, Detail::WithoutEffects)?;
+        self.mark_pending(&ids);
+        let ledger = Arc::clone(self);
+        tokio::spawn(async move {
+            // Applied or failed: either way no longer pending.
+            let _ = applied.await;
+            ledger.settle(&ids);
+        });
+        Ok(None)
+    }
+
+    /// Records ids accepted elsewhere (the Kafka commands topic) as pending.
+    pub fn mark_pending(&self, ids: &[TransactionId]) {
+        let mut pending = self.pending.lock().expect("pending lock");
+        for id in ids {
+            if pending.len() >= PENDING_MAX {
+                break;
+            }
+            pending.insert(id.clone());
+        }
+    }
+
+    /// The ids are applied (or failed): no longer pending.
+    pub fn settle(&self, ids: &[TransactionId]) {
+        let mut pending = self.pending.lock().expect("pending lock");
+        if pending.is_empty() {
+            return;
+        }
+        for id in ids {
+            pending.remove(id);
+        }
+    }
+
+    /// What is known of `id`: pending, in the window, or stored.
+    pub async fn lookup(&self, id: &TransactionId) -> Result<Option<Lookup>, ApiError> {
+        if self.pending.lock().expect("pending lock").contains(id) {
+            return Ok(Some(Lookup::Pending));
+        }
+        if let Answer::Transaction(Some(record)) = self.read(Query::Transaction(id.clone())).await? {
+            return Ok(Some(Lookup::Recent(record)));
+        }
+        // Applied between the two checks: the window has it now.
+        if self.pending.lock().expect("pending lock").contains(id) {
+            return Ok(Some(Lookup::Pending));
+        }
+        let Some(history) = &self.history else {
+            return Ok(None);
+        };
+        history.caught_up().await?;
+        let row = history.stored(vec![id.to_string()]).await?.pop();
+        row.map(|row| {
+            let record = stored_record(&row)?;
+            Ok(Lookup::Stored(row, record))
+        })
+        .transpose()
+    }
+
+    /// A read answered once everything it saw is durable.
+    pub async fn read(&self, query: Query) -> Result<Answer, ApiError> {
+        Ok(self.sequencer.read(query).await?)
+    }
+
+    pub async fn account(&self, id: AccountId) -> Result<AccountView, ApiError> {
+        match self.read(Query::Account(id.clone())).await? {
+            Answer::Account(Some(view)) => Ok(view),
+            _ => Err(ApiError::NotFound {
+                what: "account",
+                id: id.to_string(),
+            }),
+        }
+    }
+
+    pub async fn hold(&self, id: HoldId) -> Result<Option<HoldView>, ApiError> {
+        let Answer::Hold(view) = self.read(Query::Hold(id)).await? else {
+            unreachable!("a hold query answers with a hold")
+        };
+        Ok(view)
+    }
+
+    /// The stored outcomes of transactions the window may have forgotten,
+    /// in their order; `None` for the others. Also holds writes to the
+    /// history's pace (`History::admit_write`).
+    async fn known(&self, transactions: &[Transaction]) -> Result<Vec<Option<Submitted>>, ApiError> {
+        let unknown = || vec![None; transactions.len()];
+        let Some(history) = &self.history else {
+            return Ok(unknown());
+        };
+        history.admit_write(|| self.sequencer.durable_sequence()).await?;
+        if !self.sequencer.idempotency_has_forgotten() {
+            return Ok(unknown());
+        }
+        let ids = transactions
+            .iter()
+            .map(|transaction| transaction.id().to_string())
+            .collect();
+        let rows = history.stored(ids).await?;
+        if rows.is_empty() {
+            return Ok(unknown());
+        }
+        let by_id: HashMap<&str, &TransactionRow> = rows.iter().map(|row| (row.id.as_str(), row)).collect();
+        transactions
+            .iter()
+            .map(|transaction| {
+                by_id
+                    .get(transaction.id().as_str())
+                    .map(|row| stored_outcome(transaction, row))
+                    .transpose()
+            })
+            .collect()
+    }
+}
+
+/// A stored transaction as the answer to a retry of `transaction`.
+fn stored_outcome(transaction: &Transaction, row: &TransactionRow) -> Result<Submitted, ApiError> {
+    Ok(Submitted {
+        id: transaction.id().clone(),
+        kind: match row.same_payload(transaction) {
+            true => Kind::Replayed,
+            false => Kind::IdReused,
+        },
+        record: stored_record(row)?,
+        effects: Vec::new(),
+    })
+}
+
+fn stored_record(row: &TransactionRow) -> Result<Record, ApiError> {
+    row.record()
+        .map_err(|error| ApiError::HistoryUnavailable(error.to_string()))
+}

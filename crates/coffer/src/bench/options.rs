@@ -1,0 +1,90 @@
+//! What `coffer bench` is asked to do: its command-line options and bounds.
+
+use clap::{Args, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// One transfer per request between uniformly chosen accounts.
+    Transfers,
+    /// Transfers whose accounts follow a Zipf distribution (s = 1.1): a few
+    /// hot accounts take most of the traffic.
+    TransfersZipf,
+    /// One deposit (from @world) per request.
+    Deposits,
+    /// A hold, then its capture: two requests per operation.
+    HoldCapture,
+    /// POST /v1/transactions/batch with --batch-size transfers per request.
+    Batches,
+    /// Flash sale: every request a new buyer purchasing one item of one hot
+    /// product (created first with ample stock).
+    Purchases,
+    /// One bulk job setting --accounts balances (PUT /v1/balances/batch),
+    /// timed from the request until the job reports completed.
+    BalanceJob,
+    /// --count transfer commands produced to Kafka (the server must run
+    /// with --kafka-brokers), timed until applied and until their results
+    /// and events are published.
+    KafkaIngest,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchOptions {
+    /// Base URL of the server.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Start a server of this binary on a temporary data directory and a
+    /// free loopback port, run against it, then stop it and delete the
+    /// directory (instead of --url).
+    #[arg(long, conflicts_with = "url")]
+    pub fresh_server: bool,
+    /// A flag for the fresh server, e.g. `--server-option=--history-url=off`
+    /// (repeatable, at most 64).
+    #[arg(
+        long = "server-option",
+        value_name = "FLAG",
+        allow_hyphen_values = true,
+        requires = "fresh_server"
+    )]
+    pub server_options: Vec<String>,
+    #[arg(long, value_enum, default_value_t = Scenario::Transfers)]
+    pub scenario: Scenario,
+    /// Concurrent connections (each runs requests back to back).
+    #[arg(long, default_value_t = 64)]
+    pub connections: u32,
+    /// How long to run, in seconds (ignored with --count).
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Stop after this many operations instead of after --duration.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Target operations per second across all connections (0: as fast as
+    /// possible). Latency at a fixed rate is the figure that matters.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Accounts to spread the load over (opened and funded first).
+    #[arg(long, default_value_t = 1_000)]
+    pub accounts: u64,
+    /// Transfers per request in the batches scenario.
+    #[arg(long, default_value_t = 1_000)]
+    pub batch_size: u64,
+    /// Transfers, deposits and batches: ask for id, status and sequence
+    /// only (`Prefer: return=minimal`), not balances, as a Redis client
+    /// gets.
+    #[arg(long)]
+    pub minimal_answers: bool,
+    /// Bearer API key (writer or admin).
+    #[arg(long, env = "COFFER_BENCH_API_KEY")]
+    pub api_key: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Kafka brokers of the server under test (kafka-ingest).
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+    /// The server's --kafka-topic-prefix (kafka-ingest).
+    #[arg(long, default_value = "coffer.")]
+    pub kafka_topic_prefix: String,
+}
+
+pub const CONNECTIONS_MAX: u32 = 4_096;
+pub const ACCOUNTS_MAX: u64 = 10_000_000;
