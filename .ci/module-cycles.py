@@ -8,6 +8,7 @@ inside it. For every ring of modules found, prints the modules and the edges
 that close it, so the reader sees which `use` to move.
 
 Usage: .ci/module-cycles.py [REPO_ROOT]    exit 0: no rings; exit 1: rings.
+       .ci/module-cycles.py --self-test    checks this checker on made-up crates.
 """
 import os
 import re
@@ -116,7 +117,44 @@ def rings(edges):
     return groups
 
 
+def self_test():
+    """A ring through `super::`, a group import and a test-only use must be
+    found; a layered crate, and edges only inside `#[cfg(test)]`, must not."""
+    import subprocess
+    import tempfile
+
+    cases = {
+        "ring": {
+            "lib.rs": "mod a;\nmod b;\n",
+            "a.rs": "use crate::b::{Thing, other};\npub struct A;\n",
+            "b/mod.rs": "mod c;\npub use self::c::Helper;\npub struct Thing;\npub fn other() {}\n",
+            "b/c.rs": "use super::super::a::A;\npub struct Helper;\n",
+        },
+        "layered": {
+            "lib.rs": "mod a;\nmod b;\n",
+            "a.rs": "use crate::b::Thing;\n// crate::a is named in a comment\n",
+            "b.rs": "pub struct Thing;\n#[cfg(test)]\nmod tests {\n    use crate::a::*;\n}\n",
+        },
+    }
+    expected = {"ring": 1, "layered": 0}
+    for name, files in cases.items():
+        with tempfile.TemporaryDirectory() as root:
+            for path, text in files.items():
+                full = os.path.join(root, "crates", name, "src", path)
+                os.makedirs(os.path.dirname(full), exist_ok=True)
+                with open(full, "w") as fh:
+                    fh.write(text)
+            run = subprocess.run([sys.executable, __file__, root], capture_output=True, text=True)
+            if run.returncode != expected[name]:
+                print(f"self-test {name}: exit {run.returncode}, expected {expected[name]}\n{run.stdout}")
+                return 1
+    print("self-test passed: a ring is found, a layered crate passes")
+    return 0
+
+
 def main():
+    if sys.argv[1:] == ["--self-test"]:
+        return self_test()
     root = sys.argv[1] if len(sys.argv) > 1 else "."
     crates_dir = os.path.join(root, "crates")
     found = 0

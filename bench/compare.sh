@@ -79,7 +79,7 @@ settle() {
 }
 
 # Single requests are driven by wrk, a C client like redis-benchmark and
-# pgbench (and the client behind the bare-axum figure of the issue): a
+# pgbench (and the client behind the reference bare-axum figure): a
 # heavier client would take its share of the two cores from the server.
 wrk_bench() { # name url
   settle
@@ -175,7 +175,7 @@ if [[ $ROUNDS -gt 1 ]]; then
   done
 fi
 
-# The goals of issue #8, judged on this run. coffer keeps an idempotency
+# The goals in docs/BENCHMARKS.md, judged on this run. coffer keeps an idempotency
 # record per transfer, as the Redis script does (SET NX) and as
 # postgres_row_lock_recorded does (a unique id); postgres_row_lock skips it.
 echo
@@ -197,15 +197,15 @@ goal "coffer_history >= 1 x redis_lua_always" coffer_history redis_lua_always 1
 goal "coffer_history >= 10 x postgres_row_lock_recorded" coffer_history postgres_row_lock_recorded 10
 
 # The peers' speeds move with the machine's state, and not together (on
-# one fast night PostgreSQL ran at twice the issue's figure while the HTTP
+# one fast night PostgreSQL ran at twice the reference figure while the HTTP
 # peers ran at 1.7-1.9 times theirs), so the ratios above move with it.
-# Beside the issue's reference run (transfers/s): each peer's share of the
+# Beside the reference run (transfers/s): each peer's share of the
 # bare handler's speed. coffer's reference is the share that ten times
 # PostgreSQL needed in that run.
 declare -A reference=([bare_axum]=74000 [redis_lua_always]=58000 [postgres_row_lock]=3800)
 reference[coffer]=$((10 * reference[postgres_row_lock]))
 echo
-echo "against bare_axum, beside the issue's reference run (bare axum 74 k, Redis always 58 k, PostgreSQL 3.8 k):"
+echo "against bare_axum, beside the reference run (bare axum 74 k, Redis always 58 k, PostgreSQL 3.8 k):"
 printf '%-58s %8s %10s\n' peer ratio reference
 for name in coffer redis_lua_always postgres_row_lock; do
   awk -v a="${ops[$name]:-0}" -v b="${ops[bare_axum]:-0}" -v name="$name" \

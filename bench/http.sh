@@ -73,7 +73,7 @@ while read -r name rps p50 p99 non2xx; do
   printf '%-28s %14s %16s %10s %10s %8s %10s\n' "$name" "$rps" "$transfers" "$p50" "$p99" "$non2xx" "$ratio"
 done <<<"$results"
 
-# The targets of DESIGN.md §6 and issue #4, judged on this run.
+# The targets (docs/BENCHMARKS.md), judged on this run.
 value() { awk -v n="$1" -v c="$2" '$1==n {print $c}' <<<"$results"; }
 echo
 printf '%-44s %12s %8s\n' target measured met

@@ -1,4 +1,5 @@
-//! A full scan of every invariant of DESIGN.md §2. Too slow for the hot path
+//! A full scan of every domain invariant (conservation per unit, floors and
+//! ceilings, frozen = open holds). Too slow for the hot path
 //! (the engine asserts the cheap per-transaction postconditions instead), but
 //! run by tests after every step and by snapshot decoding.
 

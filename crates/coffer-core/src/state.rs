@@ -139,7 +139,7 @@ pub(crate) struct Hold {
     pub captured: i128,
     pub remaining: i128,
     /// Never zero: an expiry is after its batch's timestamp. The niche
-    /// keeps this field at eight bytes (DESIGN.md §6: ≤ 256 bytes a hold).
+    /// keeps this field at eight bytes (budget: ≤ 256 bytes a hold, tests/memory.rs).
     pub expires_at_ms: Option<std::num::NonZeroU64>,
     pub status: HoldStatus,
     /// Creation order: breaks ties between holds expiring at the same instant.

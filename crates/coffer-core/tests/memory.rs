@@ -1,5 +1,5 @@
 //! Memory per account, per open hold and per remembered id, measured with a
-//! counting allocator (DESIGN.md §6 budget: ≤ 256 bytes per account and per
+//! counting allocator (budget: ≤ 256 bytes per account and per
 //! open hold). Memory is deterministic, unlike time, so it is asserted.
 
 use coffer_core::{AccountId, Amount, Engine, EngineLimits, HoldId, Operation, Transaction, TransactionId, Unit};

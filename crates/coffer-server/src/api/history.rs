@@ -3,7 +3,7 @@
 
 use super::body::QueryParameters;
 use super::paging::{page_cursor, page_limit};
-use super::request::path_id;
+use super::request::{instant_ms, path_id};
 use super::views::instant;
 use crate::auth::Role;
 use crate::error::ApiError;
@@ -69,22 +69,6 @@ struct HistoryPageAnswer<'a> {
     next_cursor: Option<String>,
 }
 
-/// An instant as RFC 3339 or as milliseconds since the Unix epoch.
-fn parse_instant(name: &str, text: &str) -> Result<i64, ApiError> {
-    if let Ok(milliseconds) = text.parse::<i64>() {
-        return Ok(milliseconds);
-    }
-    let time = humantime::parse_rfc3339_weak(text).map_err(|_| {
-        ApiError::invalid(format!(
-            "{name} must be an RFC 3339 instant or milliseconds, got {text:?}"
-        ))
-    })?;
-    let since_epoch = time
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| ApiError::invalid(format!("{name} is before 1970")))?;
-    i64::try_from(since_epoch.as_millis()).map_err(|_| ApiError::invalid(format!("{name} is too far in the future")))
-}
-
 pub async fn history(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -99,12 +83,12 @@ pub async fn history(
     let from_ms = parameters
         .from
         .as_deref()
-        .map(|text| parse_instant("from", text))
+        .map(|text| instant_ms("from", text, true))
         .transpose()?;
     let to_ms = parameters
         .to
         .as_deref()
-        .map(|text| parse_instant("to", text))
+        .map(|text| instant_ms("to", text, true))
         .transpose()?;
     state.ledger.account(account.clone()).await?;
     history.caught_up().await?;
@@ -167,7 +151,7 @@ pub async fn balance(
         };
         return Ok(axum::Json(body).into_response());
     };
-    let at_ms = parse_instant("at", &at)?;
+    let at_ms = instant_ms("at", &at, true)?;
     let history = state.ledger.history_required()?;
     history.caught_up().await?;
     let name = account.to_string();

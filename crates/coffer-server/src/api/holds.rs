@@ -1,5 +1,5 @@
 use super::body::JsonBody;
-use super::request::{authorize, build, path_id, transaction_id};
+use super::request::{authorize, build, instant_ms, path_id, transaction_id};
 use super::respond::execute;
 use super::views;
 use crate::auth::Role;
@@ -28,21 +28,18 @@ pub struct HoldRequest {
     metadata: Option<Metadata>,
 }
 
-fn parse_instant_ms(text: &str) -> Result<u64, ApiError> {
-    let instant = humantime::parse_rfc3339_weak(text)
-        .map_err(|error| ApiError::invalid(format!("expires_at {text:?} is not an RFC 3339 instant: {error}")))?;
-    let since_epoch = instant
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| ApiError::invalid("expires_at is before 1970"))?;
-    u64::try_from(since_epoch.as_millis()).map_err(|_| ApiError::invalid("expires_at is too far away"))
-}
-
 pub async fn create(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<HoldRequest>,
 ) -> Result<Response, ApiError> {
-    let expires_at_ms = body.expires_at.as_deref().map(parse_instant_ms).transpose()?;
+    let expires_at_ms = body
+        .expires_at
+        .as_deref()
+        .map(|text| instant_ms("expires_at", text, false))
+        .transpose()?
+        .map(|at| u64::try_from(at).map_err(|_| ApiError::invalid("expires_at is before 1970")))
+        .transpose()?;
     let hold_id = body.hold.clone();
     let op = Operation::Hold {
         hold: body.hold,

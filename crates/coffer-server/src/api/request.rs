@@ -109,3 +109,23 @@ pub(crate) fn detail_preferred(headers: &HeaderMap) -> Detail {
         false => Detail::WithEffects,
     }
 }
+
+/// An instant given as RFC 3339 (or, where `millis_too`, as milliseconds
+/// since the Unix epoch), in milliseconds since the epoch.
+pub(crate) fn instant_ms(field: &str, text: &str, millis_too: bool) -> Result<i64, ApiError> {
+    if millis_too {
+        if let Ok(milliseconds) = text.parse::<i64>() {
+            return Ok(milliseconds);
+        }
+    }
+    let expected = match millis_too {
+        true => "an RFC 3339 instant or milliseconds",
+        false => "an RFC 3339 instant, e.g. 2026-11-25T12:00:00Z",
+    };
+    let time = humantime::parse_rfc3339_weak(text)
+        .map_err(|_| ApiError::invalid(format!("{field} must be {expected}, got {text:?}")))?;
+    let since_epoch = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| ApiError::invalid(format!("{field} is before 1970")))?;
+    i64::try_from(since_epoch.as_millis()).map_err(|_| ApiError::invalid(format!("{field} is too far in the future")))
+}
