@@ -267,7 +267,11 @@ impl PurchaseOrder {
 
 /// How a purchase ended: committed, replayed, or refused.
 pub struct Placed {
+    /// What the transaction's metadata keeps of the order.
     pub order: OrderMetadata,
+    pub quantity: Amount,
+    /// The price of the whole order, for a priced product.
+    pub paid: Option<u128>,
     pub submitted: Submitted,
     parts: Vec<Part>,
 }
@@ -391,6 +395,8 @@ impl FlashSale {
         if let Some(refused) = self.ensure_buyer(&request.product, &request.user, &rules).await? {
             return Ok(Placed {
                 order,
+                quantity: request.quantity,
+                paid: None,
                 submitted: refused,
                 parts: Vec::new(),
             });
@@ -406,6 +412,8 @@ impl FlashSale {
         let submitted = self.submit_one(id, ops, Some(metadata), Detail::WithoutEffects).await?;
         Ok(Placed {
             order,
+            quantity: request.quantity,
+            paid,
             submitted,
             parts,
         })

@@ -7,8 +7,8 @@
 //! - once the window has started to forget, ids are first looked up in the
 //!   history store, and a stored one is answered from there, never applied
 //!   again (`TransactionRow::same_payload` tells a retry from a reused id);
-//! - writes accepted before they are applied (`mode=async`, over HTTP or
-//!   Kafka) are `pending` here until applied, in one set.
+//! - writes accepted before they are applied (`mode=async` through the
+//!   Kafka commands topic) are `pending` here until applied.
 //!
 //! Durability is the sequencer's: its answers come after the fsync.
 
@@ -27,7 +27,7 @@ pub const PENDING_MAX: usize = 1_000_000;
 pub struct Ledger {
     sequencer: Arc<Sequencer>,
     history: Option<Arc<History>>,
-    /// Accepted (`mode=async`, or produced to Kafka) and not yet applied.
+    /// Produced to the Kafka commands topic and not yet applied.
     pending: Mutex<HashSet<TransactionId>>,
 }
 
@@ -92,31 +92,6 @@ impl Ledger {
             .into_iter()
             .map(|stored| stored.unwrap_or_else(|| applied.next().expect("one result per fresh transaction")))
             .collect())
-    }
-
-    /// Queues transactions without waiting for them (`mode=async` without
-    /// Kafka); they are pending until applied. `Some` when the history
-    /// store already has one of them: the caller answers with that.
-    pub async fn submit_detached(
-        self: &Arc<Self>,
-        transactions: Vec<Transaction>,
-    ) -> Result<Option<Submitted>, ApiError> {
-        if let Some(stored) = self.known(&transactions).await?.into_iter().flatten().next() {
-            return Ok(Some(stored));
-        }
-        let ids: Vec<TransactionId> = transactions
-            .iter()
-            .map(|transaction| transaction.id().clone())
-            .collect();
-        let applied = self.sequencer.enqueue(transactions, Detail::WithoutEffects)?;
-        self.mark_pending(&ids);
-        let ledger = Arc::clone(self);
-        tokio::spawn(async move {
-            // Applied or failed: either way no longer pending.
-            let _ = applied.await;
-            ledger.settle(&ids);
-        });
-        Ok(None)
     }
 
     /// Records ids accepted elsewhere (the Kafka commands topic) as pending.

@@ -215,20 +215,6 @@ impl Sequencer {
         transactions: Vec<Transaction>,
         detail: Detail,
     ) -> Result<Vec<Submitted>, SequencerError> {
-        self.enqueue(transactions, detail)?.await
-    }
-
-    /// Queues transactions now (or refuses them: queue full, stopped) and
-    /// returns what resolves once they are durable, for callers that
-    /// answer before then (`mode=async`).
-    pub fn enqueue(
-        &self,
-        transactions: Vec<Transaction>,
-        detail: Detail,
-    ) -> Result<
-        impl std::future::Future<Output = Result<Vec<Submitted>, SequencerError>> + Send + 'static,
-        SequencerError,
-    > {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Submit {
             transactions,
@@ -236,12 +222,10 @@ impl Sequencer {
             reply,
         })?;
         // The journal's completion answers, so this wakes once: when durable.
-        Ok(async move {
-            answer
-                .await
-                .map_err(|_| SequencerError::Stopped)?
-                .map_err(SequencerError::Journal)
-        })
+        answer
+            .await
+            .map_err(|_| SequencerError::Stopped)?
+            .map_err(SequencerError::Journal)
     }
 
     pub async fn read(&self, query: Query) -> Result<Answer, SequencerError> {

@@ -228,3 +228,67 @@ async fn check(
     assert_eq!(total, FUNDING * ACCOUNTS as i64, "conservation");
     committed
 }
+
+/// `mode=async` without Kafka: 200 writes, each answered 202, then SIGKILL
+/// at once. After a restart every one of them is found with the outcome
+/// its 202 gave, and the balances hold exactly the committed ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn async_writes_acknowledged_before_kill_9_are_all_found() {
+    const WRITES: u64 = 200;
+    let data = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let mut server = Server::start(data.path());
+    for account in ["payer", "payee"] {
+        let response = client
+            .post(format!("{}/v1/accounts", server.base))
+            .json(&json!({"id": account, "unit": "EUR/2"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    let deposit = json!({"id": "fund", "account": "payer", "amount": 100 * 50});
+    let response = client
+        .post(format!("{}/v1/deposits", server.base))
+        .json(&deposit)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    // 200 transfers of 50 from a payer holding 100 × 50: about half are
+    // rejected (insufficient funds), whichever order they apply in.
+    let writes: Vec<_> = (0..WRITES)
+        .map(|number| {
+            let (client, base) = (client.clone(), server.base.clone());
+            tokio::spawn(async move {
+                let id = format!("async-{number}");
+                let ops = json!([{"type": "transfer", "from": "payer", "to": "payee", "amount": 50}]);
+                let response = client
+                    .post(format!("{base}/v1/transactions?mode=async"))
+                    .json(&json!({"id": id, "ops": ops}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 202);
+                let body: Value = response.json().await.unwrap();
+                (id, body["status"].as_str().unwrap().to_owned())
+            })
+        })
+        .collect();
+    let mut accepted = Vec::new();
+    for write in writes {
+        accepted.push(write.await.unwrap());
+    }
+    server.kill();
+    let server = Server::start(data.path());
+    let mut committed = 0;
+    for (id, status) in &accepted {
+        let (code, record) = get(&client, format!("{}/v1/transactions/{id}", server.base)).await;
+        assert_eq!(code, 200, "{id} was accepted, so it survives the crash: {record}");
+        assert_eq!(record["status"].as_str(), Some(status.as_str()), "{id}: {record}");
+        committed += u64::from(status == "committed");
+    }
+    assert_eq!(committed, 100, "exactly the payer's funds were transferred");
+    let (_, payee) = get(&client, format!("{}/v1/accounts/payee", server.base)).await;
+    assert_eq!(payee["available"].as_u64(), Some(committed * 50));
+}

@@ -46,8 +46,9 @@ struct ProductAnswer<'a> {
     sold: i128,
     /// Every item ever stocked.
     supplied: i128,
-    per_buyer_limit: Option<String>,
-    price: Option<String>,
+    per_buyer_limit: Option<u128>,
+    /// Per item, in `unit`'s smallest denomination.
+    price: Option<u128>,
     unit: Option<String>,
     merchant: Option<String>,
 }
@@ -61,8 +62,8 @@ impl<'a> From<&'a Product> for ProductAnswer<'a> {
             reserved: product.reserved,
             sold: product.sold(),
             supplied: product.supplied,
-            per_buyer_limit: product.rules.per_buyer_limit.map(|limit| limit.value().to_string()),
-            price: price.map(|price| price.amount.value().to_string()),
+            per_buyer_limit: product.rules.per_buyer_limit.map(|limit| limit.value()),
+            price: price.map(|price| price.amount.value()),
             unit: price.map(|price| price.unit.to_string()),
             merchant: price.map(|price| price.merchant.to_string()),
         }
@@ -137,8 +138,9 @@ struct OrderAnswer<'a> {
     order_id: &'a str,
     product: &'a str,
     user: &'a str,
-    quantity: String,
-    amount: Option<String>,
+    quantity: u128,
+    /// What the buyer paid, in `unit`'s smallest denomination.
+    amount: Option<u128>,
     unit: Option<String>,
     status: &'a str,
     expires_at: Option<String>,
@@ -169,16 +171,25 @@ pub async fn purchase(
 
 fn respond_order(order_id: &str, placed: Placed) -> Result<Response, ApiError> {
     let refusal = placed.refusal();
-    let Placed { order, submitted, .. } = placed;
+    let Placed {
+        order,
+        quantity,
+        paid,
+        submitted,
+        ..
+    } = placed;
     let replayed = submitted.kind == Kind::Replayed;
     if submitted.kind == Kind::IdReused {
         return answer(submitted).map(IntoResponse::into_response);
     }
     if let Some((refusal, op_index)) = refusal {
+        // The result inside the error names the refusal as the error does.
+        let mut result = views::record_value(submitted.id.as_str(), &submitted.record);
+        result["code"] = refusal.code().into();
         return Err(ApiError::Rejected {
             code: refusal.code(),
             op_index,
-            result: views::record_value(submitted.id.as_str(), &submitted.record),
+            result,
             replayed,
         });
     }
@@ -186,8 +197,8 @@ fn respond_order(order_id: &str, placed: Placed) -> Result<Response, ApiError> {
         order_id,
         product: &order.product,
         user: &order.user,
-        quantity: order.quantity.clone(),
-        amount: order.amount.clone(),
+        quantity: quantity.value(),
+        amount: paid,
         unit: order.unit.clone(),
         status: if order.reserved { "reserved" } else { "completed" },
         expires_at: order.expires_at_ms.map(instant),
@@ -244,8 +255,8 @@ fn order_answer(row: &OrderRow) -> OrderAnswer<'_> {
         order_id: &row.order_id,
         product: &row.product,
         user: &row.user_id,
-        quantity: row.quantity.to_string(),
-        amount: row.amount.map(|amount| amount.to_string()),
+        quantity: row.quantity.unsigned_abs(),
+        amount: row.amount.map(i128::unsigned_abs),
         unit: row.unit.clone(),
         status: &row.status,
         expires_at: row.expires_at_ms.map(|at| instant(at.max(0) as u64)),

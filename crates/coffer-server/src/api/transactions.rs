@@ -24,6 +24,17 @@ pub struct TransactionRequest {
     metadata: Option<Metadata>,
 }
 
+/// `202 Accepted` with the write's outcome (`Idempotent-Replayed` on a retry).
+fn accepted_answer(result: &serde_json::Value, replayed: bool) -> Response {
+    let mut response = (StatusCode::ACCEPTED, axum::Json(result)).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    }
+    response
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModeParameters {
@@ -49,18 +60,29 @@ pub async fn create(
             Ok(execute(&state, transaction, detail).await?.respond_in(detail))
         }
         Some("async") => {
-            let id = transaction.id().to_string();
             if let Some(kafka) = &state.kafka {
-                // Through the commands topic: accepted once the broker has it.
+                // Through the commands topic: accepted once the broker has
+                // it, applied later (`GET` says `pending` until then).
+                let id = transaction.id().to_string();
                 kafka.produce(&transaction).await?;
-            } else if let Some(stored) = state.ledger.submit_detached(vec![transaction]).await? {
-                return Ok(answer(stored)?.into_response());
+                let body = axum::Json(json!({ "id": id, "status": "pending" }));
+                return Ok((StatusCode::ACCEPTED, body).into_response());
             }
-            Ok((
-                StatusCode::ACCEPTED,
-                axum::Json(json!({ "id": id, "status": "pending" })),
-            )
-                .into_response())
+            // Without Kafka a command becomes durable in the journal, which
+            // records applied batches: the 202 comes after the same fsync
+            // as a synchronous answer, and says how the write ended.
+            let committed = execute(&state, transaction, Detail::WithoutEffects);
+            let accepted = match committed.await {
+                Ok(committed) => committed,
+                // A rejection is an outcome too: accepted, and rejected.
+                Err(ApiError::Rejected { result, replayed, .. }) => {
+                    return Ok(accepted_answer(&result, replayed));
+                }
+                Err(error) => return Err(error),
+            };
+            let result =
+                serde_json::to_value(views::TransactionAnswer::minimal(&accepted.submitted, false)).unwrap_or_default();
+            Ok(accepted_answer(&result, accepted.replayed))
         }
         Some(other) => Err(ApiError::invalid(format!("mode must be sync or async, not {other:?}"))),
     }
