@@ -10,6 +10,7 @@ mod account_table;
 mod amount;
 mod apply;
 pub mod codec;
+mod command;
 mod engine;
 mod entry_queue;
 mod error;
@@ -29,6 +30,7 @@ mod transaction;
 mod unit;
 
 pub use amount::{Amount, Balance};
+pub use command::Command;
 pub use engine::Engine;
 pub use error::CoreError;
 pub use identifier::{AccountId, HoldId, TransactionId, WORLD};

@@ -6,9 +6,8 @@ use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::ledger::Ledger;
 use crate::sequencer::Detail;
-use coffer_core::{Metadata, Operation, Transaction, TransactionId};
+use coffer_core::{Transaction, TransactionId};
 use coffer_kafka::{Command, CommandProducer, Ingest, KafkaSettings, Publisher, PublisherStats};
-use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -21,17 +20,6 @@ const LAG_INTERVAL: Duration = Duration::from_secs(2);
 const PRODUCER_REFRESH_INTERVAL: Duration = Duration::from_millis(50);
 /// Consecutive read errors after which the consumer starts over.
 const CONSECUTIVE_FAILURES_MAX: u32 = 5;
-
-/// The JSON of `POST /v1/transactions`, as a Kafka command.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CommandBody {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<TransactionId>,
-    pub ops: Vec<Operation>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<Metadata>,
-}
 
 pub struct KafkaLink {
     pub settings: KafkaSettings,
@@ -95,12 +83,7 @@ impl KafkaLink {
     /// `mode=async`: returns once the broker has the command, so an
     /// accepted command survives a coffer crash.
     pub async fn produce(&self, transaction: &Transaction) -> Result<(), ApiError> {
-        let body = CommandBody {
-            id: Some(transaction.id().clone()),
-            ops: transaction.ops().to_vec(),
-            metadata: transaction.metadata().cloned(),
-        };
-        let payload = serde_json::to_vec(&body).expect("commands serialize");
+        let payload = serde_json::to_vec(&coffer_core::Command::of(transaction)).expect("commands serialize");
         self.producer
             .send(transaction.id().as_str(), &payload)
             .await
@@ -282,11 +265,5 @@ impl KafkaLink {
 
 /// A command as a transaction, or why it cannot be one.
 fn parse(command: &Command) -> Result<Transaction, String> {
-    let body: CommandBody =
-        serde_json::from_slice(&command.payload).map_err(|error| format!("invalid command JSON: {error}"))?;
-    let id = match body.id {
-        Some(id) => id,
-        None => TransactionId::parse(&command.derived_id()).map_err(|error| error.to_string())?,
-    };
-    Transaction::new(id, body.ops, body.metadata).map_err(|error| error.to_string())
+    coffer_core::Command::read(&command.payload, || command.derived_id())
 }

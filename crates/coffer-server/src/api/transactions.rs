@@ -16,13 +16,8 @@ use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TransactionRequest {
-    id: Option<TransactionId>,
-    ops: Vec<Operation>,
-    metadata: Option<Metadata>,
-}
+/// `{id?, ops, metadata?}`: the same JSON as a Kafka command.
+pub type TransactionRequest = coffer_core::Command;
 
 /// `202 Accepted` with the write's outcome (`Idempotent-Replayed` on a retry).
 fn accepted_answer(result: &serde_json::Value, replayed: bool) -> Response {

@@ -1,0 +1,43 @@
+//! A transaction as JSON, `{"id"?, "ops": [...], "metadata"?}`: the body of
+//! `POST /v1/transactions` and the payload of a Kafka command. Reading it
+//! validates everything a `Transaction` validates.
+
+use crate::error::CoreError;
+use crate::identifier::TransactionId;
+use crate::metadata::Metadata;
+use crate::operation::Operation;
+use crate::transaction::Transaction;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Command {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<TransactionId>,
+    pub ops: Vec<Operation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Metadata>,
+}
+
+impl Command {
+    /// The JSON form of `transaction`.
+    pub fn of(transaction: &Transaction) -> Command {
+        Command {
+            id: Some(transaction.id().clone()),
+            ops: transaction.ops().to_vec(),
+            metadata: transaction.metadata().cloned(),
+        }
+    }
+
+    /// Reads a command from untrusted bytes; an id-less one gets
+    /// `default_id` (called only then). `Err` says why it is not one.
+    pub fn read(bytes: &[u8], default_id: impl FnOnce() -> String) -> Result<Transaction, String> {
+        let command: Command =
+            serde_json::from_slice(bytes).map_err(|error| format!("invalid command JSON: {error}"))?;
+        let id = match command.id {
+            Some(id) => id,
+            None => TransactionId::parse(&default_id()).map_err(|error| error.to_string())?,
+        };
+        Transaction::new(id, command.ops, command.metadata).map_err(|error: CoreError| error.to_string())
+    }
+}
