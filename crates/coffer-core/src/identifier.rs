@@ -1,5 +1,8 @@
 //! Validated identifiers. Once one of these exists, it is 1..=128 bytes of
-//! `[A-Za-z0-9_.:@-]`: safe in URLs, logs, SQL and Kafka keys without escaping.
+//! `[A-Za-z0-9_.:@-]`, and an account id may also hold one balanced,
+//! non-empty `{…}` pair: its shard key (`AccountId::shard_key`). Safe in
+//! logs, SQL and Kafka keys without escaping; in URLs the braces of an
+//! account id are percent-encoded (`%7B`, `%7D`), or sent raw.
 //! Ids up to 24 bytes are stored inline (no heap allocation), which keeps
 //! the engine's lookups to one cache line per account and makes remembering
 //! a transaction id allocation-free in the common case.
@@ -73,8 +76,39 @@ where
     deserializer.deserialize_str(ParsedString(parse))
 }
 
+/// An account id: the identifier alphabet, plus at most one balanced,
+/// non-empty `{…}` pair. Ids without braces take the table's fast path.
+fn validate_account_identifier(field: &'static str, text: &str) -> Result<(), CoreError> {
+    let plain = validate_identifier(field, text);
+    if plain.is_ok() || text.len() > ID_BYTES_MAX || !text.contains(['{', '}']) {
+        return plain;
+    }
+    let without_braces: String = text
+        .chars()
+        .filter(|character| !matches!(character, '{' | '}'))
+        .collect();
+    if without_braces.is_empty() {
+        return Err(CoreError::invalid(field, "must not be only braces"));
+    }
+    validate_identifier(field, &without_braces)?;
+    match (text.find('{'), text.rfind('{'), text.find('}'), text.rfind('}')) {
+        (Some(open), Some(last_open), Some(close), Some(last_close))
+            if open == last_open && close == last_close && open + 1 < close =>
+        {
+            Ok(())
+        }
+        _ => Err(CoreError::invalid(
+            field,
+            "may hold one non-empty {…} pair (its shard key), with { before }",
+        )),
+    }
+}
+
 macro_rules! identifier {
     ($(#[$doc:meta])* $name:ident, $field:literal) => {
+        identifier!($(#[$doc])* $name, $field, validate_identifier);
+    };
+    ($(#[$doc:meta])* $name:ident, $field:literal, $validate:ident) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(compact_str::CompactString);
@@ -83,7 +117,7 @@ macro_rules! identifier {
             pub const FIELD: &'static str = $field;
 
             pub fn parse(text: &str) -> Result<Self, CoreError> {
-                validate_identifier($field, text)?;
+                $validate($field, text)?;
                 Ok($name(compact_str::CompactString::new(text)))
             }
 
@@ -127,9 +161,11 @@ macro_rules! identifier {
 
 identifier!(
     /// An account id. Ids starting with `@` are system accounts; `@world`
-    /// exists implicitly in every unit.
+    /// exists implicitly in every unit. One `{…}` pair names the shard key:
+    /// `user:{42}:wallet` and `user:{42}:savings` share one.
     AccountId,
-    "account id"
+    "account id",
+    validate_account_identifier
 );
 identifier!(
     /// A hold (reservation) id, chosen by the client.
@@ -157,4 +193,79 @@ impl AccountId {
     pub fn is_system(&self) -> bool {
         self.0.starts_with('@')
     }
+
+    /// What places the account in a shard: the text inside its `{…}`
+    /// pair, else the whole id (the hash-tag convention of Redis Cluster).
+    pub fn shard_key(&self) -> &str {
+        match (self.0.find('{'), self.0.find('}')) {
+            (Some(open), Some(close)) => &self.0[open + 1..close],
+            _ => &self.0,
+        }
+    }
+
+    /// The shard of `shards` that holds this account: xxh3-64 of the shard
+    /// key, modulo the count. Fixed forever: changing it would move every
+    /// account of an existing cluster (a test pins it).
+    pub fn shard(&self, shards: u32) -> u32 {
+        assert!(shards >= 1, "a cluster has at least one shard");
+        (xxhash_rust::xxh3::xxh3_64(self.shard_key().as_bytes()) % u64::from(shards)) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_ids_may_hold_one_non_empty_brace_pair() {
+        for good in [
+            "user:{42}:wallet",
+            "{a}",
+            "product:{phone}:buyer:u1",
+            "x{y}",
+            "@fees:{eu}",
+        ] {
+            assert!(AccountId::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "{}", "a{b", "a}b", "a}b{c", "{a}{b}", "a{{b}}", "}{", "{", "}", "{a b}", "{a}}", "{é}",
+        ] {
+            assert!(AccountId::parse(bad).is_err(), "{bad}");
+        }
+        let long = format!("{{{}}}", "k".repeat(ID_BYTES_MAX - 1));
+        assert!(AccountId::parse(&long).is_err(), "braces count toward the length limit");
+        assert!(AccountId::parse(&long[1..long.len() - 1]).is_ok());
+    }
+
+    #[test]
+    fn other_ids_keep_the_plain_alphabet() {
+        assert!(TransactionId::parse("user:{42}").is_err());
+        assert!(HoldId::parse("h{1}").is_err());
+    }
+
+    #[test]
+    fn the_shard_key_is_the_text_inside_the_braces_else_the_whole_id() {
+        let shard_key = |text: &str| AccountId::parse(text).unwrap().shard_key().to_owned();
+        assert_eq!(shard_key("user:{42}:wallet"), "42");
+        assert_eq!(shard_key("product:{phone}:buyer:u1"), "phone");
+        assert_eq!(shard_key("plain"), "plain");
+        let shard = |text: &str| AccountId::parse(text).unwrap().shard(6);
+        assert_eq!(shard("user:{42}:wallet"), shard("user:{42}:savings"));
+        assert_eq!(shard("product:{phone}"), shard("product:{phone}:buyer:u1"));
+        assert_eq!(shard("user:{42}:wallet"), shard("42"));
+    }
+
+    /// Pinned: a different function would move the accounts of every
+    /// existing cluster to other shards.
+    #[test]
+    fn the_shard_function_never_changes() {
+        let shards: Vec<u32> = ["42", "alice", "user:{42}:wallet", "product:{phone}", "@world"]
+            .iter()
+            .map(|text| AccountId::parse(text).unwrap().shard(6))
+            .collect();
+        assert_eq!(shards, PINNED_SHARDS_OF_6);
+        assert_eq!(AccountId::parse("alice").unwrap().shard(1), 0);
+    }
+
+    const PINNED_SHARDS_OF_6: [u32; 5] = [5, 0, 5, 1, 3];
 }

@@ -77,8 +77,12 @@ fn unit(name: &str) -> Unit {
     Unit::parse(name).expect("valid unit")
 }
 
-/// A product, user or order id: the id alphabet, within `max` bytes.
+/// A product, user or order id: the plain id alphabet (no `{…}`: these
+/// names become parts of transaction and hold ids), within `max` bytes.
 pub fn checked_name(field: &str, text: &str, max: usize) -> Result<String, ApiError> {
+    if text.contains(['{', '}']) {
+        return Err(ApiError::invalid(format!("{field} must not contain {{ or }}")));
+    }
     AccountId::parse(text).map_err(|error| ApiError::invalid(format!("{field}: {error}")))?;
     if text.len() > max || text.starts_with('@') {
         return Err(ApiError::invalid(format!(

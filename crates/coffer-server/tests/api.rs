@@ -700,3 +700,67 @@ async fn amounts_beyond_64_bits_are_answered_exactly() {
     assert!(text.contains("amount_overflow"), "{text}");
     server.stop().await;
 }
+
+/// One `{…}` pair in an account id is its shard key; the id works in
+/// bodies and in URL paths, percent-encoded or raw. Names that become
+/// parts of other ids (products, jobs) keep the plain alphabet.
+#[tokio::test]
+async fn account_ids_carry_a_shard_key_in_braces() {
+    let mut server = TestServer::start(&[]).await;
+    server.open("user:{42}:wallet", "EUR/2").await;
+    server.open("user:{42}:savings", "EUR/2").await;
+    server.deposit("user:{42}:wallet", 500).await;
+    let (status, body, _) = server
+        .post(
+            "/v1/transfers",
+            json!({"from": "user:{42}:wallet", "to": "user:{42}:savings", "amount": 200}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, account) = server.get("/v1/accounts/user:%7B42%7D:wallet").await;
+    assert_eq!(
+        (status, account["id"].as_str()),
+        (200, Some("user:{42}:wallet")),
+        "{account}"
+    );
+    assert_eq!(account["available"], 300);
+    let (status, page) = server.get("/v1/accounts/user:%7B42%7D:savings/history").await;
+    assert_eq!(
+        (status, page["data"][0]["available"].as_i64()),
+        (200, Some(200)),
+        "{page}"
+    );
+
+    // A raw request line, as some clients send it.
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let request =
+        format!("GET /v1/accounts/user:{{42}}:savings HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer)
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""id":"user:{42}:savings""#), "{answer}");
+
+    for (path, body) in [
+        ("/v1/accounts", json!({"id": "a{b", "unit": "X"})),
+        ("/v1/accounts", json!({"id": "{}", "unit": "X"})),
+        ("/v1/accounts", json!({"id": "{a}{b}", "unit": "X"})),
+        ("/v1/products", json!({"id": "p{1}", "stock": 1})),
+    ] {
+        let (status, answer, _) = server.post(path, body.clone()).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+    }
+    let (status, answer, _) = server
+        .put(
+            "/v1/balances/batch",
+            json!({"id": "job{1}", "unit": "X", "balances": {"a": 1}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    server.stop().await;
+}

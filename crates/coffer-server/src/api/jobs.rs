@@ -11,7 +11,7 @@ use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use coffer_core::{AccountId, Balance, Unit};
+use coffer_core::{AccountId, Balance, TransactionId, Unit};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -33,7 +33,8 @@ pub struct BalancesRequest {
 fn job_id(given: Option<String>) -> Result<String, ApiError> {
     match given {
         Some(id) => {
-            let valid = AccountId::parse(&id).is_ok() && id.len() <= JOB_ID_BYTES_MAX && !id.starts_with('@');
+            // The plain alphabet: the id becomes part of each item's transaction id.
+            let valid = TransactionId::parse(&id).is_ok() && id.len() <= JOB_ID_BYTES_MAX && !id.starts_with('@');
             match valid {
                 true => Ok(id),
                 false => Err(ApiError::invalid(format!(
