@@ -140,10 +140,21 @@ impl Engine {
         // The hashes of the transactions from the one being applied to the
         // one whose index slots are being prefetched, each computed once.
         let mut hashes = [Hashes::default(); HASHES_AHEAD];
-        for (index, transaction) in transactions.iter().enumerate().take(INDEX_PREFETCH_DISTANCE) {
-            hashes[index % HASHES_AHEAD] = self.prefetch_index_slots(transaction);
-        }
-        for (index, transaction) in transactions.iter().enumerate() {
+        self.prime_prefetch(transactions, 0, &mut hashes);
+        let mut index = 0;
+        while index < transactions.len() {
+            if transactions[index].is_linked_to_next() {
+                let end = transactions[index..]
+                    .iter()
+                    .position(|transaction| !transaction.is_linked_to_next())
+                    .map(|offset| index + offset + 1);
+                let chain = &transactions[index..end.unwrap_or(transactions.len())];
+                outcomes.extend(self.apply_chain(timestamp_ms, chain, end.is_some(), &mut effects));
+                index += chain.len();
+                // The prefetch ring skipped the chain: refill it from here.
+                self.prime_prefetch(transactions, index, &mut hashes);
+                continue;
+            }
             let ahead = index + INDEX_PREFETCH_DISTANCE;
             if let Some(later) = transactions.get(ahead) {
                 hashes[ahead % HASHES_AHEAD] = self.prefetch_index_slots(later);
@@ -152,7 +163,8 @@ impl Engine {
                 self.prefetch_accounts(&hashes[(index + PREFETCH_DISTANCE) % HASHES_AHEAD]);
             }
             let id_hash = hashes[index % HASHES_AHEAD].id;
-            outcomes.push(self.apply_transaction(timestamp_ms, transaction, id_hash, &mut effects));
+            outcomes.push(self.apply_transaction(timestamp_ms, &transactions[index], id_hash, &mut effects));
+            index += 1;
         }
         assert_eq!(self.sequence_next, first_sequence + transactions.len() as u64);
         BatchOutcome {
@@ -162,6 +174,130 @@ impl Engine {
             outcomes,
             effects,
         }
+    }
+
+    /// Computes (and prefetches) the index slots of the transactions from
+    /// `from` up to the prefetch distance: at the start of a batch, and
+    /// after a linked chain, which the per-transaction ring skips.
+    fn prime_prefetch(&self, transactions: &[Transaction], from: usize, hashes: &mut [Hashes; HASHES_AHEAD]) {
+        for (index, transaction) in transactions.iter().enumerate().skip(from).take(INDEX_PREFETCH_DISTANCE) {
+            hashes[index % HASHES_AHEAD] = self.prefetch_index_slots(transaction);
+        }
+    }
+
+    /// A linked chain: every transaction applies, or none does.
+    ///
+    /// - One of its ids seen before (or twice in the chain): nothing is
+    ///   applied or remembered. Seen ids answer as usual (replayed, or id
+    ///   reused); the others `NotApplied`, so they stay free for a retry.
+    /// - Not `closed` (the batch ended inside it): every transaction is
+    ///   rejected with `linked_event_chain_open`.
+    /// - Otherwise the transactions apply in order under one undo log, each
+    ///   with its own effects; the first rejection rolls all of them back:
+    ///   that one keeps its code, the others get `linked_event_failed`.
+    ///
+    /// Every transaction takes its own sequence number, and (but for the
+    /// first case) is remembered under its own id.
+    fn apply_chain(
+        &mut self,
+        timestamp_ms: u64,
+        chain: &[Transaction],
+        closed: bool,
+        effects: &mut Vec<Effect>,
+    ) -> Vec<Outcome> {
+        assert!(!chain.is_empty());
+        assert!(self.undo.is_empty() && self.touched.is_empty() && self.finished_in_transaction.is_empty());
+        let first_sequence = self.sequence_next;
+        self.sequence_next += chain.len() as u64;
+        let record = |offset: usize, verdict: Verdict| Record {
+            sequence: first_sequence + offset as u64,
+            timestamp_ms,
+            verdict,
+        };
+        let mut seen_in_chain = std::collections::HashSet::with_capacity(chain.len());
+        let known: Vec<Option<IdempotencyEntry>> = chain
+            .iter()
+            .map(|transaction| {
+                let repeated = !seen_in_chain.insert(transaction.id());
+                let hash = self.idempotency.hash(transaction.id());
+                match self.idempotency.get_hashed(transaction.id(), hash) {
+                    Some(entry) => Some(entry.clone()),
+                    // A second use within the chain reuses the first one's id.
+                    None if repeated => Some(IdempotencyEntry {
+                        id: transaction.id().clone(),
+                        fingerprint: !transaction.fingerprint(),
+                        record: record(0, Verdict::Rejected(linked_failure(0))),
+                    }),
+                    None => None,
+                }
+            })
+            .collect();
+        if known.iter().any(Option::is_some) {
+            return chain
+                .iter()
+                .zip(known)
+                .enumerate()
+                .map(|(offset, (transaction, entry))| match entry {
+                    Some(entry) if entry.fingerprint == transaction.fingerprint() => Outcome::Replayed(entry.record),
+                    Some(entry) => Outcome::IdReused(entry.record),
+                    None => Outcome::NotApplied(record(offset, Verdict::Rejected(linked_failure(0)))),
+                })
+                .collect();
+        }
+        let mut results: Vec<(Verdict, std::ops::Range<usize>)> = Vec::with_capacity(chain.len());
+        let failure = match closed {
+            false => Some((
+                chain.len(),
+                Rejection {
+                    code: crate::rejection::RejectionCode::LinkedEventChainOpen,
+                    op_index: 0,
+                },
+            )),
+            true => chain.iter().enumerate().find_map(|(offset, transaction)| {
+                let effects_start = effects.len();
+                match self.apply_operations(timestamp_ms, transaction) {
+                    Ok(()) => {
+                        self.commit_touched(timestamp_ms, effects);
+                        results.push((Verdict::Committed, effects_start..effects.len()));
+                        None
+                    }
+                    Err(rejection) => Some((offset, rejection)),
+                }
+            }),
+        };
+        match failure {
+            None => self.end_transaction(),
+            Some((failed, rejection)) => {
+                self.roll_back();
+                let effects_start = results.first().map_or(effects.len(), |(_, range)| range.start);
+                effects.truncate(effects_start);
+                results = (0..chain.len())
+                    .map(|offset| {
+                        // An open chain fails as a whole; a closed one at `failed`.
+                        let own = offset == failed || failed == chain.len();
+                        let verdict = Verdict::Rejected(if own { rejection } else { linked_failure(0) });
+                        (verdict, effects_start..effects_start)
+                    })
+                    .collect();
+            }
+        }
+        chain
+            .iter()
+            .zip(results)
+            .enumerate()
+            .map(|(offset, (transaction, (verdict, range)))| {
+                let record = record(offset, verdict);
+                let entry = IdempotencyEntry {
+                    id: transaction.id().clone(),
+                    fingerprint: transaction.fingerprint(),
+                    record,
+                };
+                let hash = self.idempotency.hash(transaction.id());
+                self.idempotency
+                    .insert(entry, hash, self.limits.idempotency_entries_max);
+                Outcome::New { record, effects: range }
+            })
+            .collect()
     }
 
     /// Expires holds and forgets what fell out of the retention window.
@@ -289,7 +425,14 @@ impl Engine {
     }
 
     fn commit(&mut self, timestamp_ms: u64, effects: &mut Vec<Effect>) {
-        self.undo.clear();
+        self.commit_touched(timestamp_ms, effects);
+        self.end_transaction();
+    }
+
+    /// Versions, postconditions and effects of the accounts the operations
+    /// since the last call touched. The undo log stays: a linked chain may
+    /// still roll them back.
+    fn commit_touched(&mut self, timestamp_ms: u64, effects: &mut Vec<Effect>) {
         effects.reserve(self.touched.len());
         for index in self.touched.drain(..) {
             let account = &mut self.accounts[index.slot()];
@@ -312,6 +455,11 @@ impl Engine {
                 version: balances.version,
             });
         }
+    }
+
+    /// Makes everything applied since the undo log was last empty final.
+    fn end_transaction(&mut self) {
+        self.undo.clear();
         let mut finished = std::mem::take(&mut self.finished_in_transaction);
         for hold_id in finished.drain(..) {
             self.retain_finished_hold(hold_id);
@@ -522,5 +670,13 @@ impl Engine {
         front.record.sequence > 0
             || self.idempotency.len() >= count_margin
             || front.record.timestamp_ms.saturating_add(limits.idempotency_window_ms) <= timestamp_ms
+    }
+}
+
+/// The rejection of a chain's transactions that did not fail themselves.
+fn linked_failure(op_index: u16) -> Rejection {
+    Rejection {
+        code: crate::rejection::RejectionCode::LinkedEventFailed,
+        op_index,
     }
 }

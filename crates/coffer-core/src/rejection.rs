@@ -34,10 +34,16 @@ pub enum RejectionCode {
     InvalidExpiry = 16,
     /// The engine's configured account or hold capacity is full.
     CapacityExceeded = 17,
+    /// Another transaction of the same linked chain was rejected, so this
+    /// one was not applied either (all or none).
+    LinkedEventFailed = 18,
+    /// The batch ended inside a linked chain: its last transaction was
+    /// linked to a next one that never came.
+    LinkedEventChainOpen = 19,
 }
 
 impl RejectionCode {
-    pub const ALL: [RejectionCode; 17] = [
+    pub const ALL: [RejectionCode; 19] = [
         RejectionCode::InsufficientFunds,
         RejectionCode::LimitExceeded,
         RejectionCode::AccountNotFound,
@@ -55,6 +61,8 @@ impl RejectionCode {
         RejectionCode::LimitsViolated,
         RejectionCode::InvalidExpiry,
         RejectionCode::CapacityExceeded,
+        RejectionCode::LinkedEventFailed,
+        RejectionCode::LinkedEventChainOpen,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +84,8 @@ impl RejectionCode {
             RejectionCode::LimitsViolated => "limits_violated",
             RejectionCode::InvalidExpiry => "invalid_expiry",
             RejectionCode::CapacityExceeded => "capacity_exceeded",
+            RejectionCode::LinkedEventFailed => "linked_event_failed",
+            RejectionCode::LinkedEventChainOpen => "linked_event_chain_open",
         }
     }
 

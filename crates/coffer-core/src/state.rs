@@ -203,12 +203,20 @@ pub enum Outcome {
     Replayed(Record),
     /// The id was seen before with a different payload: nothing changed.
     IdReused(Record),
+    /// In a linked chain that was not applied because another of its
+    /// transactions had been seen before: nothing changed and nothing is
+    /// remembered (the id stays free). The record is not stored: it says
+    /// `linked_event_failed` at the transaction's sequence.
+    NotApplied(Record),
 }
 
 impl Outcome {
     pub fn record(&self) -> &Record {
         match self {
-            Outcome::New { record, .. } | Outcome::Replayed(record) | Outcome::IdReused(record) => record,
+            Outcome::New { record, .. }
+            | Outcome::Replayed(record)
+            | Outcome::IdReused(record)
+            | Outcome::NotApplied(record) => record,
         }
     }
 }
@@ -238,7 +246,7 @@ impl BatchOutcome {
     pub fn effects_of(&self, outcome: &Outcome) -> &[Effect] {
         match outcome {
             Outcome::New { effects, .. } => &self.effects[effects.clone()],
-            Outcome::Replayed(_) | Outcome::IdReused(_) => &[],
+            Outcome::Replayed(_) | Outcome::IdReused(_) | Outcome::NotApplied(_) => &[],
         }
     }
 }

@@ -22,6 +22,10 @@ pub struct Transaction {
     /// `fingerprint` of the above; the fields are private and never
     /// change, so it cannot go stale.
     fingerprint: u128,
+    /// Linked to the next transaction of its batch: a chain of linked
+    /// transactions (ending with one that is not) applies all or none.
+    /// Not part of the payload: each transaction keeps its own fingerprint.
+    linked: bool,
 }
 
 impl Transaction {
@@ -49,6 +53,7 @@ impl Transaction {
             ops,
             metadata,
             fingerprint: 0,
+            linked: false,
         };
         transaction.fingerprint = fingerprint(&transaction.ops, transaction.metadata.as_ref());
         Ok(transaction)
@@ -70,6 +75,16 @@ impl Transaction {
 
     pub fn metadata(&self) -> Option<&Metadata> {
         self.metadata.as_ref()
+    }
+
+    /// The same transaction, linked (or not) to the next one of its batch.
+    pub fn linked_to_next(mut self, linked: bool) -> Self {
+        self.linked = linked;
+        self
+    }
+
+    pub fn is_linked_to_next(&self) -> bool {
+        self.linked
     }
 }
 

@@ -689,6 +689,7 @@ fn long_batches_with_retries_at_every_distance_apply_in_order() {
                     );
                 }
                 Outcome::IdReused(_) => panic!("{id}: every retry here carries its original payload"),
+                Outcome::NotApplied(_) => panic!("{id}: nothing here is linked"),
             }
         }
     }

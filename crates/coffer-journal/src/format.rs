@@ -39,7 +39,14 @@ pub enum EntryVerdict {
     Rejected(Rejection),
     Replayed,
     IdReused,
+    /// In a linked chain that was not applied (`Outcome::NotApplied`).
+    NotApplied,
 }
+
+/// The high bit of an entry's verdict byte: the transaction is linked to
+/// the next one (`Transaction::is_linked_to_next`). Journals written
+/// before linked chains never set it, so they read unchanged.
+const LINKED_TO_NEXT: u8 = 0x80;
 
 impl EntryVerdict {
     pub fn of(outcome: &Outcome) -> Self {
@@ -50,24 +57,30 @@ impl EntryVerdict {
             },
             Outcome::Replayed(_) => EntryVerdict::Replayed,
             Outcome::IdReused(_) => EntryVerdict::IdReused,
+            Outcome::NotApplied(_) => EntryVerdict::NotApplied,
         }
     }
 
-    fn encode(self, writer: &mut Writer) {
+    /// The verdict, with `linked` in the high bit of its first byte.
+    fn encode(self, linked: bool, writer: &mut Writer) {
+        let flag = if linked { LINKED_TO_NEXT } else { 0 };
         match self {
-            EntryVerdict::Committed => writer.u8(0),
+            EntryVerdict::Committed => writer.u8(flag),
             EntryVerdict::Rejected(rejection) => {
-                writer.u8(1);
+                writer.u8(flag | 1);
                 writer.u8(rejection.code as u8);
                 writer.u64(u64::from(rejection.op_index));
             }
-            EntryVerdict::Replayed => writer.u8(2),
-            EntryVerdict::IdReused => writer.u8(3),
+            EntryVerdict::Replayed => writer.u8(flag | 2),
+            EntryVerdict::IdReused => writer.u8(flag | 3),
+            EntryVerdict::NotApplied => writer.u8(flag | 4),
         }
     }
 
-    fn decode(reader: &mut Reader) -> Result<Self, CoreError> {
-        Ok(match reader.u8()? {
+    /// The verdict, and whether its transaction is linked to the next.
+    fn decode(reader: &mut Reader) -> Result<(Self, bool), CoreError> {
+        let tag = reader.u8()?;
+        let verdict = match tag & !LINKED_TO_NEXT {
             0 => EntryVerdict::Committed,
             1 => {
                 let code = reader.u8()?;
@@ -77,8 +90,10 @@ impl EntryVerdict {
             }
             2 => EntryVerdict::Replayed,
             3 => EntryVerdict::IdReused,
+            4 => EntryVerdict::NotApplied,
             other => return Err(reader.error(format!("unknown verdict {other}"))),
-        })
+        };
+        Ok((verdict, tag & LINKED_TO_NEXT != 0))
     }
 }
 
@@ -91,6 +106,7 @@ impl std::fmt::Display for EntryVerdict {
             }
             EntryVerdict::Replayed => formatter.write_str("replayed"),
             EntryVerdict::IdReused => formatter.write_str("id_reused"),
+            EntryVerdict::NotApplied => formatter.write_str("not_applied"),
         }
     }
 }
@@ -132,7 +148,7 @@ pub fn encode_record(batch: &JournalBatch, buffer: &mut Vec<u8>) {
         let mut writer = Writer::new(buffer);
         for (transaction, verdict) in batch.transactions.iter().zip(&batch.verdicts) {
             transaction.encode(&mut writer);
-            verdict.encode(&mut writer);
+            verdict.encode(transaction.is_linked_to_next(), &mut writer);
         }
     }
     let payload_bytes = u32::try_from(buffer.len() - start - HEADER_BYTES).expect("a batch payload fits in u32");
@@ -205,8 +221,10 @@ pub fn decode_payload(header: &RecordHeader, payload: &[u8]) -> Result<JournalBa
     let mut transactions = Vec::with_capacity(header.count as usize);
     let mut verdicts = Vec::with_capacity(header.count as usize);
     for _ in 0..header.count {
-        transactions.push(Transaction::decode(&mut reader)?);
-        verdicts.push(EntryVerdict::decode(&mut reader)?);
+        let transaction = Transaction::decode(&mut reader)?;
+        let (verdict, linked) = EntryVerdict::decode(&mut reader)?;
+        transactions.push(transaction.linked_to_next(linked));
+        verdicts.push(verdict);
     }
     if !reader.is_empty() {
         return Err(reader.error("bytes after the last entry"));

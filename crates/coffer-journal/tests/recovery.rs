@@ -456,3 +456,54 @@ fn batches_are_durable_only_once_committed() {
     assert_eq!(recovered.report.sequence_next, ends[1]);
     assert!(ends[2] > ends[1]);
 }
+
+/// Linked chains are journaled with their links, so replay applies them
+/// as chains: a chain that failed replays as failed (its earlier
+/// transactions not applied), one that committed as committed.
+#[test]
+fn linked_chains_replay_as_chains() {
+    let link = |transactions: Vec<Transaction>| -> Vec<Transaction> {
+        let last = transactions.len() - 1;
+        transactions
+            .into_iter()
+            .enumerate()
+            .map(|(index, transaction)| transaction.linked_to_next(index < last))
+            .collect()
+    };
+    let mut all = batches(0);
+    let mut chained = link(vec![
+        transfer("ok-1".into(), "a1".into(), "a2".into(), 10),
+        transfer("ok-2".into(), "a2".into(), "a3".into(), 5),
+    ]);
+    chained.push(transfer("single".into(), "a4".into(), "a5".into(), 1));
+    chained.extend(link(vec![
+        transfer("bad-1".into(), "a1".into(), "a2".into(), 10),
+        transfer("bad-2".into(), "a1".into(), "a2".into(), 1_000_000),
+    ]));
+    all.push((5_000, chained.clone()));
+    let directory = tempfile::tempdir().unwrap();
+    let digests = write_all(directory.path(), &all);
+    let engine = reopen(directory.path()).unwrap();
+    assert_eq!(engine.digest(), *digests.last().unwrap());
+    let balance = |id: &str| engine.account(&AccountId::parse(id).unwrap()).unwrap().available;
+    assert_eq!((balance("a1"), balance("a2"), balance("a3")), (990, 1_005, 1_005));
+    // The links themselves survive the round trip through the journal.
+    let mut linked = Vec::new();
+    for (_, path) in coffer_journal::segments(directory.path()).unwrap() {
+        let bytes = std::fs::read(path).unwrap();
+        let mut offset = 0;
+        while let Ok(header) = coffer_journal::format::decode_header(&bytes[offset..]) {
+            let start = offset + coffer_journal::format::HEADER_BYTES;
+            let end = start + header.payload_bytes as usize;
+            let batch = coffer_journal::format::decode_payload(&header, &bytes[start..end]).unwrap();
+            linked.extend(batch.transactions.iter().map(Transaction::is_linked_to_next));
+            offset = end;
+        }
+    }
+    let expected: Vec<bool> = all
+        .iter()
+        .flat_map(|(_, batch)| batch.iter().map(Transaction::is_linked_to_next))
+        .collect();
+    assert_eq!(linked, expected);
+    assert!(linked.iter().filter(|link| **link).count() == 2);
+}

@@ -15,7 +15,9 @@
 use crate::error::ApiError;
 use crate::history::History;
 use crate::sequencer::{Answer, Detail, Kind, Query, Sequencer, Submitted};
-use coffer_core::{AccountId, AccountView, HoldId, HoldView, Record, Transaction, TransactionId};
+use coffer_core::{
+    AccountId, AccountView, HoldId, HoldView, Record, Rejection, RejectionCode, Transaction, TransactionId, Verdict,
+};
 use coffer_history::TransactionRow;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -72,10 +74,20 @@ impl Ledger {
     }
 
     /// Applies transactions and answers once durable, one result each.
+    /// Linked chains (`Transaction::is_linked_to_next`) stay whole: if the
+    /// history store knows some of a batch's ids, a batch with chains is
+    /// not applied at all (as the engine does when its window knows them).
     pub async fn submit(&self, transactions: Vec<Transaction>, detail: Detail) -> Result<Vec<Submitted>, ApiError> {
         let known = self.known(&transactions).await?;
         if known.iter().all(Option::is_none) {
             return Ok(self.sequencer.submit(transactions, detail).await?);
+        }
+        if transactions.iter().any(Transaction::is_linked_to_next) {
+            return Ok(known
+                .into_iter()
+                .zip(transactions)
+                .map(|(stored, transaction)| stored.unwrap_or_else(|| not_applied(&transaction)))
+                .collect());
         }
         let fresh: Vec<Transaction> = transactions
             .into_iter()
@@ -192,6 +204,24 @@ impl Ledger {
                     .transpose()
             })
             .collect()
+    }
+}
+
+/// A transaction of a linked chain that is not applied.
+fn not_applied(transaction: &Transaction) -> Submitted {
+    let rejection = Rejection {
+        code: RejectionCode::LinkedEventFailed,
+        op_index: 0,
+    };
+    Submitted {
+        id: transaction.id().clone(),
+        kind: Kind::NotApplied,
+        record: Record {
+            sequence: 0,
+            timestamp_ms: 0,
+            verdict: Verdict::Rejected(rejection),
+        },
+        effects: Vec::new(),
     }
 }
 

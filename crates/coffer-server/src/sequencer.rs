@@ -48,6 +48,9 @@ pub enum Kind {
     New,
     Replayed,
     IdReused,
+    /// In a linked chain refused because another of its ids was seen
+    /// before: nothing applied, the id not remembered.
+    NotApplied,
 }
 
 /// Whether a write's answer shows the balances it left. Building them
@@ -457,6 +460,7 @@ impl EngineThread {
             Outcome::New { .. } => Kind::New,
             Outcome::Replayed(_) => Kind::Replayed,
             Outcome::IdReused(_) => Kind::IdReused,
+            Outcome::NotApplied(_) => Kind::NotApplied,
         };
         let effects = match detail {
             Detail::WithEffects => batch.effects_of(outcome),

@@ -764,3 +764,102 @@ async fn account_ids_carry_a_shard_key_in_braces() {
     assert_eq!(status, 400, "{answer}");
     server.stop().await;
 }
+
+/// An atomic batch whose items carry ids is a linked chain: all or none,
+/// each item its own idempotency key, found by its id, retried safely.
+#[tokio::test]
+async fn linked_batches_apply_all_or_none_under_their_own_ids() {
+    let mut server = TestServer::start(&[]).await;
+    server.open("a", "X").await;
+    server.open("b", "X").await;
+    server.deposit("a", 100).await;
+    let item = |id: &str, from: &str, to: &str, amount: u64| json!({"id": id, "ops": [{"type": "transfer", "from": from, "to": to, "amount": amount}], "metadata": {"item": id}});
+    let failing = json!({"atomic": true, "transactions": [
+        item("l1", "a", "b", 10), item("l2", "a", "b", 20), item("l3", "a", "b", 500)
+    ]});
+    let (status, body, headers) = server.post("/v1/transactions/batch", failing.clone()).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("insufficient_funds")),
+        "{body}"
+    );
+    assert_eq!(
+        (
+            headers["coffer-failed-item"].to_str().unwrap(),
+            headers["coffer-failed-item-op"].to_str().unwrap()
+        ),
+        ("2", "0")
+    );
+    assert_eq!(body["error"]["details"]["transaction"]["item"], 2, "{body}");
+    assert_eq!(
+        (server.balance("a").await, server.balance("b").await),
+        ((100, 0), (0, 0)),
+        "nothing applied"
+    );
+    let (_, l1) = server.get("/v1/transactions/l1").await;
+    assert_eq!(
+        (l1["status"].as_str(), l1["code"].as_str()),
+        (Some("rejected"), Some("linked_event_failed")),
+        "{l1}"
+    );
+    let (_, l3) = server.get("/v1/transactions/l3").await;
+    assert_eq!(l3["code"], "insufficient_funds", "{l3}");
+    // The whole batch again: the same answer, marked as a replay.
+    let (status, again, headers) = server.post("/v1/transactions/batch", failing).await;
+    assert_eq!((status, &again["error"]["code"]), (422, &body["error"]["code"]));
+    assert_eq!(headers["idempotent-replayed"], "true");
+
+    let committing = json!({"atomic": true, "transactions": [item("k1", "a", "b", 10), item("k2", "b", "a", 5)]});
+    let (status, body, _) = server.post("/v1/transactions/batch", committing.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    let statuses: Vec<&str> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|result| result["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["committed", "committed"]);
+    assert_eq!(
+        (server.balance("a").await, server.balance("b").await),
+        ((95, 0), (5, 0))
+    );
+    let (_, k2) = server.get("/v1/transactions/k2").await;
+    assert_eq!(k2["status"], "committed", "{k2}");
+    let (status, again, headers) = server.post("/v1/transactions/batch", committing).await;
+    assert_eq!(
+        (status, &again["results"][0]["replayed"]),
+        (200, &json!(true)),
+        "{again}"
+    );
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(server.balance("a").await, (95, 0), "a retry applies nothing");
+
+    // An id reused with another payload: 409, nothing applied, the new id stays free.
+    let reusing = json!({"atomic": true, "transactions": [item("k9", "a", "b", 1), item("k1", "a", "b", 99)]});
+    let (status, body, _) = server.post("/v1/transactions/batch", reusing).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("id_reused")),
+        "{body}"
+    );
+    assert_eq!(server.balance("a").await, (95, 0));
+    assert_eq!(server.get("/v1/transactions/k9").await.0, 404);
+    let (status, _, _) = server
+        .post(
+            "/v1/transactions/batch",
+            json!({"atomic": true, "transactions": [item("k9", "a", "b", 1)]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+
+    for bad in [
+        json!({"atomic": true, "transactions": [item("m1", "a", "b", 1), {"ops": [{"type": "transfer", "from": "a", "to": "b", "amount": 1}]}]}),
+        json!({"atomic": true, "id": "whole", "transactions": [item("m2", "a", "b", 1)]}),
+        json!({"atomic": true, "transactions": [item("m3", "a", "b", 1), item("m3", "a", "b", 1)]}),
+    ] {
+        let (status, body, _) = server.post("/v1/transactions/batch", bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    assert_eq!(server.balance("a").await, (94, 0), "no bad batch changed anything");
+    server.stop().await;
+}

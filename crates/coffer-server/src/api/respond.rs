@@ -87,6 +87,10 @@ pub(crate) async fn execute(state: &AppState, transaction: Transaction, detail: 
 pub(crate) fn answer(submitted: Submitted) -> Result<Committed, ApiError> {
     let replayed = submitted.kind == Kind::Replayed;
     match (submitted.kind, submitted.verdict()) {
+        (Kind::NotApplied, _) => Err(ApiError::Conflict {
+            code: "not_applied",
+            message: format!("{} was not applied: its linked batch reuses another id", submitted.id),
+        }),
         (Kind::IdReused, _) => {
             let original = views::record_value(submitted.id.as_str(), &submitted.record);
             Err(ApiError::IdReused {

@@ -6,12 +6,12 @@ use crate::auth::Role;
 use crate::clock::generated_id;
 use crate::error::ApiError;
 use crate::ledger::Lookup;
-use crate::sequencer::Detail;
+use crate::sequencer::{Detail, Kind};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use coffer_core::{AccountId, Amount, Metadata, Operation, Transaction, TransactionId};
+use coffer_core::{AccountId, Amount, Metadata, Operation, RejectionCode, Transaction, TransactionId, Verdict};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -184,13 +184,21 @@ struct BatchAnswer<T> {
     results: Vec<T>,
 }
 
+/// All items or none. Items with ids are a linked chain: each is its own
+/// transaction under its own id (its own idempotency key, found by
+/// `GET /v1/transactions/{id}`). Items without ids are combined into one
+/// transaction under the batch's id.
 async fn atomic_batch(state: &AppState, headers: &HeaderMap, body: BatchRequest) -> Result<Response, ApiError> {
+    let with_ids = body.transactions.iter().filter(|item| item.id.is_some()).count();
+    if with_ids > 0 {
+        return linked_batch(state, headers, body, with_ids).await;
+    }
     let mut ops = Vec::new();
     let mut first_op_of_item = Vec::with_capacity(body.transactions.len());
     for item in body.transactions {
-        if item.id.is_some() || item.metadata.is_some() {
+        if item.metadata.is_some() {
             return Err(ApiError::invalid(
-                "in an atomic batch, items carry only ops; put id and metadata on the batch",
+                "in an atomic batch, an item carries metadata only with its own id (give every item one)",
             ));
         }
         first_op_of_item.push(ops.len());
@@ -207,7 +215,7 @@ async fn atomic_batch(state: &AppState, headers: &HeaderMap, body: BatchRequest)
             .rposition(|first| *first <= op_index)
             .unwrap_or(0)
     };
-    if let coffer_core::Verdict::Rejected(rejection) = submitted.record.verdict {
+    if let Verdict::Rejected(rejection) = submitted.record.verdict {
         let item = item_of(rejection.op_index as usize);
         let op_in_item = rejection.op_index as usize - first_op_of_item[item];
         let mut response = match answer(submitted) {
@@ -221,6 +229,100 @@ async fn atomic_batch(state: &AppState, headers: &HeaderMap, body: BatchRequest)
         return Ok(response);
     }
     Ok(answer(submitted)?.into_response())
+}
+
+/// An atomic batch of items with ids: one linked chain, answered per item
+/// (201 on a first commit, 200 on a retry of the whole batch); a rejection
+/// is 422 naming the item and its operation; a batch that reuses an id of
+/// another request is 409 and changes nothing.
+async fn linked_batch(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: BatchRequest,
+    with_ids: usize,
+) -> Result<Response, ApiError> {
+    if with_ids < body.transactions.len() {
+        return Err(ApiError::invalid(
+            "in an atomic batch, give every item an id (a linked batch) or none (one transaction)",
+        ));
+    }
+    if body.id.is_some() || headers.contains_key("idempotency-key") {
+        return Err(ApiError::invalid(
+            "in a linked batch each item's id is its idempotency key: the batch takes none",
+        ));
+    }
+    let last = body.transactions.len() - 1;
+    let mut seen = std::collections::HashSet::with_capacity(body.transactions.len());
+    let mut transactions = Vec::with_capacity(body.transactions.len());
+    for (index, item) in body.transactions.into_iter().enumerate() {
+        let id = item.id.expect("every item has an id");
+        if !seen.insert(id.clone()) {
+            return Err(ApiError::invalid(format!(
+                "transactions[{index}]: id {id} is used twice"
+            )));
+        }
+        authorize(state, headers, &item.ops)?;
+        let transaction = build(id, item.ops, item.metadata)
+            .map_err(|error| ApiError::invalid(format!("transactions[{index}]: {error}")))?;
+        transactions.push(transaction.linked_to_next(index < last));
+    }
+    let results = state.ledger.submit(transactions, Detail::WithEffects).await?;
+    let conflict = results
+        .iter()
+        .find(|submitted| submitted.kind == Kind::IdReused)
+        .or_else(|| {
+            // Ids of an earlier batch in a different one: a reuse too.
+            let partial = results.iter().any(|submitted| submitted.kind == Kind::NotApplied);
+            partial
+                .then(|| results.iter().find(|submitted| submitted.kind == Kind::Replayed))
+                .flatten()
+        });
+    if let Some(conflict) = conflict {
+        return Err(ApiError::IdReused {
+            id: conflict.id.to_string(),
+            original: views::record_value(conflict.id.as_str(), &conflict.record),
+        });
+    }
+    let replayed = results.iter().all(|submitted| submitted.kind == Kind::Replayed);
+    let failed = results
+        .iter()
+        .enumerate()
+        .find_map(|(item, submitted)| match submitted.record.verdict {
+            Verdict::Rejected(rejection) if rejection.code != RejectionCode::LinkedEventFailed => {
+                Some((item, rejection))
+            }
+            _ => None,
+        });
+    if let Some((item, rejection)) = failed {
+        let mut result = views::record_value(results[item].id.as_str(), &results[item].record);
+        result["item"] = item.into();
+        let mut response = ApiError::Rejected {
+            code: rejection.code.as_str(),
+            op_index: rejection.op_index,
+            result,
+            replayed,
+        }
+        .into_response();
+        response.headers_mut().insert("coffer-failed-item", item.into());
+        response
+            .headers_mut()
+            .insert("coffer-failed-item-op", rejection.op_index.into());
+        return Ok(response);
+    }
+    let answer = BatchAnswer {
+        results: results
+            .iter()
+            .map(|submitted| views::TransactionAnswer::of_submitted(submitted, true))
+            .collect(),
+    };
+    let status = if replayed { StatusCode::OK } else { StatusCode::CREATED };
+    let mut response = sized_json(status, &answer, results.len() * RESULT_BYTES);
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }
 
 #[derive(Deserialize)]

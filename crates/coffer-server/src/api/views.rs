@@ -147,6 +147,7 @@ fn verdict_fields(record: &Record) -> OutcomeFields {
 fn outcome_fields(submitted: &Submitted) -> OutcomeFields {
     match submitted.kind {
         Kind::IdReused => ("conflict", Some("id_reused"), None),
+        Kind::NotApplied => ("not_applied", Some("linked_event_failed"), None),
         Kind::New | Kind::Replayed => verdict_fields(&submitted.record),
     }
 }
