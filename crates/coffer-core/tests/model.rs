@@ -56,6 +56,8 @@ enum ModelOutcome {
     New(Verdict, u64),
     Replayed(Verdict, u64),
     IdReused,
+    /// In a linked chain with an id seen before: nothing applied.
+    NotApplied(u64),
 }
 
 fn big(amount: Amount) -> Result<i128, RejectionCode> {
@@ -88,9 +90,95 @@ impl Model {
             self.holds
                 .retain(|_, hold| hold.status == HoldStatus::Active || hold.finished_at > cutoff);
         }
-        transactions
+        let mut outcomes = Vec::new();
+        let mut rest = transactions;
+        while let Some(first) = rest.first() {
+            if !first.is_linked_to_next() {
+                outcomes.push(self.transaction(first));
+                rest = &rest[1..];
+                continue;
+            }
+            let end = rest.iter().position(|transaction| !transaction.is_linked_to_next());
+            let length = end.map_or(rest.len(), |end| end + 1);
+            outcomes.extend(self.chain(&rest[..length], end.is_some()));
+            rest = &rest[length..];
+        }
+        outcomes
+    }
+
+    /// A linked chain, by the rules stated plainly: one id seen before (or
+    /// twice) and nothing applies; an open chain is rejected whole;
+    /// otherwise all ops of all its transactions on one scratch copy, kept
+    /// only if every one passed.
+    fn chain(&mut self, chain: &[Transaction], closed: bool) -> Vec<ModelOutcome> {
+        let first = self.sequence;
+        self.sequence += chain.len() as u64;
+        let mut names: Vec<&str> = Vec::new();
+        let known: Vec<Option<ModelOutcome>> = chain
             .iter()
-            .map(|transaction| self.transaction(transaction))
+            .map(|transaction| {
+                let id = transaction.id().as_str();
+                let repeated = names.contains(&id);
+                names.push(id);
+                match self.seen.iter().find(|entry| entry.0 == id) {
+                    Some((_, payload, verdict, original, _)) => Some(
+                        match payload.ops() == transaction.ops() && payload.metadata() == transaction.metadata() {
+                            true => ModelOutcome::Replayed(*verdict, *original),
+                            false => ModelOutcome::IdReused,
+                        },
+                    ),
+                    None if repeated => Some(ModelOutcome::IdReused),
+                    None => None,
+                }
+            })
+            .collect();
+        if known.iter().any(Option::is_some) {
+            return known
+                .into_iter()
+                .enumerate()
+                .map(|(offset, known)| known.unwrap_or(ModelOutcome::NotApplied(first + offset as u64)))
+                .collect();
+        }
+        let failed = |code| Verdict::Rejected(Rejection { code, op_index: 0 });
+        let verdicts: Vec<Verdict> = if !closed {
+            vec![failed(RejectionCode::LinkedEventChainOpen); chain.len()]
+        } else {
+            let mut scratch = self.clone();
+            let failure = chain.iter().enumerate().find_map(|(offset, transaction)| {
+                transaction.ops().iter().enumerate().find_map(|(index, op)| {
+                    scratch.op(op).err().map(|code| {
+                        let op_index = index as u16;
+                        (offset, Rejection { code, op_index })
+                    })
+                })
+            });
+            match failure {
+                None => {
+                    scratch.seen = std::mem::take(&mut self.seen);
+                    *self = scratch;
+                    vec![Verdict::Committed; chain.len()]
+                }
+                Some((failed_at, rejection)) => (0..chain.len())
+                    .map(|offset| match offset == failed_at {
+                        true => Verdict::Rejected(rejection),
+                        false => failed(RejectionCode::LinkedEventFailed),
+                    })
+                    .collect(),
+            }
+        };
+        chain
+            .iter()
+            .zip(verdicts)
+            .enumerate()
+            .map(|(offset, (transaction, verdict))| {
+                let sequence = first + offset as u64;
+                if self.seen.len() >= ENTRIES_MAX as usize {
+                    self.seen.remove(0);
+                }
+                let id = transaction.id().as_str().to_owned();
+                self.seen.push((id, transaction.clone(), verdict, sequence, self.now));
+                ModelOutcome::New(verdict, sequence)
+            })
             .collect()
     }
 
@@ -465,15 +553,21 @@ enum IdChoice {
 #[derive(Debug, Clone)]
 struct Step {
     advance_ms: u64,
-    transactions: Vec<(IdChoice, Vec<Operation>)>,
+    transactions: Vec<(IdChoice, Vec<Operation>, bool)>,
 }
 
 fn step() -> impl Strategy<Value = Step> {
     let id_choice = prop_oneof![8 => Just(IdChoice::Fresh), 1 => any::<usize>().prop_map(IdChoice::Retry), 1 => any::<usize>().prop_map(IdChoice::Reuse)];
-    let transaction = (id_choice, proptest::collection::vec(operation(), 1..4));
+    // One transaction in four is linked to the next: chains, some left
+    // open at the end of their batch.
+    let transaction = (
+        id_choice,
+        proptest::collection::vec(operation(), 1..4),
+        prop::bool::weighted(0.25),
+    );
     (
         prop_oneof![3 => 0u64..50, 1 => 50u64..1_500],
-        proptest::collection::vec(transaction, 0..4),
+        proptest::collection::vec(transaction, 0..6),
     )
         .prop_map(|(advance_ms, transactions)| Step {
             advance_ms,
@@ -486,7 +580,7 @@ fn step() -> impl Strategy<Value = Step> {
 /// expiry, say) are dropped: Transaction::new refuses them by design.
 fn materialize(step: &Step, history: &mut Vec<Transaction>) -> Vec<Transaction> {
     let mut batch = Vec::new();
-    for (choice, ops) in &step.transactions {
+    for (choice, ops, linked) in &step.transactions {
         let transaction = match choice {
             IdChoice::Retry(pick) if !history.is_empty() => history[pick % history.len()].clone(),
             IdChoice::Reuse(pick) if !history.is_empty() => {
@@ -504,6 +598,7 @@ fn materialize(step: &Step, history: &mut Vec<Transaction>) -> Vec<Transaction> 
                 }
             }
         };
+        let transaction = transaction.linked_to_next(*linked);
         history.push(transaction.clone());
         batch.push(transaction);
     }
@@ -584,6 +679,7 @@ fn same_outcome(actual: &Outcome, expected: &ModelOutcome) -> bool {
             record.verdict == *verdict && record.sequence == *sequence
         }
         (Outcome::IdReused(_), ModelOutcome::IdReused) => true,
+        (Outcome::NotApplied(record), ModelOutcome::NotApplied(sequence)) => record.sequence == *sequence,
         _ => false,
     }
 }
