@@ -825,6 +825,16 @@ async fn linked_batches_apply_all_or_none_under_their_own_ids() {
     );
     let (_, k2) = server.get("/v1/transactions/k2").await;
     assert_eq!(k2["status"], "committed", "{k2}");
+    // The history follows the journal: each item is its own entry.
+    let (status, page) = server.get("/v1/accounts/b/history").await;
+    assert_eq!(status, 200, "{page}");
+    let ids: Vec<&str> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|entry| entry["transaction_id"].as_str())
+        .collect();
+    assert_eq!(ids[..2], ["k2", "k1"], "{page}");
     let (status, again, headers) = server.post("/v1/transactions/batch", committing).await;
     assert_eq!(
         (status, &again["results"][0]["replayed"]),
