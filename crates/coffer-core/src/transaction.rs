@@ -86,6 +86,17 @@ impl Transaction {
     pub fn is_linked_to_next(&self) -> bool {
         self.linked
     }
+
+    /// The transactions as one linked chain: each linked to the next, the
+    /// last to none.
+    pub fn chain(transactions: Vec<Transaction>) -> Vec<Transaction> {
+        let last = transactions.len().saturating_sub(1);
+        transactions
+            .into_iter()
+            .enumerate()
+            .map(|(index, transaction)| transaction.linked_to_next(index < last))
+            .collect()
+    }
 }
 
 impl Transaction {

@@ -14,16 +14,6 @@ fn transfer(id: &str, from: &str, to: &str, amount: u64) -> Transaction {
     )
 }
 
-/// Links every transaction to the next, but the last.
-fn chain(transactions: Vec<Transaction>) -> Vec<Transaction> {
-    let last = transactions.len() - 1;
-    transactions
-        .into_iter()
-        .enumerate()
-        .map(|(index, transaction)| transaction.linked_to_next(index < last))
-        .collect()
-}
-
 fn funded() -> Ledger {
     let mut ledger = Ledger::new();
     ledger.open("a", "X");
@@ -53,7 +43,7 @@ fn rejected(code: RejectionCode, op_index: u16) -> Verdict {
 #[test]
 fn a_chain_commits_each_transaction_under_its_own_id_with_its_own_effects() {
     let mut ledger = funded();
-    let batch = chain(vec![
+    let batch = Transaction::chain(vec![
         transfer("c1", "a", "b", 10),
         transfer("c2", "a", "b", 20),
         transfer("c3", "b", "a", 5),
@@ -78,7 +68,7 @@ fn a_chain_commits_each_transaction_under_its_own_id_with_its_own_effects() {
 #[test]
 fn a_rejection_anywhere_in_the_chain_applies_none_of_it() {
     let mut ledger = funded();
-    let batch = chain(vec![
+    let batch = Transaction::chain(vec![
         transfer("r1", "a", "b", 10),
         transfer("r2", "a", "b", 20),
         transfer("r3", "a", "b", 500),
@@ -115,7 +105,7 @@ fn a_rejection_anywhere_in_the_chain_applies_none_of_it() {
 fn a_chain_with_a_reused_id_applies_nothing_and_leaves_its_new_ids_free() {
     let mut ledger = funded();
     apply(&mut ledger, &[transfer("old", "a", "b", 1)]);
-    let batch = chain(vec![transfer("fresh", "a", "b", 10), transfer("old", "a", "b", 2)]);
+    let batch = Transaction::chain(vec![transfer("fresh", "a", "b", 10), transfer("old", "a", "b", 2)]);
     let outcomes = apply(&mut ledger, &batch);
     assert!(matches!(outcomes[0], Outcome::NotApplied(_)), "{outcomes:?}");
     assert!(matches!(outcomes[1], Outcome::IdReused(_)), "{outcomes:?}");
@@ -124,7 +114,7 @@ fn a_chain_with_a_reused_id_applies_nothing_and_leaves_its_new_ids_free() {
     // The id is still free: a corrected batch applies.
     let outcomes = apply(
         &mut ledger,
-        &chain(vec![transfer("fresh", "a", "b", 10), transfer("new", "a", "b", 2)]),
+        &Transaction::chain(vec![transfer("fresh", "a", "b", 10), transfer("new", "a", "b", 2)]),
     );
     assert!(outcomes.iter().all(|outcome| verdict(outcome) == Verdict::Committed));
     assert_eq!(ledger.balance("a"), (87, 0));
@@ -143,12 +133,15 @@ fn a_chain_left_open_at_the_end_of_its_batch_is_rejected_whole() {
 fn chains_and_single_transactions_mix_in_one_batch() {
     let mut ledger = funded();
     let mut batch = vec![transfer("s1", "a", "b", 1)];
-    batch.extend(chain(vec![
+    batch.extend(Transaction::chain(vec![
         transfer("m1", "a", "b", 2),
         transfer("m2", "a", "b", 1_000),
     ]));
     batch.push(transfer("s2", "a", "b", 3));
-    batch.extend(chain(vec![transfer("m3", "a", "b", 4), transfer("m4", "b", "a", 1)]));
+    batch.extend(Transaction::chain(vec![
+        transfer("m3", "a", "b", 4),
+        transfer("m4", "b", "a", 1),
+    ]));
     // Enough singles after the chains that the prefetch ring wraps.
     batch.extend((0..40).map(|n| transfer(&format!("tail{n}"), "a", "b", 1)));
     let outcomes = apply(&mut ledger, &batch);
@@ -171,7 +164,7 @@ fn chains_and_single_transactions_mix_in_one_batch() {
 fn a_chain_replays_to_the_same_state_from_a_snapshot() {
     let mut ledger = funded();
     let mut copy = Engine::decode_snapshot(&snapshot(&ledger.engine), Default::default()).unwrap();
-    let batch = chain(vec![
+    let batch = Transaction::chain(vec![
         transfer("d1", "a", "b", 10),
         transaction(
             "d2",

@@ -462,14 +462,7 @@ fn batches_are_durable_only_once_committed() {
 /// transactions not applied), one that committed as committed.
 #[test]
 fn linked_chains_replay_as_chains() {
-    let link = |transactions: Vec<Transaction>| -> Vec<Transaction> {
-        let last = transactions.len() - 1;
-        transactions
-            .into_iter()
-            .enumerate()
-            .map(|(index, transaction)| transaction.linked_to_next(index < last))
-            .collect()
-    };
+    let link = Transaction::chain;
     let mut all = batches(0);
     let mut chained = link(vec![
         transfer("ok-1".into(), "a1".into(), "a2".into(), 10),

@@ -6,7 +6,7 @@ use crate::auth::Role;
 use crate::clock::generated_id;
 use crate::error::ApiError;
 use crate::ledger::Lookup;
-use crate::sequencer::{Detail, Kind};
+use crate::sequencer::{Detail, Kind, Submitted};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -164,13 +164,11 @@ pub async fn batch(
         mark_minimal(&mut response);
         return Ok(response);
     }
-    let answer = BatchAnswer {
-        results: results
-            .iter()
-            .map(|submitted| views::TransactionAnswer::of_submitted(submitted, true))
-            .collect(),
-    };
-    Ok(sized_json(StatusCode::OK, &answer, results.len() * RESULT_BYTES))
+    Ok(sized_json(
+        StatusCode::OK,
+        &full_results(&results),
+        results.len() * RESULT_BYTES,
+    ))
 }
 
 /// About what one batch result takes as JSON (an id of 20-odd characters;
@@ -182,6 +180,24 @@ const RESULT_BYTES: usize = 384;
 #[derive(serde::Serialize)]
 struct BatchAnswer<T> {
     results: Vec<T>,
+}
+
+/// Every item's full result, each marked replayed or not.
+fn full_results(results: &[Submitted]) -> BatchAnswer<views::TransactionAnswer<'_>> {
+    BatchAnswer {
+        results: results
+            .iter()
+            .map(|submitted| views::TransactionAnswer::of_submitted(submitted, true))
+            .collect(),
+    }
+}
+
+/// Names the item of an atomic batch that failed, and its operation.
+fn mark_failed_item(response: &mut Response, item: usize, op_in_item: usize) {
+    response.headers_mut().insert("coffer-failed-item", item.into());
+    response
+        .headers_mut()
+        .insert("coffer-failed-item-op", op_in_item.into());
 }
 
 /// All items or none. Items with ids are a linked chain: each is its own
@@ -222,10 +238,7 @@ async fn atomic_batch(state: &AppState, headers: &HeaderMap, body: BatchRequest)
             Err(error) => error.into_response(),
             Ok(answered) => answered.into_response(),
         };
-        response.headers_mut().insert("coffer-failed-item", item.into());
-        response
-            .headers_mut()
-            .insert("coffer-failed-item-op", op_in_item.into());
+        mark_failed_item(&mut response, item, op_in_item);
         return Ok(response);
     }
     Ok(answer(submitted)?.into_response())
@@ -251,7 +264,6 @@ async fn linked_batch(
             "in a linked batch each item's id is its idempotency key: the batch takes none",
         ));
     }
-    let last = body.transactions.len() - 1;
     let mut seen = std::collections::HashSet::with_capacity(body.transactions.len());
     let mut transactions = Vec::with_capacity(body.transactions.len());
     for (index, item) in body.transactions.into_iter().enumerate() {
@@ -264,9 +276,12 @@ async fn linked_batch(
         authorize(state, headers, &item.ops)?;
         let transaction = build(id, item.ops, item.metadata)
             .map_err(|error| ApiError::invalid(format!("transactions[{index}]: {error}")))?;
-        transactions.push(transaction.linked_to_next(index < last));
+        transactions.push(transaction);
     }
-    let results = state.ledger.submit(transactions, Detail::WithEffects).await?;
+    let results = state
+        .ledger
+        .submit(Transaction::chain(transactions), Detail::WithEffects)
+        .await?;
     let conflict = results
         .iter()
         .find(|submitted| submitted.kind == Kind::IdReused)
@@ -303,18 +318,10 @@ async fn linked_batch(
             replayed,
         }
         .into_response();
-        response.headers_mut().insert("coffer-failed-item", item.into());
-        response
-            .headers_mut()
-            .insert("coffer-failed-item-op", rejection.op_index.into());
+        mark_failed_item(&mut response, item, rejection.op_index.into());
         return Ok(response);
     }
-    let answer = BatchAnswer {
-        results: results
-            .iter()
-            .map(|submitted| views::TransactionAnswer::of_submitted(submitted, true))
-            .collect(),
-    };
+    let answer = full_results(&results);
     let status = if replayed { StatusCode::OK } else { StatusCode::CREATED };
     let mut response = sized_json(status, &answer, results.len() * RESULT_BYTES);
     if replayed {
