@@ -291,8 +291,8 @@ async fn a_full_queue_answers_503_with_retry_after() {
 }
 
 /// Without Kafka, `mode=async` answers 202 once the write is durable (the
-/// journal holds applied batches), with how it ended; retries and reused
-/// ids behave as in sync mode.
+/// journal holds applied batches), with how it ended; retries (200, or 422
+/// for a rejection, marked) and reused ids (409) answer as in sync mode.
 #[tokio::test]
 async fn async_mode_answers_202_once_durable() {
     let mut server = TestServer::start(&[]).await;
@@ -307,10 +307,11 @@ async fn async_mode_answers_202_once_durable() {
     assert_eq!(record["status"], "committed");
     assert_eq!(server.balance("a").await, (7, 0));
 
+    // A retry answers as in sync mode: 200, the original outcome, marked.
     let (status, body, headers) = server
         .post("/v1/transactions?mode=async", json!({"id": "later", "ops": ops}))
         .await;
-    assert_eq!((status, body["status"].as_str()), (202, Some("committed")), "{body}");
+    assert_eq!((status, body["status"].as_str()), (200, Some("committed")), "{body}");
     assert_eq!(headers["idempotent-replayed"], "true");
     assert_eq!(server.balance("a").await, (7, 0), "a retry applies nothing");
 
@@ -334,6 +335,15 @@ async fn async_mode_answers_202_once_durable() {
         "{body}"
     );
     assert_eq!(server.balance("a").await, (7, 0));
+    let (status, body, headers) = server
+        .post("/v1/transactions?mode=async", json!({"id": "short", "ops": overdraw}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("insufficient_funds")),
+        "{body}"
+    );
+    assert_eq!(headers["idempotent-replayed"], "true");
 
     let (status, _, _) = server.post("/v1/transactions?mode=later", json!({"ops": ops})).await;
     assert_eq!(status, 400);

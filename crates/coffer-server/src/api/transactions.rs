@@ -19,15 +19,9 @@ use std::sync::Arc;
 /// `{id?, ops, metadata?}`: the same JSON as a Kafka command.
 pub type TransactionRequest = coffer_core::Command;
 
-/// `202 Accepted` with the write's outcome (`Idempotent-Replayed` on a retry).
-fn accepted_answer(result: &serde_json::Value, replayed: bool) -> Response {
-    let mut response = (StatusCode::ACCEPTED, axum::Json(result)).into_response();
-    if replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
-    }
-    response
+/// `202 Accepted` with a write's first outcome.
+fn accepted_answer(result: &serde_json::Value) -> Response {
+    (StatusCode::ACCEPTED, axum::Json(result)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -66,18 +60,18 @@ pub async fn create(
             // Without Kafka a command becomes durable in the journal, which
             // records applied batches: the 202 comes after the same fsync
             // as a synchronous answer, and says how the write ended.
-            let committed = execute(&state, transaction, Detail::WithoutEffects);
-            let accepted = match committed.await {
-                Ok(committed) => committed,
-                // A rejection is an outcome too: accepted, and rejected.
-                Err(ApiError::Rejected { result, replayed, .. }) => {
-                    return Ok(accepted_answer(&result, replayed));
+            match execute(&state, transaction, Detail::WithoutEffects).await {
+                // A retry answers as in sync mode: the original outcome, marked.
+                Ok(committed) if committed.replayed => Ok(committed.into_response()),
+                Err(error @ ApiError::Rejected { replayed: true, .. }) => Err(error),
+                Ok(committed) => {
+                    let result = views::TransactionAnswer::minimal(&committed.submitted, false);
+                    Ok(accepted_answer(&serde_json::to_value(result).unwrap_or_default()))
                 }
-                Err(error) => return Err(error),
-            };
-            let result =
-                serde_json::to_value(views::TransactionAnswer::minimal(&accepted.submitted, false)).unwrap_or_default();
-            Ok(accepted_answer(&result, accepted.replayed))
+                // A rejection is an outcome too: accepted, and rejected.
+                Err(ApiError::Rejected { result, .. }) => Ok(accepted_answer(&result)),
+                Err(error) => Err(error),
+            }
         }
         Some(other) => Err(ApiError::invalid(format!("mode must be sync or async, not {other:?}"))),
     }
