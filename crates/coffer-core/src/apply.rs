@@ -21,6 +21,7 @@ fn signed(amount: Amount) -> Result<i128, RejectionCode> {
 }
 
 impl Engine {
+    #[inline(always)]
     pub(crate) fn apply_operation(&mut self, timestamp_ms: u64, op: &Operation) -> Rule {
         match op {
             Operation::Open {

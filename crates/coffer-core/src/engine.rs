@@ -198,6 +198,14 @@ impl Engine {
     ///
     /// Every transaction takes its own sequence number, and (but for the
     /// first case) is remembered under its own id.
+    // Rare, so out of line. The helpers it shares with the single path
+    // (apply_operations, apply_operation, commit_touched, end_transaction,
+    // the window's insert and sweep) are inlined always: with a second
+    // call site LLVM stopped inlining them into apply_batch. Callgrind,
+    // `window_pause 300000`: 71 instructions a transaction more than
+    // before chains without the attributes, 41 with them.
+    #[cold]
+    #[inline(never)]
     fn apply_chain(
         &mut self,
         timestamp_ms: u64,
@@ -415,6 +423,7 @@ impl Engine {
         }
     }
 
+    #[inline(always)]
     fn apply_operations(&mut self, timestamp_ms: u64, transaction: &Transaction) -> Result<(), Rejection> {
         for (index, op) in transaction.ops().iter().enumerate() {
             let op_index = u16::try_from(index).expect("ops per transaction fit in u16");
@@ -432,6 +441,7 @@ impl Engine {
     /// Versions, postconditions and effects of the accounts the operations
     /// since the last call touched. The undo log stays: a linked chain may
     /// still roll them back.
+    #[inline(always)]
     fn commit_touched(&mut self, timestamp_ms: u64, effects: &mut Vec<Effect>) {
         effects.reserve(self.touched.len());
         for index in self.touched.drain(..) {
@@ -458,6 +468,7 @@ impl Engine {
     }
 
     /// Makes everything applied since the undo log was last empty final.
+    #[inline(always)]
     fn end_transaction(&mut self) {
         self.undo.clear();
         let mut finished = std::mem::take(&mut self.finished_in_transaction);

@@ -137,6 +137,7 @@ impl IdempotencyWindow {
     }
 
     /// Remembers an id that is not in the window; `hash` is `self.hash(id)`.
+    #[inline(always)]
     pub fn insert(&mut self, entry: IdempotencyEntry, hash: u64, entries_max: u32) {
         assert!(entries_max > 0);
         debug_assert_eq!(hash, self.hash(&entry.id));
@@ -176,6 +177,7 @@ impl IdempotencyWindow {
 
     /// Empties the next stale slots in table order. A removal shifts later
     /// slots back into the one just inspected, so it is inspected again.
+    #[inline(always)]
     fn sweep(&mut self, count: usize) {
         let (front, live) = (self.front_position, self.entries.len() as u64);
         for _ in 0..count {
