@@ -78,7 +78,7 @@ where
 
 /// An account id: the identifier alphabet, plus at most one balanced,
 /// non-empty `{…}` pair. Ids without braces take the table's fast path.
-fn validate_account_identifier(field: &'static str, text: &str) -> Result<(), CoreError> {
+fn validate_sharded_identifier(field: &'static str, text: &str) -> Result<(), CoreError> {
     let plain = validate_identifier(field, text);
     if plain.is_ok() || text.len() > ID_BYTES_MAX || !text.contains(['{', '}']) {
         return plain;
@@ -165,12 +165,14 @@ identifier!(
     /// `user:{42}:wallet` and `user:{42}:savings` share one.
     AccountId,
     "account id",
-    validate_account_identifier
+    validate_sharded_identifier
 );
 identifier!(
-    /// A hold (reservation) id, chosen by the client.
+    /// A hold (reservation) id, chosen by the client. Like an account id it
+    /// may hold one `{…}` pair: in a cluster the hold lives in that shard.
     HoldId,
-    "hold id"
+    "hold id",
+    validate_sharded_identifier
 );
 identifier!(
     /// A transaction id: the idempotency key.
@@ -194,22 +196,38 @@ impl AccountId {
         self.0.starts_with('@')
     }
 
-    /// What places the account in a shard: the text inside its `{…}`
-    /// pair, else the whole id (the hash-tag convention of Redis Cluster).
+    /// What places the account in a shard (`shard_key_of`).
     pub fn shard_key(&self) -> &str {
-        match (self.0.find('{'), self.0.find('}')) {
-            (Some(open), Some(close)) => &self.0[open + 1..close],
-            _ => &self.0,
-        }
+        shard_key_of(&self.0)
     }
 
-    /// The shard of `shards` that holds this account: xxh3-64 of the shard
-    /// key, modulo the count. Fixed forever: changing it would move every
-    /// account of an existing cluster (a test pins it).
+    /// The shard of `shards` that holds this account (`shard_of`).
     pub fn shard(&self, shards: u32) -> u32 {
-        assert!(shards >= 1, "a cluster has at least one shard");
-        (xxhash_rust::xxh3::xxh3_64(self.shard_key().as_bytes()) % u64::from(shards)) as u32
+        shard_of(&self.0, shards)
     }
+}
+
+impl HoldId {
+    /// The shard of `shards` that keeps this hold (`shard_of`).
+    pub fn shard(&self, shards: u32) -> u32 {
+        shard_of(&self.0, shards)
+    }
+}
+
+/// The text inside an id's `{…}` pair, else the whole id (the hash-tag
+/// convention of Redis Cluster).
+fn shard_key_of(id: &str) -> &str {
+    match (id.find('{'), id.find('}')) {
+        (Some(open), Some(close)) => &id[open + 1..close],
+        _ => id,
+    }
+}
+
+/// xxh3-64 of the shard key, modulo the count. Fixed forever: changing it
+/// would move every account of an existing cluster (a test pins it).
+fn shard_of(id: &str, shards: u32) -> u32 {
+    assert!(shards >= 1, "a cluster has at least one shard");
+    (xxhash_rust::xxh3::xxh3_64(shard_key_of(id).as_bytes()) % u64::from(shards)) as u32
 }
 
 #[cfg(test)]
@@ -240,7 +258,14 @@ mod tests {
     #[test]
     fn other_ids_keep_the_plain_alphabet() {
         assert!(TransactionId::parse("user:{42}").is_err());
-        assert!(HoldId::parse("h{1}").is_err());
+        assert!(
+            HoldId::parse("order:{42}:h1").is_ok(),
+            "a hold names its shard as an account does"
+        );
+        assert_eq!(
+            HoldId::parse("order:{42}:h1").unwrap().shard(6),
+            AccountId::parse("user:{42}:wallet").unwrap().shard(6)
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@ use crate::identifier::{AccountId, HoldId};
 use crate::metadata::Metadata;
 use crate::rejection::Rejection;
 use crate::unit::Unit;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// `max_total` of an account without a ceiling. Storing a sentinel instead of
 /// an `Option<i128>` saves 16 bytes per account.
@@ -82,7 +82,7 @@ pub(crate) struct AccountDetails {
     pub created_at_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AccountStatus {
     Open,
@@ -90,7 +90,7 @@ pub enum AccountStatus {
 }
 
 /// An account as clients see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountView {
     pub id: AccountId,
     pub unit: Unit,
@@ -106,7 +106,7 @@ pub struct AccountView {
     pub updated_at_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[repr(u8)]
 pub enum HoldStatus {
@@ -149,7 +149,7 @@ pub(crate) struct Hold {
 }
 
 /// A hold as clients see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HoldView {
     pub id: HoldId,
     pub account: AccountId,

@@ -3,12 +3,13 @@
 
 use crate::api::router;
 use crate::auth::Auth;
+use crate::cluster::{Cluster, ClusterSettings};
 use crate::config::ServerConfig;
 use crate::flash_sale::FlashSale;
 use crate::history::History;
 use crate::jobs::Jobs;
 use crate::kafka::KafkaLink;
-use crate::ledger::Ledger;
+use crate::ledger::{Backend, Ledger};
 use crate::rate_limit::RateLimiter;
 use crate::sequencer::{Sequencer, SequencerSettings};
 use crate::state::AppState;
@@ -98,9 +99,18 @@ pub fn check_config(config: &ServerConfig, auth: &Auth) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
-    let auth = Auth::from_config(&config.api_keys)?;
-    check_config(&config, &auth)?;
+/// What applies the writes, and how to stop it once the server has
+/// stopped taking requests.
+struct Backing {
+    ledger: Arc<Ledger>,
+    journal_stats: Arc<coffer_journal::JournalStats>,
+    kafka: Option<Arc<KafkaLink>>,
+    stop: Box<dyn FnOnce() + Send>,
+}
+
+/// One node on its own disk: recover the journal, start the history and
+/// the engine thread, and Kafka if configured.
+async fn start_local(config: &ServerConfig) -> anyhow::Result<Backing> {
     let directory = config.journal_directory();
     let (options, limits) = (config.journal_options(), config.engine_limits());
     let (engine, journal, report) =
@@ -128,13 +138,59 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         snapshot_every_entries: config.snapshot_every_entries,
     };
     let sequencer = Sequencer::start(engine, journal, settings);
-    let ledger = Ledger::new(Arc::clone(&sequencer), history.clone());
+    let ledger = Ledger::new(Backend::Local(Arc::clone(&sequencer)), history.clone());
+    let kafka = KafkaLink::start(config, Arc::clone(&journal_stats), Arc::clone(&ledger)).await?;
+    let stopped_kafka = kafka.clone();
+    // The engine first (its last records and snapshot), then the history,
+    // which projects everything the engine left durable.
+    let stop = Box::new(move || {
+        sequencer.shut_down();
+        if let Some(history) = history {
+            history.stop();
+        }
+        if let Some(kafka) = stopped_kafka {
+            kafka.stop();
+        }
+    });
+    Ok(Backing {
+        ledger,
+        journal_stats,
+        kafka,
+        stop,
+    })
+}
+
+/// One node of a cluster: its shards' log is in Kafka and their state in
+/// PostgreSQL, so nothing of the ledger lives on this node's disk.
+async fn start_cluster(settings: ClusterSettings) -> anyhow::Result<Backing> {
+    let cluster = Cluster::start(settings).await.context("joining the cluster")?;
+    let ledger = Ledger::new(Backend::Cluster(Arc::clone(&cluster)), None);
+    Ok(Backing {
+        ledger,
+        journal_stats: Arc::default(),
+        kafka: None,
+        stop: Box::new(move || cluster.stop()),
+    })
+}
+
+pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
+    let auth = Auth::from_config(&config.api_keys)?;
+    check_config(&config, &auth)?;
+    let backing = match config.cluster_settings()? {
+        Some(settings) => start_cluster(settings).await?,
+        None => start_local(&config).await?,
+    };
+    let Backing {
+        ledger,
+        journal_stats,
+        kafka,
+        stop: stop_backing,
+    } = backing;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;
     let (purchase_limiter, transaction_limiter) = rate_limiters(&config).await?;
-    let kafka = KafkaLink::start(&config, Arc::clone(&journal_stats), Arc::clone(&ledger)).await?;
     let (jobs, unfinished_jobs) =
         Jobs::open(config.data_dir.join("jobs"), Arc::clone(&ledger)).context("opening balance jobs")?;
     let state = Arc::new(AppState {
@@ -164,19 +220,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             })
             .await
             .context("serving")?;
-        // The engine first (its last records and snapshot), then the
-        // history, which projects everything the engine left durable.
-        tokio::task::spawn_blocking(move || {
-            sequencer.shut_down();
-            if let Some(history) = history {
-                history.stop();
-            }
-            if let Some(kafka) = kafka {
-                kafka.stop();
-            }
-        })
-        .await
-        .context("engine shutdown")?;
+        tokio::task::spawn_blocking(stop_backing)
+            .await
+            .context("engine shutdown")?;
         Ok(())
     });
     tracing::info!(%address, "coffer is serving");

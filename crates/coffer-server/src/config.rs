@@ -137,6 +137,30 @@ pub struct ServerConfig {
     /// Log format.
     #[arg(long, env = "COFFER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Cluster mode: the PostgreSQL URL of the cluster's coordination
+    /// (leases, snapshots). Needs --kafka-brokers: the shards' log. The
+    /// first node creates the cluster; later nodes join it (docs/CLUSTER.md).
+    #[arg(long, env = "COFFER_CLUSTER")]
+    pub cluster: Option<String>,
+    /// This node's name in the cluster (default: its listen address).
+    #[arg(long, env = "COFFER_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Shards of a cluster this node creates (ignored when joining).
+    #[arg(long, env = "COFFER_SHARDS", default_value_t = 6,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::cluster::SHARDS_MAX)))]
+    pub shards: u32,
+    /// PostgreSQL schema of the cluster's tables.
+    #[arg(long, env = "COFFER_CLUSTER_SCHEMA", default_value = "coffer_cluster")]
+    pub cluster_schema: String,
+    /// How long a shard's owner keeps its lease without renewing it: a dead
+    /// owner's shards move after about this long.
+    #[arg(long, env = "COFFER_LEASE_TTL_MS", default_value_t = 3_000,
+          value_parser = clap::value_parser!(u64).range(500..=60_000))]
+    pub lease_ttl_ms: u64,
+    /// The URL other nodes and operators reach this node at (default:
+    /// `http://` and the listen address).
+    #[arg(long, env = "COFFER_ADVERTISED_URL")]
+    pub advertised_url: Option<String>,
 }
 
 /// Longest topic prefix: the commands topic name goes into derived
@@ -189,6 +213,45 @@ impl ServerConfig {
             partitions: self.kafka_partitions,
             owned_partitions: (!self.kafka_owned_partitions.is_empty()).then(|| self.kafka_owned_partitions.clone()),
             options,
+        }))
+    }
+
+    /// The cluster settings, in cluster mode.
+    pub fn cluster_settings(&self) -> anyhow::Result<Option<crate::cluster::ClusterSettings>> {
+        let Some(database_url) = &self.cluster else {
+            return Ok(None);
+        };
+        let Some(kafka) = self.kafka_settings()? else {
+            anyhow::bail!("--cluster needs --kafka-brokers: the shards' log is a Kafka topic");
+        };
+        anyhow::ensure!(
+            crate::cluster::coordinator::valid_schema(&self.cluster_schema),
+            "--cluster-schema: 1 to 63 of a-z 0-9 _, not starting with a digit"
+        );
+        let node_id = self.node_id.clone().unwrap_or_else(|| self.listen.to_string());
+        anyhow::ensure!(
+            (1..=128).contains(&node_id.len()) && !node_id.chars().any(char::is_control),
+            "--node-id: 1 to 128 printable characters"
+        );
+        let prefix = &self.kafka_topic_prefix;
+        Ok(Some(crate::cluster::ClusterSettings {
+            database_url: database_url.clone(),
+            schema: self.cluster_schema.clone(),
+            advertised_url: self
+                .advertised_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", self.listen)),
+            node_id,
+            shards: self.shards,
+            log: crate::cluster::log::LogSettings {
+                brokers: kafka.brokers,
+                options: kafka.options,
+                log_topic: format!("{prefix}log"),
+                replies_topic: format!("{prefix}replies"),
+            },
+            limits: self.engine_limits(),
+            lease_ttl: std::time::Duration::from_millis(self.lease_ttl_ms),
+            snapshot_every_entries: self.snapshot_every_entries.clamp(1, 100_000),
         }))
     }
 

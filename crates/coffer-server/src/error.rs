@@ -1,6 +1,7 @@
 //! The server's one error type, mapped to HTTP once, here. Every error is
 //! JSON: `{"error": {"code", "message", "details"}}`; never a stack trace.
 
+use crate::cluster::ClusterError;
 use crate::sequencer::SequencerError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -46,6 +47,15 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("too many {what} for this user; retry in {retry_after_secs} s")]
     RateLimited { what: &'static str, retry_after_secs: u64 },
+    /// In a cluster: the accounts of one transaction (or linked chain) lie
+    /// in more than one shard.
+    #[error("{message}")]
+    CrossShard { message: String, shards: Vec<u32> },
+    /// In a cluster: a shard cannot answer now.
+    #[error("{0}")]
+    ShardUnavailable(String),
+    #[error("{0}")]
+    NotInCluster(&'static str),
 }
 
 impl ApiError {
@@ -64,10 +74,13 @@ impl ApiError {
             ApiError::NotFound { .. } | ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::IdReused { .. } | ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Overloaded | ApiError::NotReady(_) | ApiError::Journal(_) | ApiError::HistoryUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Rejected { .. } | ApiError::CrossShard { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotInCluster(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::Overloaded
+            | ApiError::NotReady(_)
+            | ApiError::Journal(_)
+            | ApiError::HistoryUnavailable(_)
+            | ApiError::ShardUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -87,6 +100,9 @@ impl ApiError {
             ApiError::HistoryUnavailable(_) => "history_unavailable",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Conflict { code, .. } => code,
+            ApiError::CrossShard { .. } => "cross_shard",
+            ApiError::ShardUnavailable(_) => "shard_unavailable",
+            ApiError::NotInCluster(_) => "not_in_cluster_mode",
         }
     }
 
@@ -96,6 +112,7 @@ impl ApiError {
             ApiError::Rejected { op_index, result, .. } => json!({ "op_index": op_index, "transaction": result }),
             ApiError::IdReused { original, .. } => json!({ "original": original }),
             ApiError::RateLimited { retry_after_secs, .. } => json!({ "retry_after_seconds": retry_after_secs }),
+            ApiError::CrossShard { shards, .. } => json!({ "shards": shards }),
             _ => json!({}),
         }
     }
@@ -107,6 +124,20 @@ impl From<SequencerError> for ApiError {
             SequencerError::Overloaded => ApiError::Overloaded,
             SequencerError::Stopped => ApiError::NotReady("the engine is stopping".into()),
             SequencerError::Journal(message) => ApiError::Journal(message),
+        }
+    }
+}
+
+impl From<ClusterError> for ApiError {
+    fn from(error: ClusterError) -> Self {
+        match error {
+            ClusterError::CrossShard { shards } => ApiError::CrossShard {
+                message: ClusterError::CrossShard { shards: shards.clone() }.to_string(),
+                shards,
+            },
+            ClusterError::Unsupported(what) => ApiError::NotInCluster(what),
+            ClusterError::Stopped => ApiError::NotReady("the node is stopping".into()),
+            other => ApiError::ShardUnavailable(other.to_string()),
         }
     }
 }

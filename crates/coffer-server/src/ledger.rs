@@ -10,8 +10,11 @@
 //! - writes accepted before they are applied (`mode=async` through the
 //!   Kafka commands topic) are `pending` here until applied.
 //!
-//! Durability is the sequencer's: its answers come after the fsync.
+//! Durability is the backend's: the single node's sequencer answers after
+//! the fsync; in a cluster, the shard's owner answers after the entry is in
+//! the replicated log and applied.
 
+use crate::cluster::Cluster;
 use crate::error::ApiError;
 use crate::history::History;
 use crate::sequencer::{Answer, Detail, Kind, Query, Sequencer, Submitted};
@@ -26,8 +29,15 @@ use std::sync::{Arc, Mutex};
 /// but a lookup answers 404 until they are.
 pub const PENDING_MAX: usize = 1_000_000;
 
+/// What applies the transactions: one engine thread and its journal, or
+/// the shards of a cluster.
+pub enum Backend {
+    Local(Arc<Sequencer>),
+    Cluster(Arc<Cluster>),
+}
+
 pub struct Ledger {
-    sequencer: Arc<Sequencer>,
+    backend: Backend,
     history: Option<Arc<History>>,
     /// Produced to the Kafka commands topic and not yet applied.
     pending: Mutex<HashSet<TransactionId>>,
@@ -44,16 +54,33 @@ pub enum Lookup {
 }
 
 impl Ledger {
-    pub fn new(sequencer: Arc<Sequencer>, history: Option<Arc<History>>) -> Arc<Ledger> {
+    pub fn new(backend: Backend, history: Option<Arc<History>>) -> Arc<Ledger> {
+        assert!(
+            history.is_none() || matches!(backend, Backend::Local(_)),
+            "a cluster keeps no local history"
+        );
         Arc::new(Ledger {
-            sequencer,
+            backend,
             history,
             pending: Mutex::new(HashSet::new()),
         })
     }
 
-    pub fn sequencer(&self) -> &Sequencer {
-        &self.sequencer
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Why no write can be taken now, if so (readiness).
+    pub fn not_ready(&self) -> Option<String> {
+        match &self.backend {
+            Backend::Local(sequencer) => {
+                if let Some(failure) = sequencer.journal_failure() {
+                    return Some(format!("journal failed: {failure}"));
+                }
+                (!sequencer.engine_running()).then(|| "the engine thread has stopped".into())
+            }
+            Backend::Cluster(cluster) => cluster.not_ready(),
+        }
     }
 
     pub fn history(&self) -> Option<&Arc<History>> {
@@ -70,7 +97,18 @@ impl Ledger {
     /// True once the engine takes no more commands (shutdown): the
     /// background writers (jobs, Kafka) stop then.
     pub fn stopped(&self) -> bool {
-        self.sequencer.stopped()
+        match &self.backend {
+            Backend::Local(sequencer) => sequencer.stopped(),
+            Backend::Cluster(cluster) => cluster.stopped(),
+        }
+    }
+
+    /// Applies a batch on the backend, with no history check.
+    async fn apply(&self, transactions: Vec<Transaction>, detail: Detail) -> Result<Vec<Submitted>, ApiError> {
+        Ok(match &self.backend {
+            Backend::Local(sequencer) => sequencer.submit(transactions, detail).await?,
+            Backend::Cluster(cluster) => cluster.submit(transactions, detail).await?,
+        })
     }
 
     /// Applies transactions and answers once durable, one result each.
@@ -80,7 +118,7 @@ impl Ledger {
     pub async fn submit(&self, transactions: Vec<Transaction>, detail: Detail) -> Result<Vec<Submitted>, ApiError> {
         let known = self.known(&transactions).await?;
         if known.iter().all(Option::is_none) {
-            return Ok(self.sequencer.submit(transactions, detail).await?);
+            return self.apply(transactions, detail).await;
         }
         if transactions.iter().any(Transaction::is_linked_to_next) {
             return Ok(known
@@ -97,7 +135,7 @@ impl Ledger {
             .collect();
         let mut applied = match fresh.is_empty() {
             true => Vec::new(),
-            false => self.sequencer.submit(fresh, detail).await?,
+            false => self.apply(fresh, detail).await?,
         }
         .into_iter();
         Ok(known
@@ -154,7 +192,10 @@ impl Ledger {
 
     /// A read answered once everything it saw is durable.
     pub async fn read(&self, query: Query) -> Result<Answer, ApiError> {
-        Ok(self.sequencer.read(query).await?)
+        Ok(match &self.backend {
+            Backend::Local(sequencer) => sequencer.read(query).await?,
+            Backend::Cluster(cluster) => cluster.read(query).await?,
+        })
     }
 
     pub async fn account(&self, id: AccountId) -> Result<AccountView, ApiError> {
@@ -179,11 +220,11 @@ impl Ledger {
     /// history's pace (`History::admit_write`).
     async fn known(&self, transactions: &[Transaction]) -> Result<Vec<Option<Submitted>>, ApiError> {
         let unknown = || vec![None; transactions.len()];
-        let Some(history) = &self.history else {
+        let (Some(history), Backend::Local(sequencer)) = (&self.history, &self.backend) else {
             return Ok(unknown());
         };
-        history.admit_write(|| self.sequencer.durable_sequence()).await?;
-        if !self.sequencer.idempotency_has_forgotten() {
+        history.admit_write(|| sequencer.durable_sequence()).await?;
+        if !sequencer.idempotency_has_forgotten() {
             return Ok(unknown());
         }
         let ids = transactions

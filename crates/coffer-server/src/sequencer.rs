@@ -11,9 +11,9 @@
 //! shows state that is not yet durable.
 
 use crate::clock::now_ms;
-use coffer_core::{
-    AccountId, AccountView, Engine, HoldId, HoldView, Outcome, Record, Transaction, TransactionId, Verdict,
-};
+use crate::queries::{answer, describe};
+pub use crate::queries::{Answer, Detail, EffectView, Kind, Query, Submitted, LIST_SCAN_MAX, UNITS_QUERY_MAX};
+use coffer_core::{Engine, Transaction};
 use coffer_journal::{journal_batch, JournalBatch, JournalWriter};
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -29,74 +29,6 @@ const IDLE_TICK: Duration = Duration::from_millis(50);
 /// How far ahead the engine thread looks for idempotency evictions: a
 /// request that saw "nothing forgotten" is applied well within it.
 const FORGET_MARGIN_MS: u64 = 60_000;
-
-/// Accounts one list request may examine on the engine thread.
-pub const LIST_SCAN_MAX: u64 = 10_000;
-
-/// An account balance after a commit, resolved to names for the reply.
-#[derive(Debug, Clone)]
-pub struct EffectView {
-    pub account: AccountId,
-    pub unit: coffer_core::Unit,
-    pub available: i128,
-    pub frozen: i128,
-    pub version: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    New,
-    Replayed,
-    IdReused,
-    /// In a linked chain refused because another of its ids was seen
-    /// before: nothing applied, the id not remembered.
-    NotApplied,
-}
-
-/// Whether a write's answer shows the balances it left. Building them
-/// costs the engine thread two account names copied per transfer, and the
-/// answer under `Prefer: return=minimal` never shows them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Detail {
-    WithEffects,
-    WithoutEffects,
-}
-
-/// What happened to one submitted transaction.
-#[derive(Debug, Clone)]
-pub struct Submitted {
-    pub id: TransactionId,
-    pub kind: Kind,
-    pub record: Record,
-    /// Empty under `Detail::WithoutEffects`.
-    pub effects: Vec<EffectView>,
-}
-
-pub enum Query {
-    Account(AccountId),
-    Accounts {
-        prefix: String,
-        after: u64,
-        limit: usize,
-    },
-    Hold(HoldId),
-    Transaction(TransactionId),
-    /// The unit of each account, `None` for one that does not exist
-    /// (bulk jobs, at most `UNITS_QUERY_MAX` ids).
-    Units(Vec<AccountId>),
-}
-
-/// Accounts one `Query::Units` may name.
-pub const UNITS_QUERY_MAX: usize = 10_000;
-
-pub enum Answer {
-    Account(Option<AccountView>),
-    /// Accounts and the cursor to continue from, if more may follow.
-    Accounts(Vec<AccountView>, Option<u64>),
-    Hold(Option<HoldView>),
-    Transaction(Option<Record>),
-    Units(Vec<Option<coffer_core::Unit>>),
-}
 
 enum Command {
     Submit {
@@ -373,51 +305,10 @@ impl EngineThread {
                 // handler waits for the watermark), so writes on both sides
                 // of it still share one sync.
                 self.apply(batch);
-                let answer = self.answer(query);
+                let answer = answer(&self.engine, query);
                 let _ = reply.send((answer, self.engine.sequence_next()));
             }
         }
-    }
-
-    fn answer(&self, query: Query) -> Answer {
-        match query {
-            Query::Account(id) => Answer::Account(self.engine.account(&id)),
-            Query::Accounts { prefix, after, limit } => self.list_accounts(&prefix, after, limit),
-            Query::Hold(id) => Answer::Hold(self.engine.hold(&id)),
-            Query::Transaction(id) => Answer::Transaction(self.engine.transaction(&id)),
-            Query::Units(ids) => {
-                assert!(ids.len() <= UNITS_QUERY_MAX, "bounded by the caller");
-                let units = ids
-                    .iter()
-                    .map(|id| {
-                        let index = self.engine.find_account(id)?;
-                        Some(self.engine.account_unit(index).clone())
-                    })
-                    .collect();
-                Answer::Units(units)
-            }
-        }
-    }
-
-    /// One page of accounts whose id starts with `prefix`, from creation
-    /// position `after`. The scan itself is bounded too: a rare prefix over
-    /// millions of accounts returns a short (even empty) page and a cursor,
-    /// instead of stalling every writer behind one read.
-    fn list_accounts(&self, prefix: &str, after: u64, limit: usize) -> Answer {
-        let count = self.engine.account_count() as u64;
-        let scan_end = count.min(after.saturating_add(LIST_SCAN_MAX));
-        let mut found = Vec::with_capacity(limit.min(64));
-        for slot in after..scan_end {
-            let view = self.engine.account_at_slot(slot);
-            if view.id.is_world() || !view.id.as_str().starts_with(prefix) {
-                continue;
-            }
-            if found.len() == limit {
-                return Answer::Accounts(found, Some(slot));
-            }
-            found.push(view);
-        }
-        Answer::Accounts(found, (scan_end < count).then_some(scan_end))
     }
 
     /// Applies the waiting writes as one engine batch and appends it to the
@@ -439,7 +330,7 @@ impl EngineThread {
             let described = results
                 .by_ref()
                 .take(count)
-                .map(|(transaction, result)| self.describe(transaction, result, &outcome, detail))
+                .map(|(transaction, result)| describe(&self.engine, transaction, result, &outcome, detail))
                 .collect();
             batch.applied.push((described, reply));
         }
@@ -447,41 +338,6 @@ impl EngineThread {
         self.record_metrics(transactions.len());
         self.note_forgetting();
         self.append(&journal_batch(transactions, &outcome));
-    }
-
-    fn describe(
-        &self,
-        transaction: &Transaction,
-        outcome: &Outcome,
-        batch: &coffer_core::BatchOutcome,
-        detail: Detail,
-    ) -> Submitted {
-        let kind = match outcome {
-            Outcome::New { .. } => Kind::New,
-            Outcome::Replayed(_) => Kind::Replayed,
-            Outcome::IdReused(_) => Kind::IdReused,
-            Outcome::NotApplied(_) => Kind::NotApplied,
-        };
-        let effects = match detail {
-            Detail::WithEffects => batch.effects_of(outcome),
-            Detail::WithoutEffects => &[],
-        };
-        let effects = effects
-            .iter()
-            .map(|effect| EffectView {
-                account: self.engine.account_id(effect.account).clone(),
-                unit: self.engine.account_unit(effect.account).clone(),
-                available: effect.available,
-                frozen: effect.frozen,
-                version: effect.version,
-            })
-            .collect();
-        Submitted {
-            id: transaction.id().clone(),
-            kind,
-            record: *outcome.record(),
-            effects,
-        }
     }
 
     /// Once set, it stays set: the window only moves forward.
@@ -590,16 +446,10 @@ impl EngineThread {
     }
 }
 
-impl Submitted {
-    pub fn verdict(&self) -> Verdict {
-        self.record.verdict
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use coffer_core::{EngineLimits, Operation, Unit};
+    use coffer_core::{AccountId, EngineLimits, Operation, TransactionId, Unit};
 
     fn opening(name: &str) -> Transaction {
         let account = AccountId::parse(name).expect("account id");

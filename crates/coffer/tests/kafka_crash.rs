@@ -118,7 +118,7 @@ async fn a_broker_outage_is_survived() {
     // can otherwise connect to itself.
     let broker_port = 20_000 + (std::process::id() % 4_000) as u16 * 2;
     let proxy_port = broker_port + 1;
-    let mut broker = start_broker(broker_port, proxy_port);
+    let mut broker = support::start_broker(broker_port, proxy_port);
     let mut proxy = Proxy::start(proxy_port, broker_port).await;
     let brokers = format!("127.0.0.1:{proxy_port}");
     let data = tempfile::tempdir().unwrap();
@@ -174,7 +174,7 @@ async fn a_restarted_broker_is_reconnected_to() {
     }
     let first = 24_000 + (std::process::id() % 4_000) as u16 * 2;
     let second = first + 1;
-    let mut broker = start_broker(first, first);
+    let mut broker = support::start_broker(first, first);
     let data = tempfile::tempdir().unwrap();
     let flags = vec![
         "--kafka-brokers".to_owned(),
@@ -188,7 +188,7 @@ async fn a_restarted_broker_is_reconnected_to() {
     broker.kill().unwrap();
     broker.wait().unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut broker = start_broker(second, second);
+    let mut broker = support::start_broker(second, second);
     produce_deposits(&format!("127.0.0.1:{second}"), 100..300).await;
     wait_for_balance(&client, &server.base, 300).await;
     assert!(
@@ -201,7 +201,7 @@ async fn a_restarted_broker_is_reconnected_to() {
 
 /// Whether the test can run a broker of its own; says SKIPPED if not.
 fn own_broker_possible(what: &str) -> bool {
-    let possible = std::env::var("COFFER_TEST_KAFKA_BROKERS").is_ok() && which_tansu().is_some();
+    let possible = std::env::var("COFFER_TEST_KAFKA_BROKERS").is_ok() && support::which_tansu().is_some();
     if !possible {
         support::skipped(&format!("{what} (set COFFER_TEST_KAFKA_BROKERS, install tansu)"));
     }
@@ -270,35 +270,6 @@ impl Proxy {
             task.abort();
         }
     }
-}
-
-fn which_tansu() -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|directory| std::path::Path::new(directory).join("tansu"))
-        .find(|path| path.exists())
-}
-
-/// tansu listening on `port` and telling clients to use `advertised`.
-fn start_broker(port: u16, advertised: u16) -> std::process::Child {
-    let mut child = std::process::Command::new(which_tansu().unwrap())
-        .args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{port}")])
-        .args(["--advertised-listener-url", &format!("tcp://127.0.0.1:{advertised}")])
-        .args(["--storage-engine", "memory://tansu/"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start tansu");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return child;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("tansu did not listen on {port}");
 }
 
 /// Deposits of 1 to k0, ids from `range`.

@@ -54,6 +54,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/holds/{id}", get(holds::get))
         .route("/v1/holds/{id}/capture", post(holds::capture))
         .route("/v1/holds/{id}/release", post(holds::release))
+        .route("/v1/cluster", get(operations::cluster))
         .route("/healthz", get(operations::health))
         .route("/readyz", get(operations::ready))
         .route("/metrics", get(operations::metrics))

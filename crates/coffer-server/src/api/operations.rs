@@ -1,5 +1,6 @@
 use crate::clock::now_ms;
 use crate::error::ApiError;
+use crate::ledger::Backend;
 use crate::state::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -15,11 +16,8 @@ pub async fn health() -> Response {
 /// Ready once recovery is done (the server binds only after it), while the
 /// journal can still write and the engine thread runs.
 pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    if let Some(failure) = state.ledger.sequencer().journal_failure() {
-        return Err(ApiError::NotReady(format!("journal failed: {failure}")));
-    }
-    if !state.ledger.sequencer().engine_running() {
-        return Err(ApiError::NotReady("the engine thread has stopped".into()));
+    if let Some(reason) = state.ledger.not_ready() {
+        return Err(ApiError::NotReady(reason));
     }
     if let Some(Err(reason)) = state.kafka.as_ref().map(|kafka| kafka.ready()) {
         return Err(ApiError::NotReady(reason));
@@ -30,9 +28,54 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Response, ApiEr
     Ok(axum::Json(serde_json::json!({ "status": "ready" })).into_response())
 }
 
+/// The cluster as this node sees it: nodes, shards, owners, lease epochs,
+/// applied offsets and lag. 501 on a single node.
+pub async fn cluster(State(state): State<Arc<AppState>>, headers: axum::http::HeaderMap) -> Result<Response, ApiError> {
+    state
+        .auth
+        .require(&headers, crate::auth::Role::Reader, "read the cluster state")?;
+    let Backend::Cluster(cluster) = state.ledger.backend() else {
+        return Err(ApiError::NotInCluster(
+            "this node runs alone (start it with --cluster to form a cluster)",
+        ));
+    };
+    let view = cluster.view();
+    let shards: Vec<serde_json::Value> = view
+        .shards
+        .iter()
+        .map(|shard| {
+            serde_json::json!({
+                "shard": shard.shard,
+                "owner": shard.owner,
+                "owner_url": shard.owner_url,
+                "epoch": shard.epoch,
+                "lease_ms_left": shard.lease_ms_left.max(0),
+                "applied_offset": shard.applied_offset,
+                "log_end": shard.log_end,
+                "lag": shard.log_end.saturating_sub(shard.applied_offset),
+                "serving": view.refusal(shard.shard).is_none(),
+                "refusing": view.refusal(shard.shard),
+            })
+        })
+        .collect();
+    Ok(axum::Json(serde_json::json!({
+        "node": view.node,
+        "shard_count": view.shard_count,
+        "log_id": view.log_id,
+        "created_by": view.created_by,
+        "owned_here": view.owned,
+        "nodes": view.nodes,
+        "shards": shards,
+        "coordination_error": view.coordination_error,
+    }))
+    .into_response())
+}
+
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let stats = &state.journal_stats;
-    metrics::gauge!("coffer_queue_depth").set(state.ledger.sequencer().queue_depth() as f64);
+    if let Backend::Local(sequencer) = state.ledger.backend() {
+        metrics::gauge!("coffer_queue_depth").set(sequencer.queue_depth() as f64);
+    }
     metrics::gauge!("coffer_journal_bytes_written").set(stats.bytes_written.load(Ordering::Relaxed) as f64);
     metrics::gauge!("coffer_journal_syncs").set(stats.syncs.load(Ordering::Relaxed) as f64);
     metrics::gauge!("coffer_journal_fsync_seconds_last")
@@ -48,11 +91,30 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     if let Some(kafka) = &state.kafka {
         record_kafka_metrics(kafka, durable_sequence);
     }
+    if let Backend::Cluster(cluster) = state.ledger.backend() {
+        record_cluster_metrics(&cluster.view());
+    }
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
         .into_response()
+}
+
+fn record_cluster_metrics(view: &crate::cluster::leases::ClusterView) {
+    for shard in &view.shards {
+        let label = shard.shard.to_string();
+        let owned_here = view.owned.contains(&shard.shard);
+        metrics::gauge!("coffer_cluster_shard_applied_offset", "shard" => label.clone())
+            .set(shard.applied_offset as f64);
+        metrics::gauge!("coffer_cluster_shard_lag_entries", "shard" => label.clone())
+            .set(shard.log_end.saturating_sub(shard.applied_offset) as f64);
+        metrics::gauge!("coffer_cluster_shard_epoch", "shard" => label.clone()).set(shard.epoch as f64);
+        metrics::gauge!("coffer_cluster_shard_owned_here", "shard" => label.clone())
+            .set(f64::from(u8::from(owned_here)));
+        metrics::gauge!("coffer_cluster_shard_serving", "shard" => label)
+            .set(f64::from(u8::from(view.refusal(shard.shard).is_none())));
+    }
 }
 
 fn record_history_metrics(history: &crate::history::History, durable_sequence: u64) {

@@ -28,9 +28,10 @@ pub async fn run(client: &Client, options: &BenchOptions) -> anyhow::Result<()> 
     let started = Instant::now();
     let mut deliveries = VecDeque::new();
     for number in 0..count {
-        let (from, to) = (number % options.accounts, (number + 1) % options.accounts);
-        let ops =
-            json!([{"type": "transfer", "from": format!("bench:{from}"), "to": format!("bench:{to}"), "amount": 1}]);
+        let from = number % options.accounts;
+        let to = options.partner(from, (number + 1) % options.accounts);
+        let (from, to) = (options.account_name(from), options.account_name(to));
+        let ops = json!([{"type": "transfer", "from": from, "to": to, "amount": 1}]);
         let payload = json!({"id": format!("kafka-bench-{run:x}-{number}"), "ops": ops}).to_string();
         let mut record = FutureRecord::to(&topic).key("").payload(&payload);
         loop {

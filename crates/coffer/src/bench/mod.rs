@@ -116,7 +116,8 @@ impl Shared {
 
     fn pair_names(&self, random: &mut Random) -> (String, String) {
         let (from, to) = self.pair(random);
-        (format!("bench:{from}"), format!("bench:{to}"))
+        let to = self.options.partner(from, to);
+        (self.options.account_name(from), self.options.account_name(to))
     }
 
     /// Claims the next operation number, or None when the run is over.
@@ -183,7 +184,7 @@ async fn operation(shared: &Shared, random: &mut Random, number: u64) -> anyhow:
             Ok(committed(status, &body))
         }
         Scenario::Deposits => {
-            let account = format!("bench:{}", shared.account(random));
+            let account = shared.options.account_name(shared.account(random));
             let (status, body) = client
                 .post_preferring(
                     "/v1/deposits",
@@ -256,19 +257,19 @@ async fn connection(shared: Arc<Shared>, index: u32) -> Vec<u32> {
 }
 
 /// Opens and funds the accounts (idempotent: ids are fixed per account).
-async fn prepare(client: &Client, accounts: u64) -> anyhow::Result<()> {
-    let mut start = 0;
+async fn prepare(client: &Client, options: &BenchOptions) -> anyhow::Result<()> {
+    let (accounts, mut start) = (options.accounts, 0);
     while start < accounts {
         let end = (start + 1_000).min(accounts);
         let items: Vec<Value> = (start..end)
-            .map(|n| json!({"id": format!("bench-open-{n}"), "ops": [{"type": "open", "account": format!("bench:{n}"), "unit": "BENCH"}]}))
+            .map(|n| json!({"id": format!("bench-open-{n}"), "ops": [{"type": "open", "account": options.account_name(n), "unit": "BENCH"}]}))
             .collect();
         let (status, body) = client
             .post("/v1/transactions/batch", &json!({"transactions": items}))
             .await?;
         anyhow::ensure!(status == 200, "opening accounts failed: {status} {body}");
         let funding: Vec<Value> = (start..end)
-            .map(|n| json!({"ops": [{"type": "transfer", "from": "@world", "to": format!("bench:{n}"), "amount": 1_000_000_000_000u64}]}))
+            .map(|n| json!({"ops": [{"type": "transfer", "from": "@world", "to": options.account_name(n), "amount": 1_000_000_000_000u64}]}))
             .collect();
         let (status, body) = client
             .post("/v1/transactions/batch", &json!({"transactions": funding}))
@@ -295,6 +296,10 @@ pub fn run(options: BenchOptions) -> anyhow::Result<()> {
     anyhow::ensure!(
         (2..=ACCOUNTS_MAX).contains(&options.accounts),
         "accounts must be 2 to {ACCOUNTS_MAX}"
+    );
+    anyhow::ensure!(
+        options.shard_keys <= options.accounts / 2,
+        "--shard-keys at most half of --accounts (every key needs two accounts)"
     );
     anyhow::ensure!(
         (1..=10_000).contains(&options.batch_size),
@@ -343,7 +348,7 @@ async fn drive(options: BenchOptions, http: reqwest::Client) -> anyhow::Result<(
     if options.scenario == Scenario::BalanceJob {
         return balance_job(&client, &options).await;
     }
-    prepare(&client, options.accounts).await?;
+    prepare(&client, &options).await?;
     if options.scenario == Scenario::KafkaIngest {
         return kafka::run(&client, &options).await;
     }

@@ -64,6 +64,11 @@ pub struct BenchOptions {
     /// Accounts to spread the load over (opened and funded first).
     #[arg(long, default_value_t = 1_000)]
     pub accounts: u64,
+    /// Name accounts `bench:{k}:N` with one of this many shard keys, and
+    /// keep each transfer within one key: a cluster's transactions stay
+    /// within a shard (0: plain `bench:N` names).
+    #[arg(long, default_value_t = 0)]
+    pub shard_keys: u64,
     /// Transfers per request in the batches scenario.
     #[arg(long, default_value_t = 1_000)]
     pub batch_size: u64,
@@ -86,5 +91,73 @@ pub struct BenchOptions {
     pub kafka_topic_prefix: String,
 }
 
+impl BenchOptions {
+    /// The id of account number `n`.
+    pub fn account_name(&self, n: u64) -> String {
+        match self.shard_keys {
+            0 => format!("bench:{n}"),
+            keys => format!("bench:{{{}}}:{n}", n % keys),
+        }
+    }
+
+    /// A transfer's destination: `to`, moved to an account of `from`'s
+    /// shard key when keys are used (every key has at least two accounts).
+    pub fn partner(&self, from: u64, to: u64) -> u64 {
+        let keys = self.shard_keys;
+        if keys == 0 {
+            return to;
+        }
+        assert!(self.accounts >= 2 * keys, "checked with the options");
+        let mut partner = to - to % keys + from % keys;
+        if partner >= self.accounts {
+            partner -= keys;
+        }
+        if partner == from {
+            partner = if from + keys < self.accounts {
+                from + keys
+            } else {
+                from % keys
+            };
+        }
+        partner
+    }
+}
+
 pub const CONNECTIONS_MAX: u32 = 4_096;
 pub const ACCOUNTS_MAX: u64 = 10_000_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        options: BenchOptions,
+    }
+
+    #[test]
+    fn a_partner_is_another_account_of_the_same_shard_key() {
+        for (accounts, keys) in [(20, 6), (12, 6), (13, 6), (2, 1), (1_000, 7)] {
+            let arguments = [
+                "bench",
+                "--accounts",
+                &accounts.to_string(),
+                "--shard-keys",
+                &keys.to_string(),
+            ];
+            let options = Wrapper::try_parse_from(arguments).unwrap().options;
+            for from in 0..accounts {
+                for to in 0..accounts {
+                    let partner = options.partner(from, to);
+                    assert!(
+                        partner < accounts && partner != from,
+                        "{accounts} {keys}: {from} {to} → {partner}"
+                    );
+                    assert_eq!(partner % keys, from % keys);
+                }
+            }
+        }
+    }
+}

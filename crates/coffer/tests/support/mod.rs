@@ -19,8 +19,13 @@ impl Server {
     }
 
     pub fn start_with(data: &std::path::Path, extra: &[String]) -> Server {
+        Server::start_on("127.0.0.1:0", data, extra)
+    }
+
+    /// Starts `coffer` listening on `listen`.
+    pub fn start_on(listen: &str, data: &std::path::Path, extra: &[String]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_coffer"))
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+            .args(["--listen", listen, "--log-format", "json", "--data-dir"])
             .arg(data)
             .args(extra)
             .env("RUST_LOG", "info")
@@ -38,7 +43,14 @@ impl Server {
                 .expect("open the log copy")
         });
         std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // Read to the end whatever the bytes: a reader that stopped at
+            // a line that is not UTF-8 would leave the pipe full and the
+            // server blocked on its next log line.
+            let mut reader = BufReader::new(stderr);
+            let mut bytes = Vec::new();
+            while reader.read_until(b'\n', &mut bytes).is_ok_and(|read| read > 0) {
+                let line = String::from_utf8_lossy(&bytes).trim_end().to_owned();
+                bytes.clear();
                 if let Some(copy) = &mut copy {
                     use std::io::Write;
                     let _ = writeln!(copy, "{line}");
@@ -70,6 +82,15 @@ impl Server {
         assert!(exit.success(), "coffer exits cleanly on SIGTERM: {exit}");
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`, …).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
     pub fn kill(&mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().unwrap();
@@ -88,4 +109,34 @@ impl Drop for Server {
 pub fn skipped(what: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "SKIPPED: {what}");
+}
+
+/// The `tansu` binary on the PATH, if any.
+pub fn which_tansu() -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|directory| std::path::Path::new(directory).join("tansu"))
+        .find(|path| path.exists())
+}
+
+/// tansu (in memory) listening on `port` and telling clients to use `advertised`.
+pub fn start_broker(port: u16, advertised: u16) -> std::process::Child {
+    let mut child = std::process::Command::new(which_tansu().unwrap())
+        .args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{port}")])
+        .args(["--advertised-listener-url", &format!("tcp://127.0.0.1:{advertised}")])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start tansu");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("tansu did not listen on {port}");
 }

@@ -1,0 +1,335 @@
+//! A shard's owner: one thread that rebuilds the shard's engine from its
+//! newest snapshot, checks that the log it finds is the log the snapshot
+//! came from, then applies the partition in offset order and answers each
+//! entry's waiter through the replies topic.
+//!
+//! Applying is deterministic: an entry's batch timestamp is its record's
+//! timestamp (never earlier than the one before), and time moves on idle
+//! shards only through tick entries in the log. Two owners of one shard
+//! (a paused old owner that woke up) therefore compute the same outcomes
+//! and the same snapshots from the same log, and neither can harm the other.
+
+use super::coordinator::{Coordinator, ShardReport, StoredSnapshot};
+use super::log::{log_end, Producer, Reader};
+use super::wire::{encode_reply, Entry, Reply, ReplyTo};
+use super::{ClusterError, ClusterSettings};
+use crate::clock::now_ms;
+use crate::queries::{answer, describe};
+use coffer_core::Engine;
+use rdkafka::message::Message;
+use rdkafka::Offset;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often an owner appends a tick and checks the partition's end.
+const TICK_INTERVAL: Duration = Duration::from_secs(1);
+/// A snapshot at most this long after the first entry it would cover.
+const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a shard that refused waits before it checks its log again.
+const RETRY_INTERVAL: Duration = Duration::from_secs(2);
+/// How long an owner waits for the record its snapshot was anchored to.
+const ANCHOR_WAIT: Duration = Duration::from_secs(10);
+/// Entries whose waiter has given up are applied without a reply: this
+/// spares the replies topic when a new owner replays a long log.
+const REPLY_AGE_MS_MAX: u64 = super::REPLY_WAIT.as_millis() as u64;
+
+/// The handle the lease loop keeps for a shard it owns.
+pub struct ShardOwner {
+    keep: Arc<AtomicBool>,
+    report: Arc<Mutex<ShardReport>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// What a shard's owner needs; shared by every shard a node owns.
+pub struct ShardContext {
+    pub settings: Arc<ClusterSettings>,
+    pub log_id: String,
+    pub producer: Arc<Producer>,
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl ShardOwner {
+    pub fn start(shard: u32, context: Arc<ShardContext>) -> ShardOwner {
+        let keep = Arc::new(AtomicBool::new(true));
+        let report = Arc::new(Mutex::new(ShardReport::default()));
+        let thread = {
+            let (keep, report) = (Arc::clone(&keep), Arc::clone(&report));
+            std::thread::Builder::new()
+                .name(format!("coffer-shard-{shard}"))
+                .spawn(move || own(shard, &context, &keep, &report))
+                .expect("spawn a shard thread")
+        };
+        ShardOwner { keep, report, thread }
+    }
+
+    pub fn report(&self) -> ShardReport {
+        self.report.lock().expect("report lock").clone()
+    }
+
+    /// Tells the thread to stop applying, without waiting for it: a
+    /// thread in the middle of a broker call stops when the call returns,
+    /// and the lease loop must not wait that long. Until then it can only
+    /// compute what the new owner computes.
+    pub fn stop(self) {
+        self.keep.store(false, Ordering::Release);
+        drop(self.thread);
+    }
+}
+
+/// Why a shard stops serving.
+enum Stop {
+    /// The lease is gone (or the node stops).
+    Released,
+    /// The log is not the one the shard's state came from: serving would fork.
+    Refuse(String),
+    /// The broker or the database failed; trying again may work.
+    Failed(ClusterError),
+}
+
+impl From<ClusterError> for Stop {
+    fn from(error: ClusterError) -> Self {
+        Stop::Failed(error)
+    }
+}
+
+fn own(shard: u32, context: &ShardContext, keep: &AtomicBool, report: &Mutex<ShardReport>) {
+    while keep.load(Ordering::Acquire) {
+        let reason = match serve(shard, context, keep, report) {
+            Stop::Released => return,
+            Stop::Refuse(reason) => {
+                tracing::error!(shard, %reason, "shard refuses writes");
+                reason
+            }
+            Stop::Failed(error) => {
+                tracing::warn!(shard, %error, "shard stopped; retrying");
+                format!("shard {shard} is recovering: {error}")
+            }
+        };
+        report.lock().expect("report lock").refusing = Some(reason);
+        let until = Instant::now() + RETRY_INTERVAL;
+        while keep.load(Ordering::Acquire) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The shard's state as its log's owner builds it.
+struct Replica {
+    shard: u32,
+    engine: Engine,
+    /// The offset of the next entry to apply.
+    next_offset: u64,
+    /// xxh3-64 of the last applied entry's bytes.
+    last_digest: u64,
+    entries_since_snapshot: u64,
+    first_unsnapshotted: Option<Instant>,
+}
+
+fn serve(shard: u32, context: &ShardContext, keep: &AtomicBool, report: &Mutex<ShardReport>) -> Stop {
+    let settings = &context.settings;
+    let mut coordinator = match Coordinator::connect(&settings.database_url, &settings.schema) {
+        Ok(coordinator) => coordinator,
+        Err(error) => return Stop::Failed(error),
+    };
+    let (mut replica, consumer) = match recover(shard, context, &mut coordinator) {
+        Ok(recovered) => recovered,
+        Err(stop) => return stop,
+    };
+    tracing::info!(shard, next_offset = replica.next_offset, "serving shard");
+    let topic = &settings.log.log_topic;
+    let mut last_tick = Instant::now() - TICK_INTERVAL;
+    loop {
+        if !keep.load(Ordering::Acquire) {
+            return Stop::Released;
+        }
+        match consumer.poll(Duration::from_millis(20)) {
+            Some(Ok(message)) => {
+                let offset = message.offset().max(0) as u64;
+                if offset < replica.next_offset {
+                    continue;
+                }
+                let payload = message.payload().unwrap_or_default();
+                let timestamp_ms = message.timestamp().to_millis().unwrap_or(0).max(0) as u64;
+                replica.apply(context, offset, timestamp_ms, payload);
+            }
+            Some(Err(error)) => return Stop::Failed(error.into()),
+            None => {}
+        }
+        if last_tick.elapsed() >= TICK_INTERVAL {
+            last_tick = Instant::now();
+            append(context, shard, Entry::Tick.encode());
+            let end = match log_end(&consumer, topic, shard) {
+                Ok(end) => end,
+                Err(error) => return Stop::Failed(error),
+            };
+            if end < replica.next_offset {
+                return Stop::Refuse(format!(
+                    "the log of shard {shard} now ends at offset {end}, before the {} entries already applied: \
+                     the broker lost acknowledged entries; the shard refuses writes rather than fork",
+                    replica.next_offset
+                ));
+            }
+            *report.lock().expect("report lock") = ShardReport {
+                applied_offset: replica.next_offset,
+                log_end: end,
+                refusing: None,
+            };
+        }
+        if replica.snapshot_due(settings.snapshot_every_entries) {
+            if let Err(error) = replica.snapshot(&mut coordinator) {
+                return Stop::Failed(error);
+            }
+        }
+    }
+}
+
+/// The newest snapshot, checked against the log: the partition must reach
+/// the snapshot's offset and hold, just before it, the very entry the
+/// snapshot saw last (or, for a shard with no snapshot, this cluster's
+/// genesis entry at offset 0).
+fn recover(shard: u32, context: &ShardContext, coordinator: &mut Coordinator) -> Result<(Replica, Reader), Stop> {
+    let settings = &context.settings;
+    let snapshot = coordinator.load_snapshot(shard)?;
+    let (engine, next_offset, previous_digest) = match snapshot {
+        Some(snapshot) => {
+            let engine = Engine::decode_snapshot(&snapshot.state, settings.limits)
+                .map_err(|error| Stop::Refuse(format!("the snapshot of shard {shard} does not decode: {error}")))?;
+            (engine, snapshot.next_offset, snapshot.previous_digest)
+        }
+        None => (Engine::new(settings.limits), 0, 0),
+    };
+    let topic = &settings.log.log_topic;
+    let anchor = next_offset.saturating_sub(1);
+    let consumer = settings.log.reader(topic, &[shard], Offset::Offset(anchor as i64))?;
+    let end = log_end(&consumer, topic, shard)?;
+    if end <= anchor {
+        return Err(Stop::Refuse(format!(
+            "the log of shard {shard} ends at offset {end}, but the shard's state was built from its entries up \
+             to offset {anchor}: the broker lost acknowledged entries (or the topic was recreated); the shard \
+             refuses writes rather than fork"
+        )));
+    }
+    let started = Instant::now();
+    let message = loop {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => break message,
+            Some(Err(error)) => return Err(Stop::Failed(error.into())),
+            None if started.elapsed() > ANCHOR_WAIT => {
+                return Err(Stop::Failed(ClusterError::Unavailable(format!(
+                    "shard {shard}: no entry at offset {anchor} within {ANCHOR_WAIT:?}"
+                ))))
+            }
+            None => {}
+        }
+    };
+    let payload = message.payload().unwrap_or_default();
+    let digest = xxhash_rust::xxh3::xxh3_64(payload);
+    let anchored = match next_offset {
+        0 => matches!(Entry::decode(payload), Ok(Entry::Genesis { log_id }) if log_id == context.log_id),
+        _ => digest == previous_digest,
+    };
+    if message.offset() != anchor as i64 || !anchored {
+        return Err(Stop::Refuse(format!(
+            "the entry at offset {anchor} of shard {shard} is not the one this cluster wrote there: the topic \
+             was recreated or belongs to another cluster; the shard refuses writes rather than fork"
+        )));
+    }
+    let replica = Replica {
+        shard,
+        engine,
+        next_offset: anchor + 1,
+        last_digest: digest,
+        entries_since_snapshot: 0,
+        first_unsnapshotted: None,
+    };
+    Ok((replica, consumer))
+}
+
+impl Replica {
+    fn apply(&mut self, context: &ShardContext, offset: u64, timestamp_ms: u64, payload: &[u8]) {
+        self.next_offset = offset + 1;
+        self.last_digest = xxhash_rust::xxh3::xxh3_64(payload);
+        self.entries_since_snapshot += 1;
+        self.first_unsnapshotted.get_or_insert_with(Instant::now);
+        // Only this cluster's nodes append; an entry that does not decode
+        // is skipped by every owner alike.
+        let entry = match Entry::decode(payload) {
+            Ok(entry) => entry,
+            Err(error) => {
+                tracing::warn!(shard = self.shard, offset, %error, "skipping an entry that does not decode");
+                return;
+            }
+        };
+        let (reply_to, reply) = match entry {
+            Entry::Genesis { .. } => return,
+            Entry::Tick => {
+                self.engine.apply_batch(timestamp_ms, &[]);
+                return;
+            }
+            Entry::Submit {
+                reply_to,
+                detail,
+                transactions,
+            } => {
+                let outcome = self.engine.apply_batch(timestamp_ms, &transactions);
+                let submitted: Vec<_> = transactions
+                    .iter()
+                    .zip(&outcome.outcomes)
+                    .map(|(transaction, result)| describe(&self.engine, transaction, result, &outcome, detail))
+                    .collect();
+                (reply_to, Reply::written(&submitted))
+            }
+            Entry::Read { reply_to, query } => (reply_to, Reply::answered(answer(&self.engine, query))),
+        };
+        if now_ms().saturating_sub(timestamp_ms) <= REPLY_AGE_MS_MAX {
+            self.reply(context, reply_to, &reply);
+        }
+    }
+
+    fn reply(&self, context: &ShardContext, reply_to: ReplyTo, reply: &Reply) {
+        let payload = encode_reply(reply_to, reply);
+        let producer = Arc::clone(&context.producer);
+        let topic = context.settings.log.replies_topic.clone();
+        let shard = self.shard;
+        context.runtime.spawn(async move {
+            if let Err(error) = producer.send(&topic, shard, &payload).await {
+                tracing::warn!(shard, %error, "a reply was not delivered; its waiter times out");
+            }
+        });
+    }
+
+    fn snapshot_due(&self, every_entries: u64) -> bool {
+        self.entries_since_snapshot >= every_entries
+            || self
+                .first_unsnapshotted
+                .is_some_and(|first| first.elapsed() >= SNAPSHOT_INTERVAL)
+    }
+
+    fn snapshot(&mut self, coordinator: &mut Coordinator) -> Result<(), ClusterError> {
+        let mut state = Vec::new();
+        self.engine.encode_snapshot(&mut state);
+        let snapshot = StoredSnapshot {
+            next_offset: self.next_offset,
+            previous_digest: self.last_digest,
+            state,
+        };
+        let stored = coordinator.store_snapshot(self.shard, &snapshot)?;
+        tracing::debug!(shard = self.shard, next_offset = self.next_offset, stored, "snapshot");
+        self.entries_since_snapshot = 0;
+        self.first_unsnapshotted = None;
+        Ok(())
+    }
+}
+
+/// Appends an entry without waiting (ticks): a lost tick is replaced by
+/// the next one.
+fn append(context: &ShardContext, shard: u32, payload: Vec<u8>) {
+    let producer = Arc::clone(&context.producer);
+    let topic = context.settings.log.log_topic.clone();
+    context.runtime.spawn(async move {
+        if let Err(error) = producer.send(&topic, shard, &payload).await {
+            tracing::debug!(shard, %error, "a tick was not appended");
+        }
+    });
+}

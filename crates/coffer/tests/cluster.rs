@@ -1,0 +1,605 @@
+//! The cluster under faults, Jepsen-style: three real `coffer` nodes with
+//! six shards on their own tansu broker and the test PostgreSQL run a bank
+//! workload (transfers within shards, reads on every node) while a fault
+//! injector kills a random node with SIGKILL every few seconds and restarts
+//! it, and once pauses a node (SIGSTOP) past its lease. A checker records
+//! every operation and its acknowledgement, then verifies:
+//!
+//! - every acknowledged transfer is present exactly once, with the outcome
+//!   it was acknowledged with; every unacknowledged one is absent or once;
+//! - balances equal the funding plus exactly the committed transfers, so
+//!   every shard's accounts sum to what was deposited into that shard;
+//! - no balance is below its floor (0);
+//! - an account's version never goes backwards between two reads that did
+//!   not overlap in time, whichever nodes served them.
+//!
+//! A second test restarts the in-memory broker empty: the shards must
+//! refuse writes rather than start a new history.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::Server;
+
+const NODES: usize = 3;
+const SHARDS: u32 = 6;
+/// Shard keys: each group's accounts share a shard.
+const GROUPS: u64 = 12;
+const ACCOUNTS_PER_GROUP: u64 = 4;
+const FUNDING: i64 = 1_000;
+const WRITERS: u64 = 6;
+const READERS: u64 = 2;
+const LEASE_TTL_MS: u64 = 2_000;
+
+fn workload_seconds() -> u64 {
+    std::env::var("COFFER_CLUSTER_TEST_SECONDS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(45)
+}
+
+fn account(group: u64, index: u64) -> String {
+    format!("bank:{{g{group}}}:a{index}")
+}
+
+/// A cluster of `NODES` processes on one broker and one schema.
+struct Cluster {
+    nodes: Vec<Option<Server>>,
+    ports: Vec<u16>,
+    data: tempfile::TempDir,
+    flags: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    fn start(database: &str, broker_port: u16, name: &str) -> Cluster {
+        let flags = vec![
+            "--cluster".into(),
+            database.into(),
+            "--cluster-schema".into(),
+            name.into(),
+            "--kafka-brokers".into(),
+            format!("127.0.0.1:{broker_port}"),
+            "--kafka-topic-prefix".into(),
+            format!("{name}."),
+            "--shards".into(),
+            SHARDS.to_string(),
+            "--lease-ttl-ms".into(),
+            LEASE_TTL_MS.to_string(),
+            "--history-url".into(),
+            "off".into(),
+        ];
+        let mut cluster = Cluster {
+            nodes: (0..NODES).map(|_| None).collect(),
+            ports: (0..NODES).map(|_| free_port()).collect(),
+            data: tempfile::tempdir().unwrap(),
+            flags,
+        };
+        for node in 0..NODES {
+            cluster.restart(node);
+        }
+        cluster
+    }
+
+    fn base(&self, node: usize) -> String {
+        format!("http://127.0.0.1:{}", self.ports[node])
+    }
+
+    fn restart(&mut self, node: usize) {
+        let mut flags = self.flags.clone();
+        flags.extend(["--node-id".into(), format!("n{node}")]);
+        let listen = format!("127.0.0.1:{}", self.ports[node]);
+        self.nodes[node] = Some(Server::start_on(
+            &listen,
+            &self.data.path().join(format!("n{node}")),
+            &flags,
+        ));
+    }
+
+    fn kill(&mut self, node: usize) {
+        if let Some(mut server) = self.nodes[node].take() {
+            server.kill();
+        }
+    }
+
+    fn signal(&self, node: usize, name: &str) {
+        self.nodes[node].as_ref().expect("running").signal(name);
+    }
+
+    async fn wait_ready(&self, client: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        for node in 0..NODES {
+            loop {
+                let ready = client
+                    .get(format!("{}/readyz", self.base(node)))
+                    .send()
+                    .await
+                    .is_ok_and(|response| response.status() == 200);
+                if ready {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "node {node} not ready within 90 s");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Retries a request until it gets an answer that is not a 503, the way a
+/// client of the cluster does (the ids make retries safe).
+async fn settled(request: impl Fn() -> reqwest::RequestBuilder) -> (u16, Value) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(response) = request().send().await {
+            let status = response.status().as_u16();
+            if status != 503 {
+                return (status, response.json().await.unwrap_or(Value::Null));
+            }
+        }
+        assert!(Instant::now() < deadline, "no answer but 503 within 60 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Seen {
+    Committed,
+    Rejected,
+    Unknown,
+}
+
+struct Transfer {
+    from: String,
+    to: String,
+    amount: i64,
+    seen: Seen,
+}
+
+struct Read {
+    account: String,
+    version: u64,
+    started: Instant,
+    ended: Instant,
+}
+
+#[derive(Default)]
+struct History {
+    transfers: Mutex<HashMap<String, Transfer>>,
+    reads: Mutex<Vec<Read>>,
+}
+
+fn next(state: &mut u64) -> u64 {
+    *state = state
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    *state >> 33
+}
+
+async fn write_load(client: reqwest::Client, bases: Vec<String>, number: u64, history: Arc<History>, until: Instant) {
+    let mut state = number * 7_919 + 1;
+    let mut step = 0;
+    while Instant::now() < until {
+        step += 1;
+        let group = next(&mut state) % GROUPS;
+        let from_index = next(&mut state) % ACCOUNTS_PER_GROUP;
+        let to_index = (from_index + 1 + next(&mut state) % (ACCOUNTS_PER_GROUP - 1)) % ACCOUNTS_PER_GROUP;
+        let (from, to) = (account(group, from_index), account(group, to_index));
+        let amount = (next(&mut state) % 300) as i64 + 1;
+        let id = format!("w{number}-{step}");
+        history.transfers.lock().unwrap().insert(
+            id.clone(),
+            Transfer {
+                from: from.clone(),
+                to: to.clone(),
+                amount,
+                seen: Seen::Unknown,
+            },
+        );
+        let base = &bases[(next(&mut state) % bases.len() as u64) as usize];
+        let body = json!({"id": id, "from": from, "to": to, "amount": amount});
+        let Ok(response) = client.post(format!("{base}/v1/transfers")).json(&body).send().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let seen = match response.status().as_u16() {
+            201 => Seen::Committed,
+            422 => {
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                assert_eq!(body["error"]["code"], "insufficient_funds", "{id}: {body}");
+                Seen::Rejected
+            }
+            503 => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Seen::Unknown
+            }
+            other => panic!("{id}: unexpected status {other}"),
+        };
+        history.transfers.lock().unwrap().get_mut(&id).unwrap().seen = seen;
+    }
+}
+
+async fn read_load(client: reqwest::Client, bases: Vec<String>, number: u64, history: Arc<History>, until: Instant) {
+    let mut state = number * 104_729 + 5;
+    while Instant::now() < until {
+        let name = account(next(&mut state) % GROUPS, next(&mut state) % ACCOUNTS_PER_GROUP);
+        let base = &bases[(next(&mut state) % bases.len() as u64) as usize];
+        let started = Instant::now();
+        let Ok(response) = client.get(format!("{base}/v1/accounts/{name}")).send().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        if response.status() != 200 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let body: Value = response.json().await.unwrap();
+        let ended = Instant::now();
+        assert!(
+            body["available"].as_i64().unwrap() >= 0,
+            "{name} below its floor: {body}"
+        );
+        history.reads.lock().unwrap().push(Read {
+            account: name,
+            version: body["version"].as_u64().unwrap(),
+            started,
+            ended,
+        });
+    }
+}
+
+/// Kills a random node every few seconds and restarts it; once, pauses one
+/// past its lease. Returns (kills, pauses).
+async fn inject_faults(cluster: Arc<tokio::sync::Mutex<Cluster>>, until: Instant) -> (u32, u32) {
+    let (mut kills, mut pauses) = (0, 0);
+    let mut state = 424_242;
+    let pause_at = Instant::now() + (until - Instant::now()) / 2;
+    while Instant::now() + Duration::from_secs(8) < until {
+        tokio::time::sleep(Duration::from_millis(2_500 + next(&mut state) % 2_000)).await;
+        let node = (next(&mut state) % NODES as u64) as usize;
+        if pauses == 0 && Instant::now() >= pause_at {
+            cluster.lock().await.signal(node, "STOP");
+            tokio::time::sleep(Duration::from_millis(LEASE_TTL_MS * 2 + 1_000)).await;
+            cluster.lock().await.signal(node, "CONT");
+            pauses += 1;
+            continue;
+        }
+        cluster.lock().await.kill(node);
+        kills += 1;
+        tokio::time::sleep(Duration::from_millis(500 + next(&mut state) % 1_500)).await;
+        let cluster = Arc::clone(&cluster);
+        tokio::task::spawn_blocking(move || cluster.blocking_lock().restart(node))
+            .await
+            .unwrap();
+    }
+    (kills, pauses)
+}
+
+fn report(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// The test's own broker (it restarts it) and a schema of its own.
+fn environment(what: &str) -> Option<(String, String)> {
+    let database = std::env::var("COFFER_TEST_POSTGRES_URL").ok();
+    let broker = std::env::var("COFFER_TEST_KAFKA_BROKERS").is_ok() && support::which_tansu().is_some();
+    match (database, broker) {
+        (Some(database), true) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos();
+            Some((database, format!("cluster_{}_{nanos}", std::process::id())))
+        }
+        _ => {
+            support::skipped(&format!(
+                "{what} (set COFFER_TEST_POSTGRES_URL and COFFER_TEST_KAFKA_BROKERS, install tansu)"
+            ));
+            None
+        }
+    }
+}
+
+async fn open_and_fund(client: &reqwest::Client, base: &str, groups: std::ops::Range<u64>) {
+    for group in groups {
+        for index in 0..ACCOUNTS_PER_GROUP {
+            let id = account(group, index);
+            let (status, body) = settled(|| {
+                client
+                    .post(format!("{base}/v1/accounts"))
+                    .json(&json!({"id": id, "unit": "USD/2"}))
+            })
+            .await;
+            assert!(status == 201 || status == 200 || status == 409, "{id}: {status} {body}");
+            let deposit = json!({"id": format!("fund-g{group}-a{index}"), "account": id, "amount": FUNDING});
+            let (status, body) = settled(|| client.post(format!("{base}/v1/deposits")).json(&deposit)).await;
+            assert!(status == 201 || status == 200, "{id}: {status} {body}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bank_keeps_every_acknowledged_transfer_through_kills_and_pauses() {
+    let Some((database, name)) = environment("cluster fault test") else {
+        return;
+    };
+    let broker_port = free_port();
+    let mut broker = support::start_broker(broker_port, broker_port);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let cluster = Cluster::start(&database, broker_port, &name);
+    cluster.wait_ready(&client).await;
+    let bases: Vec<String> = (0..NODES).map(|node| cluster.base(node)).collect();
+    open_and_fund(&client, &bases[0], 0..GROUPS).await;
+
+    // A transfer between shards is refused, and changes nothing.
+    let (from, to) = (0..GROUPS)
+        .flat_map(|left| (0..GROUPS).map(move |right| (left, right)))
+        .map(|(left, right)| (account(left, 0), account(right, 0)))
+        .find(|(from, to)| shard_of(from) != shard_of(to))
+        .expect("two groups in different shards");
+    let (status, body) = settled(|| {
+        client
+            .post(format!("{}/v1/transfers", bases[1]))
+            .json(&json!({"id": "across", "from": from, "to": to, "amount": 1}))
+    })
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("cross_shard")),
+        "{body}"
+    );
+
+    let history = Arc::new(History::default());
+    let until = Instant::now() + Duration::from_secs(workload_seconds());
+    let mut tasks = Vec::new();
+    for number in 0..WRITERS {
+        tasks.push(tokio::spawn(write_load(
+            client.clone(),
+            bases.clone(),
+            number,
+            Arc::clone(&history),
+            until,
+        )));
+    }
+    for number in 0..READERS {
+        tasks.push(tokio::spawn(read_load(
+            client.clone(),
+            bases.clone(),
+            number,
+            Arc::clone(&history),
+            until,
+        )));
+    }
+    let cluster = Arc::new(tokio::sync::Mutex::new(cluster));
+    let (kills, pauses) = inject_faults(Arc::clone(&cluster), until).await;
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let cluster = Arc::into_inner(cluster).unwrap().into_inner();
+    cluster.wait_ready(&client).await;
+
+    // Every transfer's final outcome, asked of a random node.
+    let mut expected: HashMap<String, i64> = (0..GROUPS)
+        .flat_map(|group| (0..ACCOUNTS_PER_GROUP).map(move |index| (account(group, index), FUNDING)))
+        .collect();
+    let transfers = std::mem::take(&mut *history.transfers.lock().unwrap());
+    let outcomes = final_outcomes(&client, &bases, transfers.keys().cloned().collect()).await;
+    let (mut acknowledged, mut unknown, mut committed) = (0, 0, 0);
+    for (id, transfer) in &transfers {
+        let found = outcomes[id];
+        match transfer.seen {
+            Seen::Unknown => unknown += 1,
+            seen => {
+                acknowledged += 1;
+                assert_eq!(found, seen, "{id}: an acknowledged outcome is kept as acknowledged");
+            }
+        }
+        if found == Seen::Committed {
+            committed += 1;
+            *expected.get_mut(&transfer.from).unwrap() -= transfer.amount;
+            *expected.get_mut(&transfer.to).unwrap() += transfer.amount;
+        }
+    }
+    // Balances: each committed transfer applied exactly once; per shard,
+    // the accounts hold exactly what was deposited into the shard.
+    let mut shard_totals: HashMap<u32, (i64, i64)> = HashMap::new();
+    for (number, (name, balance)) in expected.iter().enumerate() {
+        let base = &bases[number % NODES];
+        let (status, body) = settled(|| client.get(format!("{base}/v1/accounts/{name}"))).await;
+        assert_eq!(status, 200, "{name}: {body}");
+        let available = body["available"].as_i64().unwrap();
+        assert_eq!(
+            available, *balance,
+            "{name}: exactly the committed transfers, each once"
+        );
+        assert!(available >= 0, "{name} below its floor");
+        let totals = shard_totals.entry(shard_of(name)).or_default();
+        totals.0 += available;
+        totals.1 += FUNDING;
+    }
+    for (shard, (held, deposited)) in &shard_totals {
+        assert_eq!(held, deposited, "shard {shard}: conservation");
+    }
+    // Versions never go backwards between reads that did not overlap.
+    let mut reads = std::mem::take(&mut *history.reads.lock().unwrap());
+    reads.sort_by_key(|read| read.started);
+    let mut newest_finished: HashMap<&str, Vec<(Instant, u64)>> = HashMap::new();
+    for read in &reads {
+        for (ended, version) in newest_finished.get(read.account.as_str()).into_iter().flatten() {
+            assert!(
+                *ended >= read.started || read.version >= *version,
+                "{}: a read saw version {} after an earlier read had seen {version}",
+                read.account,
+                read.version
+            );
+        }
+        newest_finished
+            .entry(&read.account)
+            .or_default()
+            .push((read.ended, read.version));
+    }
+    report(&format!(
+        "cluster fault test: {} s of load, {kills} kills (SIGKILL and restart), {pauses} pause (SIGSTOP past the \
+         lease); {} transfers ({acknowledged} acknowledged, {unknown} unacknowledged), {committed} committed; {} \
+         reads checked for monotonic versions",
+        workload_seconds(),
+        transfers.len(),
+        reads.len()
+    ));
+    assert!(kills >= 3 && pauses == 1, "the faults happened");
+    assert!(acknowledged > 100, "the workload made progress through the faults");
+    drop(cluster);
+    let _ = broker.kill();
+    let _ = broker.wait();
+}
+
+/// What the cluster says of each transfer id, asked of the nodes in turn,
+/// many at a time.
+async fn final_outcomes(client: &reqwest::Client, bases: &[String], ids: Vec<String>) -> HashMap<String, Seen> {
+    const CONCURRENT: usize = 32;
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut outcomes = HashMap::new();
+    for (number, id) in ids.into_iter().enumerate() {
+        if tasks.len() == CONCURRENT {
+            let (id, seen) = tasks.join_next().await.unwrap().unwrap();
+            outcomes.insert(id, seen);
+        }
+        let (client, base) = (client.clone(), bases[number % bases.len()].clone());
+        tasks.spawn(async move {
+            let (status, record) = settled(|| client.get(format!("{base}/v1/transactions/{id}"))).await;
+            let seen = match (status, record["status"].as_str()) {
+                (200, Some("committed")) => Seen::Committed,
+                (200, Some("rejected")) => Seen::Rejected,
+                (404, _) => Seen::Unknown,
+                other => panic!("{id}: unexpected {other:?}"),
+            };
+            (id, seen)
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        let (id, seen) = result.unwrap();
+        outcomes.insert(id, seen);
+    }
+    outcomes
+}
+
+/// The shard of an account, as the cluster computes it.
+fn shard_of(name: &str) -> u32 {
+    coffer_core::AccountId::parse(name).unwrap().shard(SHARDS)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_that_comes_back_empty_makes_the_shards_refuse_writes() {
+    let Some((database, name)) = environment("cluster broker-loss test") else {
+        return;
+    };
+    let broker_port = free_port();
+    let mut broker = support::start_broker(broker_port, broker_port);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let mut cluster = Cluster::start(&database, broker_port, &name);
+    cluster.wait_ready(&client).await;
+    let base = cluster.base(0);
+    open_and_fund(&client, &base, 0..2).await;
+    let before: Value = client
+        .get(format!("{base}/v1/accounts/{}", account(0, 0)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(before["available"], FUNDING);
+    // Let every shard write a snapshot past its genesis entry.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut broker = support::start_broker(broker_port, broker_port);
+    // Recreated topics (an operator, or an automatic creation) hold none
+    // of the shards' entries.
+    let admin = std::process::Command::new(support::which_tansu().unwrap())
+        .args([
+            "topic",
+            "create",
+            &format!("{name}.log"),
+            "--partitions",
+            &SHARDS.to_string(),
+        ])
+        .args(["--broker", &format!("tcp://127.0.0.1:{broker_port}")])
+        .output()
+        .unwrap();
+    assert!(admin.status.success(), "{admin:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let refusal = loop {
+        assert!(Instant::now() < deadline, "no refusal within 60 s");
+        if let Some(exit) = cluster.nodes[0].as_mut().unwrap().child.try_wait().unwrap() {
+            panic!("node 0 died: {exit}");
+        }
+        let sent = client
+            .post(format!("{base}/v1/deposits"))
+            .json(&json!({"id": "after-loss", "account": account(0, 0), "amount": 5}))
+            .send()
+            .await;
+        // A connection the node closed while the broker was away.
+        let Ok(response) = sent else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_ne!(status, 201, "a shard whose log was lost must not take writes: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default().to_owned();
+        if message.contains("rather than fork") {
+            break message;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    for node in cluster.nodes.iter_mut().flatten() {
+        assert_eq!(
+            node.child.try_wait().unwrap(),
+            None,
+            "every node keeps running, refusing"
+        );
+    }
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "not ready while shards refuse");
+    let view: Value = client
+        .get(format!("{base}/v1/cluster"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refusing = view["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|shard| shard["serving"] == false)
+        .count();
+    assert!(refusing >= 1, "{view}");
+    report(&format!(
+        "broker loss: {refusing} of {SHARDS} shards refuse writes: {refusal}"
+    ));
+    drop(cluster);
+    let _ = broker.kill();
+    let _ = broker.wait();
+}
