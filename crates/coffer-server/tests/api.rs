@@ -582,6 +582,20 @@ async fn holds_expire_without_traffic() {
 }
 
 #[tokio::test]
+async fn a_single_node_says_it_is_not_in_a_cluster() {
+    let mut server = TestServer::start(&[]).await;
+    let (status, body) = server.get("/v1/cluster").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (501, Some("not_in_cluster_mode")),
+        "{body}"
+    );
+    let (status, body) = server.get("/v1/cluster?account=a%20b").await;
+    assert_eq!(status, 400, "{body}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn openapi_document_and_swagger_ui() {
     let mut server = TestServer::start(&[]).await;
     let (status, document) = server.get("/openapi.json").await;

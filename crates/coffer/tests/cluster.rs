@@ -342,6 +342,25 @@ async fn a_bank_keeps_every_acknowledged_transfer_through_kills_and_pauses() {
     let cluster = Cluster::start(&database, broker_port, &name);
     cluster.wait_ready(&client).await;
     let bases: Vec<String> = (0..NODES).map(|node| cluster.base(node)).collect();
+    let view: Value = client
+        .get(format!("{}/v1/cluster?account=bank:%7Bg0%7D:a0", bases[2]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["shard_count"], SHARDS, "{view}");
+    assert_eq!(view["nodes"].as_array().unwrap().len(), NODES, "{view}");
+    assert!(
+        view["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|shard| shard["owner"].is_string()),
+        "{view}"
+    );
+    assert_eq!(view["account"]["shard"], shard_of(&account(0, 0)), "{view}");
     open_and_fund(&client, &bases[0], 0..GROUPS).await;
 
     // A transfer between shards is refused, and changes nothing.

@@ -1,3 +1,4 @@
+use super::QueryParameters;
 use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::ledger::Backend;
@@ -30,7 +31,18 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Response, ApiEr
 
 /// The cluster as this node sees it: nodes, shards, owners, lease epochs,
 /// applied offsets and lag. 501 on a single node.
-pub async fn cluster(State(state): State<Arc<AppState>>, headers: axum::http::HeaderMap) -> Result<Response, ApiError> {
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterParameters {
+    /// An account whose shard and owner the answer names.
+    account: Option<coffer_core::AccountId>,
+}
+
+pub async fn cluster(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+    QueryParameters(parameters): QueryParameters<ClusterParameters>,
+) -> Result<Response, ApiError> {
     state
         .auth
         .require(&headers, crate::auth::Role::Reader, "read the cluster state")?;
@@ -58,7 +70,17 @@ pub async fn cluster(State(state): State<Arc<AppState>>, headers: axum::http::He
             })
         })
         .collect();
+    let account = parameters.account.map(|id| {
+        let shard = id.shard(view.shard_count);
+        let owner = view
+            .shards
+            .iter()
+            .find(|row| row.shard == shard)
+            .and_then(|row| row.owner.clone());
+        serde_json::json!({ "id": id, "shard": shard, "owner": owner })
+    });
     Ok(axum::Json(serde_json::json!({
+        "account": account,
         "node": view.node,
         "shard_count": view.shard_count,
         "log_id": view.log_id,

@@ -28,6 +28,8 @@ const TICK_INTERVAL: Duration = Duration::from_secs(1);
 const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a shard that refused waits before it checks its log again.
 const RETRY_INTERVAL: Duration = Duration::from_secs(2);
+/// How far before its anchor an owner starts reading (see `recover`).
+const ANCHOR_LOOKBACK_ENTRIES: u64 = 256;
 /// How long an owner waits for the record its snapshot was anchored to.
 const ANCHOR_WAIT: Duration = Duration::from_secs(10);
 /// Entries whose waiter has given up are applied without a reply: this
@@ -149,6 +151,16 @@ fn serve(shard: u32, context: &ShardContext, keep: &AtomicBool, report: &Mutex<S
                 if offset < replica.next_offset {
                     continue;
                 }
+                // Offsets are contiguous (no transactions, no compaction):
+                // a gap is an entry the broker skipped, and applying past
+                // it would fork from every other replica. Start over from
+                // the snapshot instead.
+                if offset != replica.next_offset {
+                    return Stop::Failed(ClusterError::Unavailable(format!(
+                        "shard {shard}: the broker skipped from offset {} to {offset}",
+                        replica.next_offset
+                    )));
+                }
                 let payload = message.payload().unwrap_or_default();
                 let timestamp_ms = message.timestamp().to_millis().unwrap_or(0).max(0) as u64;
                 replica.apply(context, offset, timestamp_ms, payload);
@@ -201,7 +213,11 @@ fn recover(shard: u32, context: &ShardContext, coordinator: &mut Coordinator) ->
     };
     let topic = &settings.log.log_topic;
     let anchor = next_offset.saturating_sub(1);
-    let consumer = settings.log.reader(topic, &[shard], Offset::Offset(anchor as i64))?;
+    // Reading starts a little before the anchor: tansu 0.6.0 has been seen
+    // to answer a fetch at the last offset of a record batch with the next
+    // batch, skipping the very entry asked for.
+    let start = anchor.saturating_sub(ANCHOR_LOOKBACK_ENTRIES);
+    let consumer = settings.log.reader(topic, &[shard], Offset::Offset(start as i64))?;
     let end = log_end(&consumer, topic, shard)?;
     if end <= anchor {
         return Err(Stop::Refuse(format!(
@@ -213,6 +229,7 @@ fn recover(shard: u32, context: &ShardContext, coordinator: &mut Coordinator) ->
     let started = Instant::now();
     let message = loop {
         match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) if message.offset() < anchor as i64 => {}
             Some(Ok(message)) => break message,
             Some(Err(error)) => return Err(Stop::Failed(error.into())),
             None if started.elapsed() > ANCHOR_WAIT => {
@@ -223,13 +240,19 @@ fn recover(shard: u32, context: &ShardContext, coordinator: &mut Coordinator) ->
             None => {}
         }
     };
+    if message.offset() != anchor as i64 {
+        return Err(Stop::Failed(ClusterError::Unavailable(format!(
+            "shard {shard}: reading from offset {start} skipped offset {anchor} (the broker answered from {})",
+            message.offset()
+        ))));
+    }
     let payload = message.payload().unwrap_or_default();
     let digest = xxhash_rust::xxh3::xxh3_64(payload);
     let anchored = match next_offset {
         0 => matches!(Entry::decode(payload), Ok(Entry::Genesis { log_id }) if log_id == context.log_id),
         _ => digest == previous_digest,
     };
-    if message.offset() != anchor as i64 || !anchored {
+    if !anchored {
         return Err(Stop::Refuse(format!(
             "the entry at offset {anchor} of shard {shard} is not the one this cluster wrote there: the topic \
              was recreated or belongs to another cluster; the shard refuses writes rather than fork"
