@@ -54,8 +54,12 @@ pub enum ApiError {
     /// In a cluster: a shard cannot answer now.
     #[error("{0}")]
     ShardUnavailable(String),
+    /// In a cluster: what is not available there yet.
     #[error("{0}")]
     NotInCluster(&'static str),
+    /// On a single node: there is no cluster to show.
+    #[error("{0}")]
+    NoCluster(&'static str),
 }
 
 impl ApiError {
@@ -71,7 +75,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
-            ApiError::NotFound { .. } | ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::NotFound { .. } | ApiError::NoRoute | ApiError::NoCluster(_) => StatusCode::NOT_FOUND,
             ApiError::IdReused { .. } | ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Rejected { .. } | ApiError::CrossShard { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -103,6 +107,7 @@ impl ApiError {
             ApiError::CrossShard { .. } => "cross_shard",
             ApiError::ShardUnavailable(_) => "shard_unavailable",
             ApiError::NotInCluster(_) => "not_in_cluster_mode",
+            ApiError::NoCluster(_) => "no_cluster",
         }
     }
 

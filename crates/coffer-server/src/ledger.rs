@@ -89,9 +89,12 @@ impl Ledger {
 
     /// The history store, or why there is none.
     pub fn history_required(&self) -> Result<&Arc<History>, ApiError> {
-        self.history
-            .as_ref()
-            .ok_or_else(|| ApiError::HistoryUnavailable("the history is off (--history-url off)".into()))
+        self.history.as_ref().ok_or_else(|| {
+            ApiError::HistoryUnavailable(match self.backend {
+                Backend::Local(_) => "the history is off (--history-url off)".into(),
+                Backend::Cluster(_) => "the history is not available in cluster mode yet".into(),
+            })
+        })
     }
 
     /// True once the engine takes no more commands (shutdown): the

@@ -587,7 +587,7 @@ async fn a_single_node_says_it_is_not_in_a_cluster() {
     let (status, body) = server.get("/v1/cluster").await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
-        (501, Some("not_in_cluster_mode")),
+        (404, Some("no_cluster")),
         "{body}"
     );
     let (status, body) = server.get("/v1/cluster?account=a%20b").await;

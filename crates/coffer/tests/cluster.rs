@@ -289,6 +289,39 @@ fn report(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
+/// A running cluster on a broker of its own, all nodes ready.
+struct Running {
+    broker: std::process::Child,
+    broker_port: u16,
+    client: reqwest::Client,
+    cluster: Cluster,
+    /// The cluster's schema and topic prefix.
+    name: String,
+}
+
+async fn running(what: &str) -> Option<Running> {
+    let (database, name) = environment(what)?;
+    let broker_port = free_port();
+    let broker = support::start_broker(broker_port, broker_port);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let cluster = Cluster::start(&database, broker_port, &name);
+    cluster.wait_ready(&client).await;
+    Some(Running {
+        broker,
+        broker_port,
+        client,
+        cluster,
+        name,
+    })
+}
+
+async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// The test's own broker (it restarts it) and a schema of its own.
 fn environment(what: &str) -> Option<(String, String)> {
     let database = std::env::var("COFFER_TEST_POSTGRES_URL").ok();
@@ -330,26 +363,17 @@ async fn open_and_fund(client: &reqwest::Client, base: &str, groups: std::ops::R
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_bank_keeps_every_acknowledged_transfer_through_kills_and_pauses() {
-    let Some((database, name)) = environment("cluster fault test") else {
+    let Some(Running {
+        mut broker,
+        client,
+        cluster,
+        ..
+    }) = running("cluster fault test").await
+    else {
         return;
     };
-    let broker_port = free_port();
-    let mut broker = support::start_broker(broker_port, broker_port);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
-    let cluster = Cluster::start(&database, broker_port, &name);
-    cluster.wait_ready(&client).await;
     let bases: Vec<String> = (0..NODES).map(|node| cluster.base(node)).collect();
-    let view: Value = client
-        .get(format!("{}/v1/cluster?account=bank:%7Bg0%7D:a0", bases[2]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view = get_json(&client, format!("{}/v1/cluster?account=bank:%7Bg0%7D:a0", bases[2])).await;
     assert_eq!(view["shard_count"], SHARDS, "{view}");
     assert_eq!(view["nodes"].as_array().unwrap().len(), NODES, "{view}");
     assert!(
@@ -522,31 +546,24 @@ fn shard_of(name: &str) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_that_comes_back_empty_makes_the_shards_refuse_writes() {
-    let Some((database, name)) = environment("cluster broker-loss test") else {
+    let Some(Running {
+        broker,
+        broker_port,
+        client,
+        mut cluster,
+        name,
+    }) = running("cluster broker-loss test").await
+    else {
         return;
     };
-    let broker_port = free_port();
-    let mut broker = support::start_broker(broker_port, broker_port);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
-    let mut cluster = Cluster::start(&database, broker_port, &name);
-    cluster.wait_ready(&client).await;
     let base = cluster.base(0);
     open_and_fund(&client, &base, 0..2).await;
-    let before: Value = client
-        .get(format!("{base}/v1/accounts/{}", account(0, 0)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let before = get_json(&client, format!("{base}/v1/accounts/{}", account(0, 0))).await;
     assert_eq!(before["available"], FUNDING);
     // Let every shard write a snapshot past its genesis entry.
     tokio::time::sleep(Duration::from_secs(12)).await;
 
+    let mut broker = broker;
     broker.kill().unwrap();
     broker.wait().unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -600,14 +617,7 @@ async fn a_broker_that_comes_back_empty_makes_the_shards_refuse_writes() {
     }
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503, "not ready while shards refuse");
-    let view: Value = client
-        .get(format!("{base}/v1/cluster"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view = get_json(&client, format!("{base}/v1/cluster")).await;
     let refusing = view["shards"]
         .as_array()
         .unwrap()

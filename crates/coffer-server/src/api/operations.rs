@@ -30,7 +30,7 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Response, ApiEr
 }
 
 /// The cluster as this node sees it: nodes, shards, owners, lease epochs,
-/// applied offsets and lag. 501 on a single node.
+/// applied offsets and lag. 404 `no_cluster` on a single node.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterParameters {
@@ -47,7 +47,7 @@ pub async fn cluster(
         .auth
         .require(&headers, crate::auth::Role::Reader, "read the cluster state")?;
     let Backend::Cluster(cluster) = state.ledger.backend() else {
-        return Err(ApiError::NotInCluster(
+        return Err(ApiError::NoCluster(
             "this node runs alone (start it with --cluster to form a cluster)",
         ));
     };
