@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::Server;
+use support::{Seen, Server, Transfer};
 
 const NODES: usize = 3;
 const SHARDS: u32 = 6;
@@ -150,20 +150,6 @@ async fn settled(request: impl Fn() -> reqwest::RequestBuilder) -> (u16, Value) 
         assert!(Instant::now() < deadline, "no answer but 503 within 60 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Seen {
-    Committed,
-    Rejected,
-    Unknown,
-}
-
-struct Transfer {
-    from: String,
-    to: String,
-    amount: i64,
-    seen: Seen,
 }
 
 struct Read {

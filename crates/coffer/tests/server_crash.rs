@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::Server;
+use support::{Seen, Server, Transfer};
 
 const ACCOUNTS: u64 = 20;
 const FUNDING: i64 = 1_000;
@@ -21,20 +21,6 @@ fn rounds() -> u64 {
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(20)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Seen {
-    Committed,
-    Rejected,
-    Unknown,
-}
-
-struct Transfer {
-    from: String,
-    to: String,
-    amount: i64,
-    seen: Seen,
 }
 
 async fn load(

@@ -6,6 +6,23 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// What a load client saw of a transfer it sent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Seen {
+    Committed,
+    Rejected,
+    /// No answer (the server died, or answered 503): applied or not.
+    Unknown,
+}
+
+/// A transfer a load client sent, and what it saw.
+pub struct Transfer {
+    pub from: String,
+    pub to: String,
+    pub amount: i64,
+    pub seen: Seen,
+}
+
 pub struct Server {
     pub child: Child,
     pub base: String,
