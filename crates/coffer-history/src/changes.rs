@@ -260,8 +260,30 @@ impl Projection {
         next: Position,
         changes: &mut Changes,
     ) {
-        assert_eq!(batch.transactions.len(), outcome.outcomes.len());
-        let sequence = batch.first_sequence as i64;
+        self.project_applied(
+            engine,
+            batch.first_sequence,
+            &batch.transactions,
+            outcome,
+            next,
+            changes,
+        );
+    }
+
+    /// Adds the rows of one applied batch, whatever log it came from (the
+    /// journal, or a cluster shard's partition), and advances the cursor
+    /// to `next`.
+    pub fn project_applied(
+        &mut self,
+        engine: &Engine,
+        first_sequence: u64,
+        transactions: &[Transaction],
+        outcome: &BatchOutcome,
+        next: Position,
+        changes: &mut Changes,
+    ) {
+        assert_eq!(transactions.len(), outcome.outcomes.len());
+        let sequence = first_sequence as i64;
         for expired in &outcome.expired {
             let entry = self.entry(engine, &expired.effect, "expired", sequence, outcome.timestamp_ms);
             changes.entries.push(HistoryEntry {
@@ -279,7 +301,7 @@ impl Projection {
                 });
             }
         }
-        for (transaction, result) in batch.transactions.iter().zip(&outcome.outcomes) {
+        for (transaction, result) in transactions.iter().zip(&outcome.outcomes) {
             let Outcome::New { record, .. } = result else { continue };
             let effects = outcome.effects_of(result);
             let sequence = record.sequence as i64;
@@ -305,7 +327,7 @@ impl Projection {
         }
         self.cursor = Cursor {
             position: next,
-            sequence_next: batch.end_sequence(),
+            sequence_next: first_sequence + transactions.len() as u64,
             history_next: self.cursor.history_next,
             timestamp_ms: outcome.timestamp_ms,
         };

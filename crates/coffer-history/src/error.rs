@@ -11,4 +11,10 @@ pub enum HistoryError {
     Journal(#[from] coffer_journal::JournalError),
     #[error("history store: {0}")]
     Invalid(String),
+    /// Another writer moved the store's cursor since this one last saw it.
+    #[error("another writer moved the history cursor (expected {expected:?}, found {found:?})")]
+    CursorMoved {
+        expected: Option<coffer_journal::Position>,
+        found: Option<coffer_journal::Position>,
+    },
 }

@@ -89,6 +89,11 @@ const TRANSACTION_SELECT: &str = "SELECT id, sequence, timestamp_ms, status, rej
 
 pub struct PostgresStore {
     client: Client,
+    /// The cursor as this writer last read or wrote it. Several processes
+    /// may write one store (a cluster shard's old owner that woke up, and
+    /// its new owner): a write applies only if the stored cursor is still
+    /// this one, so rows are never written twice or out of order.
+    written: Option<Cursor>,
 }
 
 impl PostgresStore {
@@ -98,9 +103,10 @@ impl PostgresStore {
         client.batch_execute(&format!(
             "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"
         ))?;
-        let mut store = PostgresStore { client };
+        let mut store = PostgresStore { client, written: None };
         if migrate {
             store.migrate()?;
+            store.written = store.stored_cursor()?;
         }
         Ok(store)
     }
@@ -131,25 +137,51 @@ fn texts(values: impl Iterator<Item = i128>) -> Vec<String> {
     values.map(|value| value.to_string()).collect()
 }
 
+const CURSOR_SELECT: &str =
+    "SELECT segment, segment_offset, sequence_next, history_next, timestamp_ms FROM projector_cursor";
+
+fn cursor_of(row: &Row) -> Cursor {
+    Cursor {
+        position: Position {
+            segment: row.get::<_, i64>(0) as u64,
+            offset: row.get::<_, i64>(1) as u64,
+        },
+        sequence_next: row.get::<_, i64>(2) as u64,
+        history_next: row.get(3),
+        timestamp_ms: row.get::<_, i64>(4) as u64,
+    }
+}
+
+impl PostgresStore {
+    fn stored_cursor(&mut self) -> Result<Option<Cursor>, HistoryError> {
+        Ok(self.client.query_opt(CURSOR_SELECT, &[])?.as_ref().map(cursor_of))
+    }
+}
+
 impl Writer for PostgresStore {
     fn cursor(&mut self) -> Result<Option<Cursor>, HistoryError> {
-        let row = self.client.query_opt(
-            "SELECT segment, segment_offset, sequence_next, history_next, timestamp_ms FROM projector_cursor",
-            &[],
-        )?;
-        Ok(row.map(|row| Cursor {
-            position: Position {
-                segment: row.get::<_, i64>(0) as u64,
-                offset: row.get::<_, i64>(1) as u64,
-            },
-            sequence_next: row.get::<_, i64>(2) as u64,
-            history_next: row.get(3),
-            timestamp_ms: row.get::<_, i64>(4) as u64,
-        }))
+        self.written = self.stored_cursor()?;
+        Ok(self.written)
     }
 
     fn write(&mut self, changes: &Changes, cursor: &Cursor) -> Result<(), HistoryError> {
         let mut transaction = self.client.transaction()?;
+        // Serializes writers; the row exists once anything was written.
+        transaction.batch_execute("LOCK TABLE projector_cursor IN EXCLUSIVE MODE")?;
+        let stored = transaction.query_opt(CURSOR_SELECT, &[])?.as_ref().map(cursor_of);
+        if stored == Some(*cursor) {
+            // Already written: by this writer, whose commit's answer was
+            // lost with its connection, or by another that computed the
+            // same rows from the same log.
+            self.written = stored;
+            return Ok(());
+        }
+        if stored != self.written {
+            return Err(HistoryError::CursorMoved {
+                expected: self.written.map(|cursor| cursor.position),
+                found: stored.map(|cursor| cursor.position),
+            });
+        }
         if !changes.transactions.is_empty() {
             let rows = &changes.transactions;
             let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
@@ -312,6 +344,7 @@ impl Writer for PostgresStore {
             ],
         )?;
         transaction.commit()?;
+        self.written = Some(*cursor);
         Ok(())
     }
 }

@@ -416,3 +416,43 @@ fn every_history_page_equals_a_filter_over_all_entries() {
     }
     writer.close().unwrap();
 }
+
+/// Two writers of one PostgreSQL store (a cluster shard's old owner and its
+/// new one): a write applies only where its writer last saw the cursor, and
+/// a write that is already in (its commit's answer was lost) is not redone.
+#[test]
+fn a_postgres_write_applies_only_where_its_writer_left_the_cursor() {
+    let data = tempfile::tempdir().unwrap();
+    let Some(database) = stores(data.path())
+        .into_iter()
+        .find(|store| matches!(store, Database::Postgres { .. }))
+    else {
+        return;
+    };
+    let cursor_at = |offset: u64| coffer_history::Cursor {
+        position: coffer_journal::Position { segment: 0, offset },
+        sequence_next: offset,
+        history_next: 0,
+        timestamp_ms: offset,
+    };
+    let rows = coffer_history::Changes::default();
+    let mut old = database.open_writer().unwrap();
+    let mut new = database.open_writer().unwrap();
+    assert_eq!(old.cursor().unwrap(), None);
+    new.write(&rows, &cursor_at(5)).unwrap();
+    new.write(&rows, &cursor_at(5)).unwrap();
+    let refused = old.write(&rows, &cursor_at(3));
+    assert!(
+        matches!(refused, Err(coffer_history::HistoryError::CursorMoved { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        new.cursor().unwrap(),
+        Some(cursor_at(5)),
+        "the refused write changed nothing"
+    );
+    // The same rows again, as a writer that computed them from the same log.
+    old.write(&rows, &cursor_at(5)).unwrap();
+    new.write(&rows, &cursor_at(9)).unwrap();
+    assert_eq!(old.cursor().unwrap(), Some(cursor_at(9)));
+}

@@ -149,7 +149,8 @@ pub struct ServerConfig {
     #[arg(long, env = "COFFER_SHARDS", default_value_t = 6,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::cluster::SHARDS_MAX)))]
     pub shards: u32,
-    /// PostgreSQL schema of the cluster's tables.
+    /// PostgreSQL schema of the cluster's tables; each shard's history is
+    /// in `{schema}_history_{shard}`.
     #[arg(long, env = "COFFER_CLUSTER_SCHEMA", default_value = "coffer_cluster")]
     pub cluster_schema: String,
     /// How long a shard's owner keeps its lease without renewing it: a dead
@@ -224,9 +225,12 @@ impl ServerConfig {
         let Some(kafka) = self.kafka_settings()? else {
             anyhow::bail!("--cluster needs --kafka-brokers: the shards' log is a Kafka topic");
         };
+        let schema_len_max = 63 - crate::cluster::history::SCHEMA_SUFFIX_LEN_MAX;
         anyhow::ensure!(
-            crate::cluster::coordinator::valid_schema(&self.cluster_schema),
-            "--cluster-schema: 1 to 63 of a-z 0-9 _, not starting with a digit"
+            crate::cluster::coordinator::valid_schema(&self.cluster_schema)
+                && self.cluster_schema.len() <= schema_len_max,
+            "--cluster-schema: 1 to {schema_len_max} of a-z 0-9 _, not starting with a digit (each shard's \
+             history schema adds a suffix)"
         );
         let node_id = self.node_id.clone().unwrap_or_else(|| self.listen.to_string());
         anyhow::ensure!(

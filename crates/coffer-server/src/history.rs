@@ -35,7 +35,7 @@ const SLOWDOWN_WAIT_MAX: Duration = Duration::from_secs(1);
 const PROGRESS_POLL: Duration = Duration::from_millis(5);
 
 pub struct History {
-    pool: ReaderPool,
+    pool: Arc<ReaderPool>,
     projector: Mutex<Option<Projector>>,
     pub stats: Arc<ProjectorStats>,
     journal: Arc<JournalStats>,
@@ -65,7 +65,7 @@ impl History {
         tracing::info!(store = %database.describe(), "history store open");
         let stats = Arc::clone(projector.stats());
         Ok(Some(Arc::new(History {
-            pool: ReaderPool::new(database),
+            pool: Arc::new(ReaderPool::new(database)),
             projected: follow_progress(Arc::clone(&stats)),
             stats,
             projector: Mutex::new(Some(projector)),
@@ -146,31 +146,41 @@ impl History {
 
     /// Runs a query on a pooled connection, on a blocking thread.
     pub async fn read<T: Send + 'static>(
-        self: &Arc<Self>,
+        &self,
         query: impl FnOnce(&mut dyn Reader) -> Result<T, HistoryError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let history = Arc::clone(self);
-        tokio::task::spawn_blocking(move || history.pool.with(query))
-            .await
-            .map_err(|error| ApiError::HistoryUnavailable(error.to_string()))?
-            .map_err(|error| {
-                tracing::warn!(%error, "history read failed");
-                ApiError::HistoryUnavailable(error.to_string())
-            })
+        read_pooled(&self.pool, query).await
     }
 
-    /// The stored transactions among `ids` (any number: looked up in
-    /// bounded queries).
-    pub async fn stored(self: &Arc<Self>, ids: Vec<String>) -> Result<Vec<TransactionRow>, ApiError> {
-        self.read(move |reader| {
-            let mut rows = Vec::new();
-            for chunk in ids.chunks(LOOKUP_IDS_MAX) {
-                rows.extend(reader.transactions(&chunk.iter().map(String::as_str).collect::<Vec<_>>())?);
-            }
-            Ok(rows)
-        })
-        .await
+    /// The stored transactions among `ids`.
+    pub async fn stored(&self, ids: Vec<String>) -> Result<Vec<TransactionRow>, ApiError> {
+        self.read(move |reader| stored_among(reader, &ids)).await
     }
+}
+
+/// Runs a query on one of `pool`'s connections, on a blocking thread.
+pub async fn read_pooled<T: Send + 'static>(
+    pool: &Arc<ReaderPool>,
+    query: impl FnOnce(&mut dyn Reader) -> Result<T, HistoryError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let pool = Arc::clone(pool);
+    tokio::task::spawn_blocking(move || pool.with(query))
+        .await
+        .map_err(|error| ApiError::HistoryUnavailable(error.to_string()))?
+        .map_err(|error| {
+            tracing::warn!(%error, "history read failed");
+            ApiError::HistoryUnavailable(error.to_string())
+        })
+}
+
+/// The stored transactions among `ids` (any number: looked up in bounded
+/// queries).
+pub fn stored_among(reader: &mut dyn Reader, ids: &[String]) -> Result<Vec<TransactionRow>, HistoryError> {
+    let mut rows = Vec::new();
+    for chunk in ids.chunks(LOOKUP_IDS_MAX) {
+        rows.extend(reader.transactions(&chunk.iter().map(String::as_str).collect::<Vec<_>>())?);
+    }
+    Ok(rows)
 }
 
 /// One task passes the projector's progress to every waiting write (the

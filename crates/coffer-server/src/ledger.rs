@@ -16,12 +16,12 @@
 
 use crate::cluster::Cluster;
 use crate::error::ApiError;
-use crate::history::History;
+use crate::history::{read_pooled, stored_among, History};
 use crate::sequencer::{Answer, Detail, Kind, Query, Sequencer, Submitted};
 use coffer_core::{
     AccountId, AccountView, HoldId, HoldView, Record, Rejection, RejectionCode, Transaction, TransactionId, Verdict,
 };
-use coffer_history::TransactionRow;
+use coffer_history::{HistoryError, Reader, TransactionRow};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -87,14 +87,69 @@ impl Ledger {
         self.history.as_ref()
     }
 
-    /// The history store, or why there is none.
+    /// The single node's history store, or why there is none.
     pub fn history_required(&self) -> Result<&Arc<History>, ApiError> {
         self.history.as_ref().ok_or_else(|| {
             ApiError::HistoryUnavailable(match self.backend {
                 Backend::Local(_) => "the history is off (--history-url off)".into(),
-                Backend::Cluster(_) => "the history is not available in cluster mode yet".into(),
+                Backend::Cluster(_) => {
+                    "orders are not available in cluster mode yet (account histories, balances at an instant \
+                     and transaction lookups are)"
+                        .into()
+                }
             })
         })
+    }
+
+    /// Whether account histories are kept: always in a cluster.
+    pub fn history_kept(&self) -> Result<(), ApiError> {
+        match self.backend {
+            Backend::Local(_) => self.history_required().map(drop),
+            Backend::Cluster(_) => Ok(()),
+        }
+    }
+
+    /// Runs a query on the history store that holds `account`, once it
+    /// holds every write acknowledged before the call.
+    pub async fn read_history<T: Send + 'static>(
+        &self,
+        account: &AccountId,
+        query: impl FnOnce(&mut dyn Reader) -> Result<T, HistoryError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        match &self.backend {
+            Backend::Local(_) => {
+                let history = self.history_required()?;
+                history.caught_up().await?;
+                history.read(query).await
+            }
+            Backend::Cluster(cluster) => {
+                let shard = cluster.shard_of_account(account);
+                cluster.sync_history([shard]).await?;
+                read_pooled(cluster.history(shard), query).await
+            }
+        }
+    }
+
+    /// The stored transactions among `ids`, once the stores hold every
+    /// write acknowledged before the call; `None` without a history.
+    async fn stored(&self, ids: Vec<String>) -> Result<Option<Vec<TransactionRow>>, ApiError> {
+        match &self.backend {
+            Backend::Local(_) => {
+                let Some(history) = &self.history else { return Ok(None) };
+                history.caught_up().await?;
+                Ok(Some(history.stored(ids).await?))
+            }
+            Backend::Cluster(cluster) => {
+                cluster.sync_history(cluster.all_shards()).await?;
+                let ids = Arc::new(ids);
+                let mut rows = Vec::new();
+                for shard in cluster.all_shards() {
+                    let ids = Arc::clone(&ids);
+                    rows.extend(read_pooled(cluster.history(shard), move |reader| stored_among(reader, &ids)).await?);
+                }
+                Ok(Some(rows))
+            }
+        }
     }
 
     /// True once the engine takes no more commands (shutdown): the
@@ -181,11 +236,10 @@ impl Ledger {
         if self.pending.lock().expect("pending lock").contains(id) {
             return Ok(Some(Lookup::Pending));
         }
-        let Some(history) = &self.history else {
+        let Some(mut rows) = self.stored(vec![id.to_string()]).await? else {
             return Ok(None);
         };
-        history.caught_up().await?;
-        let row = history.stored(vec![id.to_string()]).await?.pop();
+        let row = rows.pop();
         row.map(|row| {
             let record = stored_record(&row)?;
             Ok(Lookup::Stored(row, record))

@@ -11,7 +11,11 @@
 //!   every shard's accounts sum to what was deposited into that shard;
 //! - no balance is below its floor (0);
 //! - an account's version never goes backwards between two reads that did
-//!   not overlap in time, whichever nodes served them.
+//!   not overlap in time, whichever nodes served them;
+//! - each account's history (written by the shards' owners to PostgreSQL,
+//!   through every failover) holds its opening, its funding and each of its
+//!   committed transfers exactly once, nothing else, and ends at its
+//!   balance.
 //!
 //! A second test restarts the in-memory broker empty: the shards must
 //! refuse writes rather than start a new history.
@@ -427,6 +431,7 @@ async fn a_bank_keeps_every_acknowledged_transfer_through_kills_and_pauses() {
     let transfers = std::mem::take(&mut *history.transfers.lock().unwrap());
     let outcomes = final_outcomes(&client, &bases, transfers.keys().cloned().collect()).await;
     let (mut acknowledged, mut unknown, mut committed) = (0, 0, 0);
+    let mut committed_of: HashMap<&str, Vec<&str>> = HashMap::new();
     for (id, transfer) in &transfers {
         let found = outcomes[id];
         match transfer.seen {
@@ -438,6 +443,8 @@ async fn a_bank_keeps_every_acknowledged_transfer_through_kills_and_pauses() {
         }
         if found == Seen::Committed {
             committed += 1;
+            committed_of.entry(&transfer.from).or_default().push(id);
+            committed_of.entry(&transfer.to).or_default().push(id);
             *expected.get_mut(&transfer.from).unwrap() -= transfer.amount;
             *expected.get_mut(&transfer.to).unwrap() += transfer.amount;
         }
@@ -445,6 +452,7 @@ async fn a_bank_keeps_every_acknowledged_transfer_through_kills_and_pauses() {
     // Balances: each committed transfer applied exactly once; per shard,
     // the accounts hold exactly what was deposited into the shard.
     let mut shard_totals: HashMap<u32, (i64, i64)> = HashMap::new();
+    let mut history_entries = 0;
     for (number, (name, balance)) in expected.iter().enumerate() {
         let base = &bases[number % NODES];
         let (status, body) = settled(|| client.get(format!("{base}/v1/accounts/{name}"))).await;
@@ -455,6 +463,40 @@ async fn a_bank_keeps_every_acknowledged_transfer_through_kills_and_pauses() {
             "{name}: exactly the committed transfers, each once"
         );
         assert!(available >= 0, "{name} below its floor");
+        let mut in_history = account_history(&client, base, name).await;
+        let newest = in_history.first().map_or(0, |entry| entry.2);
+        assert_eq!(newest, available, "{name}: the history ends at the balance");
+        let changed: i64 = in_history.iter().map(|entry| entry.1).sum();
+        assert_eq!(
+            changed, available,
+            "{name}: the history's changes add up to the balance"
+        );
+        // The opening, under a generated id, changed nothing.
+        let openings: Vec<_> = in_history.iter().filter(|entry| entry.0.starts_with("gen-")).collect();
+        assert!(
+            openings.len() == 1 && openings[0].1 == 0,
+            "{name}: one opening in its history: {openings:?}"
+        );
+        let mut ids: Vec<String> = in_history
+            .drain(..)
+            .map(|entry| entry.0)
+            .filter(|id| !id.starts_with("gen-"))
+            .collect();
+        ids.sort();
+        let mut expected_ids: Vec<String> = committed_of
+            .get(name.as_str())
+            .into_iter()
+            .flatten()
+            .map(|id| id.to_string())
+            .collect();
+        let (group, index) = name.trim_start_matches("bank:{g").split_once("}:a").unwrap();
+        expected_ids.push(format!("fund-g{group}-a{index}"));
+        expected_ids.sort();
+        assert_eq!(
+            ids, expected_ids,
+            "{name}: its funding and each committed transfer once in its history"
+        );
+        history_entries += ids.len();
         let totals = shard_totals.entry(shard_of(name)).or_default();
         totals.0 += available;
         totals.1 += FUNDING;
@@ -483,7 +525,7 @@ async fn a_bank_keeps_every_acknowledged_transfer_through_kills_and_pauses() {
     report(&format!(
         "cluster fault test: {} s of load, {kills} kills (SIGKILL and restart), {pauses} pause (SIGSTOP past the \
          lease); {} transfers ({acknowledged} acknowledged, {unknown} unacknowledged), {committed} committed; {} \
-         reads checked for monotonic versions",
+         reads checked for monotonic versions; {history_entries} history entries checked",
         workload_seconds(),
         transfers.len(),
         reads.len()
@@ -523,6 +565,32 @@ async fn final_outcomes(client: &reqwest::Client, bases: &[String], ids: Vec<Str
         outcomes.insert(id, seen);
     }
     outcomes
+}
+
+/// An account's whole history, newest first: (transaction id, change of
+/// available, available after).
+async fn account_history(client: &reqwest::Client, base: &str, name: &str) -> Vec<(String, i64, i64)> {
+    let mut entries = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page_url = match &cursor {
+            Some(cursor) => format!("{base}/v1/accounts/{name}/history?limit=1000&cursor={cursor}"),
+            None => format!("{base}/v1/accounts/{name}/history?limit=1000"),
+        };
+        let (status, page) = settled(|| client.get(&page_url)).await;
+        assert_eq!(status, 200, "{name}: {page}");
+        for entry in page["data"].as_array().unwrap() {
+            entries.push((
+                entry["transaction_id"].as_str().unwrap().to_owned(),
+                entry["available_change"].as_i64().unwrap(),
+                entry["available"].as_i64().unwrap(),
+            ));
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return entries,
+        }
+    }
 }
 
 /// The shard of an account, as the cluster computes it.

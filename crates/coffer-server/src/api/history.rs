@@ -77,7 +77,7 @@ pub async fn history(
 ) -> Result<Response, ApiError> {
     state.auth.require(&headers, Role::Reader, "read")?;
     let account = path_id(&id, AccountId::parse)?;
-    let history = state.ledger.history_required()?;
+    state.ledger.history_kept()?;
     let limit = page_limit(parameters.limit.map(u64::from), u64::from(HISTORY_PAGE_MAX))? as u32;
     let before = page_cursor(parameters.cursor.as_deref(), 'h')?;
     let from_ms = parameters
@@ -91,7 +91,6 @@ pub async fn history(
         .map(|text| instant_ms("to", text, true))
         .transpose()?;
     state.ledger.account(account.clone()).await?;
-    history.caught_up().await?;
     let query = HistoryQuery {
         account: account.to_string(),
         before,
@@ -99,7 +98,10 @@ pub async fn history(
         to_ms,
         limit,
     };
-    let entries = history.read(move |reader| reader.history(&query)).await?;
+    let entries = state
+        .ledger
+        .read_history(&account, move |reader| reader.history(&query))
+        .await?;
     let next_cursor = (entries.len() == limit as usize)
         .then(|| entries.last().map(|entry| format!("h{}", entry.history_id)))
         .flatten();
@@ -152,10 +154,11 @@ pub async fn balance(
         return Ok(axum::Json(body).into_response());
     };
     let at_ms = instant_ms("at", &at, true)?;
-    let history = state.ledger.history_required()?;
-    history.caught_up().await?;
     let name = account.to_string();
-    let entry = history.read(move |reader| reader.balance_at(&name, at_ms)).await?;
+    let entry = state
+        .ledger
+        .read_history(&account, move |reader| reader.balance_at(&name, at_ms))
+        .await?;
     let (available, frozen) = entry.as_ref().map_or((0, 0), |entry| (entry.available, entry.frozen));
     let body = BalanceAnswer {
         account: account.as_str(),

@@ -65,6 +65,8 @@ pub async fn cluster(
                 "applied_offset": shard.applied_offset,
                 "log_end": shard.log_end,
                 "lag": shard.log_end.saturating_sub(shard.applied_offset),
+                "history_offset": shard.history_offset,
+                "history_lag": shard.applied_offset.saturating_sub(shard.history_offset),
                 "serving": view.refusal(shard.shard).is_none(),
                 "refusing": view.refusal(shard.shard),
             })
@@ -131,6 +133,8 @@ fn record_cluster_metrics(view: &crate::cluster::leases::ClusterView) {
             .set(shard.applied_offset as f64);
         metrics::gauge!("coffer_cluster_shard_lag_entries", "shard" => label.clone())
             .set(shard.log_end.saturating_sub(shard.applied_offset) as f64);
+        metrics::gauge!("coffer_cluster_shard_history_lag_entries", "shard" => label.clone())
+            .set(shard.applied_offset.saturating_sub(shard.history_offset) as f64);
         metrics::gauge!("coffer_cluster_shard_epoch", "shard" => label.clone()).set(shard.epoch as f64);
         metrics::gauge!("coffer_cluster_shard_owned_here", "shard" => label.clone())
             .set(f64::from(u8::from(owned_here)));

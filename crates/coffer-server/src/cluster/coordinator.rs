@@ -32,6 +32,8 @@ pub struct ShardRow {
     pub applied_offset: u64,
     /// The partition's end as the owner last saw it.
     pub log_end: u64,
+    /// The shard's history holds every entry before this offset.
+    pub history_offset: u64,
     /// Why the shard refuses writes, if it does.
     pub refusing: Option<String>,
 }
@@ -57,6 +59,7 @@ pub struct StoredSnapshot {
 pub struct ShardReport {
     pub applied_offset: u64,
     pub log_end: u64,
+    pub history_offset: u64,
     pub refusing: Option<String>,
 }
 
@@ -103,6 +106,7 @@ impl Coordinator {
                  expires_at TIMESTAMPTZ NOT NULL DEFAULT 'epoch',
                  applied_offset BIGINT NOT NULL DEFAULT 0,
                  log_end BIGINT NOT NULL DEFAULT 0,
+                 history_offset BIGINT NOT NULL DEFAULT 0,
                  refusing TEXT);
              CREATE TABLE IF NOT EXISTS {schema}.snapshots (
                  shard INTEGER PRIMARY KEY,
@@ -201,7 +205,7 @@ impl Coordinator {
             &format!(
                 "UPDATE {schema}.leases
                  SET expires_at = now() + $4 * interval '1 millisecond',
-                     applied_offset = $5, log_end = $6, refusing = $7
+                     applied_offset = $5, log_end = $6, refusing = $7, history_offset = $8
                  WHERE shard = $1 AND owner = $2 AND epoch = $3 AND expires_at > now()"
             ),
             &[
@@ -212,6 +216,7 @@ impl Coordinator {
                 &(report.applied_offset as i64),
                 &(report.log_end as i64),
                 &report.refusing,
+                &(report.history_offset as i64),
             ],
         )?;
         Ok(renewed == 1)
@@ -254,7 +259,7 @@ impl Coordinator {
             &format!(
                 "SELECT shard, owner, owner_url, epoch,
                         (extract(epoch FROM expires_at - now()) * 1000)::BIGINT,
-                        applied_offset, log_end, refusing
+                        applied_offset, log_end, refusing, history_offset
                  FROM {schema}.leases ORDER BY shard"
             ),
             &[],
@@ -270,6 +275,7 @@ impl Coordinator {
                 applied_offset: row.get::<_, i64>(5) as u64,
                 log_end: row.get::<_, i64>(6) as u64,
                 refusing: row.get(7),
+                history_offset: row.get::<_, i64>(8) as u64,
             })
             .collect())
     }

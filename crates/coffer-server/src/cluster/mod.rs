@@ -12,9 +12,11 @@
 //! - `log`: the topics, the producer, partition readers;
 //! - `wire`: log entries and replies;
 //! - `shard`: a shard's owner, which applies its partition;
+//! - `history`: each shard's history in PostgreSQL, written by its owner;
 //! - `leases`: the loop that decides which shards this node owns.
 
 pub mod coordinator;
+pub mod history;
 pub mod leases;
 pub mod log;
 mod shard;
@@ -22,6 +24,7 @@ pub mod wire;
 
 use crate::queries::{Answer, Detail, Query, Submitted};
 use coffer_core::{AccountId, EngineLimits, Operation, Transaction};
+use coffer_history::ReaderPool;
 use coordinator::Coordinator;
 use leases::{ClusterView, LeaseLoop};
 use log::{LogSettings, Producer};
@@ -50,6 +53,8 @@ const CREATION_WAIT: Duration = Duration::from_secs(60);
 pub enum ClusterError {
     #[error("PostgreSQL: {0}")]
     Database(#[from] postgres::Error),
+    #[error("history: {0}")]
+    History(#[from] coffer_history::HistoryError),
     #[error("Kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("Kafka topic {topic}: {reason}")]
@@ -95,6 +100,8 @@ pub struct Cluster {
     view: Arc<RwLock<ClusterView>>,
     stopping: Arc<AtomicBool>,
     listener: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Connections to each shard's history, opened on demand.
+    histories: Vec<Arc<ReaderPool>>,
 }
 
 /// Requests waiting for their replies, by request number.
@@ -168,7 +175,14 @@ impl Cluster {
             runtime: tokio::runtime::Handle::current(),
         });
         let leases = LeaseLoop::start(coordinator, &row, context)?;
+        let histories = (0..row.shards)
+            .map(|shard| {
+                let database = history::shard_database(&settings.database_url, &settings.schema, shard);
+                Arc::new(ReaderPool::new(database))
+            })
+            .collect();
         Ok(Arc::new(Cluster {
+            histories,
             shards: row.shards,
             producer,
             waiters,
@@ -333,6 +347,42 @@ impl Cluster {
             }
         }
         Ok(Answer::Units(units))
+    }
+
+    /// The shard of an account.
+    pub fn shard_of_account(&self, id: &AccountId) -> u32 {
+        id.shard(self.shards)
+    }
+
+    /// Every shard, for lookups by transaction id.
+    pub fn all_shards(&self) -> std::ops::Range<u32> {
+        0..self.shards
+    }
+
+    /// Connections to `shard`'s history.
+    pub fn history(&self, shard: u32) -> &Arc<ReaderPool> {
+        &self.histories[shard as usize]
+    }
+
+    /// Waits until the history of each of `shards` holds every entry
+    /// appended before this call: a history read that follows sees every
+    /// write acknowledged before it.
+    pub async fn sync_history(&self, shards: impl IntoIterator<Item = u32>) -> Result<(), ClusterError> {
+        let mut pending = Vec::new();
+        for shard in shards {
+            pending.push(self.append(shard, |reply_to| Entry::HistorySync { reply_to }).await?);
+        }
+        for waiting in pending {
+            match waiting.reply().await? {
+                Reply::HistorySynced(_) => {}
+                other => {
+                    return Err(ClusterError::Unavailable(format!(
+                        "a history sync was answered with {other:?}"
+                    )))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The one shard of everything the transaction names. `@world` is in

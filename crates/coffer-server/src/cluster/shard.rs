@@ -3,6 +3,9 @@
 //! came from, then applies the partition in offset order and answers each
 //! entry's waiter through the replies topic.
 //!
+//! The owner also writes the shard's history (`history::HistoryFeed`), and
+//! snapshots only at offsets the history has reached.
+//!
 //! Applying is deterministic: an entry's batch timestamp is its record's
 //! timestamp (never earlier than the one before), and time moves on idle
 //! shards only through tick entries in the log. Two owners of one shard
@@ -10,6 +13,7 @@
 //! and the same snapshots from the same log, and neither can harm the other.
 
 use super::coordinator::{Coordinator, ShardReport, StoredSnapshot};
+use super::history::{shard_database, HistoryFeed};
 use super::log::{log_end, Producer, Reader};
 use super::wire::{encode_reply, Entry, Reply, ReplyTo};
 use super::{ClusterError, ClusterSettings};
@@ -32,6 +36,8 @@ const RETRY_INTERVAL: Duration = Duration::from_secs(2);
 const ANCHOR_LOOKBACK_ENTRIES: u64 = 256;
 /// How long an owner waits for the record its snapshot was anchored to.
 const ANCHOR_WAIT: Duration = Duration::from_secs(10);
+/// How long a snapshot waits for the history to reach its offset.
+const HISTORY_FLUSH_WAIT: Duration = Duration::from_secs(30);
 /// Entries whose waiter has given up are applied without a reply: this
 /// spares the replies topic when a new owner replays a long log.
 const REPLY_AGE_MS_MAX: u64 = super::REPLY_WAIT.as_millis() as u64;
@@ -126,6 +132,7 @@ struct Replica {
     last_digest: u64,
     entries_since_snapshot: u64,
     first_unsnapshotted: Option<Instant>,
+    history: HistoryFeed,
 }
 
 fn serve(shard: u32, context: &ShardContext, keep: &AtomicBool, report: &Mutex<ShardReport>) -> Stop {
@@ -168,6 +175,12 @@ fn serve(shard: u32, context: &ShardContext, keep: &AtomicBool, report: &Mutex<S
             Some(Err(error)) => return Stop::Failed(error.into()),
             None => {}
         }
+        if let Err(error) = replica.history.pass_on() {
+            return Stop::Failed(error.into());
+        }
+        if let Some(failure) = replica.history.failure() {
+            return Stop::Failed(ClusterError::Unavailable(format!("shard {shard}'s history: {failure}")));
+        }
         if last_tick.elapsed() >= TICK_INTERVAL {
             last_tick = Instant::now();
             append(context, shard, Entry::Tick.encode());
@@ -185,6 +198,7 @@ fn serve(shard: u32, context: &ShardContext, keep: &AtomicBool, report: &Mutex<S
             *report.lock().expect("report lock") = ShardReport {
                 applied_offset: replica.next_offset,
                 log_end: end,
+                history_offset: replica.history.written_offset(),
                 refusing: None,
             };
         }
@@ -258,19 +272,66 @@ fn recover(shard: u32, context: &ShardContext, coordinator: &mut Coordinator) ->
              was recreated or belongs to another cluster; the shard refuses writes rather than fork"
         )));
     }
-    let replica = Replica {
+    let history = open_history(shard, context)?;
+    let mut replica = Replica {
         shard,
         engine,
         next_offset: anchor + 1,
         last_digest: digest,
         entries_since_snapshot: 0,
         first_unsnapshotted: None,
+        history,
     };
+    replica.history.reach(&replica.engine, replica.next_offset);
     Ok((replica, consumer))
+}
+
+/// The shard's history store, whose writer answers history reads through
+/// the replies topic.
+fn open_history(shard: u32, context: &ShardContext) -> Result<HistoryFeed, Stop> {
+    let settings = &context.settings;
+    let database = shard_database(&settings.database_url, &settings.schema, shard);
+    let replies = Replies::of(context, shard);
+    HistoryFeed::open(&database, shard, move |waiting, offset| {
+        for reply_to in waiting {
+            replies.send(reply_to, &Reply::HistorySynced(offset));
+        }
+    })
+    .map_err(|error| Stop::Failed(error.into()))
+}
+
+/// Sends a shard's replies without waiting for the broker.
+struct Replies {
+    shard: u32,
+    producer: Arc<Producer>,
+    topic: String,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Replies {
+    fn of(context: &ShardContext, shard: u32) -> Replies {
+        Replies {
+            shard,
+            producer: Arc::clone(&context.producer),
+            topic: context.settings.log.replies_topic.clone(),
+            runtime: context.runtime.clone(),
+        }
+    }
+
+    fn send(&self, reply_to: ReplyTo, reply: &Reply) {
+        let payload = encode_reply(reply_to, reply);
+        let (producer, topic, shard) = (Arc::clone(&self.producer), self.topic.clone(), self.shard);
+        self.runtime.spawn(async move {
+            if let Err(error) = producer.send(&topic, shard, &payload).await {
+                tracing::warn!(shard, %error, "a reply was not delivered; its waiter times out");
+            }
+        });
+    }
 }
 
 impl Replica {
     fn apply(&mut self, context: &ShardContext, offset: u64, timestamp_ms: u64, payload: &[u8]) {
+        self.history.reach(&self.engine, offset);
         self.next_offset = offset + 1;
         self.last_digest = xxhash_rust::xxh3::xxh3_64(payload);
         self.entries_since_snapshot += 1;
@@ -281,13 +342,19 @@ impl Replica {
             Ok(entry) => entry,
             Err(error) => {
                 tracing::warn!(shard = self.shard, offset, %error, "skipping an entry that does not decode");
+                self.history.applied(&self.engine, offset, None);
                 return;
             }
         };
+        let waited_for = now_ms().saturating_sub(timestamp_ms) <= REPLY_AGE_MS_MAX;
         let (reply_to, reply) = match entry {
-            Entry::Genesis { .. } => return,
+            Entry::Genesis { .. } => {
+                self.history.applied(&self.engine, offset, None);
+                return;
+            }
             Entry::Tick => {
-                self.engine.apply_batch(timestamp_ms, &[]);
+                let outcome = self.engine.apply_batch(timestamp_ms, &[]);
+                self.history.applied(&self.engine, offset, Some((&[], &outcome)));
                 return;
             }
             Entry::Submit {
@@ -296,6 +363,8 @@ impl Replica {
                 transactions,
             } => {
                 let outcome = self.engine.apply_batch(timestamp_ms, &transactions);
+                self.history
+                    .applied(&self.engine, offset, Some((&transactions, &outcome)));
                 let submitted: Vec<_> = transactions
                     .iter()
                     .zip(&outcome.outcomes)
@@ -303,23 +372,21 @@ impl Replica {
                     .collect();
                 (reply_to, Reply::written(&submitted))
             }
-            Entry::Read { reply_to, query } => (reply_to, Reply::answered(answer(&self.engine, query))),
-        };
-        if now_ms().saturating_sub(timestamp_ms) <= REPLY_AGE_MS_MAX {
-            self.reply(context, reply_to, &reply);
-        }
-    }
-
-    fn reply(&self, context: &ShardContext, reply_to: ReplyTo, reply: &Reply) {
-        let payload = encode_reply(reply_to, reply);
-        let producer = Arc::clone(&context.producer);
-        let topic = context.settings.log.replies_topic.clone();
-        let shard = self.shard;
-        context.runtime.spawn(async move {
-            if let Err(error) = producer.send(&topic, shard, &payload).await {
-                tracing::warn!(shard, %error, "a reply was not delivered; its waiter times out");
+            Entry::Read { reply_to, query } => {
+                self.history.applied(&self.engine, offset, None);
+                (reply_to, Reply::answered(answer(&self.engine, query)))
             }
-        });
+            Entry::HistorySync { reply_to } => {
+                self.history.applied(&self.engine, offset, None);
+                match waited_for.then(|| self.history.sync(reply_to, offset)).flatten() {
+                    Some(reply_to) => (reply_to, Reply::HistorySynced(offset)),
+                    None => return,
+                }
+            }
+        };
+        if waited_for {
+            Replies::of(context, self.shard).send(reply_to, &reply);
+        }
     }
 
     fn snapshot_due(&self, every_entries: u64) -> bool {
@@ -330,6 +397,7 @@ impl Replica {
     }
 
     fn snapshot(&mut self, coordinator: &mut Coordinator) -> Result<(), ClusterError> {
+        self.history.flush(HISTORY_FLUSH_WAIT)?;
         let mut state = Vec::new();
         self.engine.encode_snapshot(&mut state);
         let snapshot = StoredSnapshot {

@@ -44,12 +44,19 @@ pub enum Entry {
     },
     /// Advances the shard's time (holds expire) while no command does.
     Tick,
+    /// Asks the owner to reply once the shard's history holds every entry
+    /// before this one: a history read that follows sees every write
+    /// acknowledged before it.
+    HistorySync {
+        reply_to: ReplyTo,
+    },
 }
 
 const TAG_GENESIS: u8 = 0;
 const TAG_SUBMIT: u8 = 1;
 const TAG_READ: u8 = 2;
 const TAG_TICK: u8 = 3;
+const TAG_HISTORY_SYNC: u8 = 4;
 
 const QUERY_ACCOUNT: u8 = 0;
 const QUERY_HOLD: u8 = 1;
@@ -85,6 +92,10 @@ impl Entry {
                 encode_query(query, &mut writer);
             }
             Entry::Tick => writer.u8(TAG_TICK),
+            Entry::HistorySync { reply_to } => {
+                writer.u8(TAG_HISTORY_SYNC);
+                encode_reply_to(reply_to, &mut writer);
+            }
         }
         buffer
     }
@@ -128,6 +139,9 @@ impl Entry {
                 query: decode_query(&mut reader)?,
             },
             TAG_TICK => Entry::Tick,
+            TAG_HISTORY_SYNC => Entry::HistorySync {
+                reply_to: decode_reply_to(&mut reader)?,
+            },
             tag => return Err(reader.error(format!("unknown entry tag {tag}"))),
         };
         if !reader.is_empty() {
@@ -215,6 +229,8 @@ pub enum Reply {
     Hold(Option<HoldView>),
     Transaction(Option<WireRecord>),
     Units(Vec<Option<Unit>>),
+    /// The shard's history holds every entry before this offset.
+    HistorySynced(u64),
 }
 
 impl Reply {
@@ -245,7 +261,9 @@ impl Reply {
             Reply::Hold(view) => Answer::Hold(view),
             Reply::Transaction(record) => Answer::Transaction(record.map(Record::try_from).transpose()?),
             Reply::Units(units) => Answer::Units(units),
-            Reply::Written(_) => return Err("expected an answer to a read, got a write's outcome".into()),
+            other @ (Reply::Written(_) | Reply::HistorySynced(_)) => {
+                return Err(format!("expected an answer to a read, got {other:?}"))
+            }
         })
     }
 }
@@ -399,5 +417,7 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(Entry::decode(&longer).is_err(), "trailing bytes are refused");
+        let sync = Entry::HistorySync { reply_to }.encode();
+        assert!(matches!(Entry::decode(&sync), Ok(Entry::HistorySync { reply_to: read }) if read == reply_to));
     }
 }
