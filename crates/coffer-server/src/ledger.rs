@@ -5,7 +5,8 @@
 //! - inside the engine's idempotency window, the engine decides (a retry
 //!   replays the remembered outcome, another payload is `IdReused`);
 //! - once the window has started to forget, ids are first looked up in the
-//!   history store, and a stored one is answered from there, never applied
+//!   history store (in a cluster, the history of each shard whose window
+//!   forgets), and a stored one is answered from there, never applied
 //!   again (`TransactionRow::same_payload` tells a retry from a reused id);
 //! - writes accepted before they are applied (`mode=async` through the
 //!   Kafka commands topic) are `pending` here until applied.
@@ -273,22 +274,27 @@ impl Ledger {
     }
 
     /// The stored outcomes of transactions the window may have forgotten,
-    /// in their order; `None` for the others. Also holds writes to the
-    /// history's pace (`History::admit_write`).
+    /// in their order; `None` for the others. Also holds a single node's
+    /// writes to the history's pace (`History::admit_write`).
     async fn known(&self, transactions: &[Transaction]) -> Result<Vec<Option<Submitted>>, ApiError> {
         let unknown = || vec![None; transactions.len()];
-        let (Some(history), Backend::Local(sequencer)) = (&self.history, &self.backend) else {
-            return Ok(unknown());
+        let rows = match &self.backend {
+            Backend::Local(sequencer) => {
+                let Some(history) = &self.history else {
+                    return Ok(unknown());
+                };
+                history.admit_write(|| sequencer.durable_sequence()).await?;
+                if !sequencer.idempotency_has_forgotten() {
+                    return Ok(unknown());
+                }
+                let ids = transactions
+                    .iter()
+                    .map(|transaction| transaction.id().to_string())
+                    .collect();
+                history.stored(ids).await?
+            }
+            Backend::Cluster(cluster) => forgotten_in_shards(cluster, transactions).await?,
         };
-        history.admit_write(|| sequencer.durable_sequence()).await?;
-        if !sequencer.idempotency_has_forgotten() {
-            return Ok(unknown());
-        }
-        let ids = transactions
-            .iter()
-            .map(|transaction| transaction.id().to_string())
-            .collect();
-        let rows = history.stored(ids).await?;
         if rows.is_empty() {
             return Ok(unknown());
         }
@@ -303,6 +309,30 @@ impl Ledger {
             })
             .collect()
     }
+}
+
+/// The stored transactions among those whose shard's window forgets ids.
+/// Each such shard's history is synced first: it then holds every id its
+/// window has forgotten. A transaction that names no single shard is left
+/// to the cluster, which refuses it.
+async fn forgotten_in_shards(cluster: &Cluster, transactions: &[Transaction]) -> Result<Vec<TransactionRow>, ApiError> {
+    let mut by_shard: HashMap<u32, Vec<String>> = HashMap::new();
+    for transaction in transactions {
+        if let Ok(shard) = cluster.shard_of(transaction) {
+            if cluster.has_forgotten(shard) {
+                by_shard.entry(shard).or_default().push(transaction.id().to_string());
+            }
+        }
+    }
+    if by_shard.is_empty() {
+        return Ok(Vec::new());
+    }
+    cluster.sync_history(by_shard.keys().copied()).await?;
+    let mut rows = Vec::new();
+    for (shard, ids) in by_shard {
+        rows.extend(read_pooled(cluster.history(shard), move |reader| stored_among(reader, &ids)).await?);
+    }
+    Ok(rows)
 }
 
 /// A transaction of a linked chain that is not applied.

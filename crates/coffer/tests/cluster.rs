@@ -67,8 +67,8 @@ fn free_port() -> u16 {
 }
 
 impl Cluster {
-    fn start(database: &str, broker_port: u16, name: &str) -> Cluster {
-        let flags = vec![
+    fn start(database: &str, broker_port: u16, name: &str, extra_flags: &[&str]) -> Cluster {
+        let mut flags: Vec<String> = vec![
             "--cluster".into(),
             database.into(),
             "--cluster-schema".into(),
@@ -81,9 +81,8 @@ impl Cluster {
             SHARDS.to_string(),
             "--lease-ttl-ms".into(),
             LEASE_TTL_MS.to_string(),
-            "--history-url".into(),
-            "off".into(),
         ];
+        flags.extend(extra_flags.iter().map(|flag| flag.to_string()));
         let mut cluster = Cluster {
             nodes: (0..NODES).map(|_| None).collect(),
             ports: (0..NODES).map(|_| free_port()).collect(),
@@ -290,6 +289,10 @@ struct Running {
 }
 
 async fn running(what: &str) -> Option<Running> {
+    running_with(what, &[]).await
+}
+
+async fn running_with(what: &str, extra_flags: &[&str]) -> Option<Running> {
     let (database, name) = environment(what)?;
     let broker_port = free_port();
     let broker = support::start_broker(broker_port, broker_port);
@@ -297,7 +300,7 @@ async fn running(what: &str) -> Option<Running> {
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
-    let cluster = Cluster::start(&database, broker_port, &name);
+    let cluster = Cluster::start(&database, broker_port, &name, extra_flags);
     cluster.wait_ready(&client).await;
     Some(Running {
         broker,
@@ -682,6 +685,77 @@ async fn a_broker_that_comes_back_empty_makes_the_shards_refuse_writes() {
     report(&format!(
         "broker loss: {refusing} of {SHARDS} shards refuse writes: {refusal}"
     ));
+    drop(cluster);
+    let _ = broker.kill();
+    let _ = broker.wait();
+}
+
+/// A shard's idempotency window that forgets (20 ids here) leaves retries
+/// to its history in PostgreSQL: a retry of a forgotten id, on any node,
+/// returns the original outcome and applies nothing; the id with another
+/// payload is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_beyond_a_shards_window_is_answered_from_its_history() {
+    let Some(Running {
+        mut broker,
+        client,
+        cluster,
+        ..
+    }) = running_with("cluster idempotency test", &["--idempotency-entries-max", "20"]).await
+    else {
+        return;
+    };
+    let bases: Vec<String> = (0..NODES).map(|node| cluster.base(node)).collect();
+    open_and_fund(&client, &bases[0], 0..1).await;
+    let (from, to) = (account(0, 0), account(0, 1));
+    let first = json!({"id": "first", "from": from, "to": to, "amount": 5});
+    let (status, original) = settled(|| client.post(format!("{}/v1/transfers", bases[0])).json(&first)).await;
+    assert_eq!(status, 201, "{original}");
+    for number in 0..30 {
+        let filler = json!({"id": format!("filler-{number}"), "from": to, "to": account(0, 2), "amount": 1});
+        let (status, body) = settled(|| client.post(format!("{}/v1/transfers", bases[1])).json(&filler)).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    // The owner reports the forgetting window with its lease, and every
+    // node learns it from the lease table (a real window's margin, half
+    // of its ids, covers that delay; these 20 ids do not).
+    let shard = shard_of(&from) as usize;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for base in &bases {
+        loop {
+            let view = get_json(&client, format!("{base}/v1/cluster")).await;
+            if view["shards"][shard]["forgotten"] == true {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "shard {shard} never reported forgetting: {view}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    for base in &bases {
+        let (status, replayed) = settled(|| client.post(format!("{base}/v1/transfers")).json(&first)).await;
+        assert_eq!(status, 200, "a replay, from the history: {replayed}");
+        assert_eq!(replayed["seq"], original["seq"], "{replayed}");
+        let reused = json!({"id": "first", "from": from, "to": to, "amount": 6});
+        let (status, body) = settled(|| client.post(format!("{base}/v1/transfers")).json(&reused)).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (409, Some("id_reused")),
+            "{body}"
+        );
+    }
+    let (status, body) = settled(|| client.get(format!("{}/v1/accounts/{from}", bases[2]))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["available"], FUNDING - 5, "the transfer applied once: {body}");
+    let (status, stored) = settled(|| client.get(format!("{}/v1/transactions/first", bases[1]))).await;
+    assert_eq!(
+        (status, stored["status"].as_str()),
+        (200, Some("committed")),
+        "{stored}"
+    );
+    report("cluster idempotency test: a retry of an id the shard's window forgot, on each of 3 nodes, replayed");
     drop(cluster);
     let _ = broker.kill();
     let _ = broker.wait();

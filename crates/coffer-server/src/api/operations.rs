@@ -67,6 +67,7 @@ pub async fn cluster(
                 "lag": shard.log_end.saturating_sub(shard.applied_offset),
                 "history_offset": shard.history_offset,
                 "history_lag": shard.applied_offset.saturating_sub(shard.history_offset),
+                "forgotten": shard.forgotten,
                 "serving": view.refusal(shard.shard).is_none(),
                 "refusing": view.refusal(shard.shard),
             })

@@ -34,6 +34,9 @@ pub struct ShardRow {
     pub log_end: u64,
     /// The shard's history holds every entry before this offset.
     pub history_offset: u64,
+    /// Whether the shard's idempotency window forgets ids (or soon will):
+    /// from then on, nodes look ids up in the shard's history too.
+    pub forgotten: bool,
     /// Why the shard refuses writes, if it does.
     pub refusing: Option<String>,
 }
@@ -60,6 +63,7 @@ pub struct ShardReport {
     pub applied_offset: u64,
     pub log_end: u64,
     pub history_offset: u64,
+    pub forgotten: bool,
     pub refusing: Option<String>,
 }
 
@@ -107,6 +111,7 @@ impl Coordinator {
                  applied_offset BIGINT NOT NULL DEFAULT 0,
                  log_end BIGINT NOT NULL DEFAULT 0,
                  history_offset BIGINT NOT NULL DEFAULT 0,
+                 forgotten BOOLEAN NOT NULL DEFAULT FALSE,
                  refusing TEXT);
              CREATE TABLE IF NOT EXISTS {schema}.snapshots (
                  shard INTEGER PRIMARY KEY,
@@ -205,7 +210,8 @@ impl Coordinator {
             &format!(
                 "UPDATE {schema}.leases
                  SET expires_at = now() + $4 * interval '1 millisecond',
-                     applied_offset = $5, log_end = $6, refusing = $7, history_offset = $8
+                     applied_offset = $5, log_end = $6, refusing = $7, history_offset = $8,
+                     forgotten = $9
                  WHERE shard = $1 AND owner = $2 AND epoch = $3 AND expires_at > now()"
             ),
             &[
@@ -217,6 +223,7 @@ impl Coordinator {
                 &(report.log_end as i64),
                 &report.refusing,
                 &(report.history_offset as i64),
+                &report.forgotten,
             ],
         )?;
         Ok(renewed == 1)
@@ -259,7 +266,7 @@ impl Coordinator {
             &format!(
                 "SELECT shard, owner, owner_url, epoch,
                         (extract(epoch FROM expires_at - now()) * 1000)::BIGINT,
-                        applied_offset, log_end, refusing, history_offset
+                        applied_offset, log_end, refusing, history_offset, forgotten
                  FROM {schema}.leases ORDER BY shard"
             ),
             &[],
@@ -276,6 +283,7 @@ impl Coordinator {
                 log_end: row.get::<_, i64>(6) as u64,
                 refusing: row.get(7),
                 history_offset: row.get::<_, i64>(8) as u64,
+                forgotten: row.get(9),
             })
             .collect())
     }

@@ -354,6 +354,16 @@ impl Cluster {
         id.shard(self.shards)
     }
 
+    /// Whether `shard`'s idempotency window forgets ids, as its owner last
+    /// reported (true when unknown).
+    pub fn has_forgotten(&self, shard: u32) -> bool {
+        let view = self.view.read().expect("view lock");
+        view.shards
+            .iter()
+            .find(|row| row.shard == shard)
+            .is_none_or(|row| row.forgotten)
+    }
+
     /// Every shard, for lookups by transaction id.
     pub fn all_shards(&self) -> std::ops::Range<u32> {
         0..self.shards
@@ -387,7 +397,7 @@ impl Cluster {
 
     /// The one shard of everything the transaction names. `@world` is in
     /// every shard and decides nothing.
-    fn shard_of(&self, transaction: &Transaction) -> Result<u32, ClusterError> {
+    pub fn shard_of(&self, transaction: &Transaction) -> Result<u32, ClusterError> {
         let mut shards: Vec<u32> = Vec::new();
         for operation in transaction.ops() {
             let hold = match operation {

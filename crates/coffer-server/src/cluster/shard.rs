@@ -36,6 +36,12 @@ const RETRY_INTERVAL: Duration = Duration::from_secs(2);
 const ANCHOR_LOOKBACK_ENTRIES: u64 = 256;
 /// How long an owner waits for the record its snapshot was anchored to.
 const ANCHOR_WAIT: Duration = Duration::from_secs(10);
+/// How far ahead an owner looks for idempotency evictions when it reports
+/// them: a node that read "nothing forgotten" from the lease table (up to
+/// a quarter TTL old, then a quarter TTL to refresh) sends requests that
+/// are applied well within it (`REPLY_WAIT` at most).
+const FORGET_MARGIN_MS: u64 = 300_000;
+const _: () = assert!(FORGET_MARGIN_MS >= 4 * super::REPLY_WAIT.as_millis() as u64 + 2 * 60_000);
 /// How long a snapshot waits for the history to reach its offset.
 const HISTORY_FLUSH_WAIT: Duration = Duration::from_secs(30);
 /// Entries whose waiter has given up are applied without a reply: this
@@ -199,6 +205,7 @@ fn serve(shard: u32, context: &ShardContext, keep: &AtomicBool, report: &Mutex<S
                 applied_offset: replica.next_offset,
                 log_end: end,
                 history_offset: replica.history.written_offset(),
+                forgotten: replica.forgets_soon(settings.limits.idempotency_entries_max),
                 refusing: None,
             };
         }
@@ -387,6 +394,14 @@ impl Replica {
         if waited_for {
             Replies::of(context, self.shard).send(reply_to, &reply);
         }
+    }
+
+    /// Whether the idempotency window forgets ids or soon may: by time
+    /// within `FORGET_MARGIN_MS`, or by count once half full (nodes learn
+    /// it through the lease table, a second or two late).
+    fn forgets_soon(&self, entries_max: u32) -> bool {
+        self.engine.idempotency_forgets_by(now_ms() + FORGET_MARGIN_MS)
+            || self.engine.idempotency_entry_count() as u64 * 2 >= u64::from(entries_max)
     }
 
     fn snapshot_due(&self, every_entries: u64) -> bool {
