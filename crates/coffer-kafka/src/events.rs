@@ -11,9 +11,9 @@
 
 use crate::ingest::FreshProducer;
 use crate::{KafkaError, KafkaSettings};
-use coffer_core::{EngineLimits, Operation, Outcome, Verdict};
-use coffer_history::{Changes, Cursor, Projection};
-use coffer_journal::{Follower, JournalBatch, JournalStats, Position, ReaderThread};
+use coffer_core::{BatchOutcome, EngineLimits, Operation, Outcome, Transaction, Verdict};
+use coffer_history::{Changes, Cursor, HistoryEntry, Projection, TransactionRow};
+use coffer_journal::{Follower, JournalStats, Position, ReaderThread};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaErrorCode;
@@ -50,12 +50,15 @@ pub struct Publisher {
     thread: ReaderThread,
 }
 
-struct Message {
+/// One result or event, ready to send.
+pub struct Message {
     topic: String,
     key: String,
     payload: String,
     sequence: u64,
     event_id: Option<i64>,
+    /// The cluster shard it comes from (event ids are per shard there).
+    shard: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -79,22 +82,17 @@ impl Publisher {
     ) -> Result<Publisher, KafkaError> {
         let cursor = read_cursor(&cursor_path)?;
         let needed = journal.register_reader(cursor.map_or(0, |cursor| cursor.sequence_next));
-        let producer = FreshProducer::new(settings)?;
-        let stats = Arc::new(PublisherStats::default());
-        stats.connected.store(true, Ordering::Relaxed);
-        let settings = settings.clone();
-        let shared = Arc::clone(&stats);
+        let delivery = Delivery::new(settings)?;
+        let stats = Arc::clone(delivery.stats());
         let thread = ReaderThread::spawn("coffer-events", move |stop| {
             let worker = Worker {
-                settings,
+                delivery,
                 journal_directory,
                 cursor_path,
                 journal,
                 limits,
                 needed,
-                producer,
                 stop,
-                stats: shared,
             };
             worker.run(cursor);
         });
@@ -112,14 +110,19 @@ impl Publisher {
 }
 
 struct Worker {
-    settings: KafkaSettings,
+    delivery: Delivery,
     journal_directory: PathBuf,
     cursor_path: PathBuf,
     journal: Arc<JournalStats>,
     limits: EngineLimits,
     needed: Arc<AtomicU64>,
-    producer: FreshProducer,
     stop: Arc<AtomicBool>,
+}
+
+/// Sends results and events, retrying until the broker has them all.
+pub struct Delivery {
+    settings: KafkaSettings,
+    producer: FreshProducer,
     stats: Arc<PublisherStats>,
 }
 
@@ -131,7 +134,7 @@ impl Worker {
             .expect("a runtime for the publisher");
         if let Err(error) = runtime.block_on(self.follow(cursor)) {
             tracing::error!(%error, "the event publisher stopped; restart to resume");
-            *self.stats.failure.lock().expect("failure lock") = Some(error.to_string());
+            *self.delivery.stats.failure.lock().expect("failure lock") = Some(error.to_string());
         }
     }
 
@@ -148,17 +151,25 @@ impl Worker {
             let caught_up = next.is_none();
             if let Some((record, outcome)) = next {
                 projection.project(&follower.engine, &record.batch, &outcome, record.next, &mut changes);
-                messages(&self.settings, &record.batch, &outcome, &changes, &mut pending);
+                let applied = Applied {
+                    shard: None,
+                    transactions: &record.batch.transactions,
+                    outcome: &outcome,
+                    rows: &changes.transactions,
+                    entries: &changes.entries,
+                };
+                messages(&self.delivery.settings, &applied, &mut pending);
                 changes.clear();
             }
             if !pending.is_empty() && (caught_up || pending.len() >= MESSAGES_PER_GROUP_MAX) {
-                self.deliver(&pending).await;
+                self.delivery.deliver(&pending).await;
                 pending.clear();
                 save_cursor(&self.cursor_path, &projection.cursor)?;
                 self.advance(&projection.cursor);
             } else if caught_up && pending.is_empty() {
-                self.producer.refresh()?;
-                if projection.cursor.sequence_next > self.stats.published_sequence.load(Ordering::Relaxed) {
+                self.delivery.producer.refresh()?;
+                let published = self.delivery.stats.published_sequence.load(Ordering::Relaxed);
+                if projection.cursor.sequence_next > published {
                     save_cursor(&self.cursor_path, &projection.cursor)?;
                     self.advance(&projection.cursor);
                 }
@@ -171,15 +182,36 @@ impl Worker {
     }
 
     fn advance(&self, cursor: &Cursor) {
-        self.stats
+        self.delivery
+            .stats
             .published_sequence
             .store(cursor.sequence_next, Ordering::Release);
         self.needed.store(cursor.sequence_next, Ordering::Release);
     }
+}
+
+impl Delivery {
+    pub fn new(settings: &KafkaSettings) -> Result<Delivery, KafkaError> {
+        let stats = Arc::new(PublisherStats::default());
+        stats.connected.store(true, Ordering::Relaxed);
+        Ok(Delivery {
+            settings: settings.clone(),
+            producer: FreshProducer::new(settings)?,
+            stats,
+        })
+    }
+
+    pub fn settings(&self) -> &KafkaSettings {
+        &self.settings
+    }
+
+    pub fn stats(&self) -> &Arc<PublisherStats> {
+        &self.stats
+    }
 
     /// Sends every message and waits for the broker's acknowledgements,
     /// retrying (the whole group: at-least-once) until they all succeed.
-    async fn deliver(&self, messages: &[Message]) {
+    pub async fn deliver(&self, messages: &[Message]) {
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.try_deliver(messages).await {
@@ -218,6 +250,13 @@ impl Worker {
                 headers = headers.insert(Header {
                     key: "coffer-event-id",
                     value: Some(event_id),
+                });
+            }
+            let shard = message.shard.map(|shard| shard.to_string());
+            if let Some(shard) = &shard {
+                headers = headers.insert(Header {
+                    key: "coffer-shard",
+                    value: Some(shard),
                 });
             }
             let mut record = FutureRecord::to(&message.topic)
@@ -279,16 +318,21 @@ fn check<Canceled>(
     }
 }
 
+/// One applied batch and the history rows projected from it.
+pub struct Applied<'a> {
+    /// The cluster shard that applied it; `None` on a single node.
+    pub shard: Option<u32>,
+    pub transactions: &'a [Transaction],
+    pub outcome: &'a BatchOutcome,
+    pub rows: &'a [TransactionRow],
+    pub entries: &'a [HistoryEntry],
+}
+
 /// Results, balance changes, rejections, and account openings and
-/// closings of one applied record.
-fn messages(
-    settings: &KafkaSettings,
-    batch: &JournalBatch,
-    outcome: &coffer_core::BatchOutcome,
-    changes: &Changes,
-    out: &mut Vec<Message>,
-) {
-    for row in &changes.transactions {
+/// closings of one applied batch.
+pub fn messages(settings: &KafkaSettings, applied: &Applied, out: &mut Vec<Message>) {
+    let shard = applied.shard;
+    for row in applied.rows {
         let result = ResultMessage {
             id: &row.id,
             status: if row.committed { "committed" } else { "rejected" },
@@ -304,6 +348,7 @@ fn messages(
             payload: serde_json::to_string(&result).expect("serializes"),
             sequence: row.sequence as u64,
             event_id: None,
+            shard,
         });
         if !row.committed {
             let event = Event {
@@ -312,12 +357,13 @@ fn messages(
                 code: row.rejection_code.as_deref(),
                 sequence: row.sequence,
                 timestamp_ms: row.timestamp_ms,
+                shard,
                 ..Event::default()
             };
             out.push(event.message(settings, &row.id));
         }
     }
-    for entry in &changes.entries {
+    for entry in applied.entries {
         let event = Event {
             event_type: if entry.kind == "hold_expired" {
                 "hold_expired"
@@ -335,11 +381,12 @@ fn messages(
             frozen_change: Some(entry.frozen_change.to_string()),
             available: Some(entry.available.to_string()),
             frozen: Some(entry.frozen.to_string()),
+            shard,
             ..Event::default()
         };
         out.push(event.message(settings, &entry.account));
     }
-    for (transaction, result) in batch.transactions.iter().zip(&outcome.outcomes) {
+    for (transaction, result) in applied.transactions.iter().zip(&applied.outcome.outcomes) {
         let Outcome::New { record, .. } = result else { continue };
         if record.verdict != Verdict::Committed {
             continue;
@@ -357,6 +404,7 @@ fn messages(
                 transaction_id: Some(transaction.id().as_str()),
                 sequence: record.sequence as i64,
                 timestamp_ms: record.timestamp_ms as i64,
+                shard,
                 ..Event::default()
             };
             out.push(event.message(settings, account.as_str()));
@@ -382,6 +430,9 @@ struct Event<'a> {
     event_type: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     event_id: Option<i64>,
+    /// In a cluster: the shard, whose events `event_id` orders.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shard: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     account: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -412,6 +463,7 @@ impl Event<'_> {
             payload: serde_json::to_string(self).expect("serializes"),
             sequence: self.sequence as u64,
             event_id: self.event_id,
+            shard: self.shard,
         }
     }
 }

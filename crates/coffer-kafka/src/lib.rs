@@ -18,7 +18,7 @@ mod events;
 mod health;
 mod ingest;
 
-pub use events::{Publisher, PublisherStats};
+pub use events::{messages, Applied, Delivery, Message, Publisher, PublisherStats};
 pub use health::{retire, Health, Watched};
 pub use ingest::{Command, CommandProducer, Ingest};
 

@@ -358,9 +358,10 @@ async fn open_and_fund(client: &reqwest::Client, base: &str, groups: std::ops::R
 async fn a_bank_keeps_every_acknowledged_transfer_through_kills_and_pauses() {
     let Some(Running {
         mut broker,
+        broker_port,
         client,
         cluster,
-        ..
+        name: cluster_name,
     }) = running("cluster fault test").await
     else {
         return;
@@ -467,6 +468,7 @@ async fn a_bank_keeps_every_acknowledged_transfer_through_kills_and_pauses() {
         );
         assert!(available >= 0, "{name} below its floor");
         let mut in_history = account_history(&client, base, name).await;
+        history_entries += in_history.len();
         let newest = in_history.first().map_or(0, |entry| entry.2);
         assert_eq!(newest, available, "{name}: the history ends at the balance");
         let changed: i64 = in_history.iter().map(|entry| entry.1).sum();
@@ -499,13 +501,33 @@ async fn a_bank_keeps_every_acknowledged_transfer_through_kills_and_pauses() {
             ids, expected_ids,
             "{name}: its funding and each committed transfer once in its history"
         );
-        history_entries += ids.len();
         let totals = shard_totals.entry(shard_of(name)).or_default();
         totals.0 += available;
         totals.1 += FUNDING;
     }
     for (shard, (held, deposited)) in &shard_totals {
         assert_eq!(held, deposited, "shard {shard}: conservation");
+    }
+    // The change events, published by the shards' owners through every
+    // failover: each history entry once (after deduplication by shard and
+    // event id), and each account's newest event at its balance.
+    let events = balance_events(broker_port, &format!("{cluster_name}.events"), history_entries).await;
+    assert_eq!(events.len(), history_entries, "one event per history entry");
+    let mut newest: HashMap<&str, (i64, i64)> = HashMap::new();
+    for ((_, event_id), event) in &events {
+        let available: i64 = event["available"].as_str().unwrap().parse().unwrap();
+        let account = event["account"].as_str().unwrap();
+        let seen = newest.entry(account).or_insert((*event_id, available));
+        if *event_id > seen.0 {
+            *seen = (*event_id, available);
+        }
+    }
+    for (name, balance) in &expected {
+        assert_eq!(
+            newest[name.as_str()].1,
+            *balance,
+            "{name}: its newest event holds its balance"
+        );
     }
     // Versions never go backwards between reads that did not overlap.
     let mut reads = std::mem::take(&mut *history.reads.lock().unwrap());
@@ -528,7 +550,7 @@ async fn a_bank_keeps_every_acknowledged_transfer_through_kills_and_pauses() {
     report(&format!(
         "cluster fault test: {} s of load, {kills} kills (SIGKILL and restart), {pauses} pause (SIGSTOP past the \
          lease); {} transfers ({acknowledged} acknowledged, {unknown} unacknowledged), {committed} committed; {} \
-         reads checked for monotonic versions; {history_entries} history entries checked",
+         reads checked for monotonic versions; {history_entries} history entries and as many events checked",
         workload_seconds(),
         transfers.len(),
         reads.len()
@@ -568,6 +590,57 @@ async fn final_outcomes(client: &reqwest::Client, bases: &[String], ids: Vec<Str
         outcomes.insert(id, seen);
     }
     outcomes
+}
+
+/// The balance events of a topic by (shard, event id), but `@world`'s, read from its start
+/// until there are `expected` (or 60 s pass). A message seen twice (an
+/// owner that died before it committed its history sends its events again)
+/// must be the same message.
+async fn balance_events(broker_port: u16, topic: &str, expected: usize) -> HashMap<(u64, i64), Value> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", format!("127.0.0.1:{broker_port}"))
+            .set("group.id", "cluster-test-events")
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "20")
+            .create()
+            .unwrap();
+        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)).unwrap();
+        let mut partitions = rdkafka::TopicPartitionList::new();
+        for partition in metadata.topics()[0].partitions() {
+            partitions
+                .add_partition_offset(&topic, partition.id(), rdkafka::Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&partitions).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut events: HashMap<(u64, i64), Value> = HashMap::new();
+        // Past `expected`, on until the topic is quiet: extra events fail.
+        let mut last_message = Instant::now();
+        while (events.len() < expected || last_message.elapsed() < Duration::from_secs(2)) && Instant::now() < deadline
+        {
+            let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            last_message = Instant::now();
+            let event: Value = serde_json::from_slice(message.unwrap().payload().unwrap()).unwrap();
+            // `@world`'s entries (each shard's source of deposits) are not
+            // in the accounts' histories the test counted.
+            if event["type"] != "balance_changed" || event["account"].as_str().unwrap().starts_with('@') {
+                continue;
+            }
+            let key = (event["shard"].as_u64().unwrap(), event["event_id"].as_i64().unwrap());
+            if let Some(earlier) = events.insert(key, event.clone()) {
+                assert_eq!(earlier, event, "{key:?}: a message sent twice is the same message");
+            }
+        }
+        events
+    })
+    .await
+    .unwrap()
 }
 
 /// An account's whole history, newest first: (transaction id, change of

@@ -10,12 +10,19 @@
 //! nothing twice. An owner snapshots its shard only at an offset the
 //! history has reached: a new owner, which starts from the snapshot, can
 //! always rebuild the rows from there.
+//!
+//! The same rows become the shard's results and change events on Kafka,
+//! sent before the rows are committed: an owner that dies in between
+//! leaves the next one to send them again (at-least-once; events carry
+//! the shard and an id in the shard's order, for consumers to
+//! deduplicate).
 
 use super::wire::ReplyTo;
 use super::SHARDS_MAX;
 use coffer_core::{BatchOutcome, Engine, Transaction};
 use coffer_history::{Changes, Cursor, Database, HistoryError, Projection, Writer};
 use coffer_journal::Position;
+use coffer_kafka::{messages, Applied, Delivery, Message};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -55,11 +62,20 @@ struct Written {
     failure: Mutex<Option<String>>,
 }
 
-/// One database transaction's worth, and the history reads waiting for it.
+/// One database transaction's worth, its results and events, and the
+/// history reads waiting for it.
 struct Batch {
     changes: Changes,
+    messages: Vec<Message>,
     cursor: Cursor,
     syncs: Vec<ReplyTo>,
+}
+
+/// Where a node's shards send their results and change events.
+#[derive(Clone)]
+pub struct Events {
+    pub delivery: Arc<Delivery>,
+    pub runtime: tokio::runtime::Handle,
 }
 
 /// The owner's side: builds rows from the entries the owner applies and
@@ -73,6 +89,8 @@ pub struct HistoryFeed {
     /// Present from the stored cursor on.
     projection: Option<Projection>,
     changes: Changes,
+    events: Events,
+    messages: Vec<Message>,
     syncs: Vec<ReplyTo>,
     pending_since: Option<Instant>,
     to_writer: Option<SyncSender<Batch>>,
@@ -86,6 +104,7 @@ impl HistoryFeed {
     pub fn open(
         database: &Database,
         shard: u32,
+        events: Events,
         synced: impl Fn(Vec<ReplyTo>, u64) + Send + 'static,
     ) -> Result<HistoryFeed, HistoryError> {
         let mut writer = database.open_writer()?;
@@ -103,11 +122,22 @@ impl HistoryFeed {
         let (to_writer, batches) = sync_channel::<Batch>(1);
         let (recycle, recycled) = channel::<Changes>();
         {
-            let (written, database) = (Arc::clone(&written), database.clone());
+            let (written, database, events) = (Arc::clone(&written), database.clone(), events.clone());
             std::thread::Builder::new()
                 .name(format!("coffer-history-{shard}"))
                 .spawn(move || {
-                    let failed = write_batches(writer, stored_row, &database, &batches, &recycle, &written, synced);
+                    let failed = write_batches(
+                        writer,
+                        stored_row,
+                        &Sink {
+                            database,
+                            events,
+                            written: Arc::clone(&written),
+                        },
+                        &batches,
+                        &recycle,
+                        synced,
+                    );
                     if let Err(error) = failed {
                         tracing::warn!(shard, %error, "the shard's history writer stopped");
                         *written.failure.lock().expect("failure lock") = Some(error.to_string());
@@ -120,6 +150,8 @@ impl HistoryFeed {
             stored,
             projection: None,
             changes: Changes::default(),
+            events,
+            messages: Vec::new(),
             syncs: Vec::new(),
             pending_since: None,
             to_writer: Some(to_writer),
@@ -173,7 +205,16 @@ impl HistoryFeed {
         match batch {
             Some((transactions, outcome)) => {
                 let first_sequence = engine.sequence_next() - transactions.len() as u64;
+                let (rows_before, entries_before) = (self.changes.transactions.len(), self.changes.entries.len());
                 projection.project_applied(engine, first_sequence, transactions, outcome, next, &mut self.changes);
+                let applied = Applied {
+                    shard: Some(self.shard),
+                    transactions,
+                    outcome,
+                    rows: &self.changes.transactions[rows_before..],
+                    entries: &self.changes.entries[entries_before..],
+                };
+                messages(self.events.delivery.settings(), &applied, &mut self.messages);
             }
             None => projection.cursor.position = next,
         }
@@ -234,6 +275,7 @@ impl HistoryFeed {
         let spare = self.recycled.try_recv().unwrap_or_default();
         let batch = Batch {
             changes: std::mem::replace(&mut self.changes, spare),
+            messages: std::mem::take(&mut self.messages),
             cursor: projection.cursor,
             syncs: std::mem::take(&mut self.syncs),
         };
@@ -247,6 +289,7 @@ impl HistoryFeed {
                 // less per row).
                 Err(TrySendError::Full(batch)) => {
                     self.changes = batch.changes;
+                    self.messages = batch.messages;
                     self.syncs = batch.syncs;
                     return Ok(());
                 }
@@ -274,19 +317,32 @@ fn offset_position(offset: u64) -> Position {
 /// The writer thread: writes each batch until it succeeds (a database
 /// outage delays the history, and through the bound, the shard), then
 /// answers the history reads it carried.
-/// A write moves the store's cursor from `previous` to the batch's; the
-/// store refuses it if another writer moved the cursor meanwhile
+/// Where the writer thread puts a batch.
+struct Sink {
+    database: Database,
+    events: Events,
+    written: Arc<Written>,
+}
+
+/// A batch's messages first (until the broker has them all), then its
+/// rows. A write moves the store's cursor from `previous` to the batch's;
+/// the store refuses it if another writer moved the cursor meanwhile
 /// (`CursorMoved`: another owner writes the shard's history now).
 fn write_batches(
     mut writer: Box<dyn Writer>,
     mut previous: Option<Cursor>,
-    database: &Database,
+    sink: &Sink,
     batches: &Receiver<Batch>,
     recycle: &std::sync::mpsc::Sender<Changes>,
-    written: &Written,
     synced: impl Fn(Vec<ReplyTo>, u64),
 ) -> Result<(), HistoryError> {
+    let (database, written) = (&sink.database, &sink.written);
     for mut batch in batches {
+        if !batch.messages.is_empty() {
+            sink.events
+                .runtime
+                .block_on(sink.events.delivery.deliver(&batch.messages));
+        }
         let mut backoff = RETRY_BACKOFF;
         while let Err(error) = writer.write(&batch.changes, &batch.cursor) {
             if matches!(error, HistoryError::CursorMoved { .. }) {

@@ -55,6 +55,8 @@ pub enum ClusterError {
     Database(#[from] postgres::Error),
     #[error("history: {0}")]
     History(#[from] coffer_history::HistoryError),
+    #[error("events: {0}")]
+    Events(#[from] coffer_kafka::KafkaError),
     #[error("Kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("Kafka topic {topic}: {reason}")]
@@ -83,6 +85,8 @@ pub struct ClusterSettings {
     /// Used only by the node that creates the cluster.
     pub shards: u32,
     pub log: LogSettings,
+    /// The results and events topics every shard publishes to.
+    pub events: coffer_kafka::KafkaSettings,
     /// Must be equal on every node: owners must compute the same outcomes.
     pub limits: EngineLimits,
     pub lease_ttl: Duration,
@@ -168,10 +172,17 @@ impl Cluster {
         });
         let stopping = Arc::new(AtomicBool::new(false));
         let listener = listen_for_replies(&settings, row.shards, Arc::clone(&waiters), Arc::clone(&stopping))?;
+        if let Err(error) = settings.events.ensure_topics().await {
+            tracing::warn!(%error, "the results and events topics are not created yet; retrying when publishing");
+        }
         let context = Arc::new(ShardContext {
             settings: Arc::clone(&settings),
             log_id: row.log_id.clone(),
             producer: Arc::clone(&producer),
+            events: history::Events {
+                delivery: Arc::new(coffer_kafka::Delivery::new(&settings.events)?),
+                runtime: tokio::runtime::Handle::current(),
+            },
             runtime: tokio::runtime::Handle::current(),
         });
         let leases = LeaseLoop::start(coordinator, &row, context)?;

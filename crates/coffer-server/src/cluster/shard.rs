@@ -13,7 +13,7 @@
 //! and the same snapshots from the same log, and neither can harm the other.
 
 use super::coordinator::{Coordinator, ShardReport, StoredSnapshot};
-use super::history::{shard_database, HistoryFeed};
+use super::history::{shard_database, Events, HistoryFeed};
 use super::log::{log_end, Producer, Reader};
 use super::wire::{encode_reply, Entry, Reply, ReplyTo};
 use super::{ClusterError, ClusterSettings};
@@ -60,6 +60,8 @@ pub struct ShardContext {
     pub settings: Arc<ClusterSettings>,
     pub log_id: String,
     pub producer: Arc<Producer>,
+    /// Where the shards' results and change events go.
+    pub events: Events,
     pub runtime: tokio::runtime::Handle,
 }
 
@@ -299,7 +301,7 @@ fn open_history(shard: u32, context: &ShardContext) -> Result<HistoryFeed, Stop>
     let settings = &context.settings;
     let database = shard_database(&settings.database_url, &settings.schema, shard);
     let replies = Replies::of(context, shard);
-    HistoryFeed::open(&database, shard, move |waiting, offset| {
+    HistoryFeed::open(&database, shard, context.events.clone(), move |waiting, offset| {
         for reply_to in waiting {
             replies.send(reply_to, &Reply::HistorySynced(offset));
         }
