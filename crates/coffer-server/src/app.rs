@@ -7,7 +7,7 @@ use crate::cluster::{Cluster, ClusterSettings};
 use crate::config::ServerConfig;
 use crate::flash_sale::FlashSale;
 use crate::history::History;
-use crate::jobs::Jobs;
+use crate::jobs::{FileStore, JobStore, Jobs, PostgresJobStore};
 use crate::kafka::KafkaLink;
 use crate::ledger::{Backend, Ledger};
 use crate::rate_limit::RateLimiter;
@@ -105,6 +105,8 @@ struct Backing {
     ledger: Arc<Ledger>,
     journal_stats: Arc<coffer_journal::JournalStats>,
     kafka: Option<Arc<KafkaLink>>,
+    /// Where balance jobs are kept, and this node's name as their runner.
+    jobs: (Arc<dyn JobStore>, String),
     stop: Box<dyn FnOnce() + Send>,
 }
 
@@ -156,6 +158,7 @@ async fn start_local(config: &ServerConfig) -> anyhow::Result<Backing> {
         ledger,
         journal_stats,
         kafka,
+        jobs: (Arc::new(FileStore::open(config.data_dir.join("jobs"))?), "local".into()),
         stop,
     })
 }
@@ -163,12 +166,18 @@ async fn start_local(config: &ServerConfig) -> anyhow::Result<Backing> {
 /// One node of a cluster: its shards' log is in Kafka and their state in
 /// PostgreSQL, so nothing of the ledger lives on this node's disk.
 async fn start_cluster(settings: ClusterSettings) -> anyhow::Result<Backing> {
+    let jobs: Arc<dyn JobStore> = {
+        let (url, schema) = (settings.database_url.clone(), settings.schema.clone());
+        Arc::new(tokio::task::spawn_blocking(move || PostgresJobStore::open(&url, &schema)).await??)
+    };
+    let runner = settings.node_id.clone();
     let cluster = Cluster::start(settings).await.context("joining the cluster")?;
     let ledger = Ledger::new(Backend::Cluster(Arc::clone(&cluster)), None);
     Ok(Backing {
         ledger,
         journal_stats: Arc::default(),
         kafka: None,
+        jobs: (jobs, runner),
         stop: Box::new(move || cluster.stop()),
     })
 }
@@ -184,6 +193,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         ledger,
         journal_stats,
         kafka,
+        jobs: (job_store, runner),
         stop: stop_backing,
     } = backing;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -191,8 +201,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;
     let (purchase_limiter, transaction_limiter) = rate_limiters(&config).await?;
-    let (jobs, unfinished_jobs) =
-        Jobs::open(config.data_dir.join("jobs"), Arc::clone(&ledger)).context("opening balance jobs")?;
+    let (jobs, unfinished_jobs) = Jobs::open(job_store, runner, Arc::clone(&ledger)).context("opening balance jobs")?;
     let state = Arc::new(AppState {
         config,
         auth,
@@ -211,6 +220,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     for job in unfinished_jobs {
         jobs.start(job);
     }
+    jobs.claim_abandoned();
     let app = router(Arc::clone(&state));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {

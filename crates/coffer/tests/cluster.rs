@@ -833,3 +833,62 @@ async fn a_retry_beyond_a_shards_window_is_answered_from_its_history() {
     let _ = broker.kill();
     let _ = broker.wait();
 }
+
+/// A balance job whose accepting node is killed as soon as it has accepted
+/// the job is finished by another node (its state is in PostgreSQL, not on
+/// the dead node's disk), every item applied, and any node answers for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_whose_node_dies_is_finished_by_another() {
+    const ITEMS: u64 = 10_000;
+    let Some(Running {
+        mut broker,
+        client,
+        mut cluster,
+        ..
+    }) = running("cluster job test").await
+    else {
+        return;
+    };
+    let balances: serde_json::Map<String, Value> = (0..ITEMS)
+        .map(|item| (format!("job:{{g{}}}:u{item}", item % GROUPS), json!(item)))
+        .collect();
+    let body = json!({"id": "takeover", "unit": "USD/2", "balances": balances, "create_missing": true});
+    let accepted = client
+        .put(format!("{}/v1/balances/batch", cluster.base(0)))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    cluster.kill(0);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(120);
+    let job = loop {
+        let (status, job) = settled(|| client.get(format!("{}/v1/jobs/takeover", cluster.base(1)))).await;
+        assert_eq!(status, 200, "{job}");
+        if job["status"] == "completed" {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "the job did not finish: {job}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        job["totals"],
+        json!({"items": ITEMS, "completed": ITEMS, "failed": 0, "pending": 0}),
+        "{job}"
+    );
+    let (status, on_other) = settled(|| client.get(format!("{}/v1/jobs/takeover", cluster.base(2)))).await;
+    assert_eq!((status, &on_other["totals"]), (200, &job["totals"]), "{on_other}");
+    for item in (0..ITEMS).step_by(97) {
+        let name = format!("job:%7Bg{}%7D:u{item}", item % GROUPS);
+        let (status, account) = settled(|| client.get(format!("{}/v1/accounts/{name}", cluster.base(2)))).await;
+        assert_eq!((status, account["available"].as_u64()), (200, Some(item)), "{account}");
+    }
+    report(&format!(
+        "cluster job test: a {ITEMS}-item job finished by another node {:.1} s after its node was killed",
+        started.elapsed().as_secs_f64()
+    ));
+    drop(cluster);
+    let _ = broker.kill();
+    let _ = broker.wait();
+}

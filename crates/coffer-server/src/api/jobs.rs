@@ -104,6 +104,7 @@ pub async fn create(
         },
         JobError::Busy => ApiError::Overloaded,
         JobError::Io(error) => ApiError::Journal(format!("storing the job: {error}")),
+        JobError::Database(error) => ApiError::Journal(format!("storing the job: {error}")),
     })?;
     if new {
         state.jobs.start(Arc::clone(&job));
@@ -156,8 +157,13 @@ impl<'a> JobAnswer<'a> {
     }
 }
 
-fn find(state: &AppState, id: &str) -> Result<Arc<Job>, ApiError> {
-    state.jobs.get(id).ok_or_else(|| ApiError::NotFound {
+async fn find(state: &AppState, id: &str) -> Result<Arc<Job>, ApiError> {
+    let found = state
+        .jobs
+        .get(id)
+        .await
+        .map_err(|error| ApiError::Journal(format!("reading the job: {error}")))?;
+    found.ok_or_else(|| ApiError::NotFound {
         what: "job",
         id: id.to_owned(),
     })
@@ -169,7 +175,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     state.auth.require(&headers, Role::Reader, "read")?;
-    let job = find(&state, &id)?;
+    let job = find(&state, &id).await?;
     Ok(axum::Json(JobAnswer::of(&job)).into_response())
 }
 
@@ -199,7 +205,7 @@ pub async fn items(
     QueryParameters(parameters): QueryParameters<ItemParameters>,
 ) -> Result<Response, ApiError> {
     state.auth.require(&headers, Role::Reader, "read")?;
-    let job = find(&state, &id)?;
+    let job = find(&state, &id).await?;
     let limit = page_limit(parameters.limit.map(|limit| limit as u64), ITEMS_PAGE_MAX as u64)? as usize;
     let wanted = parameters.status.as_deref();
     if wanted.is_some_and(|status| !["completed", "failed", "pending"].contains(&status)) {

@@ -1,13 +1,22 @@
 //! Bulk balance jobs: set the balances of many accounts as one tracked job.
 //!
-//! A job's definition is written durably (temp file, fsync, rename) before
-//! the 202 answer, so an accepted job survives a crash. A runner feeds it
-//! to the engine in chunks — each chunk one engine batch, so other traffic
-//! interleaves — and appends each chunk's results to a results file. Each
-//! item is a transaction with the id `job:{job}:{index}`: after a restart
-//! the runner resumes after the last recorded chunk, and an item that was
-//! applied but not recorded is recognised by its id (replayed, never
+//! A job's definition is stored durably before the 202 answer, so an
+//! accepted job survives a crash (`store`: files on a single node,
+//! PostgreSQL in a cluster). A runner feeds it to the ledger in chunks —
+//! each chunk one batch, so other traffic interleaves — and records each
+//! chunk's results. Each item is a transaction with the id
+//! `job:{job}:{index}`: a runner that resumes after the last recorded
+//! chunk (after a restart, or on another node of a cluster) recognises an
+//! item that was applied but not recorded by its id (replayed, never
 //! applied again).
+
+mod files;
+mod postgres;
+mod store;
+
+pub use files::FileStore;
+pub use postgres::PostgresJobStore;
+pub use store::{JobStore, StoredJob};
 
 use crate::clock::now_ms;
 use crate::error::ApiError;
@@ -16,8 +25,7 @@ use crate::sequencer::{Answer, Detail, Kind, Query, Submitted, UNITS_QUERY_MAX};
 use coffer_core::{AccountId, Balance, Operation, Transaction, TransactionId, Unit, Verdict};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,12 +33,18 @@ use std::time::Duration;
 pub const JOB_ITEMS_MAX: usize = 200_000;
 /// Items per chunk: one engine batch, one query of units.
 pub const CHUNK_ITEMS: usize = 4_096;
-/// Finished jobs kept on disk and queryable; older ones are deleted.
+/// Finished jobs kept and queryable; older ones are deleted.
 pub const FINISHED_JOBS_KEPT: usize = 100;
 /// Jobs running at once; more are refused with 503.
 pub const RUNNING_JOBS_MAX: usize = 8;
 pub const JOB_ID_BYTES_MAX: usize = 64;
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// In a cluster: how long a runner's claim on a job holds without renewal
+/// (it renews after every chunk), and how often every node looks for jobs
+/// whose runner died.
+pub const CLAIM_TTL: Duration = Duration::from_secs(30);
+const CLAIM_INTERVAL: Duration = Duration::from_secs(2);
+const _: () = assert!(CLAIM_TTL.as_secs() >= 2 * crate::cluster::REPLY_WAIT.as_secs());
 
 /// One item as requested: an account and its new available balance, or
 /// why it could not even be read.
@@ -60,9 +74,20 @@ pub struct Job {
     pub spec: JobSpec,
     pub results: Mutex<Vec<ItemResult>>,
     pub finished_at_ms: Mutex<Option<u64>>,
+    /// This node runs it (its results in memory are the newest).
+    running_here: AtomicBool,
 }
 
 impl Job {
+    fn of(stored: StoredJob, running_here: bool) -> Job {
+        Job {
+            spec: stored.spec,
+            results: Mutex::new(stored.results),
+            finished_at_ms: Mutex::new(stored.finished_at_ms),
+            running_here: AtomicBool::new(running_here),
+        }
+    }
+
     pub fn totals(&self) -> (usize, usize, usize) {
         let results = self.results.lock().expect("results lock");
         let completed = results.iter().filter(|result| matches!(result, Some(Ok(())))).count();
@@ -71,15 +96,11 @@ impl Job {
     }
 }
 
-/// One chunk's results, a line of `{id}.results`.
-#[derive(Serialize, Deserialize)]
-struct ChunkLine {
-    start: usize,
-    results: Vec<Option<String>>,
-}
-
 pub struct Jobs {
-    directory: PathBuf,
+    store: Arc<dyn JobStore>,
+    /// This node's name as a runner (its cluster node id).
+    runner: String,
+    /// The jobs this node runs, or has run, or (one node) knows.
     jobs: Mutex<HashMap<String, Arc<Job>>>,
     /// Where the items are applied.
     ledger: Arc<Ledger>,
@@ -93,35 +114,37 @@ pub enum JobError {
     Busy,
     #[error("job storage: {0}")]
     Io(#[from] std::io::Error),
+    #[error("job storage: {0}")]
+    Database(String),
+}
+
+fn same_definition(left: &JobSpec, right: &JobSpec) -> bool {
+    left.unit == right.unit && left.create_missing == right.create_missing && left.items == right.items
+}
+
+/// Runs a store call on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, JobError> + Send + 'static,
+) -> Result<T, JobError> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .unwrap_or_else(|error| Err(JobError::Database(format!("a job storage task failed: {error}"))))
 }
 
 impl Jobs {
-    /// Loads every job in `directory`; unfinished ones are returned, to be
-    /// resumed (`start`) once the server runs.
-    pub fn open(directory: PathBuf, ledger: Arc<Ledger>) -> anyhow::Result<(Arc<Jobs>, Vec<Arc<Job>>)> {
-        std::fs::create_dir_all(&directory)?;
+    /// Loads the jobs the store keeps for this node; unfinished ones are
+    /// returned, to be resumed (`start`) once the server runs.
+    pub fn open(
+        store: Arc<dyn JobStore>,
+        runner: String,
+        ledger: Arc<Ledger>,
+    ) -> Result<(Arc<Jobs>, Vec<Arc<Job>>), JobError> {
         let mut jobs = HashMap::new();
         let mut unfinished = Vec::new();
-        for entry in std::fs::read_dir(&directory)? {
-            let path = entry?.path();
-            if path.extension().is_some_and(|extension| extension == "tmp") {
-                std::fs::remove_file(&path)?;
-                continue;
-            }
-            if path.extension().is_none_or(|extension| extension != "job") {
-                continue;
-            }
-            let spec: JobSpec = serde_json::from_slice(&std::fs::read(&path)?)?;
-            let results = read_results(&path.with_extension("results"), spec.items.len())?;
-            let job = Arc::new(Job {
-                finished_at_ms: Mutex::new(None),
-                results: Mutex::new(results),
-                spec,
-            });
+        for stored in store.load()? {
+            let job = Arc::new(Job::of(stored, true));
             if job.totals().2 > 0 {
                 unfinished.push(Arc::clone(&job));
-            } else {
-                *job.finished_at_ms.lock().expect("lock") = Some(job.spec.created_at_ms);
             }
             jobs.insert(job.spec.id.clone(), job);
         }
@@ -129,80 +152,59 @@ impl Jobs {
             tracing::info!(jobs = unfinished.len(), "resuming unfinished balance jobs");
         }
         let jobs = Arc::new(Jobs {
-            directory,
+            store,
+            runner,
             jobs: Mutex::new(jobs),
             ledger,
         });
         Ok((jobs, unfinished))
     }
 
-    pub fn get(&self, id: &str) -> Option<Arc<Job>> {
-        self.jobs.lock().expect("jobs lock").get(id).cloned()
+    /// A job as it is now: from memory when this node runs it (or is the
+    /// only node), else from the shared store.
+    pub async fn get(&self, id: &str) -> Result<Option<Arc<Job>>, JobError> {
+        let known = self.jobs.lock().expect("jobs lock").get(id).cloned();
+        if let Some(job) = known {
+            if !self.store.shared() || job.running_here.load(Ordering::Acquire) {
+                return Ok(Some(job));
+            }
+        }
+        if !self.store.shared() {
+            return Ok(None);
+        }
+        let (store, id) = (Arc::clone(&self.store), id.to_owned());
+        let stored = blocking(move || store.find(&id)).await?;
+        Ok(stored.map(|stored| Arc::new(Job::of(stored, false))))
     }
 
     /// Stores a new job durably. The same definition again answers the
-    /// existing job (`false`: not new).
+    /// existing job (`false`: not new). Blocking.
     pub fn create(&self, spec: JobSpec) -> Result<(Arc<Job>, bool), JobError> {
         let mut jobs = self.jobs.lock().expect("jobs lock");
         if let Some(existing) = jobs.get(&spec.id) {
-            let same = existing.spec.unit == spec.unit
-                && existing.spec.create_missing == spec.create_missing
-                && existing.spec.items == spec.items;
-            return match same {
+            return match same_definition(&existing.spec, &spec) {
                 true => Ok((Arc::clone(existing), false)),
                 false => Err(JobError::Conflict(spec.id)),
             };
         }
-        let running = jobs
-            .values()
-            .filter(|job| job.finished_at_ms.lock().expect("lock").is_none())
-            .count();
-        if running >= RUNNING_JOBS_MAX {
-            return Err(JobError::Busy);
+        if let Some(stored) = self.store.create(&spec, &self.runner, RUNNING_JOBS_MAX)? {
+            if !same_definition(&stored, &spec) {
+                return Err(JobError::Conflict(spec.id));
+            }
+            let job = self
+                .store
+                .find(&spec.id)?
+                .ok_or_else(|| JobError::Database(format!("job {} was deleted while it was read", spec.id)))?;
+            return Ok((Arc::new(Job::of(job, false)), false));
         }
-        self.forget_old(&mut jobs)?;
-        write_durably(
-            &self.directory.join(format!("{}.job", spec.id)),
-            &serde_json::to_vec(&spec).expect("serializes"),
-        )?;
         let job = Arc::new(Job {
             results: Mutex::new(vec![None; spec.items.len()]),
             finished_at_ms: Mutex::new(None),
+            running_here: AtomicBool::new(true),
             spec,
         });
         jobs.insert(job.spec.id.clone(), Arc::clone(&job));
         Ok((job, true))
-    }
-
-    /// Deletes the oldest finished jobs beyond `FINISHED_JOBS_KEPT`.
-    fn forget_old(&self, jobs: &mut HashMap<String, Arc<Job>>) -> std::io::Result<()> {
-        let mut finished: Vec<(u64, String)> = jobs
-            .values()
-            .filter_map(|job| {
-                job.finished_at_ms
-                    .lock()
-                    .expect("lock")
-                    .map(|at| (at, job.spec.id.clone()))
-            })
-            .collect();
-        if finished.len() < FINISHED_JOBS_KEPT {
-            return Ok(());
-        }
-        finished.sort();
-        for (_, id) in finished.iter().take(finished.len() + 1 - FINISHED_JOBS_KEPT) {
-            jobs.remove(id);
-            for extension in ["job", "results"] {
-                let path = self.directory.join(format!("{id}.{extension}"));
-                if path.exists() {
-                    std::fs::remove_file(path)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn results_path(&self, id: &str) -> PathBuf {
-        self.directory.join(format!("{id}.results"))
     }
 
     /// Runs a job to its end in the background.
@@ -210,7 +212,35 @@ impl Jobs {
         tokio::spawn(Arc::clone(self).run(job));
     }
 
-    /// Runs a job until it ends or the server stops (a restart resumes it).
+    /// In a cluster: takes over, now and then, a job whose runner died.
+    pub fn claim_abandoned(self: &Arc<Self>) {
+        if !self.store.shared() {
+            return;
+        }
+        let jobs = Arc::clone(self);
+        tokio::spawn(async move {
+            while !jobs.ledger.stopped() {
+                tokio::time::sleep(CLAIM_INTERVAL).await;
+                let (store, runner) = (Arc::clone(&jobs.store), jobs.runner.clone());
+                match blocking(move || store.claim(&runner, CLAIM_TTL)).await {
+                    Ok(Some(stored)) => {
+                        tracing::info!(job = %stored.spec.id, "taking over a balance job whose runner stopped");
+                        let job = Arc::new(Job::of(stored, true));
+                        jobs.jobs
+                            .lock()
+                            .expect("jobs lock")
+                            .insert(job.spec.id.clone(), Arc::clone(&job));
+                        jobs.start(job);
+                    }
+                    Ok(None) => {}
+                    Err(error) => tracing::warn!(%error, "looking for abandoned balance jobs failed"),
+                }
+            }
+        });
+    }
+
+    /// Runs a job until it ends, the server stops (a restart resumes it),
+    /// or another runner took it over.
     async fn run(self: Arc<Self>, job: Arc<Job>) {
         let started = std::time::Instant::now();
         loop {
@@ -229,44 +259,49 @@ impl Jobs {
                 tracing::warn!(job = %job.spec.id, %error, "balance job chunk failed; retrying");
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
+            if !self.keep_running(&job).await {
+                return;
+            }
         }
-        *job.finished_at_ms.lock().expect("lock") = Some(now_ms());
+        let finished_at_ms = now_ms();
+        *job.finished_at_ms.lock().expect("lock") = Some(finished_at_ms);
+        let (store, id) = (Arc::clone(&self.store), job.spec.id.clone());
+        match blocking(move || store.finish(&id, finished_at_ms)).await {
+            Ok(forgotten) => {
+                let mut jobs = self.jobs.lock().expect("jobs lock");
+                for id in forgotten {
+                    jobs.remove(&id);
+                }
+            }
+            Err(error) => tracing::warn!(job = %job.spec.id, %error, "could not mark a balance job finished"),
+        }
         let (completed, failed, _) = job.totals();
         tracing::info!(job = %job.spec.id, completed, failed, millis = started.elapsed().as_millis() as u64, "balance job finished");
     }
-}
 
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temporary, path)?;
-    std::fs::File::open(path.parent().expect("a job file has a directory"))?.sync_all()
-}
-
-/// The recorded results; a torn last line (a crash mid-append) is ignored:
-/// its items are simply run again, which their ids make harmless.
-fn read_results(path: &Path, items: usize) -> std::io::Result<Vec<ItemResult>> {
-    let mut results = vec![None; items];
-    let Ok(file) = std::fs::File::open(path) else {
-        return Ok(results);
-    };
-    for line in std::io::BufReader::new(file).lines() {
-        let Ok(chunk) = serde_json::from_str::<ChunkLine>(&line?) else {
-            break;
-        };
-        for (offset, result) in chunk.results.into_iter().enumerate() {
-            if let Some(slot) = results.get_mut(chunk.start + offset) {
-                *slot = Some(match result {
-                    None => Ok(()),
-                    Some(code) => Err(code),
-                });
+    /// Renews this runner's claim (a cluster); false when another runner
+    /// has taken the job over: this one stops, and forgets it.
+    async fn keep_running(&self, job: &Job) -> bool {
+        if !self.store.shared() {
+            return true;
+        }
+        let (store, id, runner) = (Arc::clone(&self.store), job.spec.id.clone(), self.runner.clone());
+        match blocking(move || store.renew(&id, &runner, CLAIM_TTL)).await {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::info!(job = %job.spec.id, "another node runs this balance job now");
+                job.running_here.store(false, Ordering::Release);
+                self.jobs.lock().expect("jobs lock").remove(&job.spec.id);
+                false
+            }
+            // The claim may lapse; whoever runs the job then, its items
+            // apply once.
+            Err(error) => {
+                tracing::warn!(job = %job.spec.id, %error, "could not renew a balance job's claim");
+                true
             }
         }
     }
-    Ok(results)
 }
 
 impl Jobs {
@@ -325,32 +360,18 @@ impl Jobs {
                 results[offset] = item_result(&outcome);
             }
         }
-        self.record(job, range.start, results)
+        self.record(job, range.start, results).await
     }
 
-    fn record(&self, job: &Job, start: usize, results: Vec<Option<String>>) -> Result<(), ApiError> {
-        let line = serde_json::to_string(&ChunkLine {
-            start,
-            results: results.clone(),
-        })
-        .expect("serializes");
-        let path = self.results_path(&job.spec.id);
-        let appended = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .and_then(|mut file| file.write_all(format!("{line}\n").as_bytes()));
-        // Not fatal: the results are in memory, and a restart re-derives them.
-        if let Err(error) = appended {
-            tracing::warn!(path = %path.display(), %error, "could not record balance job results");
+    async fn record(&self, job: &Job, start: usize, results: Vec<Option<String>>) -> Result<(), ApiError> {
+        let (store, id, chunk) = (Arc::clone(&self.store), job.spec.id.clone(), results.clone());
+        // Not fatal: the results are in memory, and a later run re-derives
+        // them from the items' ids.
+        if let Err(error) = blocking(move || store.record(&id, start, &chunk)).await {
+            tracing::warn!(job = %job.spec.id, %error, "could not record balance job results");
         }
         let mut stored = job.results.lock().expect("results lock");
-        for (offset, result) in results.into_iter().enumerate() {
-            stored[start + offset] = Some(match result {
-                None => Ok(()),
-                Some(code) => Err(code),
-            });
-        }
+        files::apply_chunk(&mut stored, start, results);
         Ok(())
     }
 }
