@@ -140,7 +140,6 @@ impl From<ClusterError> for ApiError {
                 message: ClusterError::CrossShard { shards: shards.clone() }.to_string(),
                 shards,
             },
-            ClusterError::Unsupported(what) => ApiError::NotInCluster(what),
             ClusterError::Stopped => ApiError::NotReady("the node is stopping".into()),
             other => ApiError::ShardUnavailable(other.to_string()),
         }

@@ -90,15 +90,12 @@ impl Ledger {
 
     /// The single node's history store, or why there is none.
     pub fn history_required(&self) -> Result<&Arc<History>, ApiError> {
-        self.history.as_ref().ok_or_else(|| {
-            ApiError::HistoryUnavailable(match self.backend {
-                Backend::Local(_) => "the history is off (--history-url off)".into(),
-                Backend::Cluster(_) => {
-                    "orders are not available in cluster mode yet (account histories, balances at an instant \
-                     and transaction lookups are)"
-                        .into()
-                }
-            })
+        self.history.as_ref().ok_or_else(|| match self.backend {
+            Backend::Local(_) => ApiError::HistoryUnavailable("the history is off (--history-url off)".into()),
+            Backend::Cluster(_) => ApiError::NotInCluster(
+                "orders are not available in cluster mode yet (account histories, balances at an instant and \
+                 transaction lookups are)",
+            ),
         })
     }
 

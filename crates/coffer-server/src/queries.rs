@@ -9,6 +9,8 @@ use coffer_core::{
 
 /// Accounts one list request may examine on the engine thread.
 pub const LIST_SCAN_MAX: u64 = 10_000;
+/// Accounts one list page holds at most.
+pub const LIST_LIMIT_MAX: usize = 1_000;
 
 /// An account balance after a commit, resolved to names for the reply.
 #[derive(Debug, Clone)]

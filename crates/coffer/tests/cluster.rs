@@ -884,9 +884,33 @@ async fn a_job_whose_node_dies_is_finished_by_another() {
         let (status, account) = settled(|| client.get(format!("{}/v1/accounts/{name}", cluster.base(2)))).await;
         assert_eq!((status, account["available"].as_u64()), (200, Some(item)), "{account}");
     }
+    let took = started.elapsed();
+    // Listing accounts walks the shards one after the other, in pages.
+    let mut listed = std::collections::HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{}/v1/accounts?prefix=job:&limit=1000", cluster.base(2));
+        if let Some(cursor) = &cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let (status, page) = settled(|| client.get(&url)).await;
+        assert_eq!(status, 200, "{page}");
+        for account in page["data"].as_array().unwrap() {
+            assert!(
+                listed.insert(account["id"].as_str().unwrap().to_owned()),
+                "listed twice: {account}"
+            );
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(listed.len() as u64, ITEMS, "every account listed once");
     report(&format!(
-        "cluster job test: a {ITEMS}-item job finished by another node {:.1} s after its node was killed",
-        started.elapsed().as_secs_f64()
+        "cluster job test: a {ITEMS}-item job finished by another node {:.1} s after its node was killed; its \
+         accounts listed across the shards",
+        took.as_secs_f64()
     ));
     drop(cluster);
     let _ = broker.kill();

@@ -57,7 +57,7 @@ pub async fn get(
     Ok(axum::Json(views::AccountAnswer::from(&account)).into_response())
 }
 
-pub const LIST_LIMIT_MAX: usize = 1_000;
+pub use crate::queries::LIST_LIMIT_MAX;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -67,8 +67,6 @@ pub enum ClusterError {
     /// No answer can be given now; retrying (with the same ids) is safe.
     #[error("{0}")]
     Unavailable(String),
-    #[error("{0}")]
-    Unsupported(&'static str),
     #[error("the node is stopping")]
     Stopped,
 }
@@ -287,10 +285,8 @@ impl Cluster {
             Query::Hold(id) => id.shard(self.shards),
             Query::Transaction(_) => return self.find_transaction(query).await,
             Query::Units(ids) => return self.units(ids).await,
-            Query::Accounts { .. } => {
-                return Err(ClusterError::Unsupported(
-                    "listing accounts is not available in cluster mode; read accounts by id",
-                ))
+            Query::Accounts { prefix, after, limit } => {
+                return self.list_accounts(prefix.clone(), *after, *limit).await
             }
         };
         self.answer(shard, query).await
@@ -322,6 +318,38 @@ impl Cluster {
             }
         }
         Ok(Answer::Transaction(found))
+    }
+
+    /// A page of accounts, shard after shard. The cursor is a position
+    /// across shards: the shard in its high bits, the creation slot within
+    /// the shard below (a single node's cursors are shard 0's).
+    async fn list_accounts(&self, prefix: String, after: u64, limit: usize) -> Result<Answer, ClusterError> {
+        const SLOT_BITS: u32 = 48;
+        let position = |shard: u32, slot: u64| (u64::from(shard) << SLOT_BITS) | slot;
+        let (mut shard, mut slot) = ((after >> SLOT_BITS) as u32, after & ((1 << SLOT_BITS) - 1));
+        let mut found = Vec::with_capacity(limit.min(64));
+        while shard < self.shards && found.len() < limit {
+            let query = Query::Accounts {
+                prefix: prefix.clone(),
+                after: slot,
+                limit: limit - found.len(),
+            };
+            let Answer::Accounts(page, next) = self.answer(shard, query).await? else {
+                return Err(ClusterError::Unavailable(
+                    "an accounts query answered with something else".into(),
+                ));
+            };
+            found.extend(page);
+            match next {
+                // A full page, or the shard's scan bound: continue there.
+                Some(next) => return Ok(Answer::Accounts(found, Some(position(shard, next)))),
+                None => (shard, slot) = (shard + 1, 0),
+            }
+        }
+        Ok(Answer::Accounts(
+            found,
+            (shard < self.shards).then(|| position(shard, 0)),
+        ))
     }
 
     async fn units(&self, ids: &[AccountId]) -> Result<Answer, ClusterError> {

@@ -5,7 +5,7 @@
 //! log, replayed by every future owner. Replies are short-lived and read by
 //! one node, so they are JSON.
 
-use crate::queries::{Answer, Detail, EffectView, Kind, Query, Submitted, UNITS_QUERY_MAX};
+use crate::queries::{Answer, Detail, EffectView, Kind, Query, Submitted, LIST_LIMIT_MAX, UNITS_QUERY_MAX};
 use coffer_core::codec::{Reader, Writer};
 use coffer_core::limits::BATCH_TRANSACTIONS_MAX;
 use coffer_core::{
@@ -62,6 +62,7 @@ const QUERY_ACCOUNT: u8 = 0;
 const QUERY_HOLD: u8 = 1;
 const QUERY_TRANSACTION: u8 = 2;
 const QUERY_UNITS: u8 = 3;
+const QUERY_ACCOUNTS: u8 = 4;
 
 impl Entry {
     pub fn encode(&self) -> Vec<u8> {
@@ -184,7 +185,12 @@ fn encode_query(query: &Query, writer: &mut Writer) {
                 writer.str(id.as_str());
             }
         }
-        Query::Accounts { .. } => unreachable!("account listings are not routed to one shard"),
+        Query::Accounts { prefix, after, limit } => {
+            writer.u8(QUERY_ACCOUNTS);
+            writer.str(prefix);
+            writer.u64(*after);
+            writer.u64(*limit as u64);
+        }
     }
 }
 
@@ -200,6 +206,22 @@ fn decode_query(reader: &mut Reader) -> Result<Query, CoreError> {
             }
             let ids = (0..count).map(|_| reader.account_id()).collect::<Result<_, _>>()?;
             Query::Units(ids)
+        }
+        QUERY_ACCOUNTS => {
+            let prefix = reader.str()?.to_owned();
+            let after = reader.u64()?;
+            let limit = reader.u64()?;
+            if prefix.len() > coffer_core::limits::ID_BYTES_MAX || !(1..=LIST_LIMIT_MAX as u64).contains(&limit) {
+                return Err(reader.error(format!(
+                    "an accounts query of {limit} from a {}-byte prefix",
+                    prefix.len()
+                )));
+            }
+            Query::Accounts {
+                prefix,
+                after,
+                limit: limit as usize,
+            }
         }
         tag => return Err(reader.error(format!("unknown query tag {tag}"))),
     })
@@ -229,6 +251,8 @@ pub enum Reply {
     Hold(Option<HoldView>),
     Transaction(Option<WireRecord>),
     Units(Vec<Option<Unit>>),
+    /// A page of a shard's accounts, and the slot to continue from.
+    Accounts(Vec<AccountView>, Option<u64>),
     /// The shard's history holds every entry before this offset.
     HistorySynced(u64),
 }
@@ -244,7 +268,7 @@ impl Reply {
             Answer::Hold(view) => Reply::Hold(view),
             Answer::Transaction(record) => Reply::Transaction(record.as_ref().map(WireRecord::from)),
             Answer::Units(units) => Reply::Units(units),
-            Answer::Accounts(..) => unreachable!("account listings are not routed to one shard"),
+            Answer::Accounts(views, next) => Reply::Accounts(views, next),
         }
     }
 
@@ -261,6 +285,7 @@ impl Reply {
             Reply::Hold(view) => Answer::Hold(view),
             Reply::Transaction(record) => Answer::Transaction(record.map(Record::try_from).transpose()?),
             Reply::Units(units) => Answer::Units(units),
+            Reply::Accounts(views, next) => Answer::Accounts(views, next),
             other @ (Reply::Written(_) | Reply::HistorySynced(_)) => {
                 return Err(format!("expected an answer to a read, got {other:?}"))
             }
@@ -417,6 +442,16 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(Entry::decode(&longer).is_err(), "trailing bytes are refused");
+        let query = Query::Accounts {
+            prefix: "user:".into(),
+            after: 7,
+            limit: 50,
+        };
+        let read = Entry::Read { reply_to, query }.encode();
+        assert!(matches!(
+            Entry::decode(&read),
+            Ok(Entry::Read { query: Query::Accounts { prefix, after: 7, limit: 50 }, .. }) if prefix == "user:"
+        ));
         let sync = Entry::HistorySync { reply_to }.encode();
         assert!(matches!(Entry::decode(&sync), Ok(Entry::HistorySync { reply_to: read }) if read == reply_to));
     }
