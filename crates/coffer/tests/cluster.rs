@@ -399,13 +399,38 @@ async fn a_bank_keeps_every_acknowledged_transfer_through_kills_and_pauses() {
         "{body}"
     );
 
-    let history = Arc::new(History::default());
     let until = Instant::now() + Duration::from_secs(workload_seconds());
+    let cluster = Arc::new(tokio::sync::Mutex::new(cluster));
+    let (history, (kills, pauses)) =
+        bank_load(&client, &bases, until, inject_faults(Arc::clone(&cluster), until)).await;
+    let cluster = Arc::into_inner(cluster).unwrap().into_inner();
+    cluster.wait_ready(&client).await;
+    let checked = check_bank(&client, &bases, &history, broker_port, &cluster_name).await;
+    report(&format!(
+        "cluster fault test: {} s of load, {kills} kills (SIGKILL and restart), {pauses} pause (SIGSTOP past the \
+         lease); {checked}",
+        workload_seconds()
+    ));
+    assert!(kills >= 3 && pauses == 1, "the faults happened");
+    drop(cluster);
+    let _ = broker.kill();
+    let _ = broker.wait();
+}
+
+/// The bank workload: writers and readers on random nodes until `until`,
+/// while `faults` runs. What they saw, and what `faults` returned.
+async fn bank_load<T>(
+    client: &reqwest::Client,
+    bases: &[String],
+    until: Instant,
+    faults: impl std::future::Future<Output = T>,
+) -> (Arc<History>, T) {
+    let history = Arc::new(History::default());
     let mut tasks = Vec::new();
     for number in 0..WRITERS {
         tasks.push(tokio::spawn(write_load(
             client.clone(),
-            bases.clone(),
+            bases.to_vec(),
             number,
             Arc::clone(&history),
             until,
@@ -414,26 +439,34 @@ async fn a_bank_keeps_every_acknowledged_transfer_through_kills_and_pauses() {
     for number in 0..READERS {
         tasks.push(tokio::spawn(read_load(
             client.clone(),
-            bases.clone(),
+            bases.to_vec(),
             number,
             Arc::clone(&history),
             until,
         )));
     }
-    let cluster = Arc::new(tokio::sync::Mutex::new(cluster));
-    let (kills, pauses) = inject_faults(Arc::clone(&cluster), until).await;
+    let faulted = faults.await;
     for task in tasks {
         task.await.unwrap();
     }
-    let cluster = Arc::into_inner(cluster).unwrap().into_inner();
-    cluster.wait_ready(&client).await;
+    (history, faulted)
+}
 
+/// Every check of the bank after its load (the module's list), on a
+/// cluster whose nodes are all ready: a report of what was checked.
+async fn check_bank(
+    client: &reqwest::Client,
+    bases: &[String],
+    history: &History,
+    broker_port: u16,
+    cluster_name: &str,
+) -> String {
     // Every transfer's final outcome, asked of a random node.
     let mut expected: HashMap<String, i64> = (0..GROUPS)
         .flat_map(|group| (0..ACCOUNTS_PER_GROUP).map(move |index| (account(group, index), FUNDING)))
         .collect();
     let transfers = std::mem::take(&mut *history.transfers.lock().unwrap());
-    let outcomes = final_outcomes(&client, &bases, transfers.keys().cloned().collect()).await;
+    let outcomes = final_outcomes(client, bases, transfers.keys().cloned().collect()).await;
     let (mut acknowledged, mut unknown, mut committed) = (0, 0, 0);
     let mut committed_of: HashMap<&str, Vec<&str>> = HashMap::new();
     for (id, transfer) in &transfers {
@@ -467,7 +500,7 @@ async fn a_bank_keeps_every_acknowledged_transfer_through_kills_and_pauses() {
             "{name}: exactly the committed transfers, each once"
         );
         assert!(available >= 0, "{name} below its floor");
-        let mut in_history = account_history(&client, base, name).await;
+        let mut in_history = account_history(client, base, name).await;
         history_entries += in_history.len();
         let newest = in_history.first().map_or(0, |entry| entry.2);
         assert_eq!(newest, available, "{name}: the history ends at the balance");
@@ -547,19 +580,13 @@ async fn a_bank_keeps_every_acknowledged_transfer_through_kills_and_pauses() {
             .or_default()
             .push((read.ended, read.version));
     }
-    report(&format!(
-        "cluster fault test: {} s of load, {kills} kills (SIGKILL and restart), {pauses} pause (SIGSTOP past the \
-         lease); {} transfers ({acknowledged} acknowledged, {unknown} unacknowledged), {committed} committed; {} \
-         reads checked for monotonic versions; {history_entries} history entries and as many events checked",
-        workload_seconds(),
+    assert!(acknowledged > 100, "the workload made progress through the faults");
+    format!(
+        "{} transfers ({acknowledged} acknowledged, {unknown} unacknowledged), {committed} committed; {} reads \
+         checked for monotonic versions; {history_entries} history entries and as many events checked",
         transfers.len(),
         reads.len()
-    ));
-    assert!(kills >= 3 && pauses == 1, "the faults happened");
-    assert!(acknowledged > 100, "the workload made progress through the faults");
-    drop(cluster);
-    let _ = broker.kill();
-    let _ = broker.wait();
+    )
 }
 
 /// What the cluster says of each transfer id, asked of the nodes in turn,
@@ -911,6 +938,59 @@ async fn a_job_whose_node_dies_is_finished_by_another() {
         "cluster job test: a {ITEMS}-item job finished by another node {:.1} s after its node was killed; its \
          accounts listed across the shards",
         took.as_secs_f64()
+    ));
+    drop(cluster);
+    let _ = broker.kill();
+    let _ = broker.wait();
+}
+
+/// With a durable broker (tansu on its SQLite engine), a broker killed and
+/// restarted under load loses nothing the cluster acknowledged: the bank's
+/// checks hold, and every shard serves again on the log it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_durable_broker_restarted_under_load_loses_nothing() {
+    let Some((database, name)) = environment("durable broker test") else {
+        return;
+    };
+    let storage = tempfile::tempdir().unwrap();
+    let broker_port = free_port();
+    let start = |port| support::start_broker_on(port, port, "sqlite://tansu.db", storage.path());
+    let Some(mut broker) = support::try_start_broker_on(broker_port, broker_port, "sqlite://tansu.db", storage.path())
+    else {
+        support::skipped("durable broker test (a tansu built with its libsql feature: see .ci/run)");
+        return;
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let cluster = Cluster::start(&database, broker_port, &name, &[]);
+    cluster.wait_ready(&client).await;
+    let bases: Vec<String> = (0..NODES).map(|node| cluster.base(node)).collect();
+    open_and_fund(&client, &bases[0], 0..GROUPS).await;
+    let seconds = workload_seconds().min(20);
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let restart = async {
+        tokio::time::sleep(Duration::from_secs(seconds / 3)).await;
+        let _ = broker.kill();
+        let _ = broker.wait();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        broker = start(broker_port);
+    };
+    let (history, ()) = bank_load(&client, &bases, until, restart).await;
+    cluster.wait_ready(&client).await;
+    let view = get_json(&client, format!("{}/v1/cluster", bases[1])).await;
+    let refusing: Vec<&Value> = view["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|shard| !shard["refusing"].is_null())
+        .collect();
+    assert!(refusing.is_empty(), "every shard serves on its log: {refusing:?}");
+    let checked = check_bank(&client, &bases, &history, broker_port, &name).await;
+    report(&format!(
+        "durable broker test: {seconds} s of load, the broker (tansu, SQLite storage) killed and restarted once; \
+         {checked}"
     ));
     drop(cluster);
     let _ = broker.kill();

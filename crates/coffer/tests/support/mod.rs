@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -139,21 +140,39 @@ pub fn which_tansu() -> Option<std::path::PathBuf> {
 
 /// tansu (in memory) listening on `port` and telling clients to use `advertised`.
 pub fn start_broker(port: u16, advertised: u16) -> std::process::Child {
+    start_broker_on(port, advertised, "memory://tansu/", Path::new("."))
+}
+
+/// A tansu on `storage`; `directory` is its working directory (tansu's
+/// SQLite engine resolves `sqlite://FILE` against it).
+pub fn start_broker_on(port: u16, advertised: u16, storage: &str, directory: &Path) -> std::process::Child {
+    try_start_broker_on(port, advertised, storage, directory)
+        .unwrap_or_else(|| panic!("tansu did not start on {storage}, port {port}"))
+}
+
+/// As `start_broker_on`, `None` when tansu exits instead of serving (a
+/// build without that storage engine stops at once).
+pub fn try_start_broker_on(port: u16, advertised: u16, storage: &str, directory: &Path) -> Option<std::process::Child> {
     let mut child = std::process::Command::new(which_tansu().unwrap())
+        .current_dir(directory)
         .args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{port}")])
         .args(["--advertised-listener-url", &format!("tcp://127.0.0.1:{advertised}")])
-        .args(["--storage-engine", "memory://tansu/"])
+        .args(["--storage-engine", storage])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start tansu");
     for _ in 0..100 {
+        if child.try_wait().expect("tansu's status").is_some() {
+            return None;
+        }
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return child;
+            std::thread::sleep(Duration::from_millis(300));
+            return child.try_wait().expect("tansu's status").is_none().then_some(child);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = child.kill();
     let _ = child.wait();
-    panic!("tansu did not listen on {port}");
+    None
 }
