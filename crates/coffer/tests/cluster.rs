@@ -278,8 +278,13 @@ fn report(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
+/// One cluster test at a time: each runs a broker, three nodes and a load
+/// on the machine's two cores, and a starved node loses its leases.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A running cluster on a broker of its own, all nodes ready.
 struct Running {
+    _turn: tokio::sync::MutexGuard<'static, ()>,
     broker: std::process::Child,
     broker_port: u16,
     client: reqwest::Client,
@@ -294,6 +299,7 @@ async fn running(what: &str) -> Option<Running> {
 
 async fn running_with(what: &str, extra_flags: &[&str]) -> Option<Running> {
     let (database, name) = environment(what)?;
+    let turn = ONE_CLUSTER_AT_A_TIME.lock().await;
     let broker_port = free_port();
     let broker = support::start_broker(broker_port, broker_port);
     let client = reqwest::Client::builder()
@@ -303,6 +309,7 @@ async fn running_with(what: &str, extra_flags: &[&str]) -> Option<Running> {
     let cluster = Cluster::start(&database, broker_port, &name, extra_flags);
     cluster.wait_ready(&client).await;
     Some(Running {
+        _turn: turn,
         broker,
         broker_port,
         client,
@@ -357,6 +364,7 @@ async fn open_and_fund(client: &reqwest::Client, base: &str, groups: std::ops::R
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_bank_keeps_every_acknowledged_transfer_through_kills_and_pauses() {
     let Some(Running {
+        _turn,
         mut broker,
         broker_port,
         client,
@@ -704,6 +712,7 @@ fn shard_of(name: &str) -> u32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_that_comes_back_empty_makes_the_shards_refuse_writes() {
     let Some(Running {
+        _turn,
         broker,
         broker_port,
         client,
@@ -797,6 +806,7 @@ async fn a_broker_that_comes_back_empty_makes_the_shards_refuse_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retry_beyond_a_shards_window_is_answered_from_its_history() {
     let Some(Running {
+        _turn,
         mut broker,
         client,
         cluster,
@@ -868,6 +878,7 @@ async fn a_retry_beyond_a_shards_window_is_answered_from_its_history() {
 async fn a_job_whose_node_dies_is_finished_by_another() {
     const ITEMS: u64 = 10_000;
     let Some(Running {
+        _turn,
         mut broker,
         client,
         mut cluster,
@@ -952,6 +963,7 @@ async fn a_durable_broker_restarted_under_load_loses_nothing() {
     let Some((database, name)) = environment("durable broker test") else {
         return;
     };
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
     let storage = tempfile::tempdir().unwrap();
     let broker_port = free_port();
     let start = |port| support::start_broker_on(port, port, "sqlite://tansu.db", storage.path());

@@ -20,6 +20,7 @@ pub mod history;
 pub mod leases;
 pub mod log;
 mod shard;
+mod waiters;
 pub mod wire;
 
 use crate::queries::{Answer, Detail, Query, Submitted};
@@ -31,12 +32,12 @@ use log::{LogSettings, Producer};
 use rdkafka::message::Message;
 use rdkafka::Offset;
 use shard::ShardContext;
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+use waiters::Waiters;
 use wire::{decode_reply, Entry, Reply, ReplyTo};
 
 /// How long a node waits for a shard to apply an entry it appended: long
@@ -106,12 +107,6 @@ pub struct Cluster {
     histories: Vec<Arc<ReaderPool>>,
 }
 
-/// Requests waiting for their replies, by request number.
-struct Waiters {
-    incarnation: u64,
-    waiting: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
-}
-
 /// A random number: this process's incarnation, a new cluster's log id.
 fn random_u64() -> u64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
@@ -164,10 +159,7 @@ impl Cluster {
             wait_for_creation(&mut coordinator, row).await?
         };
         tracing::info!(shards = row.shards, created_by = %row.created_by, "joined the cluster");
-        let waiters = Arc::new(Waiters {
-            incarnation: random_u64(),
-            waiting: Mutex::new(HashMap::new()),
-        });
+        let waiters = Arc::new(Waiters::new(random_u64()));
         let stopping = Arc::new(AtomicBool::new(false));
         let listener = listen_for_replies(&settings, row.shards, Arc::clone(&waiters), Arc::clone(&stopping))?;
         if let Err(error) = settings.events.ensure_topics().await {
@@ -177,6 +169,7 @@ impl Cluster {
             settings: Arc::clone(&settings),
             log_id: row.log_id.clone(),
             producer: Arc::clone(&producer),
+            waiters: Arc::clone(&waiters),
             events: history::Events {
                 delivery: Arc::new(coffer_kafka::Delivery::new(&settings.events)?),
                 runtime: tokio::runtime::Handle::current(),
@@ -482,19 +475,14 @@ impl Cluster {
         }
         let request = self.next_request.fetch_add(1, Ordering::Relaxed);
         let reply_to = ReplyTo {
-            incarnation: self.waiters.incarnation,
+            incarnation: self.waiters.incarnation(),
             request,
         };
-        let (sender, receiver) = oneshot::channel();
-        {
-            let mut waiting = self.waiters.waiting.lock().expect("waiters lock");
-            if waiting.len() >= WAITERS_MAX {
-                return Err(ClusterError::Unavailable(format!(
-                    "{WAITERS_MAX} requests already wait for their shards; retry shortly"
-                )));
-            }
-            waiting.insert(request, sender);
-        }
+        let Some(receiver) = self.waiters.wait(request, WAITERS_MAX) else {
+            return Err(ClusterError::Unavailable(format!(
+                "{WAITERS_MAX} requests already wait for their shards; retry shortly"
+            )));
+        };
         let pending = Pending {
             shard,
             receiver,
@@ -560,7 +548,7 @@ struct Forget<'a> {
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
-        self.waiters.waiting.lock().expect("waiters lock").remove(&self.request);
+        self.waiters.forget(self.request);
     }
 }
 
@@ -644,12 +632,5 @@ fn deliver(waiters: &Waiters, payload: &[u8]) {
             return;
         }
     };
-    if reply_to.incarnation != waiters.incarnation {
-        return;
-    }
-    // Two owners of one shard (a paused one woke up) reply alike: the
-    // first reply is taken, a second finds no waiter.
-    if let Some(sender) = waiters.waiting.lock().expect("waiters lock").remove(&reply_to.request) {
-        let _ = sender.send(reply);
-    }
+    waiters.deliver(reply_to, reply);
 }

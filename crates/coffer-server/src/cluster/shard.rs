@@ -15,6 +15,7 @@
 use super::coordinator::{Coordinator, ShardReport, StoredSnapshot};
 use super::history::{shard_database, Events, HistoryFeed};
 use super::log::{log_end, Producer, Reader};
+use super::waiters::Waiters;
 use super::wire::{encode_reply, Entry, Reply, ReplyTo};
 use super::{ClusterError, ClusterSettings};
 use crate::clock::now_ms;
@@ -60,6 +61,9 @@ pub struct ShardContext {
     pub settings: Arc<ClusterSettings>,
     pub log_id: String,
     pub producer: Arc<Producer>,
+    /// This process's waiting requests: a reply to one of them is handed
+    /// over directly.
+    pub waiters: Arc<Waiters>,
     /// Where the shards' results and change events go.
     pub events: Events,
     pub runtime: tokio::runtime::Handle,
@@ -303,16 +307,18 @@ fn open_history(shard: u32, context: &ShardContext) -> Result<HistoryFeed, Stop>
     let replies = Replies::of(context, shard);
     HistoryFeed::open(&database, shard, context.events.clone(), move |waiting, offset| {
         for reply_to in waiting {
-            replies.send(reply_to, &Reply::HistorySynced(offset));
+            replies.send(reply_to, Reply::HistorySynced(offset));
         }
     })
     .map_err(|error| Stop::Failed(error.into()))
 }
 
-/// Sends a shard's replies without waiting for the broker.
+/// Sends a shard's replies without waiting for the broker; a reply to a
+/// request of this process goes straight to its waiter.
 struct Replies {
     shard: u32,
     producer: Arc<Producer>,
+    waiters: Arc<Waiters>,
     topic: String,
     runtime: tokio::runtime::Handle,
 }
@@ -322,13 +328,18 @@ impl Replies {
         Replies {
             shard,
             producer: Arc::clone(&context.producer),
+            waiters: Arc::clone(&context.waiters),
             topic: context.settings.log.replies_topic.clone(),
             runtime: context.runtime.clone(),
         }
     }
 
-    fn send(&self, reply_to: ReplyTo, reply: &Reply) {
-        let payload = encode_reply(reply_to, reply);
+    fn send(&self, reply_to: ReplyTo, reply: Reply) {
+        if self.waiters.is_ours(reply_to) {
+            self.waiters.deliver(reply_to, reply);
+            return;
+        }
+        let payload = encode_reply(reply_to, &reply);
         let (producer, topic, shard) = (Arc::clone(&self.producer), self.topic.clone(), self.shard);
         self.runtime.spawn(async move {
             if let Err(error) = producer.send(&topic, shard, &payload).await {
@@ -394,7 +405,7 @@ impl Replica {
             }
         };
         if waited_for {
-            Replies::of(context, self.shard).send(reply_to, &reply);
+            Replies::of(context, self.shard).send(reply_to, reply);
         }
     }
 
