@@ -43,7 +43,7 @@ start_node() {
   RUST_LOG=warn target/release/coffer --listen "127.0.0.1:${PORTS[$node]}" --data-dir "$data/n$node" \
     --cluster "$DATABASE" --cluster-schema "$NAME" --kafka-brokers "127.0.0.1:$BROKER_PORT" \
     --kafka-topic-prefix "$NAME." --node-id "n$node" --shards 6 --lease-ttl-ms "$LEASE_TTL_MS" \
-    --history-url off >>"$data/n$node.log" 2>&1 &
+    >>"$data/n$node.log" 2>&1 &
   pids[$node]=$!
 }
 wait_ready() {

@@ -13,6 +13,7 @@
 //! - `wire`: log entries and replies;
 //! - `shard`: a shard's owner, which applies its partition;
 //! - `history`: each shard's history in PostgreSQL, written by its owner;
+//! - `waiters`: this process's requests waiting for their replies;
 //! - `leases`: the loop that decides which shards this node owns.
 
 pub mod coordinator;
