@@ -82,7 +82,9 @@ pub struct ServerConfig {
     #[arg(long, env = "COFFER_HOLDS_MAX", default_value_t = 10_000_000)]
     pub holds_max: u32,
     /// History store: `sqlite` (a file in the data directory), `sqlite:PATH`,
-    /// a `postgres://` URL, or `off` (no history, no store lookups).
+    /// a `postgres://` URL, or `off` (no history, no store lookups). A
+    /// single node's only: a cluster keeps each shard's history in its
+    /// coordination database.
     #[arg(long, env = "COFFER_HISTORY_URL", default_value = "sqlite")]
     pub history_url: String,
     /// PostgreSQL schema of the history tables (created when missing).
@@ -232,6 +234,9 @@ impl ServerConfig {
             "--cluster-schema: 1 to {schema_len_max} of a-z 0-9 _, not starting with a digit (each shard's \
              history schema adds a suffix)"
         );
+        if self.history_url != "sqlite" {
+            tracing::warn!("--history-url is a single node's: a cluster keeps each shard's history in its database");
+        }
         let node_id = self.node_id.clone().unwrap_or_else(|| self.listen.to_string());
         anyhow::ensure!(
             (1..=128).contains(&node_id.len()) && !node_id.chars().any(char::is_control),
