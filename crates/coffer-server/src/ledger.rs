@@ -137,15 +137,10 @@ impl Ledger {
                 history.caught_up().await?;
                 Ok(Some(history.stored(ids).await?))
             }
+            // An id names no shard: every shard's history is asked.
             Backend::Cluster(cluster) => {
-                cluster.sync_history(cluster.all_shards()).await?;
-                let ids = Arc::new(ids);
-                let mut rows = Vec::new();
-                for shard in cluster.all_shards() {
-                    let ids = Arc::clone(&ids);
-                    rows.extend(read_pooled(cluster.history(shard), move |reader| stored_among(reader, &ids)).await?);
-                }
-                Ok(Some(rows))
+                let asked = cluster.all_shards().map(|shard| (shard, ids.clone())).collect();
+                Ok(Some(stored_in_shards(cluster, asked).await?))
             }
         }
     }
@@ -321,6 +316,15 @@ async fn forgotten_in_shards(cluster: &Cluster, transactions: &[Transaction]) ->
             }
         }
     }
+    stored_in_shards(cluster, by_shard).await
+}
+
+/// The stored transactions among each shard's ids, once each of those
+/// shards' histories holds every write acknowledged before the call.
+async fn stored_in_shards(
+    cluster: &Cluster,
+    by_shard: HashMap<u32, Vec<String>>,
+) -> Result<Vec<TransactionRow>, ApiError> {
     if by_shard.is_empty() {
         return Ok(Vec::new());
     }

@@ -145,6 +145,7 @@ struct Replica {
     entries_since_snapshot: u64,
     first_unsnapshotted: Option<Instant>,
     history: HistoryFeed,
+    replies: Arc<Replies>,
 }
 
 fn serve(shard: u32, context: &ShardContext, keep: &AtomicBool, report: &Mutex<ShardReport>) -> Stop {
@@ -182,7 +183,7 @@ fn serve(shard: u32, context: &ShardContext, keep: &AtomicBool, report: &Mutex<S
                 }
                 let payload = message.payload().unwrap_or_default();
                 let timestamp_ms = message.timestamp().to_millis().unwrap_or(0).max(0) as u64;
-                replica.apply(context, offset, timestamp_ms, payload);
+                replica.apply(offset, timestamp_ms, payload);
             }
             Some(Err(error)) => return Stop::Failed(error.into()),
             None => {}
@@ -285,7 +286,8 @@ fn recover(shard: u32, context: &ShardContext, coordinator: &mut Coordinator) ->
              was recreated or belongs to another cluster; the shard refuses writes rather than fork"
         )));
     }
-    let history = open_history(shard, context)?;
+    let replies = Arc::new(Replies::of(context, shard));
+    let history = open_history(shard, context, Arc::clone(&replies))?;
     let mut replica = Replica {
         shard,
         engine,
@@ -294,6 +296,7 @@ fn recover(shard: u32, context: &ShardContext, coordinator: &mut Coordinator) ->
         entries_since_snapshot: 0,
         first_unsnapshotted: None,
         history,
+        replies,
     };
     replica.history.reach(&replica.engine, replica.next_offset);
     Ok((replica, consumer))
@@ -301,10 +304,9 @@ fn recover(shard: u32, context: &ShardContext, coordinator: &mut Coordinator) ->
 
 /// The shard's history store, whose writer answers history reads through
 /// the replies topic.
-fn open_history(shard: u32, context: &ShardContext) -> Result<HistoryFeed, Stop> {
+fn open_history(shard: u32, context: &ShardContext, replies: Arc<Replies>) -> Result<HistoryFeed, Stop> {
     let settings = &context.settings;
     let database = shard_database(&settings.database_url, &settings.schema, shard);
-    let replies = Replies::of(context, shard);
     HistoryFeed::open(&database, shard, context.events.clone(), move |waiting, offset| {
         for reply_to in waiting {
             replies.send(reply_to, Reply::HistorySynced(offset));
@@ -319,7 +321,7 @@ struct Replies {
     shard: u32,
     producer: Arc<Producer>,
     waiters: Arc<Waiters>,
-    topic: String,
+    topic: Arc<str>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -329,7 +331,7 @@ impl Replies {
             shard,
             producer: Arc::clone(&context.producer),
             waiters: Arc::clone(&context.waiters),
-            topic: context.settings.log.replies_topic.clone(),
+            topic: context.settings.log.replies_topic.as_str().into(),
             runtime: context.runtime.clone(),
         }
     }
@@ -340,7 +342,7 @@ impl Replies {
             return;
         }
         let payload = encode_reply(reply_to, &reply);
-        let (producer, topic, shard) = (Arc::clone(&self.producer), self.topic.clone(), self.shard);
+        let (producer, topic, shard) = (Arc::clone(&self.producer), Arc::clone(&self.topic), self.shard);
         self.runtime.spawn(async move {
             if let Err(error) = producer.send(&topic, shard, &payload).await {
                 tracing::warn!(shard, %error, "a reply was not delivered; its waiter times out");
@@ -350,7 +352,7 @@ impl Replies {
 }
 
 impl Replica {
-    fn apply(&mut self, context: &ShardContext, offset: u64, timestamp_ms: u64, payload: &[u8]) {
+    fn apply(&mut self, offset: u64, timestamp_ms: u64, payload: &[u8]) {
         self.history.reach(&self.engine, offset);
         self.next_offset = offset + 1;
         self.last_digest = xxhash_rust::xxh3::xxh3_64(payload);
@@ -366,12 +368,13 @@ impl Replica {
                 return;
             }
         };
+        if !matches!(entry, Entry::Tick | Entry::Submit { .. }) {
+            // It changes no state: the history's cursor just moves past it.
+            self.history.applied(&self.engine, offset, None);
+        }
         let waited_for = now_ms().saturating_sub(timestamp_ms) <= REPLY_AGE_MS_MAX;
         let (reply_to, reply) = match entry {
-            Entry::Genesis { .. } => {
-                self.history.applied(&self.engine, offset, None);
-                return;
-            }
+            Entry::Genesis { .. } => return,
             Entry::Tick => {
                 let outcome = self.engine.apply_batch(timestamp_ms, &[]);
                 self.history.applied(&self.engine, offset, Some((&[], &outcome)));
@@ -392,12 +395,8 @@ impl Replica {
                     .collect();
                 (reply_to, Reply::written(&submitted))
             }
-            Entry::Read { reply_to, query } => {
-                self.history.applied(&self.engine, offset, None);
-                (reply_to, Reply::answered(answer(&self.engine, query)))
-            }
+            Entry::Read { reply_to, query } => (reply_to, Reply::answered(answer(&self.engine, query))),
             Entry::HistorySync { reply_to } => {
-                self.history.applied(&self.engine, offset, None);
                 match waited_for.then(|| self.history.sync(reply_to, offset)).flatten() {
                     Some(reply_to) => (reply_to, Reply::HistorySynced(offset)),
                     None => return,
@@ -405,7 +404,7 @@ impl Replica {
             }
         };
         if waited_for {
-            Replies::of(context, self.shard).send(reply_to, reply);
+            self.replies.send(reply_to, reply);
         }
     }
 

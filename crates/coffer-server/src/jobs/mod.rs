@@ -197,12 +197,12 @@ impl Jobs {
                 .ok_or_else(|| JobError::Database(format!("job {} was deleted while it was read", spec.id)))?;
             return Ok((Arc::new(Job::of(job, false)), false));
         }
-        let job = Arc::new(Job {
-            results: Mutex::new(vec![None; spec.items.len()]),
-            finished_at_ms: Mutex::new(None),
-            running_here: AtomicBool::new(true),
+        let stored = StoredJob {
+            results: vec![None; spec.items.len()],
+            finished_at_ms: None,
             spec,
-        });
+        };
+        let job = Arc::new(Job::of(stored, true));
         jobs.insert(job.spec.id.clone(), Arc::clone(&job));
         Ok((job, true))
     }
