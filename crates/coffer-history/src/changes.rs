@@ -165,20 +165,27 @@ impl OrderMetadata {
     }
 }
 
-/// The hold carrying one part (`stock`, `quota`, `payment`) of a reserved
-/// order: `order:{id}:{part}`. The purchase endpoint names its holds with
-/// this, and the projector reads an order's fate off its stock hold.
-pub fn order_hold(order_id: &str, part: &str) -> String {
-    format!("order:{order_id}:{part}")
+/// The id of the hold for one part (stock, quota, payment) of a reserved
+/// order: `order:{order}:{part}`, or with the product as its shard key
+/// (cluster mode) `order{product}:{order}:{part}`, which keeps the hold in
+/// its product's shard. The purchase endpoint names its holds with this,
+/// and the projector reads an order's fate off its stock hold.
+pub fn order_hold(order_id: &str, part: &str, shard_key: Option<&str>) -> String {
+    match shard_key {
+        None => format!("order:{order_id}:{part}"),
+        Some(product) => format!("order{{{product}}}:{order_id}:{part}"),
+    }
 }
 
 /// The part whose hold decides a reservation's status.
 pub const ORDER_STOCK_PART: &str = "stock";
 
 fn order_of_stock_hold(hold: &str) -> Option<&str> {
-    hold.strip_prefix("order:")?
-        .strip_suffix(ORDER_STOCK_PART)?
-        .strip_suffix(':')
+    let named = match hold.strip_prefix("order{") {
+        Some(tagged) => tagged.split_once("}:")?.1,
+        None => hold.strip_prefix("order:")?,
+    };
+    named.strip_suffix(ORDER_STOCK_PART)?.strip_suffix(':')
 }
 
 /// Where the projector is: stored in the same database transaction as the
@@ -473,4 +480,21 @@ fn record_hold(engine: &Engine, hold: &HoldId, sequence: i64, changes: &mut Chan
         sequence,
     };
     changes.holds.insert(row.id.clone(), row);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_orders_stock_hold_names_its_order_in_either_form() {
+        for shard_key in [None, Some("phone")] {
+            let stock = order_hold("o-1", ORDER_STOCK_PART, shard_key);
+            assert_eq!(order_of_stock_hold(&stock), Some("o-1"));
+            assert_eq!(order_of_stock_hold(&order_hold("o-1", "quota", shard_key)), None);
+        }
+        assert_eq!(order_hold("o-1", "stock", Some("phone")), "order{phone}:o-1:stock");
+        assert_eq!(order_of_stock_hold("order{phone:o-1:stock"), None);
+        assert_eq!(order_of_stock_hold("hold:o-1:stock"), None);
+    }
 }

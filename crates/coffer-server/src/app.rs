@@ -5,7 +5,7 @@ use crate::api::router;
 use crate::auth::Auth;
 use crate::cluster::{Cluster, ClusterSettings};
 use crate::config::ServerConfig;
-use crate::flash_sale::FlashSale;
+use crate::flash_sale::{FlashSale, Naming};
 use crate::history::History;
 use crate::jobs::{FileStore, JobStore, Jobs, PostgresJobStore};
 use crate::kafka::KafkaLink;
@@ -107,6 +107,8 @@ struct Backing {
     kafka: Option<Arc<KafkaLink>>,
     /// Where balance jobs are kept, and this node's name as their runner.
     jobs: (Arc<dyn JobStore>, String),
+    /// How products' accounts are named: with their shard key in a cluster.
+    naming: Naming,
     stop: Box<dyn FnOnce() + Send>,
 }
 
@@ -141,7 +143,7 @@ async fn start_local(config: &ServerConfig) -> anyhow::Result<Backing> {
     };
     let sequencer = Sequencer::start(engine, journal, settings);
     let ledger = Ledger::new(Backend::Local(Arc::clone(&sequencer)), history.clone());
-    let kafka = KafkaLink::start(config, Arc::clone(&journal_stats), Arc::clone(&ledger)).await?;
+    let kafka = KafkaLink::start_local(config, Arc::clone(&journal_stats), Arc::clone(&ledger)).await?;
     let stopped_kafka = kafka.clone();
     // The engine first (its last records and snapshot), then the history,
     // which projects everything the engine left durable.
@@ -159,6 +161,7 @@ async fn start_local(config: &ServerConfig) -> anyhow::Result<Backing> {
         journal_stats,
         kafka,
         jobs: (Arc::new(FileStore::open(config.data_dir.join("jobs"))?), "local".into()),
+        naming: Naming::Plain,
         stop,
     })
 }
@@ -171,14 +174,25 @@ async fn start_cluster(settings: ClusterSettings) -> anyhow::Result<Backing> {
         Arc::new(tokio::task::spawn_blocking(move || PostgresJobStore::open(&url, &schema)).await??)
     };
     let runner = settings.node_id.clone();
+    let kafka_settings = settings.events.clone();
     let cluster = Cluster::start(settings).await.context("joining the cluster")?;
     let ledger = Ledger::new(Backend::Cluster(Arc::clone(&cluster)), None);
+    let consumes = {
+        let cluster = Arc::clone(&cluster);
+        Box::new(move || cluster.owns(0))
+    };
+    let kafka = KafkaLink::start_in_cluster(kafka_settings, Arc::clone(&ledger), consumes).await;
+    let stopped_kafka = Arc::clone(&kafka);
     Ok(Backing {
         ledger,
         journal_stats: Arc::default(),
-        kafka: None,
+        kafka: Some(kafka),
         jobs: (jobs, runner),
-        stop: Box::new(move || cluster.stop()),
+        naming: Naming::Sharded,
+        stop: Box::new(move || {
+            cluster.stop();
+            stopped_kafka.stop();
+        }),
     })
 }
 
@@ -194,6 +208,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         journal_stats,
         kafka,
         jobs: (job_store, runner),
+        naming,
         stop: stop_backing,
     } = backing;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -209,7 +224,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         journal_stats,
         purchase_limiter,
         transaction_limiter,
-        flash_sale: FlashSale::new(ledger),
+        flash_sale: FlashSale::new(ledger, naming),
         jobs: Arc::clone(&jobs),
         kafka: kafka.clone(),
         metrics: metrics_handle(),

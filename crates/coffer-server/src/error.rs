@@ -54,9 +54,6 @@ pub enum ApiError {
     /// In a cluster: a shard cannot answer now.
     #[error("{0}")]
     ShardUnavailable(String),
-    /// In a cluster: what is not available there yet.
-    #[error("{0}")]
-    NotInCluster(&'static str),
     /// On a single node: there is no cluster to show.
     #[error("{0}")]
     NoCluster(&'static str),
@@ -79,7 +76,6 @@ impl ApiError {
             ApiError::IdReused { .. } | ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Rejected { .. } | ApiError::CrossShard { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::NotInCluster(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Overloaded
             | ApiError::NotReady(_)
             | ApiError::Journal(_)
@@ -106,7 +102,6 @@ impl ApiError {
             ApiError::Conflict { code, .. } => code,
             ApiError::CrossShard { .. } => "cross_shard",
             ApiError::ShardUnavailable(_) => "shard_unavailable",
-            ApiError::NotInCluster(_) => "not_in_cluster_mode",
             ApiError::NoCluster(_) => "no_cluster",
         }
     }

@@ -30,12 +30,17 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 /// Id lengths chosen so that every derived account and hold id fits the
-/// 128-byte id limit (`holding:{product}:{user}`).
+/// 128-byte id limit (`holding:{product}:{user}`, `order{product}:{order}:payment`).
 pub const PRODUCT_ID_BYTES_MAX: usize = 48;
 pub const USER_ID_BYTES_MAX: usize = 64;
 pub const ORDER_ID_BYTES_MAX: usize = 64;
-const _: () =
-    assert!("holding:".len() + PRODUCT_ID_BYTES_MAX + 1 + USER_ID_BYTES_MAX <= coffer_core::limits::ID_BYTES_MAX);
+const _: () = assert!(
+    "holding:{".len() + PRODUCT_ID_BYTES_MAX + "}:".len() + USER_ID_BYTES_MAX <= coffer_core::limits::ID_BYTES_MAX
+);
+const _: () = assert!(
+    "order{".len() + PRODUCT_ID_BYTES_MAX + "}:".len() + ORDER_ID_BYTES_MAX + ":payment".len()
+        <= coffer_core::limits::ID_BYTES_MAX
+);
 const _: () = assert!("confirm:".len() + ORDER_ID_BYTES_MAX <= coffer_core::limits::ID_BYTES_MAX);
 /// Items in one purchase at most.
 pub const PURCHASE_QUANTITY_MAX: u128 = 1_000_000;
@@ -47,30 +52,55 @@ const QUOTA_UNIT: &str = "QUOTA";
 const CACHED_MAX: usize = 1_000_000;
 /// The statuses an order can have (`OrderQuery::status`).
 pub const ORDER_STATUSES: [&str; 5] = ["completed", "reserved", "confirmed", "cancelled", "expired"];
+/// Where an order page's cursor keeps its history store (`Ledger::history_stores`);
+/// the order's sequence in that store lies below.
+const CURSOR_STORE_SHIFT: u32 = 48;
 
 fn account(text: String) -> AccountId {
     AccountId::parse(&text).expect("derived ids are built from validated parts within the length limit")
 }
 
-fn stock_account(product: &str) -> AccountId {
-    account(format!("product:{product}"))
+/// How a product's accounts and reservation holds are named. A single node
+/// names them plainly (`product:phone`, `holding:phone:u1`); a cluster puts
+/// the product id in braces, as their shard key (`product:{phone}`,
+/// `holding:{phone}:u1`, `order{phone}:o1:stock`), so that everything a
+/// purchase touches lies in its product's shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    Plain,
+    Sharded,
 }
 
-fn supply_account(product: &str) -> AccountId {
-    account(format!("supply:{product}"))
-}
+impl Naming {
+    /// The product id as it appears in derived ids.
+    fn tag(self, product: &str) -> String {
+        match self {
+            Naming::Plain => product.to_owned(),
+            Naming::Sharded => format!("{{{product}}}"),
+        }
+    }
 
-fn holding_account(product: &str, user: &str) -> AccountId {
-    account(format!("holding:{product}:{user}"))
-}
+    fn stock_account(self, product: &str) -> AccountId {
+        account(format!("product:{}", self.tag(product)))
+    }
 
-fn quota_account(product: &str, user: &str) -> AccountId {
-    account(format!("quota:{product}:{user}"))
-}
+    fn supply_account(self, product: &str) -> AccountId {
+        account(format!("supply:{}", self.tag(product)))
+    }
 
-fn order_hold(order: &str, part: Part) -> HoldId {
-    HoldId::parse(&coffer_history::order_hold(order, part.name()))
-        .expect("order ids are validated within the length limit")
+    fn holding_account(self, product: &str, user: &str) -> AccountId {
+        account(format!("holding:{}:{user}", self.tag(product)))
+    }
+
+    fn quota_account(self, product: &str, user: &str) -> AccountId {
+        account(format!("quota:{}:{user}", self.tag(product)))
+    }
+
+    fn order_hold(self, product: &str, order: &str, part: Part) -> HoldId {
+        let shard_key = (self == Naming::Sharded).then_some(product);
+        HoldId::parse(&coffer_history::order_hold(order, part.name(), shard_key))
+            .expect("order ids are validated within the length limit")
+    }
 }
 
 fn unit(name: &str) -> Unit {
@@ -306,14 +336,16 @@ pub enum Finish {
 /// clearing.
 pub struct FlashSale {
     ledger: Arc<Ledger>,
+    naming: Naming,
     rules: Mutex<HashMap<String, Rules>>,
     buyers: Mutex<HashSet<String>>,
 }
 
 impl FlashSale {
-    pub fn new(ledger: Arc<Ledger>) -> Self {
+    pub fn new(ledger: Arc<Ledger>, naming: Naming) -> Self {
         FlashSale {
             ledger,
+            naming,
             rules: Mutex::new(HashMap::new()),
             buyers: Mutex::new(HashSet::new()),
         }
@@ -330,14 +362,14 @@ impl FlashSale {
     ) -> Result<Submitted, ApiError> {
         let mut ops = vec![
             Operation::Open {
-                account: supply_account(product),
+                account: self.naming.supply_account(product),
                 unit: unit(ITEM_UNIT),
                 min_available: Some(Balance::new(SUPPLY_FLOOR)),
                 max_total: None,
                 metadata: None,
             },
             Operation::Open {
-                account: stock_account(product),
+                account: self.naming.stock_account(product),
                 unit: unit(ITEM_UNIT),
                 min_available: None,
                 max_total: None,
@@ -346,8 +378,8 @@ impl FlashSale {
         ];
         if let Some(stock) = stock {
             ops.push(Operation::transfer(
-                supply_account(product),
-                stock_account(product),
+                self.naming.supply_account(product),
+                self.naming.stock_account(product),
                 stock,
             ));
         }
@@ -364,9 +396,17 @@ impl FlashSale {
             what: "product",
             id: id.to_owned(),
         };
-        let stock = self.ledger.account(stock_account(id)).await.map_err(|_| not_found())?;
+        let stock = self
+            .ledger
+            .account(self.naming.stock_account(id))
+            .await
+            .map_err(|_| not_found())?;
         let rules = Rules::from_metadata(stock.metadata.as_ref()).ok_or_else(not_found)?;
-        let supply = self.ledger.account(supply_account(id)).await.map_err(|_| not_found())?;
+        let supply = self
+            .ledger
+            .account(self.naming.supply_account(id))
+            .await
+            .map_err(|_| not_found())?;
         Ok(Product {
             id: id.to_owned(),
             rules,
@@ -379,7 +419,11 @@ impl FlashSale {
     /// Adds stock to an existing product.
     pub async fn restock(&self, id: TransactionId, product: &str, quantity: Amount) -> Result<Submitted, ApiError> {
         self.product(product).await?;
-        let op = Operation::transfer(supply_account(product), stock_account(product), quantity);
+        let op = Operation::transfer(
+            self.naming.supply_account(product),
+            self.naming.stock_account(product),
+            quantity,
+        );
         self.submit_one(id, vec![op], None, Detail::WithEffects).await
     }
 
@@ -405,7 +449,7 @@ impl FlashSale {
                 parts: Vec::new(),
             });
         }
-        let (ops, parts, paid) = purchase_ops(&request, &rules)?;
+        let (ops, parts, paid) = purchase_ops(self.naming, &request, &rules)?;
         let order = OrderMetadata {
             amount: paid.map(|amount| amount.to_string()),
             ..order
@@ -426,9 +470,14 @@ impl FlashSale {
     /// Confirms (captures) or cancels (releases) a reservation, as one
     /// transaction with the id `{confirm|cancel}:{order}`.
     pub async fn finish(&self, order_id: &str, finish: Finish) -> Result<Submitted, ApiError> {
+        // Sharded hold ids name the product, which only the order knows.
+        let product = match self.naming {
+            Naming::Plain => String::new(),
+            Naming::Sharded => self.order(order_id).await?.product,
+        };
         let mut ops = Vec::new();
         for part in [Part::Stock, Part::Quota, Part::Payment] {
-            let hold = order_hold(order_id, part);
+            let hold = self.naming.order_hold(&product, order_id, part);
             match self.ledger.hold(hold.clone()).await? {
                 None if part == Part::Stock => {
                     return Err(ApiError::NotFound {
@@ -459,23 +508,67 @@ impl FlashSale {
         self.submit_one(id, ops, None, Detail::WithEffects).await
     }
 
-    /// An order as the history keeps it (after it has caught up).
+    /// An order as the history keeps it, once the history holds every
+    /// write acknowledged before the call. An order id names no shard: in a
+    /// cluster every shard's history is asked.
     pub async fn order(&self, id: &str) -> Result<OrderRow, ApiError> {
-        let history = self.ledger.history_required()?;
-        history.caught_up().await?;
         let name = id.to_owned();
-        let row = history.read(move |reader| reader.order(&name)).await?;
-        row.ok_or_else(|| ApiError::NotFound {
+        let found = self.ledger.read_every_store(move |reader| reader.order(&name)).await?;
+        found.into_iter().flatten().next().ok_or_else(|| ApiError::NotFound {
             what: "order",
             id: id.to_owned(),
         })
     }
 
-    /// A page of orders, newest first.
-    pub async fn orders(&self, query: OrderQuery) -> Result<Vec<OrderRow>, ApiError> {
-        let history = self.ledger.history_required()?;
-        history.caught_up().await?;
-        history.read(move |reader| reader.orders(&query)).await
+    /// A page of orders and the cursor of the next page, if there may be
+    /// one. A product's orders lie in one history store and come newest
+    /// first; without a product the stores (a cluster's shards) come one
+    /// after the other, each newest first. `query.before` is a cursor this
+    /// returned: the store in its high bits, a sequence in that store below.
+    pub async fn orders(&self, query: OrderQuery) -> Result<(Vec<OrderRow>, Option<i64>), ApiError> {
+        let stores = match &query.product {
+            Some(product) => {
+                let store = self.ledger.history_store_of(&self.naming.stock_account(product));
+                store..store + 1
+            }
+            None => 0..self.ledger.history_stores(),
+        };
+        let (first, mut before) = match query.before {
+            None => (stores.start, None),
+            Some(cursor) => (
+                u32::try_from(cursor >> CURSOR_STORE_SHIFT).unwrap_or(u32::MAX),
+                Some(cursor & ((1 << CURSOR_STORE_SHIFT) - 1)),
+            ),
+        };
+        if !stores.contains(&first) {
+            return Err(ApiError::invalid(
+                "cursor is not one this server issued for these filters",
+            ));
+        }
+        let limit = query.limit as usize;
+        let (mut rows, mut last) = (Vec::with_capacity(limit), None);
+        for store in first..stores.end {
+            let asked = OrderQuery {
+                before,
+                limit: (limit - rows.len()) as u32,
+                ..query.clone()
+            };
+            let page = self
+                .ledger
+                .read_store(store, move |reader| reader.orders(&asked))
+                .await?;
+            for row in page {
+                assert_eq!(row.sequence >> CURSOR_STORE_SHIFT, 0, "a sequence fits below the store");
+                last = Some((i64::from(store) << CURSOR_STORE_SHIFT) | row.sequence);
+                rows.push(row);
+            }
+            if rows.len() == limit {
+                break;
+            }
+            before = None;
+        }
+        let next = if rows.len() == limit { last } else { None };
+        Ok((rows, next))
     }
 
     async fn submit_one(
@@ -512,9 +605,12 @@ impl FlashSale {
         if self.buyers.lock().expect("buyers lock").contains(&key) {
             return Ok(None);
         }
-        let mut ops = vec![Operation::open(holding_account(product, user), unit(ITEM_UNIT))];
+        let mut ops = vec![Operation::open(
+            self.naming.holding_account(product, user),
+            unit(ITEM_UNIT),
+        )];
         if let Some(limit) = rules.per_buyer_limit {
-            let quota = quota_account(product, user);
+            let quota = self.naming.quota_account(product, user);
             ops.push(Operation::open(quota.clone(), unit(QUOTA_UNIT)));
             ops.push(Operation::deposit(quota, limit));
         }
@@ -547,16 +643,21 @@ impl FlashSale {
 /// A purchase's ops, what each is for (to name a rejection), and the price paid.
 type PurchaseOps = (Vec<Operation>, Vec<Part>, Option<u128>);
 
-fn purchase_ops(request: &PurchaseOrder, rules: &Rules) -> Result<PurchaseOps, ApiError> {
+fn purchase_ops(naming: Naming, request: &PurchaseOrder, rules: &Rules) -> Result<PurchaseOps, ApiError> {
     let (product, user, quantity) = (&request.product, &request.user, request.quantity);
     let mut moves = vec![(
         Part::Stock,
-        stock_account(product),
-        holding_account(product, user),
+        naming.stock_account(product),
+        naming.holding_account(product, user),
         quantity,
     )];
     if rules.per_buyer_limit.is_some() {
-        moves.push((Part::Quota, quota_account(product, user), AccountId::world(), quantity));
+        moves.push((
+            Part::Quota,
+            naming.quota_account(product, user),
+            AccountId::world(),
+            quantity,
+        ));
     }
     let mut paid = None;
     if let Some(price) = &rules.price {
@@ -575,7 +676,7 @@ fn purchase_ops(request: &PurchaseOrder, rules: &Rules) -> Result<PurchaseOps, A
         .map(|(part, from, to, amount)| match request.reserve_ttl_ms {
             None => Operation::transfer(from, to, amount),
             Some(ttl_ms) => Operation::Hold {
-                hold: order_hold(&request.order_id, part),
+                hold: naming.order_hold(product, &request.order_id, part),
                 account: from,
                 amount,
                 to: Some(to),

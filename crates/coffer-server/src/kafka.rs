@@ -1,6 +1,7 @@
-//! Kafka wired into the server: commands in (consumer group, offsets
-//! committed only once durable), results and change events out (the
-//! journal publisher), and `mode=async` HTTP through the commands topic.
+//! Kafka wired into the server: commands in (offsets committed only once
+//! applied), results and change events out (a single node's journal
+//! publisher; in a cluster each shard's owner publishes its own), and, on a
+//! single node, `mode=async` HTTP through the commands topic.
 
 use crate::config::ServerConfig;
 use crate::error::ApiError;
@@ -18,18 +19,30 @@ const INGEST_LINGER: Duration = Duration::from_millis(5);
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 const LAG_INTERVAL: Duration = Duration::from_secs(2);
 const PRODUCER_REFRESH_INTERVAL: Duration = Duration::from_millis(50);
+/// How often a node that does not consume looks whether it should.
+const CONSUMER_ROLE_INTERVAL: Duration = Duration::from_millis(500);
 /// Consecutive read errors after which the consumer starts over.
 const CONSECUTIVE_FAILURES_MAX: u32 = 5;
 
+/// Whether this process consumes the commands topic now: a single node
+/// always; in a cluster, the node that owns shard 0 (the others wait, so
+/// that one node reads each command, and a failover moves the reading
+/// with the lease).
+pub type ConsumerRole = Box<dyn Fn() -> bool + Send + Sync>;
+
 pub struct KafkaLink {
     pub settings: KafkaSettings,
-    producer: CommandProducer,
+    /// `mode=async` HTTP, single node only: a cluster node's record of
+    /// what is pending would not see the shard owners apply it.
+    producer: Option<CommandProducer>,
     /// Where commands are applied, and async ones recorded as pending.
     ledger: Arc<Ledger>,
+    consumes: ConsumerRole,
     /// Set by `stop`: the background tasks end.
     stopping: AtomicBool,
     publisher: Mutex<Option<Publisher>>,
-    pub publisher_stats: Arc<PublisherStats>,
+    /// The journal publisher's, on a single node.
+    pub publisher_stats: Option<Arc<PublisherStats>>,
     pub consumer_connected: AtomicBool,
     pub consumer_lag: AtomicI64,
     pub commands_applied: AtomicU64,
@@ -37,9 +50,10 @@ pub struct KafkaLink {
 }
 
 impl KafkaLink {
-    /// `None` without `--kafka-brokers`. Topics are created here when the
-    /// broker answers; if it does not, the ingest loop keeps trying.
-    pub async fn start(
+    /// A single node's link: `None` without `--kafka-brokers`. Topics are
+    /// created here when the broker answers; if it does not, the ingest
+    /// loop keeps trying.
+    pub async fn start_local(
         config: &ServerConfig,
         journal: Arc<coffer_journal::JournalStats>,
         ledger: Arc<Ledger>,
@@ -47,9 +61,7 @@ impl KafkaLink {
         let Some(settings) = config.kafka_settings()? else {
             return Ok(None);
         };
-        if let Err(error) = settings.ensure_topics().await {
-            tracing::warn!(%error, "Kafka topics not created yet; retrying in the background");
-        }
+        ensure_topics(&settings).await;
         let publisher = Publisher::start(
             &settings,
             config.journal_directory(),
@@ -57,19 +69,53 @@ impl KafkaLink {
             journal,
             config.engine_limits(),
         )?;
-        tracing::info!(brokers = %settings.brokers, commands = %settings.commands_topic, "Kafka connected");
-        Ok(Some(Arc::new(KafkaLink {
-            producer: CommandProducer::new(&settings)?,
-            publisher_stats: Arc::clone(publisher.stats()),
-            publisher: Mutex::new(Some(publisher)),
+        let producer = CommandProducer::new(&settings)?;
+        Ok(Some(KafkaLink::new(
+            settings,
             ledger,
+            Some(producer),
+            Some(publisher),
+            Box::new(|| true),
+        )))
+    }
+
+    /// A cluster node's link: it consumes the commands topic while
+    /// `consumes` says so, and publishes nothing itself.
+    pub async fn start_in_cluster(
+        settings: KafkaSettings,
+        ledger: Arc<Ledger>,
+        consumes: ConsumerRole,
+    ) -> Arc<KafkaLink> {
+        ensure_topics(&settings).await;
+        KafkaLink::new(settings, ledger, None, None, consumes)
+    }
+
+    fn new(
+        settings: KafkaSettings,
+        ledger: Arc<Ledger>,
+        producer: Option<CommandProducer>,
+        publisher: Option<Publisher>,
+        consumes: ConsumerRole,
+    ) -> Arc<KafkaLink> {
+        tracing::info!(brokers = %settings.brokers, commands = %settings.commands_topic, "Kafka connected");
+        Arc::new(KafkaLink {
+            producer,
+            publisher_stats: publisher.as_ref().map(|publisher| Arc::clone(publisher.stats())),
+            publisher: Mutex::new(publisher),
+            ledger,
+            consumes,
             stopping: AtomicBool::new(false),
             consumer_connected: AtomicBool::new(false),
             consumer_lag: AtomicI64::new(0),
             commands_applied: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
             settings,
-        })))
+        })
+    }
+
+    /// Whether `mode=async` writes go through the commands topic.
+    pub fn takes_async(&self) -> bool {
+        self.producer.is_some()
     }
 
     /// Publishes what the engine left durable, then stops (after the engine).
@@ -83,8 +129,12 @@ impl KafkaLink {
     /// `mode=async`: returns once the broker has the command, so an
     /// accepted command survives a coffer crash.
     pub async fn produce(&self, transaction: &Transaction) -> Result<(), ApiError> {
+        let producer = self
+            .producer
+            .as_ref()
+            .expect("only a link that takes async writes produces");
         let payload = serde_json::to_vec(&coffer_core::Command::of(transaction)).expect("commands serialize");
-        self.producer
+        producer
             .send(transaction.id().as_str(), &payload)
             .await
             .map_err(|error| ApiError::NotReady(format!("Kafka did not take the command: {error}")))?;
@@ -98,10 +148,15 @@ impl KafkaLink {
     }
 
     pub fn ready(&self) -> Result<(), String> {
-        if let Some(failure) = self.publisher_stats.failure() {
-            return Err(format!("event publisher stopped: {failure}"));
+        if let Some(stats) = &self.publisher_stats {
+            if let Some(failure) = stats.failure() {
+                return Err(format!("event publisher stopped: {failure}"));
+            }
+            if !stats.connected.load(Ordering::Relaxed) {
+                return Err("Kafka is unreachable".into());
+            }
         }
-        if !self.consumer_connected.load(Ordering::Relaxed) || !self.publisher_stats.connected.load(Ordering::Relaxed) {
+        if (self.consumes)() && !self.consumer_connected.load(Ordering::Relaxed) {
             return Err("Kafka is unreachable".into());
         }
         Ok(())
@@ -116,21 +171,29 @@ impl KafkaLink {
     /// Connects, consumes, and on repeated errors (a broker restarted, a
     /// topic gone) connects again from scratch, recreating the topics.
     async fn consume(self: Arc<Self>) {
-        tokio::spawn(Arc::clone(&self).refresh_producer());
+        if self.producer.is_some() {
+            tokio::spawn(Arc::clone(&self).refresh_producer());
+        }
         while self.running() {
+            if !(self.consumes)() {
+                self.consumer_connected.store(false, Ordering::Relaxed);
+                tokio::time::sleep(CONSUMER_ROLE_INTERVAL).await;
+                continue;
+            }
             let Some(ingest) = self.connect().await else {
                 return;
             };
             self.consumer_connected.store(true, Ordering::Relaxed);
             tokio::spawn(Arc::clone(&self).measure_lag(Arc::downgrade(&ingest)));
-            let go_on = self.consume_until_failing(&ingest).await;
+            let ended = self.consume_until_failing(&ingest).await;
             // A client that lost every broker must be gone before they return.
             coffer_kafka::retire(ingest);
-            if !go_on {
-                return;
-            }
             self.consumer_connected.store(false, Ordering::Relaxed);
-            tracing::warn!("Kafka client lost or failing; reconnecting with a fresh one");
+            match ended {
+                Ended::Stopping => return,
+                Ended::Failing => tracing::warn!("Kafka client lost or failing; reconnecting with a fresh one"),
+                Ended::NotOurs => tracing::info!("this node no longer consumes the commands topic"),
+            }
         }
     }
 
@@ -161,13 +224,17 @@ impl KafkaLink {
         }
     }
 
-    /// Consumes until errors repeat (true) or the server stops (false).
-    async fn consume_until_failing(&self, ingest: &Ingest) -> bool {
+    /// Consumes until errors repeat, the server stops, or another node
+    /// is to consume.
+    async fn consume_until_failing(&self, ingest: &Ingest) -> Ended {
         let mut failures = 0u32;
         loop {
+            if !(self.consumes)() {
+                return Ended::NotOurs;
+            }
             let read = ingest.next_batch(INGEST_BATCH_MAX, INGEST_LINGER).await;
             if ingest.lost() {
-                return true;
+                return Ended::Failing;
             }
             let batch = match read {
                 Ok(batch) => batch,
@@ -176,7 +243,7 @@ impl KafkaLink {
                     failures += 1;
                     tracing::warn!(%error, failures, "reading commands from Kafka failed");
                     if failures >= CONSECUTIVE_FAILURES_MAX {
-                        return true;
+                        return Ended::Failing;
                     }
                     tokio::time::sleep(Duration::from_millis(200) * failures).await;
                     continue;
@@ -185,10 +252,10 @@ impl KafkaLink {
             failures = 0;
             self.consumer_connected.store(true, Ordering::Relaxed);
             if !self.running() {
-                return false;
+                return Ended::Stopping;
             }
             if !batch.is_empty() && !self.apply(ingest, &batch).await {
-                return false;
+                return Ended::Stopping;
             }
         }
     }
@@ -199,7 +266,11 @@ impl KafkaLink {
     async fn apply(&self, ingest: &Ingest, batch: &[Command]) -> bool {
         let mut transactions = Vec::with_capacity(batch.len());
         for command in batch {
-            match parse(command) {
+            let checked = parse(command).and_then(|transaction| match self.ledger.unroutable(&transaction) {
+                None => Ok(transaction),
+                Some(reason) => Err(reason),
+            });
+            match checked {
                 Ok(transaction) => transactions.push(transaction),
                 Err(reason) => {
                     self.dead_letter(ingest, command, &reason).await;
@@ -208,6 +279,9 @@ impl KafkaLink {
         }
         let mut backoff = Duration::from_millis(50);
         while !transactions.is_empty() {
+            if !self.running() {
+                return false;
+            }
             match self.ledger.submit(transactions.clone(), Detail::WithoutEffects).await {
                 Ok(_) => break,
                 Err(ApiError::NotReady(_)) => return false,
@@ -255,11 +329,28 @@ impl KafkaLink {
     /// even while idle.
     async fn refresh_producer(self: Arc<Self>) {
         while self.running() {
-            if let Err(error) = self.producer.refresh() {
+            let Some(producer) = &self.producer else { return };
+            if let Err(error) = producer.refresh() {
                 tracing::warn!(%error, "could not replace the Kafka command producer");
             }
             tokio::time::sleep(PRODUCER_REFRESH_INTERVAL).await;
         }
+    }
+}
+
+/// Why `consume_until_failing` returned.
+enum Ended {
+    /// The server is stopping.
+    Stopping,
+    /// Errors repeated, or the client lost every broker: start over.
+    Failing,
+    /// Another node is to consume now.
+    NotOurs,
+}
+
+async fn ensure_topics(settings: &KafkaSettings) {
+    if let Err(error) = settings.ensure_topics().await {
+        tracing::warn!(%error, "Kafka topics not created yet; retrying in the background");
     }
 }
 

@@ -89,14 +89,10 @@ impl Ledger {
     }
 
     /// The single node's history store, or why there is none.
-    pub fn history_required(&self) -> Result<&Arc<History>, ApiError> {
-        self.history.as_ref().ok_or_else(|| match self.backend {
-            Backend::Local(_) => ApiError::HistoryUnavailable("the history is off (--history-url off)".into()),
-            Backend::Cluster(_) => ApiError::NotInCluster(
-                "orders are not available in cluster mode yet (account histories, balances at an instant and \
-                 transaction lookups are)",
-            ),
-        })
+    fn history_required(&self) -> Result<&Arc<History>, ApiError> {
+        self.history
+            .as_ref()
+            .ok_or_else(|| ApiError::HistoryUnavailable("the history is off (--history-url off)".into()))
     }
 
     /// Whether account histories are kept: always in a cluster.
@@ -107,6 +103,23 @@ impl Ledger {
         }
     }
 
+    /// How many history stores there are: one on a single node, one per
+    /// shard in a cluster. Stores are numbered from 0.
+    pub fn history_stores(&self) -> u32 {
+        match &self.backend {
+            Backend::Local(_) => 1,
+            Backend::Cluster(cluster) => cluster.all_shards().end,
+        }
+    }
+
+    /// The history store that keeps `account`'s entries.
+    pub fn history_store_of(&self, account: &AccountId) -> u32 {
+        match &self.backend {
+            Backend::Local(_) => 0,
+            Backend::Cluster(cluster) => cluster.shard_of_account(account),
+        }
+    }
+
     /// Runs a query on the history store that holds `account`, once it
     /// holds every write acknowledged before the call.
     pub async fn read_history<T: Send + 'static>(
@@ -114,6 +127,17 @@ impl Ledger {
         account: &AccountId,
         query: impl FnOnce(&mut dyn Reader) -> Result<T, HistoryError> + Send + 'static,
     ) -> Result<T, ApiError> {
+        self.read_store(self.history_store_of(account), query).await
+    }
+
+    /// Runs a query on history store `store` (below `history_stores`), once
+    /// it holds every write acknowledged before the call.
+    pub async fn read_store<T: Send + 'static>(
+        &self,
+        store: u32,
+        query: impl FnOnce(&mut dyn Reader) -> Result<T, HistoryError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        assert!(store < self.history_stores(), "history store {store} does not exist");
         match &self.backend {
             Backend::Local(_) => {
                 let history = self.history_required()?;
@@ -121,11 +145,27 @@ impl Ledger {
                 history.read(query).await
             }
             Backend::Cluster(cluster) => {
-                let shard = cluster.shard_of_account(account);
-                cluster.sync_history([shard]).await?;
-                read_pooled(cluster.history(shard), query).await
+                cluster.sync_history([store]).await?;
+                read_pooled(cluster.history(store), query).await
             }
         }
+    }
+
+    /// Runs a query on every history store, once each holds every write
+    /// acknowledged before the call: one answer per store, in store order.
+    pub async fn read_every_store<T: Send + 'static>(
+        &self,
+        query: impl Fn(&mut dyn Reader) -> Result<T, HistoryError> + Clone + Send + 'static,
+    ) -> Result<Vec<T>, ApiError> {
+        let Backend::Cluster(cluster) = &self.backend else {
+            return Ok(vec![self.read_store(0, query).await?]);
+        };
+        cluster.sync_history(cluster.all_shards()).await?;
+        let mut answers = Vec::with_capacity(cluster.all_shards().len());
+        for shard in cluster.all_shards() {
+            answers.push(read_pooled(cluster.history(shard), query.clone()).await?);
+        }
+        Ok(answers)
     }
 
     /// The stored transactions among `ids`, once the stores hold every
@@ -193,6 +233,15 @@ impl Ledger {
             .into_iter()
             .map(|stored| stored.unwrap_or_else(|| applied.next().expect("one result per fresh transaction")))
             .collect())
+    }
+
+    /// Why `transaction` can never be applied here, if it cannot: in a
+    /// cluster, accounts in more than one shard.
+    pub fn unroutable(&self, transaction: &Transaction) -> Option<String> {
+        match &self.backend {
+            Backend::Local(_) => None,
+            Backend::Cluster(cluster) => cluster.shard_of(transaction).err().map(|error| error.to_string()),
+        }
     }
 
     /// Records ids accepted elsewhere (the Kafka commands topic) as pending.

@@ -627,18 +627,46 @@ async fn final_outcomes(client: &reqwest::Client, bases: &[String], ids: Vec<Str
     outcomes
 }
 
-/// The balance events of a topic by (shard, event id), but `@world`'s, read from its start
-/// until there are `expected` (or 60 s pass). A message seen twice (an
-/// owner that died before it committed its history sends its events again)
-/// must be the same message.
+/// The balance events of a topic by (shard, event id), but `@world`'s, read
+/// from its start until there are `expected` (or 60 s pass). A message seen
+/// twice (an owner that died before it committed its history sends its
+/// events again) must be the same message.
 async fn balance_events(broker_port: u16, topic: &str, expected: usize) -> HashMap<(u64, i64), Value> {
+    // `@world`'s entries (each shard's source of deposits) are not in the
+    // accounts' histories the test counted.
+    fn counted(event: &Value) -> bool {
+        event["type"] == "balance_changed" && !event["account"].as_str().unwrap().starts_with('@')
+    }
+    let mut events: HashMap<(u64, i64), Value> = HashMap::new();
+    for (event, _) in topic_messages(broker_port, topic, expected, counted).await {
+        if !counted(&event) {
+            continue;
+        }
+        let key = (event["shard"].as_u64().unwrap(), event["event_id"].as_i64().unwrap());
+        if let Some(earlier) = events.insert(key, event.clone()) {
+            assert_eq!(earlier, event, "{key:?}: a message sent twice is the same message");
+        }
+    }
+    events
+}
+
+/// A topic's messages from its start, each with its `coffer-error` header,
+/// read until `expected` of them pass `counted` and the topic has been
+/// quiet for 2 s since (extra messages then fail the caller's checks), or
+/// until 60 s pass.
+async fn topic_messages(
+    broker_port: u16,
+    topic: &str,
+    expected: usize,
+    counted: fn(&Value) -> bool,
+) -> Vec<(Value, Option<String>)> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Message;
+    use rdkafka::message::{Headers, Message};
     let topic = topic.to_owned();
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", format!("127.0.0.1:{broker_port}"))
-            .set("group.id", "cluster-test-events")
+            .set("group.id", "cluster-test-reader")
             .set("enable.auto.commit", "false")
             .set("fetch.wait.max.ms", "20")
             .create()
@@ -652,27 +680,26 @@ async fn balance_events(broker_port: u16, topic: &str, expected: usize) -> HashM
         }
         consumer.assign(&partitions).unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
-        let mut events: HashMap<(u64, i64), Value> = HashMap::new();
-        // Past `expected`, on until the topic is quiet: extra events fail.
+        let (mut messages, mut seen) = (Vec::new(), 0);
         let mut last_message = Instant::now();
-        while (events.len() < expected || last_message.elapsed() < Duration::from_secs(2)) && Instant::now() < deadline
-        {
+        while (seen < expected || last_message.elapsed() < Duration::from_secs(2)) && Instant::now() < deadline {
             let Some(message) = consumer.poll(Duration::from_millis(200)) else {
                 continue;
             };
             last_message = Instant::now();
-            let event: Value = serde_json::from_slice(message.unwrap().payload().unwrap()).unwrap();
-            // `@world`'s entries (each shard's source of deposits) are not
-            // in the accounts' histories the test counted.
-            if event["type"] != "balance_changed" || event["account"].as_str().unwrap().starts_with('@') {
-                continue;
-            }
-            let key = (event["shard"].as_u64().unwrap(), event["event_id"].as_i64().unwrap());
-            if let Some(earlier) = events.insert(key, event.clone()) {
-                assert_eq!(earlier, event, "{key:?}: a message sent twice is the same message");
-            }
+            let message = message.unwrap();
+            let payload: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+            let error = message.headers().and_then(|headers| {
+                headers
+                    .iter()
+                    .find(|header| header.key == "coffer-error")
+                    .and_then(|header| header.value)
+                    .map(|value| String::from_utf8_lossy(value).into_owned())
+            });
+            seen += usize::from(counted(&payload));
+            messages.push((payload, error));
         }
-        events
+        messages
     })
     .await
     .unwrap()
@@ -1003,6 +1030,377 @@ async fn a_durable_broker_restarted_under_load_loses_nothing() {
     report(&format!(
         "durable broker test: {seconds} s of load, the broker (tansu, SQLite storage) killed and restarted once; \
          {checked}"
+    ));
+    drop(cluster);
+    let _ = broker.kill();
+    let _ = broker.wait();
+}
+
+/// Retries a request until it gets an answer that is not a 503, moving to
+/// the next node whenever one does not answer (it may have been killed).
+async fn settled_on_any(
+    client: &reqwest::Client,
+    bases: &[String],
+    first: usize,
+    request: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+) -> (u16, Value) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for attempt in first.. {
+        if let Ok(response) = request(client, &bases[attempt % bases.len()]).send().await {
+            let status = response.status().as_u16();
+            if status != 503 {
+                return (status, response.json().await.unwrap_or(Value::Null));
+            }
+        }
+        assert!(Instant::now() < deadline, "no answer but 503 within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    unreachable!("the attempts never end")
+}
+
+/// Every order a listing returns, page after page of `limit`.
+async fn listed_orders(client: &reqwest::Client, base: &str, filters: &str, limit: u32) -> Vec<Value> {
+    let (mut orders, mut cursor) = (Vec::new(), None::<String>);
+    loop {
+        let mut url = format!("{base}/v1/orders?{filters}&limit={limit}");
+        if let Some(cursor) = &cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let (status, page) = settled(|| client.get(&url)).await;
+        assert_eq!(status, 200, "{url}: {page}");
+        orders.extend(page["data"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return orders,
+        }
+    }
+}
+
+/// The number of the node that owns `shard` now.
+async fn owner_of(client: &reqwest::Client, base: &str, shard: u32) -> usize {
+    let view = get_json(client, format!("{base}/v1/cluster")).await;
+    let owner = view["shards"][shard as usize]["owner"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    owner.trim_start_matches('n').parse().unwrap_or(0)
+}
+
+/// Flash sales in a cluster: a product's stock, its buyers' accounts and
+/// its reservations' holds share its shard, so purchases taken by every
+/// node never oversell nor pass the per-buyer limit, even when the
+/// product's owner is killed mid-sale; reservations expire or are
+/// confirmed in the shard; orders are found and listed from any node,
+/// across shards. A priced purchase, which pays from the buyer's account
+/// in another shard, is refused as cross-shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flash_sale_on_every_node_never_oversells_through_a_kill() {
+    const STOCK: u64 = 60;
+    const PER_BUYER: u64 = 2;
+    const BUYERS: u64 = 50;
+    const ATTEMPTS: u64 = 3;
+    let Some(Running {
+        _turn,
+        mut broker,
+        client,
+        cluster,
+        ..
+    }) = running("cluster flash sale test").await
+    else {
+        return;
+    };
+    let bases: Vec<String> = (0..NODES).map(|node| cluster.base(node)).collect();
+    let phone_shard = shard_of("product:{phone}");
+    let case = (0..)
+        .map(|number| format!("case{number}"))
+        .find(|name| shard_of(&format!("product:{{{name}}}")) != phone_shard)
+        .unwrap();
+    for (product, stock) in [("phone", STOCK), (case.as_str(), 5)] {
+        let body = json!({"id": product, "stock": stock, "per_buyer_limit": PER_BUYER});
+        let (status, created) = settled(|| client.post(format!("{}/v1/products", bases[0])).json(&body)).await;
+        assert_eq!(status, 201, "{created}");
+    }
+
+    let cluster = Arc::new(tokio::sync::Mutex::new(cluster));
+    let buyers: Vec<_> = (0..BUYERS)
+        .map(|buyer| {
+            let (client, bases) = (client.clone(), bases.clone());
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for attempt in 0..ATTEMPTS {
+                    let body = json!({"user": format!("u{buyer}"), "order_id": format!("o-{buyer}-{attempt}")});
+                    let first = (buyer + attempt) as usize;
+                    let answer = settled_on_any(&client, &bases, first, |client, base| {
+                        client.post(format!("{base}/v1/products/phone/purchase")).json(&body)
+                    })
+                    .await;
+                    answers.push(answer);
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                }
+                answers
+            })
+        })
+        .collect();
+    // The product's owner dies mid-sale and comes back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let victim = owner_of(&client, &bases[0], phone_shard).await;
+    cluster.lock().await.kill(victim);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.lock().await.restart(victim);
+    let mut bought_by: HashMap<String, u64> = HashMap::new();
+    let mut refusals: HashMap<String, u64> = HashMap::new();
+    for buyer in buyers {
+        for (status, body) in buyer.await.unwrap() {
+            match status {
+                201 | 200 => *bought_by.entry(body["user"].as_str().unwrap().to_owned()).or_default() += 1,
+                422 => {
+                    *refusals
+                        .entry(body["error"]["code"].as_str().unwrap().to_owned())
+                        .or_default() += 1
+                }
+                other => panic!("unexpected {other}: {body}"),
+            }
+        }
+    }
+    let sold: u64 = bought_by.values().sum();
+    assert_eq!(sold, STOCK, "every item sold, none twice: {refusals:?}");
+    assert!(bought_by.values().all(|count| *count <= PER_BUYER), "{bought_by:?}");
+    assert!(
+        refusals
+            .keys()
+            .all(|code| code == "sold_out" || code == "limit_exceeded"),
+        "{refusals:?}"
+    );
+    cluster.lock().await.wait_ready(&client).await;
+    for base in &bases {
+        let (status, product) = settled(|| client.get(format!("{base}/v1/products/phone"))).await;
+        assert_eq!(status, 200, "{product}");
+        assert_eq!(
+            (product["stock"].as_u64(), product["sold"].as_u64()),
+            (Some(0), Some(STOCK)),
+            "{product}"
+        );
+    }
+    for buyer in 0..BUYERS {
+        let user = format!("u{buyer}");
+        let name = format!("holding:%7Bphone%7D:{user}");
+        let (status, holding) =
+            settled(|| client.get(format!("{}/v1/accounts/{name}", bases[buyer as usize % NODES]))).await;
+        let bought = bought_by.get(&user).copied().unwrap_or(0);
+        match bought {
+            0 => assert!(status == 200 || status == 404, "{holding}"),
+            _ => assert_eq!(
+                (status, holding["available"].as_u64()),
+                (200, Some(bought)),
+                "{holding}"
+            ),
+        }
+    }
+    let completed = listed_orders(&client, &bases[1], "product=phone&status=completed", 7).await;
+    assert_eq!(completed.len() as u64, STOCK, "each sold item's order listed once");
+    let ids: std::collections::HashSet<&str> = completed
+        .iter()
+        .map(|order| order["order_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len() as u64, STOCK);
+
+    // Reservations in the other product's shard: one expires, one is confirmed.
+    for (order, ttl_ms) in [("r-expires", 1_000), ("r-confirmed", 60_000)] {
+        let body = json!({"user": "u0", "order_id": order, "reserve_ttl_ms": ttl_ms});
+        let (status, reserved) = settled(|| {
+            client
+                .post(format!("{}/v1/products/{case}/purchase", bases[2]))
+                .json(&body)
+        })
+        .await;
+        assert_eq!(
+            (status, reserved["status"].as_str()),
+            (201, Some("reserved")),
+            "{reserved}"
+        );
+    }
+    let (status, confirmed) = settled(|| client.post(format!("{}/v1/orders/r-confirmed/confirm", bases[0]))).await;
+    assert_eq!(
+        (status, confirmed["status"].as_str()),
+        (200, Some("confirmed")),
+        "{confirmed}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, order) = settled(|| client.get(format!("{}/v1/orders/r-expires", bases[1]))).await;
+        assert_eq!(status, 200, "{order}");
+        if order["status"] == "expired" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the reservation never expired: {order}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, product) = settled(|| client.get(format!("{}/v1/products/{case}", bases[1]))).await;
+    assert_eq!(
+        (
+            product["stock"].as_u64(),
+            product["reserved"].as_u64(),
+            product["sold"].as_u64()
+        ),
+        (Some(4), Some(0), Some(1)),
+        "the expired reservation's item is back: {product}"
+    );
+    // A buyer's orders lie in two shards; the listing walks them.
+    let of_u0 = listed_orders(&client, &bases[2], "user=u0", 1).await;
+    let expected = bought_by.get("u0").copied().unwrap_or(0) + 2;
+    assert_eq!(of_u0.len() as u64, expected, "{of_u0:?}");
+    assert!(of_u0.iter().all(|order| order["user"] == "u0"), "{of_u0:?}");
+
+    // A priced purchase pays from the buyer's own account, in another shard.
+    let merchant = (0..)
+        .map(|number| format!("m{number}"))
+        .find(|name| shard_of(name) != shard_of("product:{gold}"))
+        .unwrap();
+    let body = json!({"id": "gold", "stock": 5, "price": 10, "unit": "USD/2", "merchant": merchant});
+    let (status, created) = settled(|| client.post(format!("{}/v1/products", bases[0])).json(&body)).await;
+    assert_eq!(status, 201, "{created}");
+    let body = json!({"user": merchant, "order_id": "g-1"});
+    let (status, refused) = settled(|| {
+        client
+            .post(format!("{}/v1/products/gold/purchase", bases[1]))
+            .json(&body)
+    })
+    .await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (422, Some("cross_shard")),
+        "{refused}"
+    );
+
+    report(&format!(
+        "cluster flash sale test: {} purchases on 3 nodes, product owner n{victim} killed mid-sale; {STOCK} sold to {} \
+         buyers, {refusals:?}; a reservation expired, one confirmed; orders listed across shards",
+        BUYERS * ATTEMPTS,
+        bought_by.len()
+    ));
+    drop(cluster);
+    let _ = broker.kill();
+    let _ = broker.wait();
+}
+
+/// Transfers of 1 to the commands topic, each between two accounts of one
+/// group, ids `{prefix}-{n}` for `n` in `range`; the net change each makes
+/// is added to `changes`.
+async fn produce_transfers(
+    broker_port: u16,
+    topic: &str,
+    prefix: &str,
+    range: std::ops::Range<u64>,
+    changes: &mut HashMap<String, i64>,
+) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", format!("127.0.0.1:{broker_port}"))
+        .set("message.timeout.ms", "60000")
+        .create()
+        .unwrap();
+    let mut deliveries = Vec::new();
+    for number in range {
+        let (group, index) = (number % GROUPS, (number / GROUPS) % ACCOUNTS_PER_GROUP);
+        let (from, to) = (account(group, index), account(group, (index + 1) % ACCOUNTS_PER_GROUP));
+        *changes.entry(from.clone()).or_default() -= 1;
+        *changes.entry(to.clone()).or_default() += 1;
+        let payload = json!({"id": format!("{prefix}-{number}"), "ops": [{"type": "transfer", "from": from, "to": to, "amount": 1}]});
+        let payload = payload.to_string();
+        let record = FutureRecord::to(topic).key(&from).payload(&payload);
+        deliveries.push(producer.send_result(record).map_err(|(error, _)| error).unwrap());
+    }
+    for delivery in deliveries {
+        delivery.await.unwrap().unwrap();
+    }
+}
+
+/// Kafka ingestion in a cluster: the node that owns shard 0 reads the
+/// commands topic and routes each command to its shard; when it is killed,
+/// the next owner of shard 0 goes on from the committed offsets. Every
+/// command is applied exactly once (a command read again, or produced
+/// twice, is replayed by its id), and one whose accounts lie in two shards
+/// goes to the dead-letter topic with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commands_from_kafka_are_applied_once_through_a_kill_of_their_reader() {
+    const COMMANDS: u64 = 2_000;
+    let Some(Running {
+        _turn,
+        mut broker,
+        broker_port,
+        client,
+        mut cluster,
+        name,
+    }) = running("cluster Kafka ingestion test").await
+    else {
+        return;
+    };
+    let bases: Vec<String> = (0..NODES).map(|node| cluster.base(node)).collect();
+    open_and_fund(&client, &bases[0], 0..GROUPS).await;
+    let topic = format!("{name}.commands");
+    let mut changes = HashMap::new();
+    produce_transfers(broker_port, &topic, "k", 0..COMMANDS / 2, &mut changes).await;
+    let (near, far) = (0..GROUPS)
+        .flat_map(|one| (0..GROUPS).map(move |other| (one, other)))
+        .find(|(one, other)| shard_of(&account(*one, 0)) != shard_of(&account(*other, 0)))
+        .unwrap();
+    {
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        let producer: FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", format!("127.0.0.1:{broker_port}"))
+            .create()
+            .unwrap();
+        let payload = json!({"id": "across", "ops": [{"type": "transfer", "from": account(near, 0), "to": account(far, 0), "amount": 1}]});
+        producer
+            .send(
+                FutureRecord::<str, str>::to(&topic).payload(&payload.to_string()),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+    }
+    let reader = owner_of(&client, &bases[0], 0).await;
+    cluster.kill(reader);
+    produce_transfers(broker_port, &topic, "k", COMMANDS / 2..COMMANDS, &mut changes).await;
+    // Produced twice: the second copy is replayed, never applied.
+    produce_transfers(broker_port, &topic, "k", 0..100, &mut HashMap::new()).await;
+    cluster.restart(reader);
+    cluster.wait_ready(&client).await;
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut wrong = Vec::new();
+        for group in 0..GROUPS {
+            for index in 0..ACCOUNTS_PER_GROUP {
+                let id = account(group, index);
+                let encoded = id.replace('{', "%7B").replace('}', "%7D");
+                let (status, body) =
+                    settled(|| client.get(format!("{}/v1/accounts/{encoded}", bases[(group as usize) % NODES]))).await;
+                let expected = FUNDING + changes.get(&id).copied().unwrap_or(0);
+                if status != 200 || body["available"].as_i64() != Some(expected) {
+                    wrong.push(format!("{id}: {} (expected {expected})", body["available"]));
+                }
+            }
+        }
+        if wrong.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "balances never matched the commands: {wrong:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (status, first) = settled(|| client.get(format!("{}/v1/transactions/k-0", bases[2]))).await;
+    assert_eq!((status, first["status"].as_str()), (200, Some("committed")), "{first}");
+    let dead = topic_messages(broker_port, &format!("{name}.dead-letter"), 1, |_| true).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].0["id"], "across", "{dead:?}");
+    let reason = dead[0].1.clone().unwrap_or_default();
+    assert!(reason.contains("shard"), "the reason names the shards: {reason}");
+    report(&format!(
+        "cluster Kafka ingestion test: {COMMANDS} commands (100 produced twice) applied once each through a kill of \
+         their reader n{reader}; a cross-shard command dead-lettered: {reason}"
     ));
     drop(cluster);
     let _ = broker.kill();

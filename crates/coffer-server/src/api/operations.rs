@@ -162,10 +162,11 @@ fn record_history_metrics(history: &crate::history::History, durable_sequence: u
 }
 
 fn record_kafka_metrics(kafka: &crate::kafka::KafkaLink, durable_sequence: u64) {
-    let published = kafka.publisher_stats.published_sequence.load(Ordering::Relaxed);
-    metrics::gauge!("coffer_kafka_publish_lag_transactions").set(durable_sequence.saturating_sub(published) as f64);
-    metrics::gauge!("coffer_kafka_messages_published")
-        .set(kafka.publisher_stats.messages_published.load(Ordering::Relaxed) as f64);
+    if let Some(stats) = &kafka.publisher_stats {
+        let published = stats.published_sequence.load(Ordering::Relaxed);
+        metrics::gauge!("coffer_kafka_publish_lag_transactions").set(durable_sequence.saturating_sub(published) as f64);
+        metrics::gauge!("coffer_kafka_messages_published").set(stats.messages_published.load(Ordering::Relaxed) as f64);
+    }
     metrics::gauge!("coffer_kafka_consumer_lag_messages").set(kafka.consumer_lag.load(Ordering::Relaxed) as f64);
     metrics::gauge!("coffer_kafka_commands_applied").set(kafka.commands_applied.load(Ordering::Relaxed) as f64);
     metrics::gauge!("coffer_kafka_dead_letters").set(kafka.dead_letters.load(Ordering::Relaxed) as f64);

@@ -315,10 +315,8 @@ pub async fn list_orders(
         before,
         limit,
     };
-    let rows = state.flash_sale.orders(query).await?;
-    let next_cursor = (rows.len() == limit as usize)
-        .then(|| rows.last().map(|row| format!("o{}", row.sequence)))
-        .flatten();
+    let (rows, next) = state.flash_sale.orders(query).await?;
+    let next_cursor = next.map(|cursor| format!("o{cursor}"));
     let page = Page {
         data: rows.iter().map(order_answer).collect(),
         next_cursor,

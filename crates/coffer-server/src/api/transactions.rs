@@ -49,7 +49,7 @@ pub async fn create(
             Ok(execute(&state, transaction, detail).await?.respond_in(detail))
         }
         Some("async") => {
-            if let Some(kafka) = &state.kafka {
+            if let Some(kafka) = state.kafka.as_ref().filter(|kafka| kafka.takes_async()) {
                 // Through the commands topic: accepted once the broker has
                 // it, applied later (`GET` says `pending` until then).
                 let id = transaction.id().to_string();

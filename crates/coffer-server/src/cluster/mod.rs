@@ -219,6 +219,11 @@ impl Cluster {
         self.stopping.load(Ordering::Acquire)
     }
 
+    /// Whether this node applies `shard` now (holds its lease).
+    pub fn owns(&self, shard: u32) -> bool {
+        self.view.read().expect("view lock").owned.contains(&shard)
+    }
+
     /// Applies transactions, each in its accounts' shard, one answer each
     /// in their order. A transaction, or a linked chain, must stay within
     /// one shard.
