@@ -179,7 +179,7 @@ async fn start_cluster(settings: ClusterSettings) -> anyhow::Result<Backing> {
     let ledger = Ledger::new(Backend::Cluster(Arc::clone(&cluster)), None);
     let consumes = {
         let cluster = Arc::clone(&cluster);
-        Box::new(move || cluster.owns(0))
+        Box::new(move || cluster.serves(0))
     };
     let kafka = KafkaLink::start_in_cluster(kafka_settings, Arc::clone(&ledger), consumes).await;
     let stopped_kafka = Arc::clone(&kafka);

@@ -25,9 +25,10 @@ const CONSUMER_ROLE_INTERVAL: Duration = Duration::from_millis(500);
 const CONSECUTIVE_FAILURES_MAX: u32 = 5;
 
 /// Whether this process consumes the commands topic now: a single node
-/// always; in a cluster, the node that owns shard 0 (the others wait, so
-/// that one node reads each command, and a failover moves the reading
-/// with the lease).
+/// always; in a cluster, the node that owns shard 0 while the shard
+/// serves (the others wait, so that one node reads each command, and a
+/// failover moves the reading with the lease; a broker that lost the
+/// shards' logs stops it).
 pub type ConsumerRole = Box<dyn Fn() -> bool + Send + Sync>;
 
 pub struct KafkaLink {
@@ -38,6 +39,10 @@ pub struct KafkaLink {
     /// Where commands are applied, and async ones recorded as pending.
     ledger: Arc<Ledger>,
     consumes: ConsumerRole,
+    /// Whether a reconnection creates missing topics. A cluster creates
+    /// them once, at startup: a broker that comes back without them has
+    /// lost the shards' logs too, and the shards refuse writes.
+    recreates_topics: bool,
     /// Set by `stop`: the background tasks end.
     stopping: AtomicBool,
     publisher: Mutex<Option<Publisher>>,
@@ -70,13 +75,8 @@ impl KafkaLink {
             config.engine_limits(),
         )?;
         let producer = CommandProducer::new(&settings)?;
-        Ok(Some(KafkaLink::new(
-            settings,
-            ledger,
-            Some(producer),
-            Some(publisher),
-            Box::new(|| true),
-        )))
+        let single_node = SingleNode { producer, publisher };
+        Ok(Some(KafkaLink::new(settings, ledger, Some(single_node), Box::new(|| true))))
     }
 
     /// A cluster node's link: it consumes the commands topic while
@@ -87,22 +87,24 @@ impl KafkaLink {
         consumes: ConsumerRole,
     ) -> Arc<KafkaLink> {
         ensure_topics(&settings).await;
-        KafkaLink::new(settings, ledger, None, None, consumes)
+        KafkaLink::new(settings, ledger, None, consumes)
     }
 
     fn new(
         settings: KafkaSettings,
         ledger: Arc<Ledger>,
-        producer: Option<CommandProducer>,
-        publisher: Option<Publisher>,
+        single_node: Option<SingleNode>,
         consumes: ConsumerRole,
     ) -> Arc<KafkaLink> {
         tracing::info!(brokers = %settings.brokers, commands = %settings.commands_topic, "Kafka connected");
+        let recreates_topics = single_node.is_some();
+        let (producer, publisher) = single_node.map(|parts| (parts.producer, parts.publisher)).unzip();
         Arc::new(KafkaLink {
             producer,
             publisher_stats: publisher.as_ref().map(|publisher| Arc::clone(publisher.stats())),
             publisher: Mutex::new(publisher),
             ledger,
+            recreates_topics,
             consumes,
             stopping: AtomicBool::new(false),
             consumer_connected: AtomicBool::new(false),
@@ -203,7 +205,11 @@ impl KafkaLink {
             if !self.running() {
                 return None;
             }
-            let created = match self.settings.ensure_topics().await {
+            let ensured = match self.recreates_topics {
+                true => self.settings.ensure_topics().await,
+                false => Ok(()),
+            };
+            let created = match ensured {
                 Ok(()) => {
                     let settings = self.settings.clone();
                     tokio::task::spawn_blocking(move || Ingest::new(&settings))
@@ -336,6 +342,14 @@ impl KafkaLink {
             tokio::time::sleep(PRODUCER_REFRESH_INTERVAL).await;
         }
     }
+}
+
+/// What only a single node's link has.
+struct SingleNode {
+    /// For `mode=async` HTTP writes.
+    producer: CommandProducer,
+    /// Publishes the journal's results and events.
+    publisher: Publisher,
 }
 
 /// Why `consume_until_failing` returned.

@@ -219,9 +219,11 @@ impl Cluster {
         self.stopping.load(Ordering::Acquire)
     }
 
-    /// Whether this node applies `shard` now (holds its lease).
-    pub fn owns(&self, shard: u32) -> bool {
-        self.view.read().expect("view lock").owned.contains(&shard)
+    /// Whether this node applies `shard` now: it holds its lease, and the
+    /// shard takes writes.
+    pub fn serves(&self, shard: u32) -> bool {
+        let view = self.view.read().expect("view lock");
+        view.owned.contains(&shard) && view.refusal(shard).is_none()
     }
 
     /// Applies transactions, each in its accounts' shard, one answer each
