@@ -10,6 +10,8 @@
 #   3. failover, ROUNDS times: kill -9 the owner of one shard, then write to
 #      that shard through another node every 50 ms; the time from the kill
 #      to the first write answered 201 (the killed node is restarted after).
+#   With PROFILE=1, `perf record` samples the broker and the three nodes
+#   during the latency run, and the hottest symbols of each are printed.
 # Usage: bench/cluster.sh [SECONDS=20] [RATE=1000] [ROUNDS=3]
 # Needs: tansu on the PATH, PostgreSQL at COFFER_BENCH_POSTGRES_URL
 # (default postgres://postgres@127.0.0.1:5432/test).
@@ -66,6 +68,13 @@ echo "== latency at $RATE transfers/s for $SECONDS_PER_RUN s (single transfers, 
 before_nodes=0
 for pid in "${pids[@]}"; do before_nodes=$((before_nodes + $(cpu_ticks "$pid"))); done
 before_broker=$(cpu_ticks "$broker_pid")
+if [ "${PROFILE:-0}" = 1 ]; then
+  perf record -F 499 -g -o "$data/broker.perf" -p "$broker_pid" -- sleep "$SECONDS_PER_RUN" >/dev/null 2>&1 &
+  perf_pids=($!)
+  perf record -F 499 -g -o "$data/nodes.perf" -p "$(IFS=,; echo "${pids[*]}")" -- sleep "$SECONDS_PER_RUN" \
+    >/dev/null 2>&1 &
+  perf_pids+=($!)
+fi
 target/release/coffer bench --url "http://127.0.0.1:${PORTS[0]}" --scenario transfers --rate "$RATE" \
   --duration "$SECONDS_PER_RUN" --connections 64 --accounts 1200 --shard-keys 96 --json >"$data/bench.json"
 after_nodes=0
@@ -80,6 +89,17 @@ print(f"transfers {done} ({report['transfers_per_second']:.0f}/s), errors {repor
 print(f"latency ms: p50 {latency['p50']:.2f}  p99 {latency['p99']:.2f}  max {latency['max']:.2f}")
 print(f"CPU per transfer: coffer nodes {nodes / hz / done * 1e6:.0f} us, broker {broker / hz / done * 1e6:.0f} us")
 EOF
+if [ "${PROFILE:-0}" = 1 ]; then
+  wait "${perf_pids[@]}" 2>/dev/null || true
+  for who in broker nodes; do
+    echo "-- $who: hottest symbols (self time)"
+    perf report -i "$data/$who.perf" --no-children --sort symbol --stdio 2>/dev/null |
+      grep -E '^ +[0-9]+\.[0-9]+%' | head -15
+    echo "-- $who: by thread"
+    perf report -i "$data/$who.perf" --no-children --sort comm --stdio 2>/dev/null |
+      grep -E '^ +[0-9]+\.[0-9]+%' | head -8
+  done
+fi
 
 echo "== failover (lease TTL $LEASE_TTL_MS ms), $ROUNDS rounds"
 for round in $(seq 1 "$ROUNDS"); do

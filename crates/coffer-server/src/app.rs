@@ -3,13 +3,15 @@
 
 use crate::api::router;
 use crate::auth::Auth;
+use crate::backend::local::Local;
+use crate::backend::Backend;
 use crate::cluster::{Cluster, ClusterSettings};
 use crate::config::ServerConfig;
 use crate::flash_sale::{FlashSale, Naming};
 use crate::history::History;
 use crate::jobs::{FileStore, JobStore, Jobs, PostgresJobStore};
 use crate::kafka::KafkaLink;
-use crate::ledger::{Backend, Ledger};
+use crate::ledger::Ledger;
 use crate::rate_limit::RateLimiter;
 use crate::sequencer::{Sequencer, SequencerSettings};
 use crate::state::AppState;
@@ -142,7 +144,7 @@ async fn start_local(config: &ServerConfig) -> anyhow::Result<Backing> {
         snapshot_every_entries: config.snapshot_every_entries,
     };
     let sequencer = Sequencer::start(engine, journal, settings);
-    let ledger = Ledger::new(Backend::Local(Arc::clone(&sequencer)), history.clone());
+    let ledger = Ledger::new(Arc::new(Local::new(Arc::clone(&sequencer), history.clone())));
     let kafka = KafkaLink::start_local(config, Arc::clone(&journal_stats), Arc::clone(&ledger)).await?;
     let stopped_kafka = kafka.clone();
     // The engine first (its last records and snapshot), then the history,
@@ -176,7 +178,7 @@ async fn start_cluster(settings: ClusterSettings) -> anyhow::Result<Backing> {
     let runner = settings.node_id.clone();
     let kafka_settings = settings.events.clone();
     let cluster = Cluster::start(settings).await.context("joining the cluster")?;
-    let ledger = Ledger::new(Backend::Cluster(Arc::clone(&cluster)), None);
+    let ledger = Ledger::new(Arc::clone(&cluster) as Arc<dyn Backend>);
     let consumes = {
         let cluster = Arc::clone(&cluster);
         Box::new(move || cluster.serves(0))

@@ -144,17 +144,9 @@ impl History {
         )))
     }
 
-    /// Runs a query on a pooled connection, on a blocking thread.
-    pub async fn read<T: Send + 'static>(
-        &self,
-        query: impl FnOnce(&mut dyn Reader) -> Result<T, HistoryError> + Send + 'static,
-    ) -> Result<T, ApiError> {
-        read_pooled(&self.pool, query).await
-    }
-
-    /// The stored transactions among `ids`.
-    pub async fn stored(&self, ids: Vec<String>) -> Result<Vec<TransactionRow>, ApiError> {
-        self.read(move |reader| stored_among(reader, &ids)).await
+    /// Connections to the store.
+    pub fn pool(&self) -> &Arc<ReaderPool> {
+        &self.pool
     }
 }
 

@@ -76,7 +76,12 @@ impl KafkaLink {
         )?;
         let producer = CommandProducer::new(&settings)?;
         let single_node = SingleNode { producer, publisher };
-        Ok(Some(KafkaLink::new(settings, ledger, Some(single_node), Box::new(|| true))))
+        Ok(Some(KafkaLink::new(
+            settings,
+            ledger,
+            Some(single_node),
+            Box::new(|| true),
+        )))
     }
 
     /// A cluster node's link: it consumes the commands topic while

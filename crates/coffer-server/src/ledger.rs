@@ -15,10 +15,10 @@
 //! the fsync; in a cluster, the shard's owner answers after the entry is in
 //! the replicated log and applied.
 
-use crate::cluster::Cluster;
+use crate::backend::Backend;
 use crate::error::ApiError;
-use crate::history::{read_pooled, stored_among, History};
-use crate::sequencer::{Answer, Detail, Kind, Query, Sequencer, Submitted};
+use crate::history::{read_pooled, stored_among};
+use crate::sequencer::{Answer, Detail, Kind, Query, Submitted};
 use coffer_core::{
     AccountId, AccountView, HoldId, HoldView, Record, Rejection, RejectionCode, Transaction, TransactionId, Verdict,
 };
@@ -30,16 +30,8 @@ use std::sync::{Arc, Mutex};
 /// but a lookup answers 404 until they are.
 pub const PENDING_MAX: usize = 1_000_000;
 
-/// What applies the transactions: one engine thread and its journal, or
-/// the shards of a cluster.
-pub enum Backend {
-    Local(Arc<Sequencer>),
-    Cluster(Arc<Cluster>),
-}
-
 pub struct Ledger {
-    backend: Backend,
-    history: Option<Arc<History>>,
+    backend: Arc<dyn Backend>,
     /// Produced to the Kafka commands topic and not yet applied.
     pending: Mutex<HashSet<TransactionId>>,
 }
@@ -55,69 +47,41 @@ pub enum Lookup {
 }
 
 impl Ledger {
-    pub fn new(backend: Backend, history: Option<Arc<History>>) -> Arc<Ledger> {
-        assert!(
-            history.is_none() || matches!(backend, Backend::Local(_)),
-            "a cluster keeps no local history"
-        );
+    pub fn new(backend: Arc<dyn Backend>) -> Arc<Ledger> {
         Arc::new(Ledger {
             backend,
-            history,
             pending: Mutex::new(HashSet::new()),
         })
     }
 
-    pub fn backend(&self) -> &Backend {
-        &self.backend
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
     }
 
-    /// Why no write can be taken now, if so (readiness).
+    /// Why no write can be taken now (readiness).
     pub fn not_ready(&self) -> Option<String> {
-        match &self.backend {
-            Backend::Local(sequencer) => {
-                if let Some(failure) = sequencer.journal_failure() {
-                    return Some(format!("journal failed: {failure}"));
-                }
-                (!sequencer.engine_running()).then(|| "the engine thread has stopped".into())
-            }
-            Backend::Cluster(cluster) => cluster.not_ready(),
-        }
+        self.backend.not_ready()
     }
 
-    pub fn history(&self) -> Option<&Arc<History>> {
-        self.history.as_ref()
-    }
-
-    /// The single node's history store, or why there is none.
-    fn history_required(&self) -> Result<&Arc<History>, ApiError> {
-        self.history
-            .as_ref()
-            .ok_or_else(|| ApiError::HistoryUnavailable("the history is off (--history-url off)".into()))
-    }
-
-    /// Whether account histories are kept: always in a cluster.
+    /// Whether account histories are kept, or why not.
     pub fn history_kept(&self) -> Result<(), ApiError> {
-        match self.backend {
-            Backend::Local(_) => self.history_required().map(drop),
-            Backend::Cluster(_) => Ok(()),
+        match self.backend.history_stores() {
+            0 => Err(ApiError::HistoryUnavailable(
+                "the history is off (--history-url off)".into(),
+            )),
+            _ => Ok(()),
         }
     }
 
     /// How many history stores there are: one on a single node, one per
     /// shard in a cluster. Stores are numbered from 0.
     pub fn history_stores(&self) -> u32 {
-        match &self.backend {
-            Backend::Local(_) => 1,
-            Backend::Cluster(cluster) => cluster.all_shards().end,
-        }
+        self.backend.history_stores()
     }
 
     /// The history store that keeps `account`'s entries.
     pub fn history_store_of(&self, account: &AccountId) -> u32 {
-        match &self.backend {
-            Backend::Local(_) => 0,
-            Backend::Cluster(cluster) => cluster.shard_of_account(account),
-        }
+        self.backend.history_store_of(account)
     }
 
     /// Runs a query on the history store that holds `account`, once it
@@ -130,25 +94,17 @@ impl Ledger {
         self.read_store(self.history_store_of(account), query).await
     }
 
-    /// Runs a query on history store `store` (below `history_stores`), once
-    /// it holds every write acknowledged before the call.
+    /// Runs a query on history store `store`, once it holds every write
+    /// acknowledged before the call.
     pub async fn read_store<T: Send + 'static>(
         &self,
         store: u32,
         query: impl FnOnce(&mut dyn Reader) -> Result<T, HistoryError> + Send + 'static,
     ) -> Result<T, ApiError> {
+        self.history_kept()?;
         assert!(store < self.history_stores(), "history store {store} does not exist");
-        match &self.backend {
-            Backend::Local(_) => {
-                let history = self.history_required()?;
-                history.caught_up().await?;
-                history.read(query).await
-            }
-            Backend::Cluster(cluster) => {
-                cluster.sync_history([store]).await?;
-                read_pooled(cluster.history(store), query).await
-            }
-        }
+        let pools = self.backend.synced_history(vec![store]).await?;
+        read_pooled(&pools[0], query).await
     }
 
     /// Runs a query on every history store, once each holds every write
@@ -157,49 +113,43 @@ impl Ledger {
         &self,
         query: impl Fn(&mut dyn Reader) -> Result<T, HistoryError> + Clone + Send + 'static,
     ) -> Result<Vec<T>, ApiError> {
-        let Backend::Cluster(cluster) = &self.backend else {
-            return Ok(vec![self.read_store(0, query).await?]);
-        };
-        cluster.sync_history(cluster.all_shards()).await?;
-        let mut answers = Vec::with_capacity(cluster.all_shards().len());
-        for shard in cluster.all_shards() {
-            answers.push(read_pooled(cluster.history(shard), query.clone()).await?);
+        self.history_kept()?;
+        let pools = self
+            .backend
+            .synced_history((0..self.history_stores()).collect())
+            .await?;
+        let mut answers = Vec::with_capacity(pools.len());
+        for pool in &pools {
+            answers.push(read_pooled(pool, query.clone()).await?);
         }
         Ok(answers)
     }
 
-    /// The stored transactions among `ids`, once the stores hold every
-    /// write acknowledged before the call; `None` without a history.
-    async fn stored(&self, ids: Vec<String>) -> Result<Option<Vec<TransactionRow>>, ApiError> {
-        match &self.backend {
-            Backend::Local(_) => {
-                let Some(history) = &self.history else { return Ok(None) };
-                history.caught_up().await?;
-                Ok(Some(history.stored(ids).await?))
-            }
-            // An id names no shard: every shard's history is asked.
-            Backend::Cluster(cluster) => {
-                let asked = cluster.all_shards().map(|shard| (shard, ids.clone())).collect();
-                Ok(Some(stored_in_shards(cluster, asked).await?))
-            }
+    /// The stored transactions among `ids`, by the stores to look in, once
+    /// those stores hold every write acknowledged before the call.
+    async fn stored(&self, ids_by_store: Vec<(u32, Vec<String>)>) -> Result<Vec<TransactionRow>, ApiError> {
+        if ids_by_store.is_empty() {
+            return Ok(Vec::new());
         }
+        let stores = ids_by_store.iter().map(|(store, _)| *store).collect();
+        let pools = self.backend.synced_history(stores).await?;
+        let mut rows = Vec::new();
+        for (pool, (_, ids)) in pools.iter().zip(ids_by_store) {
+            rows.extend(read_pooled(pool, move |reader| stored_among(reader, &ids)).await?);
+        }
+        Ok(rows)
     }
 
     /// True once the engine takes no more commands (shutdown): the
     /// background writers (jobs, Kafka) stop then.
     pub fn stopped(&self) -> bool {
-        match &self.backend {
-            Backend::Local(sequencer) => sequencer.stopped(),
-            Backend::Cluster(cluster) => cluster.stopped(),
-        }
+        self.backend.stopped()
     }
 
-    /// Applies a batch on the backend, with no history check.
-    async fn apply(&self, transactions: Vec<Transaction>, detail: Detail) -> Result<Vec<Submitted>, ApiError> {
-        Ok(match &self.backend {
-            Backend::Local(sequencer) => sequencer.submit(transactions, detail).await?,
-            Backend::Cluster(cluster) => cluster.submit(transactions, detail).await?,
-        })
+    /// Why `transaction` can never be applied here, if it cannot: in a
+    /// cluster, accounts in more than one shard.
+    pub fn unroutable(&self, transaction: &Transaction) -> Option<String> {
+        self.backend.unroutable(transaction)
     }
 
     /// Applies transactions and answers once durable, one result each.
@@ -209,7 +159,7 @@ impl Ledger {
     pub async fn submit(&self, transactions: Vec<Transaction>, detail: Detail) -> Result<Vec<Submitted>, ApiError> {
         let known = self.known(&transactions).await?;
         if known.iter().all(Option::is_none) {
-            return self.apply(transactions, detail).await;
+            return self.backend.submit(transactions, detail).await;
         }
         if transactions.iter().any(Transaction::is_linked_to_next) {
             return Ok(known
@@ -226,22 +176,13 @@ impl Ledger {
             .collect();
         let mut applied = match fresh.is_empty() {
             true => Vec::new(),
-            false => self.apply(fresh, detail).await?,
+            false => self.backend.submit(fresh, detail).await?,
         }
         .into_iter();
         Ok(known
             .into_iter()
             .map(|stored| stored.unwrap_or_else(|| applied.next().expect("one result per fresh transaction")))
             .collect())
-    }
-
-    /// Why `transaction` can never be applied here, if it cannot: in a
-    /// cluster, accounts in more than one shard.
-    pub fn unroutable(&self, transaction: &Transaction) -> Option<String> {
-        match &self.backend {
-            Backend::Local(_) => None,
-            Backend::Cluster(cluster) => cluster.shard_of(transaction).err().map(|error| error.to_string()),
-        }
     }
 
     /// Records ids accepted elsewhere (the Kafka commands topic) as pending.
@@ -278,10 +219,11 @@ impl Ledger {
         if self.pending.lock().expect("pending lock").contains(id) {
             return Ok(Some(Lookup::Pending));
         }
-        let Some(mut rows) = self.stored(vec![id.to_string()]).await? else {
-            return Ok(None);
-        };
-        let row = rows.pop();
+        // An id names no shard: every store is asked.
+        let everywhere = (0..self.history_stores())
+            .map(|store| (store, vec![id.to_string()]))
+            .collect();
+        let row = self.stored(everywhere).await?.pop();
         row.map(|row| {
             let record = stored_record(&row)?;
             Ok(Lookup::Stored(row, record))
@@ -291,10 +233,7 @@ impl Ledger {
 
     /// A read answered once everything it saw is durable.
     pub async fn read(&self, query: Query) -> Result<Answer, ApiError> {
-        Ok(match &self.backend {
-            Backend::Local(sequencer) => sequencer.read(query).await?,
-            Backend::Cluster(cluster) => cluster.read(query).await?,
-        })
+        self.backend.read(query).await
     }
 
     pub async fn account(&self, id: AccountId) -> Result<AccountView, ApiError> {
@@ -316,28 +255,11 @@ impl Ledger {
 
     /// The stored outcomes of transactions the window may have forgotten,
     /// in their order; `None` for the others. Also holds a single node's
-    /// writes to the history's pace (`History::admit_write`).
+    /// writes to the history's pace (`Backend::forgetting`).
     async fn known(&self, transactions: &[Transaction]) -> Result<Vec<Option<Submitted>>, ApiError> {
-        let unknown = || vec![None; transactions.len()];
-        let rows = match &self.backend {
-            Backend::Local(sequencer) => {
-                let Some(history) = &self.history else {
-                    return Ok(unknown());
-                };
-                history.admit_write(|| sequencer.durable_sequence()).await?;
-                if !sequencer.idempotency_has_forgotten() {
-                    return Ok(unknown());
-                }
-                let ids = transactions
-                    .iter()
-                    .map(|transaction| transaction.id().to_string())
-                    .collect();
-                history.stored(ids).await?
-            }
-            Backend::Cluster(cluster) => forgotten_in_shards(cluster, transactions).await?,
-        };
+        let rows = self.stored(self.backend.forgetting(transactions).await?).await?;
         if rows.is_empty() {
-            return Ok(unknown());
+            return Ok(vec![None; transactions.len()]);
         }
         let by_id: HashMap<&str, &TransactionRow> = rows.iter().map(|row| (row.id.as_str(), row)).collect();
         transactions
@@ -350,39 +272,6 @@ impl Ledger {
             })
             .collect()
     }
-}
-
-/// The stored transactions among those whose shard's window forgets ids.
-/// Each such shard's history is synced first: it then holds every id its
-/// window has forgotten. A transaction that names no single shard is left
-/// to the cluster, which refuses it.
-async fn forgotten_in_shards(cluster: &Cluster, transactions: &[Transaction]) -> Result<Vec<TransactionRow>, ApiError> {
-    let mut by_shard: HashMap<u32, Vec<String>> = HashMap::new();
-    for transaction in transactions {
-        if let Ok(shard) = cluster.shard_of(transaction) {
-            if cluster.has_forgotten(shard) {
-                by_shard.entry(shard).or_default().push(transaction.id().to_string());
-            }
-        }
-    }
-    stored_in_shards(cluster, by_shard).await
-}
-
-/// The stored transactions among each shard's ids, once each of those
-/// shards' histories holds every write acknowledged before the call.
-async fn stored_in_shards(
-    cluster: &Cluster,
-    by_shard: HashMap<u32, Vec<String>>,
-) -> Result<Vec<TransactionRow>, ApiError> {
-    if by_shard.is_empty() {
-        return Ok(Vec::new());
-    }
-    cluster.sync_history(by_shard.keys().copied()).await?;
-    let mut rows = Vec::new();
-    for (shard, ids) in by_shard {
-        rows.extend(read_pooled(cluster.history(shard), move |reader| stored_among(reader, &ids)).await?);
-    }
-    Ok(rows)
 }
 
 /// A transaction of a linked chain that is not applied.

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod backend;
 mod clock;
 pub mod cluster;
 pub mod config;

@@ -1,7 +1,6 @@
 use super::QueryParameters;
-use crate::clock::now_ms;
 use crate::error::ApiError;
-use crate::ledger::Backend;
+
 use crate::state::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -23,9 +22,6 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Response, ApiEr
     if let Some(Err(reason)) = state.kafka.as_ref().map(|kafka| kafka.ready()) {
         return Err(ApiError::NotReady(reason));
     }
-    if let Some(failure) = state.ledger.history().and_then(|history| history.stats.failure()) {
-        return Err(ApiError::NotReady(format!("history projector stopped: {failure}")));
-    }
     Ok(axum::Json(serde_json::json!({ "status": "ready" })).into_response())
 }
 
@@ -46,12 +42,11 @@ pub async fn cluster(
     state
         .auth
         .require(&headers, crate::auth::Role::Reader, "read the cluster state")?;
-    let Backend::Cluster(cluster) = state.ledger.backend() else {
+    let Some(view) = state.ledger.backend().cluster_view() else {
         return Err(ApiError::NoCluster(
             "this node runs alone (start it with --cluster to form a cluster)",
         ));
     };
-    let view = cluster.view();
     let shards: Vec<serde_json::Value> = view
         .shards
         .iter()
@@ -98,9 +93,6 @@ pub async fn cluster(
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let stats = &state.journal_stats;
-    if let Backend::Local(sequencer) = state.ledger.backend() {
-        metrics::gauge!("coffer_queue_depth").set(sequencer.queue_depth() as f64);
-    }
     metrics::gauge!("coffer_journal_bytes_written").set(stats.bytes_written.load(Ordering::Relaxed) as f64);
     metrics::gauge!("coffer_journal_syncs").set(stats.syncs.load(Ordering::Relaxed) as f64);
     metrics::gauge!("coffer_journal_fsync_seconds_last")
@@ -110,55 +102,15 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .set(stats.sync_micros_total.load(Ordering::Relaxed) as f64 / 1e6);
     let durable_sequence = stats.durable_sequence.load(Ordering::Relaxed);
     metrics::gauge!("coffer_journal_durable_sequence").set(durable_sequence as f64);
-    if let Some(history) = state.ledger.history() {
-        record_history_metrics(history, durable_sequence);
-    }
+    state.ledger.backend().record_metrics();
     if let Some(kafka) = &state.kafka {
         record_kafka_metrics(kafka, durable_sequence);
-    }
-    if let Backend::Cluster(cluster) = state.ledger.backend() {
-        record_cluster_metrics(&cluster.view());
     }
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
         .into_response()
-}
-
-fn record_cluster_metrics(view: &crate::cluster::leases::ClusterView) {
-    for shard in &view.shards {
-        let label = shard.shard.to_string();
-        let owned_here = view.owned.contains(&shard.shard);
-        metrics::gauge!("coffer_cluster_shard_applied_offset", "shard" => label.clone())
-            .set(shard.applied_offset as f64);
-        metrics::gauge!("coffer_cluster_shard_lag_entries", "shard" => label.clone())
-            .set(shard.log_end.saturating_sub(shard.applied_offset) as f64);
-        metrics::gauge!("coffer_cluster_shard_history_lag_entries", "shard" => label.clone())
-            .set(shard.applied_offset.saturating_sub(shard.history_offset) as f64);
-        metrics::gauge!("coffer_cluster_shard_epoch", "shard" => label.clone()).set(shard.epoch as f64);
-        metrics::gauge!("coffer_cluster_shard_owned_here", "shard" => label.clone())
-            .set(f64::from(u8::from(owned_here)));
-        metrics::gauge!("coffer_cluster_shard_serving", "shard" => label)
-            .set(f64::from(u8::from(view.refusal(shard.shard).is_none())));
-    }
-}
-
-fn record_history_metrics(history: &crate::history::History, durable_sequence: u64) {
-    let stats = &history.stats;
-    let lag = history.lag(durable_sequence);
-    metrics::gauge!("coffer_history_lag_transactions").set(lag as f64);
-    // Age of the newest projected record while behind; zero when caught up.
-    let lag_seconds = match lag {
-        0 => 0.0,
-        _ => now_ms().saturating_sub(stats.projected_timestamp_ms.load(Ordering::Relaxed)) as f64 / 1e3,
-    };
-    metrics::gauge!("coffer_history_lag_seconds").set(lag_seconds);
-    metrics::gauge!("coffer_history_rows_written").set(stats.rows_written.load(Ordering::Relaxed) as f64);
-    metrics::gauge!("coffer_history_write_errors").set(stats.write_errors.load(Ordering::Relaxed) as f64);
-    metrics::gauge!("coffer_history_write_slowdowns").set(history.slowdowns.load(Ordering::Relaxed) as f64);
-    metrics::gauge!("coffer_history_write_seconds_last")
-        .set(stats.write_micros_last.load(Ordering::Relaxed) as f64 / 1e6);
 }
 
 fn record_kafka_metrics(kafka: &crate::kafka::KafkaLink, durable_sequence: u64) {
