@@ -33,11 +33,23 @@ cleanup() {
   kill "${broker_pid:-}" "${pids[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$data"
+  # The cluster's schemas: its own and each shard's history.
+  local sql="DROP SCHEMA IF EXISTS $NAME CASCADE;"
+  for shard in 0 1 2 3 4 5; do sql+="DROP SCHEMA IF EXISTS ${NAME}_history_$shard CASCADE;"; done
+  psql -q "$DATABASE" -c "$sql" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
-tansu broker --listener-url tcp://127.0.0.1:$BROKER_PORT --advertised-listener-url tcp://127.0.0.1:$BROKER_PORT \
-  --storage-engine memory://tansu/ >"$data/tansu.log" 2>&1 & broker_pid=$!
+# BROKER_STORAGE=sqlite selects tansu's SQLite engine (a file in the run's
+# directory) instead of its in-memory one.
+case "${BROKER_STORAGE:-memory}" in
+  memory) storage=memory://tansu/ ;;
+  sqlite) storage=sqlite://tansu.db ;;
+  *) echo "BROKER_STORAGE: memory or sqlite" >&2; exit 2 ;;
+esac
+(cd "$data" && exec tansu broker --listener-url tcp://127.0.0.1:$BROKER_PORT \
+  --advertised-listener-url tcp://127.0.0.1:$BROKER_PORT --storage-engine "$storage") >"$data/tansu.log" 2>&1 &
+broker_pid=$!
 for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$BROKER_PORT) 2>/dev/null && break; sleep 0.1; done
 
 start_node() {
@@ -92,12 +104,13 @@ EOF
 if [ "${PROFILE:-0}" = 1 ]; then
   wait "${perf_pids[@]}" 2>/dev/null || true
   for who in broker nodes; do
-    echo "-- $who: hottest symbols (self time)"
-    perf report -i "$data/$who.perf" --no-children --sort symbol --stdio 2>/dev/null |
-      grep -E '^ +[0-9]+\.[0-9]+%' | head -15
-    echo "-- $who: by thread"
-    perf report -i "$data/$who.perf" --no-children --sort comm --stdio 2>/dev/null |
-      grep -E '^ +[0-9]+\.[0-9]+%' | head -8
+    for sort in comm symbol; do
+      echo "-- $who: self time by $sort"
+      perf report -i "$data/$who.perf" --no-children --sort "$sort" -g none --stdio 2>/dev/null |
+        grep -E '^ +[0-9]+\.[0-9]+%' | head -12 | cut -c1-140 | sed 's/ *$//' || true
+    done
+    # PROFILE_OUT=DIR keeps the recordings (perf report -i DIR/broker.perf).
+    if [ -n "${PROFILE_OUT:-}" ]; then mkdir -p "$PROFILE_OUT" && cp "$data/$who.perf" "$PROFILE_OUT/"; fi
   done
 fi
 

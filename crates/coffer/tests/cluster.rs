@@ -56,6 +56,33 @@ struct Cluster {
     ports: Vec<u16>,
     data: tempfile::TempDir,
     flags: Vec<String>,
+    /// The database and the cluster's schema, dropped with the cluster.
+    database: String,
+    name: String,
+}
+
+impl Drop for Cluster {
+    /// Stops the nodes, then drops the cluster's schemas (its own and each
+    /// shard's history), so that test runs leave nothing behind.
+    fn drop(&mut self) {
+        for node in 0..NODES {
+            self.kill(node);
+        }
+        let (database, name) = (self.database.clone(), self.name.clone());
+        // The synchronous client runs a runtime of its own: not on a test's.
+        let dropped = std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&database, postgres::NoTls)?;
+            let mut statement = format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE;");
+            for shard in 0..SHARDS {
+                statement.push_str(&format!("DROP SCHEMA IF EXISTS \"{name}_history_{shard}\" CASCADE;"));
+            }
+            client.batch_execute(&statement)
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop the schemas of cluster {}: {dropped:?}", self.name);
+        }
+    }
 }
 
 fn free_port() -> u16 {
@@ -88,6 +115,8 @@ impl Cluster {
             ports: (0..NODES).map(|_| free_port()).collect(),
             data: tempfile::tempdir().unwrap(),
             flags,
+            database: database.to_owned(),
+            name: name.to_owned(),
         };
         for node in 0..NODES {
             cluster.restart(node);
