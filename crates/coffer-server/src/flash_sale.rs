@@ -526,6 +526,7 @@ impl FlashSale {
     /// after the other, each newest first. `query.before` is a cursor this
     /// returned: the store in its high bits, a sequence in that store below.
     pub async fn orders(&self, query: OrderQuery) -> Result<(Vec<OrderRow>, Option<i64>), ApiError> {
+        self.ledger.history_kept()?;
         let stores = match &query.product {
             Some(product) => {
                 let store = self.ledger.history_store_of(&self.naming.stock_account(product));

@@ -236,6 +236,14 @@ async fn with_history_off_the_history_endpoints_say_so() {
     assert_eq!(body["error"]["code"], "history_unavailable");
     let (status, _) = server.get("/v1/accounts/a/balance").await;
     assert_eq!(status, 200, "the current balance needs no history");
+    for path in ["/v1/orders", "/v1/orders?product=p", "/v1/orders/o-1"] {
+        let (status, body) = server.get(path).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (503, Some("history_unavailable")),
+            "{path}: {body}"
+        );
+    }
     server.stop().await;
 }
 
