@@ -314,7 +314,7 @@ static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const
 /// A running cluster on a broker of its own, all nodes ready.
 struct Running {
     _turn: tokio::sync::MutexGuard<'static, ()>,
-    broker: std::process::Child,
+    broker: support::Broker,
     broker_port: u16,
     client: reqwest::Client,
     cluster: Cluster,

@@ -138,21 +138,45 @@ pub fn which_tansu() -> Option<std::path::PathBuf> {
         .find(|path| path.exists())
 }
 
+/// A tansu process, killed when dropped: a test that fails leaves no
+/// broker behind.
+pub struct Broker(std::process::Child);
+
+impl std::ops::Deref for Broker {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Broker {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// tansu (in memory) listening on `port` and telling clients to use `advertised`.
-pub fn start_broker(port: u16, advertised: u16) -> std::process::Child {
+pub fn start_broker(port: u16, advertised: u16) -> Broker {
     start_broker_on(port, advertised, "memory://tansu/", Path::new("."))
 }
 
 /// A tansu on `storage`; `directory` is its working directory (tansu's
 /// SQLite engine resolves `sqlite://FILE` against it).
-pub fn start_broker_on(port: u16, advertised: u16, storage: &str, directory: &Path) -> std::process::Child {
+pub fn start_broker_on(port: u16, advertised: u16, storage: &str, directory: &Path) -> Broker {
     try_start_broker_on(port, advertised, storage, directory)
         .unwrap_or_else(|| panic!("tansu did not start on {storage}, port {port}"))
 }
 
 /// As `start_broker_on`, `None` when tansu exits instead of serving (a
 /// build without that storage engine stops at once).
-pub fn try_start_broker_on(port: u16, advertised: u16, storage: &str, directory: &Path) -> Option<std::process::Child> {
+pub fn try_start_broker_on(port: u16, advertised: u16, storage: &str, directory: &Path) -> Option<Broker> {
     let mut child = std::process::Command::new(which_tansu().unwrap())
         .current_dir(directory)
         .args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{port}")])
@@ -168,7 +192,11 @@ pub fn try_start_broker_on(port: u16, advertised: u16, storage: &str, directory:
         }
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             std::thread::sleep(Duration::from_millis(300));
-            return child.try_wait().expect("tansu's status").is_none().then_some(child);
+            return child
+                .try_wait()
+                .expect("tansu's status")
+                .is_none()
+                .then_some(Broker(child));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
