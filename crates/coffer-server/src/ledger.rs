@@ -103,8 +103,8 @@ impl Ledger {
     ) -> Result<T, ApiError> {
         self.history_kept()?;
         assert!(store < self.history_stores(), "history store {store} does not exist");
-        let pools = self.backend.synced_history(vec![store]).await?;
-        read_pooled(&pools[0], query).await
+        self.backend.sync_history(vec![store]).await?;
+        read_pooled(&self.backend.history_pool(store), query).await
     }
 
     /// Runs a query on every history store, once each holds every write
@@ -114,28 +114,22 @@ impl Ledger {
         query: impl Fn(&mut dyn Reader) -> Result<T, HistoryError> + Clone + Send + 'static,
     ) -> Result<Vec<T>, ApiError> {
         self.history_kept()?;
-        let pools = self
-            .backend
-            .synced_history((0..self.history_stores()).collect())
-            .await?;
-        let mut answers = Vec::with_capacity(pools.len());
-        for pool in &pools {
-            answers.push(read_pooled(pool, query.clone()).await?);
+        let stores: Vec<u32> = (0..self.history_stores()).collect();
+        self.backend.sync_history(stores.clone()).await?;
+        let mut answers = Vec::with_capacity(stores.len());
+        for store in stores {
+            answers.push(read_pooled(&self.backend.history_pool(store), query.clone()).await?);
         }
         Ok(answers)
     }
 
-    /// The stored transactions among `ids`, by the stores to look in, once
-    /// those stores hold every write acknowledged before the call.
+    /// The stored transactions among `ids`, by the stores to look in (the
+    /// caller has synced them).
     async fn stored(&self, ids_by_store: Vec<(u32, Vec<String>)>) -> Result<Vec<TransactionRow>, ApiError> {
-        if ids_by_store.is_empty() {
-            return Ok(Vec::new());
-        }
-        let stores = ids_by_store.iter().map(|(store, _)| *store).collect();
-        let pools = self.backend.synced_history(stores).await?;
         let mut rows = Vec::new();
-        for (pool, (_, ids)) in pools.iter().zip(ids_by_store) {
-            rows.extend(read_pooled(pool, move |reader| stored_among(reader, &ids)).await?);
+        for (store, ids) in ids_by_store {
+            let pool = self.backend.history_pool(store);
+            rows.extend(read_pooled(&pool, move |reader| stored_among(reader, &ids)).await?);
         }
         Ok(rows)
     }
@@ -220,9 +214,11 @@ impl Ledger {
             return Ok(Some(Lookup::Pending));
         }
         // An id names no shard: every store is asked.
-        let everywhere = (0..self.history_stores())
-            .map(|store| (store, vec![id.to_string()]))
-            .collect();
+        let stores: Vec<u32> = (0..self.history_stores()).collect();
+        if !stores.is_empty() {
+            self.backend.sync_history(stores.clone()).await?;
+        }
+        let everywhere = stores.into_iter().map(|store| (store, vec![id.to_string()])).collect();
         let row = self.stored(everywhere).await?.pop();
         row.map(|row| {
             let record = stored_record(&row)?;

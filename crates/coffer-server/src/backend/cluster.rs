@@ -39,16 +39,17 @@ impl Backend for Cluster {
         self.shard_of_account(account)
     }
 
-    fn synced_history(&self, stores: Vec<u32>) -> Pending<'_, Vec<Arc<ReaderPool>>> {
-        Box::pin(async move {
-            self.sync_history(stores.iter().copied()).await?;
-            Ok(stores.iter().map(|shard| Arc::clone(self.history(*shard))).collect())
-        })
+    fn sync_history(&self, stores: Vec<u32>) -> Pending<'_, ()> {
+        Box::pin(async move { Ok(Cluster::sync_history(self, stores).await?) })
     }
 
-    /// The ids of transactions whose shard's window forgets ids. A
-    /// transaction that names no single shard is left out: `submit`
-    /// refuses it.
+    fn history_pool(&self, store: u32) -> Arc<ReaderPool> {
+        Arc::clone(self.history(store))
+    }
+
+    /// The ids of transactions whose shard's window forgets ids, once
+    /// those shards' histories are synced. A transaction that names no
+    /// single shard is left out: `submit` refuses it.
     fn forgetting<'a>(&'a self, transactions: &'a [Transaction]) -> Pending<'a, Vec<(u32, Vec<String>)>> {
         Box::pin(async move {
             let mut by_shard: HashMap<u32, Vec<String>> = HashMap::new();
@@ -59,6 +60,7 @@ impl Backend for Cluster {
                     }
                 }
             }
+            Cluster::sync_history(self, by_shard.keys().copied()).await?;
             Ok(by_shard.into_iter().collect())
         })
     }

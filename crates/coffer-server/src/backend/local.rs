@@ -65,18 +65,27 @@ impl Backend for Local {
         0
     }
 
-    fn synced_history(&self, stores: Vec<u32>) -> Pending<'_, Vec<Arc<ReaderPool>>> {
+    fn sync_history(&self, stores: Vec<u32>) -> Pending<'_, ()> {
         Box::pin(async move {
             assert!(
                 stores.iter().all(|store| *store == 0),
                 "a single node has one history store"
             );
-            let history = self.history()?;
-            history.caught_up().await?;
-            Ok(stores.iter().map(|_| Arc::clone(history.pool())).collect())
+            self.history()?.caught_up().await
         })
     }
 
+    fn history_pool(&self, store: u32) -> Arc<ReaderPool> {
+        assert_eq!(store, 0, "a single node has one history store");
+        let history = self
+            .history
+            .as_ref()
+            .expect("a history store exists below history_stores");
+        Arc::clone(history.pool())
+    }
+
+    /// Writes are held to the projector's pace (`History::admit_write`), so
+    /// an id is in the store before the window forgets it: no wait here.
     fn forgetting<'a>(&'a self, transactions: &'a [Transaction]) -> Pending<'a, Vec<(u32, Vec<String>)>> {
         Box::pin(async move {
             let Some(history) = &self.history else {

@@ -46,13 +46,17 @@ pub trait Backend: Send + Sync {
     fn history_store_of(&self, account: &AccountId) -> u32;
 
     /// Waits until each of `stores` holds every write acknowledged before
-    /// the call; then a connection pool to read each, in their order.
-    fn synced_history(&self, stores: Vec<u32>) -> Pending<'_, Vec<Arc<ReaderPool>>>;
+    /// the call.
+    fn sync_history(&self, stores: Vec<u32>) -> Pending<'_, ()>;
+
+    /// Connections to history store `store` (below `history_stores`).
+    fn history_pool(&self, store: u32) -> Arc<ReaderPool>;
 
     /// The ids of `transactions` that the idempotency windows may have
-    /// forgotten, by the history store to look them up in. Also holds the
-    /// write to the history's pace where the history follows the writes
-    /// (a single node).
+    /// forgotten, by the history store to look them up in; once this
+    /// answers, those stores hold every id their windows forgot. Also
+    /// holds the write to the history's pace where the history follows
+    /// the writes (a single node).
     fn forgetting<'a>(&'a self, transactions: &'a [Transaction]) -> Pending<'a, Vec<(u32, Vec<String>)>>;
 
     /// Sets the backend's own gauges (queue, history lag, shards).
