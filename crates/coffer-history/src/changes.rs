@@ -1,6 +1,7 @@
 //! Turning applied journal records into rows. Pure: the projector feeds it
 //! the engine that applied the record, and it returns what to write.
 
+use crate::compact::{blob_offset, id_hash, CompactBatch, CompactEntry, CompactTransaction, NewAccount, Source};
 use crate::error::HistoryError;
 use coffer_core::{
     AccountIndex, BatchOutcome, Effect, Engine, HoldId, HoldStatus, Operation, Outcome, Record, Rejection,
@@ -211,14 +212,23 @@ pub struct Changes {
     pub orders: Vec<OrderRow>,
     /// Applied after `orders`, in order.
     pub order_updates: Vec<OrderUpdate>,
+    /// Transactions and entries in the index's form (`Shape::Index`), in
+    /// place of `transactions` and `entries`.
+    pub compact: CompactBatch,
 }
 
 impl Changes {
     pub fn row_count(&self) -> usize {
-        self.transactions.len() + self.entries.len() + self.holds.len() + self.orders.len() + self.order_updates.len()
+        self.transactions.len()
+            + self.entries.len()
+            + self.holds.len()
+            + self.orders.len()
+            + self.order_updates.len()
+            + self.compact.len()
     }
 
     pub fn clear(&mut self) {
+        self.compact.clear();
         self.transactions.clear();
         self.entries.clear();
         self.holds.clear();
@@ -236,26 +246,48 @@ struct BodyJson<'a> {
 }
 
 #[derive(Serialize)]
-struct EffectJson<'a> {
-    account: &'a str,
-    unit: &'a str,
-    available: i128,
-    frozen: i128,
+pub(crate) struct EffectJson<'a> {
+    pub account: &'a str,
+    pub unit: &'a str,
+    pub available: i128,
+    pub frozen: i128,
+}
+
+/// Which form a store takes transactions and entries in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// SQL rows with names and JSON (`Changes::transactions`, `entries`).
+    Rows,
+    /// The history index's fixed-size facts (`Changes::compact`); it
+    /// computes balance changes and renders JSON when read.
+    Index,
 }
 
 /// The projection's own state: each account's last projected balances (to
 /// compute changes) and the next entry id.
 pub struct Projection {
+    shape: Shape,
     balances: Vec<(i128, i128)>,
+    /// Accounts the engine had at the last projected record (new ones go
+    /// into the compact batch with their names).
+    accounts_known: usize,
     pub cursor: Cursor,
 }
 
 impl Projection {
     /// Starts from an engine at `cursor`: its balances are the last ones
     /// projected.
-    pub fn new(engine: &Engine, cursor: Cursor) -> Self {
-        let balances = engine.accounts().map(|view| (view.available, view.frozen)).collect();
-        Projection { balances, cursor }
+    pub fn new(engine: &Engine, cursor: Cursor, shape: Shape) -> Self {
+        let balances = match shape {
+            Shape::Rows => engine.accounts().map(|view| (view.available, view.frozen)).collect(),
+            Shape::Index => Vec::new(),
+        };
+        Projection {
+            shape,
+            balances,
+            accounts_known: engine.account_count(),
+            cursor,
+        }
     }
 
     /// Adds the rows of one applied record to `changes` and advances the cursor.
@@ -290,15 +322,21 @@ impl Projection {
         changes: &mut Changes,
     ) {
         assert_eq!(transactions.len(), outcome.outcomes.len());
+        if self.shape == Shape::Index {
+            self.project_compact(engine, first_sequence, transactions, outcome, &mut changes.compact);
+        }
+        let rows = self.shape == Shape::Rows;
         let sequence = first_sequence as i64;
         for expired in &outcome.expired {
-            let entry = self.entry(engine, &expired.effect, "expired", sequence, outcome.timestamp_ms);
-            changes.entries.push(HistoryEntry {
-                kind: "hold_expired",
-                transaction_id: None,
-                hold_id: Some(expired.hold.as_str().to_owned()),
-                ..entry
-            });
+            if rows {
+                let entry = self.entry(engine, &expired.effect, "expired", sequence, outcome.timestamp_ms);
+                changes.entries.push(HistoryEntry {
+                    kind: "hold_expired",
+                    transaction_id: None,
+                    hold_id: Some(expired.hold.as_str().to_owned()),
+                    ..entry
+                });
+            }
             record_hold(engine, &expired.hold, sequence, changes);
             if let Some(order_id) = order_of_stock_hold(expired.hold.as_str()) {
                 changes.order_updates.push(OrderUpdate {
@@ -313,9 +351,11 @@ impl Projection {
             let effects = outcome.effects_of(result);
             let sequence = record.sequence as i64;
             let id = transaction.id().as_str();
-            for effect in effects {
-                let entry = self.entry(engine, effect, id, sequence, record.timestamp_ms);
-                changes.entries.push(entry);
+            if rows {
+                for effect in effects {
+                    let entry = self.entry(engine, effect, id, sequence, record.timestamp_ms);
+                    changes.entries.push(entry);
+                }
             }
             if record.verdict == Verdict::Committed {
                 record_orders(transaction, record, changes);
@@ -328,9 +368,11 @@ impl Projection {
                     }
                 }
             }
-            changes
-                .transactions
-                .push(transaction_row(engine, transaction, record, effects));
+            if rows {
+                changes
+                    .transactions
+                    .push(transaction_row(engine, transaction, record, effects));
+            }
         }
         self.cursor = Cursor {
             position: next,
@@ -338,6 +380,66 @@ impl Projection {
             history_next: self.cursor.history_next,
             timestamp_ms: outcome.timestamp_ms,
         };
+    }
+
+    /// The index's form of one batch: entries take their history ids in the
+    /// same order as the rows' (expiries first, then each commit's effects).
+    fn project_compact(
+        &mut self,
+        engine: &Engine,
+        first_sequence: u64,
+        transactions: &[Transaction],
+        outcome: &BatchOutcome,
+        compact: &mut CompactBatch,
+    ) {
+        let accounts_now = engine.account_count();
+        for slot in self.accounts_known..accounts_now {
+            let view = engine.account_at_slot(slot as u64);
+            let position = u32::try_from(slot).expect("account positions are 32-bit");
+            compact.accounts.push(NewAccount {
+                position,
+                name: view.id.as_str().to_owned(),
+                unit: view.unit.as_str().to_owned(),
+            });
+        }
+        self.accounts_known = accounts_now;
+        for expired in &outcome.expired {
+            let source = compact.push_expired(first_sequence, expired.hold.as_str());
+            self.push_compact_entry(&expired.effect, source, outcome.timestamp_ms, compact);
+        }
+        for (transaction, result) in transactions.iter().zip(&outcome.outcomes) {
+            let Outcome::New { record, .. } = result else { continue };
+            let effects = outcome.effects_of(result);
+            let number = u32::try_from(compact.transactions.len()).expect("a batch holds < 2^32 transactions");
+            let start = blob_offset(&compact.blob);
+            transaction.encode(&mut coffer_core::codec::Writer::new(&mut compact.blob));
+            let first_entry = self.cursor.history_next as u64;
+            for effect in effects {
+                self.push_compact_entry(effect, Source::Transaction(number), record.timestamp_ms, compact);
+            }
+            compact.transactions.push(CompactTransaction {
+                sequence: record.sequence,
+                timestamp_ms: record.timestamp_ms,
+                verdict: record.verdict,
+                encoded: start..blob_offset(&compact.blob),
+                id_hash: id_hash(transaction.id().as_str()),
+                first_entry,
+                entry_count: effects.len() as u32,
+            });
+        }
+    }
+
+    fn push_compact_entry(&mut self, effect: &Effect, source: Source, timestamp_ms: u64, compact: &mut CompactBatch) {
+        let history_id = self.cursor.history_next as u64;
+        self.cursor.history_next += 1;
+        compact.entries.push(CompactEntry {
+            history_id,
+            account: effect.account.position(),
+            source,
+            timestamp_ms,
+            available: effect.available,
+            frozen: effect.frozen,
+        });
     }
 
     fn entry(
@@ -384,6 +486,25 @@ fn transaction_row(
     record: &coffer_core::Record,
     effects: &[Effect],
 ) -> TransactionRow {
+    let effects: Vec<EffectJson> = effects
+        .iter()
+        .map(|effect| EffectJson {
+            account: engine.account_id(effect.account).as_str(),
+            unit: engine.account_unit(effect.account).as_str(),
+            available: effect.available,
+            frozen: effect.frozen,
+        })
+        .collect();
+    render_transaction_row(transaction, record, &effects)
+}
+
+/// A transaction's row from the transaction, its outcome and its effects
+/// (the projection renders it when it writes rows, the index when read).
+pub(crate) fn render_transaction_row(
+    transaction: &coffer_core::Transaction,
+    record: &coffer_core::Record,
+    effects: &[EffectJson],
+) -> TransactionRow {
     let (committed, rejection_code, rejection_op_index) = match record.verdict {
         Verdict::Committed => (true, None, None),
         Verdict::Rejected(rejection) => (
@@ -396,15 +517,6 @@ fn transaction_row(
         ops: transaction.ops(),
         metadata: transaction.metadata(),
     };
-    let effects: Vec<EffectJson> = effects
-        .iter()
-        .map(|effect| EffectJson {
-            account: engine.account_id(effect.account).as_str(),
-            unit: engine.account_unit(effect.account).as_str(),
-            available: effect.available,
-            frozen: effect.frozen,
-        })
-        .collect();
     TransactionRow {
         id: transaction.id().as_str().to_owned(),
         sequence: record.sequence as i64,

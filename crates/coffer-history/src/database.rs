@@ -2,28 +2,42 @@
 //! that names the backends. The projector opens its writer here; HTTP
 //! handlers read through a small pool of reader connections.
 
+use crate::changes::Shape;
 use crate::error::HistoryError;
+use crate::index::IndexLocation;
 use crate::postgres::PostgresStore;
 use crate::sqlite::SqliteStore;
 use crate::store::{Reader, Writer};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Reader connections kept open per server.
 const IDLE_READERS_MAX: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Database {
-    /// The embedded default: one file, WAL mode.
+    /// The embedded default: coffer's own files in a directory, shared by
+    /// the projector and the readers of this process.
+    Index(Arc<IndexLocation>),
+    /// One SQLite file, WAL mode.
     Sqlite { path: PathBuf },
     /// Server-grade: the tables live in `schema`, created when missing.
     Postgres { url: String, schema: String },
 }
 
 impl Database {
-    /// `sqlite` (a file in the data directory), `sqlite:PATH`, or a
-    /// `postgres://` / `postgresql://` URL.
+    /// `index` (a directory in the data directory), `index:PATH`, `sqlite`
+    /// (a file in the data directory), `sqlite:PATH`, or a `postgres://` /
+    /// `postgresql://` URL.
     pub fn parse(text: &str, data_directory: &Path, schema: &str) -> Result<Self, HistoryError> {
+        if text == "index" {
+            return Ok(Database::Index(Arc::new(IndexLocation::new(
+                data_directory.join("history"),
+            ))));
+        }
+        if let Some(path) = text.strip_prefix("index:") {
+            return Ok(Database::Index(Arc::new(IndexLocation::new(path.into()))));
+        }
         if text == "sqlite" {
             return Ok(Database::Sqlite {
                 path: data_directory.join("history.sqlite"),
@@ -49,21 +63,31 @@ impl Database {
             });
         }
         Err(HistoryError::Invalid(format!(
-            "history store {text:?}: expected sqlite, sqlite:PATH or a postgres:// URL"
+            "history store {text:?}: expected index, index:PATH, sqlite, sqlite:PATH or a postgres:// URL"
         )))
     }
 
     /// A name for logs that never shows a password.
     pub fn describe(&self) -> String {
         match self {
+            Database::Index(location) => format!("index:{}", location.directory().display()),
             Database::Sqlite { path } => format!("sqlite:{}", path.display()),
             Database::Postgres { schema, .. } => format!("postgres (schema {schema})"),
+        }
+    }
+
+    /// The form the projection hands this store its changes in.
+    pub fn shape(&self) -> Shape {
+        match self {
+            Database::Index(_) => Shape::Index,
+            Database::Sqlite { .. } | Database::Postgres { .. } => Shape::Rows,
         }
     }
 
     /// Opens the projector's connection, applying migrations.
     pub fn open_writer(&self) -> Result<Box<dyn Writer>, HistoryError> {
         match self {
+            Database::Index(location) => Ok(Box::new(location.open_writer()?)),
             Database::Sqlite { path } => Ok(Box::new(SqliteStore::open(path, true)?)),
             Database::Postgres { url, schema } => Ok(Box::new(PostgresStore::open(url, schema, true)?)),
         }
@@ -71,6 +95,7 @@ impl Database {
 
     pub fn open_reader(&self) -> Result<Box<dyn Reader>, HistoryError> {
         match self {
+            Database::Index(location) => Ok(Box::new(location.open_reader()?)),
             Database::Sqlite { path } => Ok(Box::new(SqliteStore::open(path, false)?)),
             Database::Postgres { url, schema } => Ok(Box::new(PostgresStore::open(url, schema, false)?)),
         }

@@ -11,8 +11,10 @@
 
 mod account_chain;
 mod changes;
+mod compact;
 mod database;
 mod error;
+mod index;
 mod postgres;
 mod projector;
 mod sqlite;
@@ -21,7 +23,7 @@ mod store;
 mod verify;
 
 pub use changes::{
-    order_hold, Changes, Cursor, HistoryEntry, HoldRow, OrderMetadata, OrderRow, OrderUpdate, Projection,
+    order_hold, Changes, Cursor, HistoryEntry, HoldRow, OrderMetadata, OrderRow, OrderUpdate, Projection, Shape,
     TransactionRow, ORDER_STOCK_PART,
 };
 pub use database::{Database, ReaderPool};

@@ -203,7 +203,7 @@ impl ProjectorThread {
         let started = Instant::now();
         let resume = cursor.map(|cursor| (cursor.position, cursor.sequence_next));
         let follower = Follower::open(&self.directory, Arc::clone(&self.journal), self.limits, resume)?;
-        let projection = Projection::new(&follower.engine, cursor.unwrap_or_default());
+        let projection = Projection::new(&follower.engine, cursor.unwrap_or_default(), self.database.shape());
         tracing::info!(
             store = %self.database.describe(),
             sequence_next = projection.cursor.sequence_next,

@@ -208,6 +208,13 @@ impl Writer for SqliteStore {
 }
 
 impl SqliteStore {
+    /// Every commit reaches the disk before it returns (for a store that
+    /// another file's cursor relies on, as the index's holds and orders).
+    pub(crate) fn set_synchronous_full(&mut self) -> Result<(), HistoryError> {
+        self.connection.pragma_update(None, "synchronous", "FULL")?;
+        Ok(())
+    }
+
     fn write_rows(&mut self, changes: &Changes, cursor: &Cursor) -> Result<(), HistoryError> {
         let transaction = self.connection.transaction()?;
         {
@@ -250,7 +257,7 @@ impl SqliteStore {
                 ])?;
             }
             let mut insert = transaction.prepare_cached(&format!(
-                "INSERT INTO orders ({ORDER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                "INSERT OR IGNORE INTO orders ({ORDER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
             ))?;
             for order in &changes.orders {
                 insert.execute(params![

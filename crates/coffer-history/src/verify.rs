@@ -2,7 +2,7 @@
 //! function of the journal, so projecting it again must give exactly the
 //! stored rows — none missing, none duplicated, none different.
 
-use crate::changes::{Changes, Cursor, HistoryEntry, HoldRow, OrderRow, Projection, TransactionRow};
+use crate::changes::{Changes, Cursor, HistoryEntry, HoldRow, OrderRow, Projection, Shape, TransactionRow};
 use crate::database::Database;
 use crate::error::HistoryError;
 use crate::store::{OrderQuery, Reader};
@@ -43,7 +43,7 @@ pub fn verify(directory: &Path, database: &Database, limits: EngineLimits) -> Re
     let stored_cursor = database.open_writer()?.cursor()?.unwrap_or_default();
     let mut reader = database.open_reader()?;
     let mut follower = Follower::open(directory, stats, limits, None)?;
-    let mut projection = Projection::new(&follower.engine, Cursor::default());
+    let mut projection = Projection::new(&follower.engine, Cursor::default(), Shape::Rows);
     let mut stored = StoredRows::default();
     let mut report = VerifyReport::default();
     let mut changes = Changes::default();

@@ -1,5 +1,6 @@
 //! The projector against a real journal and a real database, once per
-//! store: SQLite always, PostgreSQL when COFFER_TEST_POSTGRES_URL is set.
+//! store: the index and SQLite always, PostgreSQL when
+//! COFFER_TEST_POSTGRES_URL is set.
 //! A random workload (two units, holds that expire, rejections, duplicate
 //! ids) is journaled with known timestamps; then the store must equal a
 //! fresh projection of the journal, every account's entries must sum to
@@ -14,7 +15,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 fn stores(data: &Path) -> Vec<Database> {
-    let mut stores = vec![Database::parse("sqlite", data, "unused").unwrap()];
+    let mut stores = vec![
+        Database::parse("index", data, "unused").unwrap(),
+        Database::parse("sqlite", data, "unused").unwrap(),
+    ];
     match std::env::var("COFFER_TEST_POSTGRES_URL") {
         Ok(url) => {
             static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -262,7 +266,7 @@ fn bad_store_addresses_are_refused_clearly() {
     let data = Path::new("/tmp");
     for text in ["mysql://x", "", "postgres"] {
         let error = Database::parse(text, data, "coffer").unwrap_err().to_string();
-        assert!(error.contains("expected sqlite"), "{text}: {error}");
+        assert!(error.contains("expected index"), "{text}: {error}");
     }
     let error = Database::parse("postgres://h/db", data, "Bad-Schema")
         .unwrap_err()

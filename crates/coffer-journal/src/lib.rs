@@ -19,7 +19,7 @@ mod tail;
 mod writer;
 
 pub use error::JournalError;
-pub use files::{segments, snapshots};
+pub use files::{segments, snapshots, sync_directory};
 pub use format::{EntryVerdict, JournalBatch};
 pub use options::{Durability, JournalOptions, Retention};
 pub use recovery::{open, recover, Mode, Recovered, RecoveryReport};

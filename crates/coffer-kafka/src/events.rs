@@ -12,7 +12,7 @@
 use crate::ingest::FreshProducer;
 use crate::{KafkaError, KafkaSettings};
 use coffer_core::{BatchOutcome, EngineLimits, Operation, Outcome, Transaction, Verdict};
-use coffer_history::{Changes, Cursor, HistoryEntry, Projection, TransactionRow};
+use coffer_history::{Changes, Cursor, HistoryEntry, Projection, Shape, TransactionRow};
 use coffer_journal::{Follower, JournalStats, Position, ReaderThread};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
@@ -141,7 +141,7 @@ impl Worker {
     async fn follow(&self, cursor: Option<Cursor>) -> Result<(), KafkaError> {
         let resume = cursor.map(|cursor| (cursor.position, cursor.sequence_next));
         let mut follower = Follower::open(&self.journal_directory, Arc::clone(&self.journal), self.limits, resume)?;
-        let mut projection = Projection::new(&follower.engine, cursor.unwrap_or_default());
+        let mut projection = Projection::new(&follower.engine, cursor.unwrap_or_default(), Shape::Rows);
         self.advance(&projection.cursor);
         let mut changes = Changes::default();
         let mut pending = Vec::new();

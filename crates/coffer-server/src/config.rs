@@ -81,11 +81,13 @@ pub struct ServerConfig {
     /// Open holds the engine may hold.
     #[arg(long, env = "COFFER_HOLDS_MAX", default_value_t = 10_000_000)]
     pub holds_max: u32,
-    /// History store: `sqlite` (a file in the data directory), `sqlite:PATH`,
-    /// a `postgres://` URL, or `off` (no history, no store lookups). A
+    /// History store: `index` (coffer's own files in the data directory's
+    /// `history/`), `index:PATH`, `sqlite` (a file in the data directory),
+    /// `sqlite:PATH`, a `postgres://` URL, or `off` (no history, no store
+    /// lookups). A
     /// single node's only: a cluster keeps each shard's history in its
     /// coordination database.
-    #[arg(long, env = "COFFER_HISTORY_URL", default_value = "sqlite")]
+    #[arg(long, env = "COFFER_HISTORY_URL", default_value = "index")]
     pub history_url: String,
     /// PostgreSQL schema of the history tables (created when missing).
     #[arg(long, env = "COFFER_HISTORY_SCHEMA", default_value = "coffer")]
@@ -234,7 +236,7 @@ impl ServerConfig {
             "--cluster-schema: 1 to {schema_len_max} of a-z 0-9 _, not starting with a digit (each shard's \
              history schema adds a suffix)"
         );
-        if self.history_url != "sqlite" {
+        if self.history_url != "index" {
             tracing::warn!("--history-url is a single node's: a cluster keeps each shard's history in its database");
         }
         let node_id = self.node_id.clone().unwrap_or_else(|| self.listen.to_string());

@@ -195,7 +195,7 @@ async fn reservations_expire_and_their_stock_sells_again() {
     // The orders and holds tables, updated in place by confirmations and
     // expiries, equal a fresh projection of the journal.
     let data = server.data.path();
-    let database = coffer_history::Database::parse("sqlite", data, "unused").unwrap();
+    let database = coffer_history::Database::parse("index", data, "unused").unwrap();
     let limits = coffer_core::EngineLimits::default();
     let report = coffer_history::verify(&data.join("journal"), &database, limits).unwrap();
     assert!(report.orders >= 19 && report.holds >= 10, "{report:?}");

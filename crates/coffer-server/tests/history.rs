@@ -1,6 +1,6 @@
 //! History endpoints and idempotency beyond the engine's window, against
-//! the real server, once per history store: SQLite always, PostgreSQL when
-//! COFFER_TEST_POSTGRES_URL is set.
+//! the real server, once per history store: the index (the default) and
+//! SQLite always, PostgreSQL when COFFER_TEST_POSTGRES_URL is set.
 
 mod support;
 
@@ -10,7 +10,10 @@ use support::TestServer;
 
 /// Server flags for each store under test.
 fn stores() -> Vec<(&'static str, Vec<String>)> {
-    let mut stores = vec![("sqlite", Vec::new())];
+    let mut stores = vec![
+        ("index", Vec::new()),
+        ("sqlite", vec!["--history-url".into(), "sqlite".into()]),
+    ];
     match std::env::var("COFFER_TEST_POSTGRES_URL") {
         Ok(url) => {
             static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -251,10 +254,10 @@ async fn with_history_off_the_history_endpoints_say_so() {
 /// first waits up to 1 s for the projector, past it a write gets 503 with
 /// `Retry-After` and changes nothing; once the store takes rows again,
 /// writes flow at once. SQLite's write lock, held by another connection,
-/// stalls the projector.
+/// stalls the projector (the pacing is the same for every store).
 #[tokio::test]
 async fn a_lagging_history_slows_writes_then_refuses_them() {
-    let mut server = TestServer::start(&["--history-lag-max", "8"]).await;
+    let mut server = TestServer::start(&["--history-lag-max", "8", "--history-url", "sqlite"]).await;
     server.open("a", "USD/2").await;
     assert_eq!(server.get("/v1/accounts/a/history").await.0, 200, "caught up");
     let lock = rusqlite::Connection::open(server.data.path().join("history.sqlite")).unwrap();

@@ -85,8 +85,8 @@ pub enum HistoryCommand {
     Verify {
         /// Data directory.
         data_dir: PathBuf,
-        /// The store, as for `serve`: sqlite, sqlite:PATH or a postgres:// URL.
-        #[arg(long, env = "COFFER_HISTORY_URL", default_value = "sqlite")]
+        /// The store, as for `serve`: index, index:PATH, sqlite, sqlite:PATH or a postgres:// URL.
+        #[arg(long, env = "COFFER_HISTORY_URL", default_value = "index")]
         history_url: String,
         #[arg(long, env = "COFFER_HISTORY_SCHEMA", default_value = "coffer")]
         history_schema: String,

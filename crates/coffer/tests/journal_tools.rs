@@ -61,8 +61,8 @@ fn history_verify_compares_the_store_with_the_journal() {
     let journal = data.path().join("journal");
     let (ok, _, stderr) = coffer(&["journal", "load", journal.to_str().unwrap(), "--batches", "20"]);
     assert!(ok, "{stderr}");
-    // A server projects the journal into the default SQLite store and,
-    // stopping gracefully, finishes projecting.
+    // A server projects the journal into the default store (the index)
+    // and, stopping gracefully, finishes projecting.
     let mut server = support::Server::start(data.path());
     server.terminate();
     let directory = data.path().to_str().unwrap();
@@ -73,11 +73,13 @@ fn history_verify_compares_the_store_with_the_journal() {
         "1000 opens + 19 batches of 64: {stdout}"
     );
 
-    let store = rusqlite::Connection::open(data.path().join("history.sqlite")).unwrap();
-    store
-        .execute("DELETE FROM account_history WHERE history_id = 1500", [])
+    // Entry 1500's available balance (96-byte entries, the balance at 64).
+    let entries = std::fs::OpenOptions::new()
+        .write(true)
+        .open(data.path().join("history").join("entries"))
         .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&entries, &[0x7f; 8], 1_500 * 96 + 64).unwrap();
     let (ok, _, stderr) = coffer(&["history", "verify", directory]);
-    assert!(!ok, "a missing row is found");
+    assert!(!ok, "a changed entry is found");
     assert!(stderr.contains("history differs from the journal"), "{stderr}");
 }

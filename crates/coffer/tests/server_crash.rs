@@ -144,7 +144,7 @@ async fn crash_rounds(flags: &[String], rounds: u64) {
     assert_eq!(status, 200, "{page}");
     server.terminate();
     let database = match flags {
-        [] => coffer_history::Database::parse("sqlite", data.path(), "unused"),
+        [] => coffer_history::Database::parse("index", data.path(), "unused"),
         [_, url, _, schema] => coffer_history::Database::parse(url, data.path(), schema),
         other => panic!("unexpected flags {other:?}"),
     }

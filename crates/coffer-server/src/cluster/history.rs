@@ -20,7 +20,7 @@
 use super::wire::ReplyTo;
 use super::SHARDS_MAX;
 use coffer_core::{BatchOutcome, Engine, Transaction};
-use coffer_history::{Changes, Cursor, Database, HistoryError, Projection, Writer};
+use coffer_history::{Changes, Cursor, Database, HistoryError, Projection, Shape, Writer};
 use coffer_journal::Position;
 use coffer_kafka::{messages, Applied, Delivery, Message};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -194,7 +194,7 @@ impl HistoryFeed {
             position: offset_position(offset),
             ..self.stored
         };
-        self.projection = Some(Projection::new(engine, cursor));
+        self.projection = Some(Projection::new(engine, cursor, Shape::Rows));
     }
 
     /// Adds the rows of the entry at `offset`, just applied (`batch`:

@@ -1,0 +1,237 @@
+//! Transaction ids, found by hash: sorted runs of (xxh3-64 of the id,
+//! transaction number), one written per index write and merged when two
+//! neighbours reach the same size (a binary counter: about log2(n / batch)
+//! runs, each pair rewritten about that many times, always sequentially).
+//! Random ids therefore cost the same as ordered ones: no page is updated
+//! in place. A lookup reads one 4 KiB block per run, found through fences
+//! (every block's first hash) kept in memory.
+
+use super::files::{io_error, le_u64, read_at, RunInfo};
+use crate::error::HistoryError;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+const PAIR_BYTES: usize = 16;
+/// Pairs per block: one positioned read of 4 KiB per run and lookup.
+const BLOCK_PAIRS: usize = 256;
+const _: () = assert!(PAIR_BYTES * BLOCK_PAIRS == 4_096);
+
+pub fn run_path(directory: &Path, generation: u64) -> PathBuf {
+    directory.join(format!("ids-{generation:016}.run"))
+}
+
+/// Whether a file name is a run's, and its generation.
+pub fn run_generation(name: &str) -> Option<u64> {
+    name.strip_prefix("ids-")?.strip_suffix(".run")?.parse().ok()
+}
+
+#[derive(Debug)]
+pub struct Run {
+    pub info: RunInfo,
+    file: File,
+    /// The first hash of every block.
+    fences: Vec<u64>,
+}
+
+impl Run {
+    /// Writes `pairs` (sorted) as run `generation` and makes it durable.
+    pub fn write(directory: &Path, generation: u64, pairs: &[(u64, u64)]) -> Result<Run, HistoryError> {
+        debug_assert!(pairs.windows(2).all(|pair| pair[0] <= pair[1]));
+        let path = run_path(directory, generation);
+        let mut out = RunWriter::create(&path)?;
+        for &pair in pairs {
+            out.push(pair)?;
+        }
+        out.finish(generation)
+    }
+
+    pub fn open(directory: &Path, info: RunInfo) -> Result<Run, HistoryError> {
+        let path = run_path(directory, info.generation);
+        let file = File::open(&path).map_err(|error| io_error(&path, error))?;
+        let length = file.metadata().map_err(|error| io_error(&path, error))?.len();
+        if length != info.count * PAIR_BYTES as u64 {
+            return Err(HistoryError::Invalid(format!(
+                "history index {}: {length} bytes for {} ids; delete the history directory to rebuild it",
+                path.display(),
+                info.count
+            )));
+        }
+        let mut fences = Vec::with_capacity((info.count as usize).div_ceil(BLOCK_PAIRS));
+        let mut pairs = PairReader::new(&file);
+        for index in 0..info.count {
+            let (hash, _) = pairs.next(&path)?;
+            if index % BLOCK_PAIRS as u64 == 0 {
+                fences.push(hash);
+            }
+        }
+        Ok(Run { info, file, fences })
+    }
+
+    /// The transaction numbers filed under `hash` in this run.
+    pub fn find(&self, hash: u64, found: &mut Vec<u64>) -> Result<(), HistoryError> {
+        let mut block = self.fences.partition_point(|fence| *fence < hash).saturating_sub(1);
+        while block < self.fences.len() && self.fences[block] <= hash {
+            let first = (block * BLOCK_PAIRS) as u64;
+            let pairs = (self.info.count - first).min(BLOCK_PAIRS as u64) as usize;
+            let bytes = read_at(&self.file, first * PAIR_BYTES as u64, pairs * PAIR_BYTES)?;
+            for pair in bytes.chunks_exact(PAIR_BYTES) {
+                let stored = le_u64(pair, 0);
+                if stored == hash {
+                    found.push(le_u64(pair, 8));
+                } else if stored > hash {
+                    return Ok(());
+                }
+            }
+            block += 1;
+        }
+        Ok(())
+    }
+
+    /// Merges two runs into run `generation`, streaming both.
+    pub fn merge(directory: &Path, generation: u64, older: &Run, newer: &Run) -> Result<Run, HistoryError> {
+        let path = run_path(directory, generation);
+        let mut out = RunWriter::create(&path)?;
+        let older_path = run_path(directory, older.info.generation);
+        let newer_path = run_path(directory, newer.info.generation);
+        let (mut left, mut right) = (PairReader::new(&older.file), PairReader::new(&newer.file));
+        let (mut left_left, mut right_left) = (older.info.count, newer.info.count);
+        let mut left_head = if left_left > 0 {
+            Some(left.next(&older_path)?)
+        } else {
+            None
+        };
+        let mut right_head = if right_left > 0 {
+            Some(right.next(&newer_path)?)
+        } else {
+            None
+        };
+        loop {
+            let take_left = match (left_head, right_head) {
+                (Some(a), Some(b)) => a <= b,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if take_left {
+                out.push(left_head.expect("left head"))?;
+                left_left -= 1;
+                left_head = if left_left > 0 {
+                    Some(left.next(&older_path)?)
+                } else {
+                    None
+                };
+            } else {
+                out.push(right_head.expect("right head"))?;
+                right_left -= 1;
+                right_head = if right_left > 0 {
+                    Some(right.next(&newer_path)?)
+                } else {
+                    None
+                };
+            }
+        }
+        out.finish(generation)
+    }
+}
+
+struct RunWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+    count: u64,
+}
+
+impl RunWriter {
+    fn create(path: &Path) -> Result<Self, HistoryError> {
+        let file = File::create(path).map_err(|error| io_error(path, error))?;
+        Ok(RunWriter {
+            path: path.to_owned(),
+            out: BufWriter::with_capacity(1 << 20, file),
+            count: 0,
+        })
+    }
+
+    fn push(&mut self, (hash, number): (u64, u64)) -> Result<(), HistoryError> {
+        self.count += 1;
+        let mut pair = [0u8; PAIR_BYTES];
+        pair[..8].copy_from_slice(&hash.to_le_bytes());
+        pair[8..].copy_from_slice(&number.to_le_bytes());
+        self.out.write_all(&pair).map_err(|error| io_error(&self.path, error))
+    }
+
+    fn finish(self, generation: u64) -> Result<Run, HistoryError> {
+        let path = self.path;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|error| io_error(&path, error.into_error()))?;
+        file.sync_all().map_err(|error| io_error(&path, error))?;
+        let directory = path.parent().expect("a run lives in the index directory");
+        Run::open(
+            directory,
+            RunInfo {
+                generation,
+                count: self.count,
+            },
+        )
+    }
+}
+
+struct PairReader<'a> {
+    input: BufReader<&'a File>,
+}
+
+impl<'a> PairReader<'a> {
+    fn new(file: &'a File) -> Self {
+        // A shared `&File` reads from the handle's offset: rewind it first
+        // (runs are read whole only at open and merge, by the one writer).
+        use std::io::Seek;
+        let mut handle = file;
+        let _ = handle.seek(std::io::SeekFrom::Start(0));
+        PairReader {
+            input: BufReader::with_capacity(1 << 20, file),
+        }
+    }
+
+    fn next(&mut self, path: &Path) -> Result<(u64, u64), HistoryError> {
+        let mut pair = [0u8; PAIR_BYTES];
+        self.input
+            .read_exact(&mut pair)
+            .map_err(|error| io_error(path, error))?;
+        Ok((le_u64(&pair, 0), le_u64(&pair, 8)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_runs_find_every_id_and_collisions_find_all() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut older: Vec<(u64, u64)> = (0..1_000u64)
+            .map(|n| (n.wrapping_mul(0x9E37_79B9_7F4A_7C15), n))
+            .collect();
+        older.sort_unstable();
+        let mut newer: Vec<(u64, u64)> = (1_000..1_700u64)
+            .map(|n| (n.wrapping_mul(0x9E37_79B9_7F4A_7C15), n))
+            .collect();
+        newer.push((older[300].0, 5_000));
+        newer.sort_unstable();
+        let a = Run::write(directory.path(), 1, &older).unwrap();
+        let b = Run::write(directory.path(), 2, &newer).unwrap();
+        let merged = Run::merge(directory.path(), 3, &a, &b).unwrap();
+        assert_eq!(merged.info.count, 1_701);
+        for &(hash, number) in older.iter().chain(&newer) {
+            let mut found = Vec::new();
+            merged.find(hash, &mut found).unwrap();
+            assert!(found.contains(&number), "{hash:x} → {number}");
+        }
+        let mut found = Vec::new();
+        merged.find(older[300].0, &mut found).unwrap();
+        assert_eq!(found.len(), 2);
+        let mut found = Vec::new();
+        merged.find(12_345, &mut found).unwrap();
+        assert!(found.is_empty());
+    }
+}

@@ -1,0 +1,389 @@
+//! The readers' side of the index: positioned reads of fixed-size records
+//! under the published view; names and JSON are rendered here.
+
+use super::files::{
+    le_u64, read_at, EntryRecord, TransactionRecord, ENTRY_BYTES, MARK_STRIDES, NONE, TRANSACTION_BYTES,
+};
+use super::{scan_entries, Head, IndexLocation, Shared, View};
+use crate::changes::{render_transaction_row, EffectJson, HistoryEntry, HoldRow, OrderRow, TransactionRow};
+use crate::compact::id_hash;
+use crate::error::HistoryError;
+use crate::sqlite::SqliteStore;
+use crate::store::{check_page_limit, HistoryQuery, OrderQuery, Reader};
+use coffer_core::{Record, Rejection, RejectionCode, Transaction, Verdict};
+use std::sync::Arc;
+
+/// An expiry's blob record is its sequence and hold id: this many bytes
+/// cover any (two varints and an id within the id length bound).
+const EXPIRY_RECORD_BYTES_MAX: u64 = 20 + 10 + 1_024;
+
+pub struct IndexReader {
+    location: Arc<IndexLocation>,
+    sidecar: SqliteStore,
+}
+
+impl IndexReader {
+    pub(super) fn new(location: Arc<IndexLocation>, sidecar: SqliteStore) -> Self {
+        IndexReader { location, sidecar }
+    }
+}
+
+/// One query's reads, under the view it started with.
+struct Query<'a> {
+    shared: &'a Shared,
+    view: &'a View,
+}
+
+fn damaged(what: String) -> HistoryError {
+    HistoryError::Invalid(format!("history index: {what}"))
+}
+
+impl Query<'_> {
+    fn entry(&self, id: u64) -> Result<EntryRecord, HistoryError> {
+        if id >= self.view.entries {
+            return Err(damaged(format!(
+                "entry {id} beyond the {} published",
+                self.view.entries
+            )));
+        }
+        let bytes = read_at(&self.shared.entries, id * ENTRY_BYTES as u64, ENTRY_BYTES)?;
+        Ok(EntryRecord::decode(&bytes))
+    }
+
+    fn transaction(&self, number: u64) -> Result<TransactionRecord, HistoryError> {
+        if number >= self.view.transactions {
+            return Err(damaged(format!(
+                "transaction {number} beyond the {} published",
+                self.view.transactions
+            )));
+        }
+        let bytes = read_at(
+            &self.shared.transactions,
+            number * TRANSACTION_BYTES as u64,
+            TRANSACTION_BYTES,
+        )?;
+        Ok(TransactionRecord::decode(&bytes))
+    }
+
+    fn encoded(&self, record: &TransactionRecord) -> Result<Vec<u8>, HistoryError> {
+        read_at(&self.shared.blob, record.blob_offset, record.blob_len as usize)
+    }
+
+    /// The first entry stamped after `at_ms` (entries are in time order:
+    /// the engine's clock never goes back), or the entry count.
+    fn first_after(&self, at_ms: i64) -> Result<u64, HistoryError> {
+        let (mut low, mut high) = (0u64, self.view.entries);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            let bytes = read_at(&self.shared.entries, middle * ENTRY_BYTES as u64 + 16, 8)?;
+            if le_u64(&bytes, 0) as i64 <= at_ms {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        Ok(low)
+    }
+
+    /// The account's newest entry below `bound`, from its head back,
+    /// skipping by the furthest mark still at or above the bound.
+    fn newest_below(&self, head: u64, bound: u64) -> Result<Option<(u64, EntryRecord)>, HistoryError> {
+        let mut id = head;
+        while id != NONE {
+            let entry = self.entry(id)?;
+            if id < bound {
+                return Ok(Some((id, entry)));
+            }
+            id = entry
+                .marks
+                .iter()
+                .rev()
+                .copied()
+                .find(|mark| *mark != NONE && *mark >= bound)
+                .unwrap_or(entry.previous);
+        }
+        Ok(None)
+    }
+
+    /// Renders an entry; `previous` holds the account's entry before it.
+    fn render(
+        &self,
+        id: u64,
+        entry: &EntryRecord,
+        previous: Option<&EntryRecord>,
+    ) -> Result<HistoryEntry, HistoryError> {
+        let (available_before, frozen_before) =
+            previous.map_or((0, 0), |previous| (previous.available, previous.frozen));
+        let (kind, transaction_id, hold_id, sequence) = if entry.expiry {
+            let length = EXPIRY_RECORD_BYTES_MAX.min(self.view.blob_bytes - entry.source);
+            let bytes = read_at(&self.shared.blob, entry.source, length as usize)?;
+            let mut reader = coffer_core::codec::Reader::new(&bytes);
+            let malformed = |_| damaged(format!("entry {id}: a malformed expiry record"));
+            let sequence = reader.u64().map_err(malformed)?;
+            let hold = reader.str().map_err(malformed)?;
+            ("hold_expired", None, Some(hold.to_owned()), sequence)
+        } else {
+            let record = self.transaction(entry.source)?;
+            let bytes = self.encoded(&record)?;
+            let transaction_id = coffer_core::codec::Reader::new(&bytes)
+                .str()
+                .map_err(|_| damaged(format!("transaction {}: a malformed id", entry.source)))?
+                .to_owned();
+            ("transaction", Some(transaction_id), None, record.sequence)
+        };
+        let accounts = &self.view.accounts;
+        if entry.account as usize >= accounts.len() {
+            return Err(damaged(format!("entry {id}: account {} unknown", entry.account)));
+        }
+        Ok(HistoryEntry {
+            history_id: id as i64,
+            account: accounts.name(entry.account).to_owned(),
+            unit: accounts.unit(entry.account).to_owned(),
+            kind,
+            transaction_id,
+            hold_id,
+            sequence: sequence as i64,
+            timestamp_ms: entry.timestamp_ms as i64,
+            available_change: entry.available - available_before,
+            frozen_change: entry.frozen - frozen_before,
+            available: entry.available,
+            frozen: entry.frozen,
+        })
+    }
+
+    fn previous_of(&self, entry: &EntryRecord) -> Result<Option<EntryRecord>, HistoryError> {
+        (entry.previous != NONE).then(|| self.entry(entry.previous)).transpose()
+    }
+
+    fn render_transaction(&self, record: &TransactionRecord) -> Result<TransactionRow, HistoryError> {
+        let bytes = self.encoded(record)?;
+        let transaction = Transaction::decode(&mut coffer_core::codec::Reader::new(&bytes))
+            .map_err(|error| damaged(format!("transaction at sequence {}: {error}", record.sequence)))?;
+        let verdict = if record.committed {
+            Verdict::Committed
+        } else {
+            let code = RejectionCode::ALL
+                .into_iter()
+                .find(|code| *code as u8 == record.code)
+                .ok_or_else(|| damaged(format!("rejection code {} unknown", record.code)))?;
+            Verdict::Rejected(Rejection {
+                code,
+                op_index: record.op_index,
+            })
+        };
+        let outcome = Record {
+            sequence: record.sequence,
+            timestamp_ms: record.timestamp_ms,
+            verdict,
+        };
+        let count = record.entry_count as usize;
+        let entries = if count == 0 {
+            Vec::new()
+        } else {
+            read_at(
+                &self.shared.entries,
+                record.first_entry * ENTRY_BYTES as u64,
+                count * ENTRY_BYTES,
+            )?
+        };
+        let accounts = &self.view.accounts;
+        let effects: Vec<EffectJson> = entries
+            .chunks_exact(ENTRY_BYTES)
+            .map(EntryRecord::decode)
+            .map(|entry| EffectJson {
+                account: accounts.name(entry.account),
+                unit: accounts.unit(entry.account),
+                available: entry.available,
+                frozen: entry.frozen,
+            })
+            .collect();
+        Ok(render_transaction_row(&transaction, &outcome, &effects))
+    }
+
+    /// The stored transaction with this id.
+    fn find_transaction(&self, id: &str) -> Result<Option<TransactionRow>, HistoryError> {
+        let mut numbers = Vec::new();
+        let hash = id_hash(id);
+        for run in &self.view.runs {
+            run.find(hash, &mut numbers)?;
+        }
+        for number in numbers {
+            let record = self.transaction(number)?;
+            let bytes = self.encoded(&record)?;
+            let stored_id = coffer_core::codec::Reader::new(&bytes)
+                .str()
+                .map_err(|_| damaged(format!("transaction {number}: a malformed id")))?;
+            if stored_id == id {
+                return self.render_transaction(&record).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The first transaction number with a sequence above `after`.
+    fn first_transaction_after(&self, after: i64) -> Result<u64, HistoryError> {
+        let (mut low, mut high) = (0u64, self.view.transactions);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            let bytes = read_at(&self.shared.transactions, middle * TRANSACTION_BYTES as u64, 8)?;
+            if le_u64(&bytes, 0) as i64 <= after {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        Ok(low)
+    }
+}
+
+impl IndexReader {
+    fn query<T>(&self, read: impl FnOnce(&Query) -> Result<T, HistoryError>) -> Result<T, HistoryError> {
+        let shared = self.location.shared();
+        let view = shared.view.read().expect("index view lock");
+        read(&Query {
+            shared: &shared,
+            view: &view,
+        })
+    }
+}
+
+impl Reader for IndexReader {
+    fn history(&mut self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, HistoryError> {
+        check_page_limit(query.limit);
+        self.query(|reads| {
+            let Some(position) = reads.view.accounts.find(&query.account) else {
+                return Ok(Vec::new());
+            };
+            let head = reads.view.heads.get(position as usize).copied().unwrap_or(NONE);
+            let mut bound = match query.before {
+                Some(before) if before <= 0 => return Ok(Vec::new()),
+                Some(before) => before as u64,
+                None => u64::MAX,
+            };
+            if let Some(to_ms) = query.to_ms {
+                bound = bound.min(reads.first_after(to_ms)?);
+            }
+            let from_ms = query.from_ms.unwrap_or(i64::MIN);
+            let mut found: Vec<(u64, EntryRecord)> = Vec::new();
+            let mut next = reads.newest_below(head, bound)?;
+            while let Some((id, entry)) = next {
+                if (entry.timestamp_ms as i64) < from_ms {
+                    break;
+                }
+                let previous = entry.previous;
+                found.push((id, entry));
+                if found.len() == query.limit as usize {
+                    break;
+                }
+                next = (previous != NONE)
+                    .then(|| Ok::<_, HistoryError>((previous, reads.entry(previous)?)))
+                    .transpose()?;
+            }
+            let oldest_previous = match found.last() {
+                Some((_, oldest)) => reads.previous_of(oldest)?,
+                None => None,
+            };
+            (0..found.len())
+                .map(|n| {
+                    let previous = found.get(n + 1).map(|(_, entry)| entry).or(oldest_previous.as_ref());
+                    reads.render(found[n].0, &found[n].1, previous)
+                })
+                .collect()
+        })
+    }
+
+    fn balance_at(&mut self, account: &str, at_ms: i64) -> Result<Option<HistoryEntry>, HistoryError> {
+        self.query(|reads| {
+            let Some(position) = reads.view.accounts.find(account) else {
+                return Ok(None);
+            };
+            let head = reads.view.heads.get(position as usize).copied().unwrap_or(NONE);
+            let bound = reads.first_after(at_ms)?;
+            match reads.newest_below(head, bound)? {
+                Some((id, entry)) => {
+                    let previous = reads.previous_of(&entry)?;
+                    reads.render(id, &entry, previous.as_ref()).map(Some)
+                }
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn transactions(&mut self, ids: &[&str]) -> Result<Vec<TransactionRow>, HistoryError> {
+        self.query(|reads| {
+            let mut found = Vec::new();
+            for id in ids {
+                if let Some(row) = reads.find_transaction(id)? {
+                    found.push(row);
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    fn entries_after(&mut self, after: i64, limit: u32) -> Result<Vec<HistoryEntry>, HistoryError> {
+        self.query(|reads| {
+            let first = u64::try_from(after.saturating_add(1)).unwrap_or(0);
+            let end = reads.view.entries.min(first.saturating_add(u64::from(limit)));
+            let mut rendered = Vec::new();
+            scan_entries(&reads.shared.entries, first.min(end), end, |id, entry| {
+                let previous = reads.previous_of(&entry)?;
+                rendered.push(reads.render(id, &entry, previous.as_ref())?);
+                Ok(())
+            })?;
+            Ok(rendered)
+        })
+    }
+
+    fn transactions_after(&mut self, after: i64, limit: u32) -> Result<Vec<TransactionRow>, HistoryError> {
+        self.query(|reads| {
+            let first = reads.first_transaction_after(after)?;
+            let end = reads.view.transactions.min(first + u64::from(limit));
+            (first..end)
+                .map(|number| reads.render_transaction(&reads.transaction(number)?))
+                .collect()
+        })
+    }
+
+    fn holds_after(&mut self, after: &str, limit: u32) -> Result<Vec<HoldRow>, HistoryError> {
+        self.sidecar.holds_after(after, limit)
+    }
+
+    fn order(&mut self, id: &str) -> Result<Option<OrderRow>, HistoryError> {
+        self.sidecar.order(id)
+    }
+
+    fn orders(&mut self, query: &OrderQuery) -> Result<Vec<OrderRow>, HistoryError> {
+        self.sidecar.orders(query)
+    }
+
+    /// Every entry's links and depth follow from the entries before it, and
+    /// the published heads are each account's newest entry.
+    fn check_derived(&mut self) -> Result<(), HistoryError> {
+        self.query(|reads| {
+            let mut heads: Vec<Head> = Vec::new();
+            scan_entries(&reads.shared.entries, 0, reads.view.entries, |id, entry| {
+                let position = entry.account as usize;
+                if position >= heads.len() {
+                    heads.resize(position + 1, Head::default());
+                }
+                let (previous, depth, marks) = heads[position].next_links();
+                if (entry.previous, entry.depth, entry.marks) != (previous, depth, marks) {
+                    return Err(damaged(format!(
+                        "entry {id}: links ({}, {}, {:?}), expected ({previous}, {depth}, {marks:?})",
+                        entry.previous, entry.depth, entry.marks
+                    )));
+                }
+                heads[position] = Head::of(id, &entry);
+                Ok(())
+            })?;
+            let expected: Vec<u64> = heads.iter().map(|head| head.id).collect();
+            let published = &reads.view.heads[..expected.len().min(reads.view.heads.len())];
+            if published != expected.as_slice() || reads.view.heads[expected.len()..].iter().any(|id| *id != NONE) {
+                return Err(damaged("the account heads do not match the entries".into()));
+            }
+            debug_assert!(MARK_STRIDES.windows(2).all(|pair| pair[0] < pair[1]));
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,341 @@
+//! The projector's side of the index: appends one write's records, files
+//! its ids in a new run, syncs, then replaces the manifest and publishes.
+
+use super::files::{
+    io_error, read_at, write_durably, AppendFile, EntryRecord, Manifest, TransactionRecord, ACCOUNTS_FILE, NONE,
+    SIDECAR_FILE,
+};
+use super::ids::{run_path, Run};
+use super::{load_accounts, open_files, remove_unlisted, scan_entries, Head, IndexLocation, Shared, View};
+use crate::changes::{Changes, Cursor};
+use crate::compact::{verdict_parts, Source};
+use crate::error::HistoryError;
+use crate::sqlite::SqliteStore;
+use crate::store::Writer;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// A heads checkpoint is written once this many entries (or four per
+/// account, if more) have been added since the last: opening reads the
+/// checkpoint and scans only the entries after it.
+const HEADS_CHECKPOINT_ENTRIES_MIN: u64 = 1_000_000;
+const HEAD_BYTES: usize = 40;
+
+fn heads_path(directory: &Path, generation: u64) -> PathBuf {
+    directory.join(format!("heads-{generation:016}"))
+}
+
+pub(super) fn heads_generation(name: &str) -> Option<u64> {
+    name.strip_prefix("heads-")?.parse().ok()
+}
+
+pub struct IndexWriter {
+    location: Arc<IndexLocation>,
+    shared: Arc<Shared>,
+    /// `None` until the first write of a new index.
+    manifest: Option<Manifest>,
+    entries: AppendFile,
+    transactions: AppendFile,
+    blob: AppendFile,
+    accounts: AppendFile,
+    /// Account count in `accounts` (published with the manifest).
+    account_count: u64,
+    heads: Vec<Head>,
+    runs: Vec<Arc<Run>>,
+    sidecar: SqliteStore,
+    /// Scratch: this write's (id hash, transaction number) pairs.
+    pairs: Vec<(u64, u64)>,
+}
+
+impl IndexWriter {
+    /// Opens the index at `location`, cutting off what a crash left beyond
+    /// its manifest, and returns what its readers share.
+    pub(super) fn open(location: Arc<IndexLocation>) -> Result<(IndexWriter, Arc<Shared>), HistoryError> {
+        let directory = location.directory().to_owned();
+        std::fs::create_dir_all(&directory).map_err(|error| io_error(&directory, error))?;
+        let stored = Manifest::read(&directory)?;
+        let manifest = stored.clone().unwrap_or_default();
+        remove_unlisted(&directory, &manifest)?;
+        let [entries, transactions, blob, accounts] = open_files(&directory, &manifest)?;
+        let accounts_path = directory.join(ACCOUNTS_FILE);
+        let account_bytes = read_at(&accounts.reader()?, 0, manifest.accounts_bytes as usize)?;
+        let account_table = load_accounts(&accounts_path, &account_bytes, manifest.accounts)?;
+        let mut heads = match manifest.heads {
+            Some((generation, _)) => read_heads(&heads_path(&directory, generation))?,
+            None => Vec::new(),
+        };
+        let entries_reader = entries.reader()?;
+        let scanned_from = manifest.heads.map_or(0, |(_, covered)| covered);
+        scan_entries(&entries_reader, scanned_from, manifest.entries, |id, entry| {
+            set_head(&mut heads, entry.account, Head::of(id, &entry));
+            Ok(())
+        })?;
+        let runs = manifest
+            .runs
+            .iter()
+            .map(|info| Run::open(&directory, *info).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut sidecar = SqliteStore::open(&directory.join(SIDECAR_FILE), true)?;
+        // The manifest may pass its rows only once they are on disk.
+        sidecar.set_synchronous_full()?;
+        let view = View {
+            entries: manifest.entries,
+            transactions: manifest.transactions,
+            blob_bytes: manifest.blob_bytes,
+            runs: runs.clone(),
+            heads: heads.iter().map(|head| head.id).collect(),
+            accounts: account_table,
+        };
+        let shared = Arc::new(Shared {
+            entries: entries_reader,
+            transactions: transactions.reader()?,
+            blob: blob.reader()?,
+            view: RwLock::new(view),
+        });
+        let writer = IndexWriter {
+            location,
+            shared: Arc::clone(&shared),
+            account_count: manifest.accounts,
+            manifest: stored,
+            entries,
+            transactions,
+            blob,
+            accounts,
+            heads,
+            runs,
+            sidecar,
+            pairs: Vec::new(),
+        };
+        Ok((writer, shared))
+    }
+
+    fn directory(&self) -> &Path {
+        self.location.directory()
+    }
+
+    /// Appends the write's records to the files' buffers and returns the
+    /// new heads of the accounts it touched, in order.
+    fn append(&mut self, changes: &Changes, manifest: &Manifest) -> Result<Vec<(u32, u64)>, HistoryError> {
+        let compact = &changes.compact;
+        for account in &compact.accounts {
+            assert_eq!(
+                u64::from(account.position),
+                self.account_count,
+                "accounts arrive in order"
+            );
+            let mut writer = coffer_core::codec::Writer::new(self.accounts.buffer());
+            writer.str(&account.name);
+            writer.str(&account.unit);
+            self.account_count += 1;
+        }
+        let transaction_base = manifest.transactions;
+        let blob_base = self.blob.len();
+        self.pairs.clear();
+        for (number, transaction) in compact.transactions.iter().enumerate() {
+            assert!(transaction.sequence >= manifest.cursor.sequence_next);
+            let (committed, code, op_index) = verdict_parts(transaction.verdict);
+            let record = TransactionRecord {
+                sequence: transaction.sequence,
+                timestamp_ms: transaction.timestamp_ms,
+                blob_offset: blob_base + u64::from(transaction.encoded.start),
+                blob_len: transaction.encoded.end - transaction.encoded.start,
+                entry_count: transaction.entry_count,
+                first_entry: transaction.first_entry,
+                committed,
+                code,
+                op_index,
+            };
+            record.encode(self.transactions.buffer());
+            self.pairs.push((transaction.id_hash, transaction_base + number as u64));
+        }
+        let mut touched = Vec::with_capacity(compact.entries.len());
+        for (offset, entry) in compact.entries.iter().enumerate() {
+            let id = manifest.entries + offset as u64;
+            assert_eq!(entry.history_id, id, "entries arrive in history order");
+            let head = self.heads.get(entry.account as usize).copied().unwrap_or_default();
+            let (previous, depth, marks) = head.next_links();
+            let (expiry, source) = match entry.source {
+                Source::Transaction(number) => (false, transaction_base + u64::from(number)),
+                Source::Expired { offset } => (true, blob_base + u64::from(offset)),
+            };
+            let record = EntryRecord {
+                account: entry.account,
+                expiry,
+                depth,
+                timestamp_ms: entry.timestamp_ms,
+                source,
+                previous,
+                marks,
+                available: entry.available,
+                frozen: entry.frozen,
+            };
+            record.encode(self.entries.buffer());
+            set_head(&mut self.heads, entry.account, Head::of(id, &record));
+            touched.push((entry.account, id));
+        }
+        self.blob.buffer().extend_from_slice(&compact.blob);
+        Ok(touched)
+    }
+
+    /// Files this write's ids in a new run, then merges neighbours of equal
+    /// size. Returns the runs to delete once the manifest no longer lists them.
+    fn file_ids(&mut self, manifest: &mut Manifest) -> Result<Vec<u64>, HistoryError> {
+        let mut obsolete = Vec::new();
+        if self.pairs.is_empty() {
+            return Ok(obsolete);
+        }
+        self.pairs.sort_unstable();
+        let generation = take_generation(manifest);
+        let run = Run::write(self.directory(), generation, &self.pairs)?;
+        self.runs.push(Arc::new(run));
+        while self.runs.len() >= 2
+            && self.runs[self.runs.len() - 2].info.count <= self.runs[self.runs.len() - 1].info.count
+        {
+            let newer = self.runs.pop().expect("two runs");
+            let older = self.runs.pop().expect("two runs");
+            let generation = take_generation(manifest);
+            let merged = Run::merge(self.directory(), generation, &older, &newer)?;
+            obsolete.extend([older.info.generation, newer.info.generation]);
+            self.runs.push(Arc::new(merged));
+        }
+        manifest.runs = self.runs.iter().map(|run| run.info).collect();
+        Ok(obsolete)
+    }
+
+    /// Writes a heads checkpoint when enough entries came since the last.
+    /// Returns the checkpoint to delete once the manifest moved past it.
+    fn checkpoint_heads(&mut self, manifest: &mut Manifest) -> Result<Option<u64>, HistoryError> {
+        let covered = manifest.heads.map_or(0, |(_, covered)| covered);
+        let due = HEADS_CHECKPOINT_ENTRIES_MIN.max(4 * self.heads.len() as u64);
+        if manifest.entries - covered < due {
+            return Ok(None);
+        }
+        let generation = take_generation(manifest);
+        let mut bytes = Vec::with_capacity(self.heads.len() * HEAD_BYTES + 4);
+        for head in &self.heads {
+            for value in [head.id, head.depth, head.marks[0], head.marks[1], head.marks[2]] {
+                bytes.extend_from_slice(&value.to_le_bytes());
+            }
+        }
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        write_durably(&heads_path(self.directory(), generation), &bytes)?;
+        let previous = manifest.heads.map(|(generation, _)| generation);
+        manifest.heads = Some((generation, manifest.entries));
+        Ok(previous)
+    }
+
+    fn write_index(&mut self, changes: &Changes, cursor: &Cursor) -> Result<(), HistoryError> {
+        let mut manifest = self.manifest.clone().unwrap_or_default();
+        let touched = self.append(changes, &manifest)?;
+        manifest.entries += changes.compact.entries.len() as u64;
+        manifest.transactions += changes.compact.transactions.len() as u64;
+        manifest.blob_bytes = self.blob.len();
+        manifest.accounts = self.account_count;
+        manifest.accounts_bytes = self.accounts.len();
+        manifest.cursor = *cursor;
+        for file in [
+            &mut self.entries,
+            &mut self.transactions,
+            &mut self.blob,
+            &mut self.accounts,
+        ] {
+            file.sync()?;
+        }
+        let obsolete_runs = self.file_ids(&mut manifest)?;
+        let obsolete_heads = self.checkpoint_heads(&mut manifest)?;
+        manifest.write(self.directory())?;
+        self.publish(&manifest, changes, touched);
+        self.manifest = Some(manifest);
+        // Files the manifest no longer lists; a crash before this leaves
+        // them for the next open to delete.
+        for generation in obsolete_runs {
+            let path = run_path(self.directory(), generation);
+            std::fs::remove_file(&path).map_err(|error| io_error(&path, error))?;
+        }
+        if let Some(generation) = obsolete_heads {
+            let path = heads_path(self.directory(), generation);
+            std::fs::remove_file(&path).map_err(|error| io_error(&path, error))?;
+        }
+        Ok(())
+    }
+
+    fn publish(&self, manifest: &Manifest, changes: &Changes, touched: Vec<(u32, u64)>) {
+        let mut view = self.shared.view.write().expect("index view lock");
+        for account in &changes.compact.accounts {
+            view.accounts.push(&account.name, &account.unit);
+        }
+        for (account, id) in touched {
+            let position = account as usize;
+            if position >= view.heads.len() {
+                view.heads.resize(position + 1, NONE);
+            }
+            view.heads[position] = id;
+        }
+        view.entries = manifest.entries;
+        view.transactions = manifest.transactions;
+        view.blob_bytes = manifest.blob_bytes;
+        view.runs = self.runs.clone();
+    }
+}
+
+impl Writer for IndexWriter {
+    fn cursor(&mut self) -> Result<Option<Cursor>, HistoryError> {
+        Ok(self.manifest.as_ref().map(|manifest| manifest.cursor))
+    }
+
+    fn write(&mut self, changes: &Changes, cursor: &Cursor) -> Result<(), HistoryError> {
+        assert!(
+            changes.transactions.is_empty() && changes.entries.is_empty(),
+            "the index takes compact changes"
+        );
+        // Holds and orders first, with statements that a repeat leaves as
+        // they are: a crash before the manifest projects them again.
+        if !(changes.holds.is_empty() && changes.orders.is_empty() && changes.order_updates.is_empty()) {
+            self.sidecar.write(changes, cursor)?;
+        }
+        self.write_index(changes, cursor)
+    }
+}
+
+fn take_generation(manifest: &mut Manifest) -> u64 {
+    let generation = manifest.generation_next;
+    manifest.generation_next += 1;
+    generation
+}
+
+fn set_head(heads: &mut Vec<Head>, account: u32, head: Head) {
+    let position = account as usize;
+    if position >= heads.len() {
+        heads.resize(position + 1, Head::default());
+    }
+    heads[position] = head;
+}
+
+fn read_heads(path: &Path) -> Result<Vec<Head>, HistoryError> {
+    let bytes = std::fs::read(path).map_err(|error| io_error(path, error))?;
+    let damaged = || {
+        HistoryError::Invalid(format!(
+            "history index {}: damaged; delete the history directory to rebuild it from the journal",
+            path.display()
+        ))
+    };
+    if bytes.len() < 4 || (bytes.len() - 4) % HEAD_BYTES != 0 {
+        return Err(damaged());
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+        return Err(damaged());
+    }
+    Ok(body
+        .chunks_exact(HEAD_BYTES)
+        .map(|head| {
+            let field = |n: usize| super::files::le_u64(head, n * 8);
+            Head {
+                id: field(0),
+                depth: field(1),
+                marks: [field(2), field(3), field(4)],
+            }
+        })
+        .collect())
+}
