@@ -24,6 +24,7 @@ pub const NONE: u64 = u64::MAX;
 /// depth is a multiple of each of these, so a search back from the head
 /// takes at most about 64 steps per level instead of one per entry.
 pub const MARK_STRIDES: [u64; 3] = [64, 64 * 64, 64 * 64 * 64];
+const _: () = assert!(MARK_STRIDES[0] < MARK_STRIDES[1] && MARK_STRIDES[1] < MARK_STRIDES[2]);
 
 pub fn io_error(path: &Path, error: std::io::Error) -> HistoryError {
     HistoryError::Invalid(format!("history index {}: {error}", path.display()))
@@ -55,21 +56,20 @@ pub struct EntryRecord {
 }
 
 pub const ENTRY_BYTES: usize = 96;
+const _: () = assert!(ENTRY_BYTES == 4 + 4 + 7 * 8 + 2 * 16);
 
 impl EntryRecord {
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let start = out.len();
-        out.extend_from_slice(&self.account.to_le_bytes());
-        out.extend_from_slice(&u32::from(self.expiry).to_le_bytes());
-        for value in [self.depth, self.timestamp_ms, self.source, self.previous] {
-            out.extend_from_slice(&value.to_le_bytes());
+        let mut bytes = [0u8; ENTRY_BYTES];
+        bytes[0..4].copy_from_slice(&self.account.to_le_bytes());
+        bytes[4..8].copy_from_slice(&u32::from(self.expiry).to_le_bytes());
+        let words = [self.depth, self.timestamp_ms, self.source, self.previous];
+        for (at, value) in (8..).step_by(8).zip(words.into_iter().chain(self.marks)) {
+            bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
         }
-        for mark in self.marks {
-            out.extend_from_slice(&mark.to_le_bytes());
-        }
-        out.extend_from_slice(&self.available.to_le_bytes());
-        out.extend_from_slice(&self.frozen.to_le_bytes());
-        debug_assert_eq!(out.len() - start, ENTRY_BYTES);
+        bytes[64..80].copy_from_slice(&self.available.to_le_bytes());
+        bytes[80..96].copy_from_slice(&self.frozen.to_le_bytes());
+        out.extend_from_slice(&bytes);
     }
 
     pub fn decode(bytes: &[u8]) -> Self {
@@ -113,6 +113,7 @@ pub struct TransactionRecord {
 }
 
 pub const TRANSACTION_BYTES: usize = 48;
+const _: () = assert!(TRANSACTION_BYTES == 3 * 8 + 2 * 4 + 8 + 1 + 1 + 2 + 4);
 
 impl TransactionRecord {
     pub fn encode(&self, out: &mut Vec<u8>) {

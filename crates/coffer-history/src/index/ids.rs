@@ -139,19 +139,31 @@ struct RunWriter {
     path: PathBuf,
     out: BufWriter<File>,
     count: u64,
+    fences: Vec<u64>,
 }
 
 impl RunWriter {
     fn create(path: &Path) -> Result<Self, HistoryError> {
-        let file = File::create(path).map_err(|error| io_error(path, error))?;
+        // Read too: the finished run is searched through this handle.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|error| io_error(path, error))?;
         Ok(RunWriter {
             path: path.to_owned(),
             out: BufWriter::with_capacity(1 << 20, file),
             count: 0,
+            fences: Vec::new(),
         })
     }
 
     fn push(&mut self, (hash, number): (u64, u64)) -> Result<(), HistoryError> {
+        if self.count.is_multiple_of(BLOCK_PAIRS as u64) {
+            self.fences.push(hash);
+        }
         self.count += 1;
         let mut pair = [0u8; PAIR_BYTES];
         pair[..8].copy_from_slice(&hash.to_le_bytes());
@@ -166,14 +178,14 @@ impl RunWriter {
             .into_inner()
             .map_err(|error| io_error(&path, error.into_error()))?;
         file.sync_all().map_err(|error| io_error(&path, error))?;
-        let directory = path.parent().expect("a run lives in the index directory");
-        Run::open(
-            directory,
-            RunInfo {
+        Ok(Run {
+            info: RunInfo {
                 generation,
                 count: self.count,
             },
-        )
+            file,
+            fences: self.fences,
+        })
     }
 }
 

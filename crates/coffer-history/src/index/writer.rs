@@ -45,6 +45,8 @@ pub struct IndexWriter {
     sidecar: SqliteStore,
     /// Scratch: this write's (id hash, transaction number) pairs.
     pairs: Vec<(u64, u64)>,
+    /// Scratch: the (account, entry) heads this write moved, in order.
+    touched: Vec<(u32, u64)>,
 }
 
 impl IndexWriter {
@@ -105,6 +107,7 @@ impl IndexWriter {
             runs,
             sidecar,
             pairs: Vec::new(),
+            touched: Vec::new(),
         };
         Ok((writer, shared))
     }
@@ -113,9 +116,9 @@ impl IndexWriter {
         self.location.directory()
     }
 
-    /// Appends the write's records to the files' buffers and returns the
-    /// new heads of the accounts it touched, in order.
-    fn append(&mut self, changes: &Changes, manifest: &Manifest) -> Result<Vec<(u32, u64)>, HistoryError> {
+    /// Appends the write's records to the files' buffers and notes the new
+    /// heads of the accounts it touched, in order, in `touched`.
+    fn append(&mut self, changes: &Changes, manifest: &Manifest) {
         let compact = &changes.compact;
         for account in &compact.accounts {
             assert_eq!(
@@ -148,7 +151,7 @@ impl IndexWriter {
             record.encode(self.transactions.buffer());
             self.pairs.push((transaction.id_hash, transaction_base + number as u64));
         }
-        let mut touched = Vec::with_capacity(compact.entries.len());
+        self.touched.clear();
         for (offset, entry) in compact.entries.iter().enumerate() {
             let id = manifest.entries + offset as u64;
             assert_eq!(entry.history_id, id, "entries arrive in history order");
@@ -171,10 +174,9 @@ impl IndexWriter {
             };
             record.encode(self.entries.buffer());
             set_head(&mut self.heads, entry.account, Head::of(id, &record));
-            touched.push((entry.account, id));
+            self.touched.push((entry.account, id));
         }
         self.blob.buffer().extend_from_slice(&compact.blob);
-        Ok(touched)
     }
 
     /// Files this write's ids in a new run, then merges neighbours of equal
@@ -227,7 +229,7 @@ impl IndexWriter {
 
     fn write_index(&mut self, changes: &Changes, cursor: &Cursor) -> Result<(), HistoryError> {
         let mut manifest = self.manifest.clone().unwrap_or_default();
-        let touched = self.append(changes, &manifest)?;
+        self.append(changes, &manifest);
         manifest.entries += changes.compact.entries.len() as u64;
         manifest.transactions += changes.compact.transactions.len() as u64;
         manifest.blob_bytes = self.blob.len();
@@ -245,7 +247,7 @@ impl IndexWriter {
         let obsolete_runs = self.file_ids(&mut manifest)?;
         let obsolete_heads = self.checkpoint_heads(&mut manifest)?;
         manifest.write(self.directory())?;
-        self.publish(&manifest, changes, touched);
+        self.publish(&manifest, changes);
         self.manifest = Some(manifest);
         // Files the manifest no longer lists; a crash before this leaves
         // them for the next open to delete.
@@ -260,12 +262,12 @@ impl IndexWriter {
         Ok(())
     }
 
-    fn publish(&self, manifest: &Manifest, changes: &Changes, touched: Vec<(u32, u64)>) {
+    fn publish(&self, manifest: &Manifest, changes: &Changes) {
         let mut view = self.shared.view.write().expect("index view lock");
         for account in &changes.compact.accounts {
             view.accounts.push(&account.name, &account.unit);
         }
-        for (account, id) in touched {
+        for &(account, id) in &self.touched {
             let position = account as usize;
             if position >= view.heads.len() {
                 view.heads.resize(position + 1, NONE);
