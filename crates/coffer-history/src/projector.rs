@@ -155,6 +155,17 @@ impl Projector {
     ) -> Result<Projector, HistoryError> {
         let mut writer = database.open_writer()?;
         let cursor = writer.cursor()?;
+        if cursor.is_none() {
+            // A new store is built from the journal's first record.
+            if let Some((first, _)) = coffer_journal::segments(&directory)?.first() {
+                if *first > 0 {
+                    return Err(HistoryError::Invalid(format!(
+                        "the store is new and the journal starts at sequence {first} (retention deleted the \
+                         records before), so the history cannot be built from it"
+                    )));
+                }
+            }
+        }
         // Journal retention keeps what the projector still needs.
         let needed = journal.register_reader(cursor.map_or(0, |cursor| cursor.sequence_next));
         let stats = Arc::new(ProjectorStats::default());

@@ -9,7 +9,7 @@ use crate::config::ServerConfig;
 use crate::error::ApiError;
 use anyhow::Context;
 use coffer_history::{
-    Database, HistoryError, Projector, ProjectorSettings, ProjectorStats, Reader, ReaderPool, TransactionRow,
+    Database, HistoryError, Projector, ProjectorSettings, ProjectorStats, Reader, ReaderPool, Shape, TransactionRow,
     LOOKUP_IDS_MAX,
 };
 use coffer_journal::JournalStats;
@@ -61,7 +61,22 @@ impl History {
             config.engine_limits(),
             ProjectorSettings::default(),
         )
-        .with_context(|| format!("opening the history store {}", database.describe()))?;
+        .with_context(|| {
+            let earlier = config.data_dir.join("history.sqlite");
+            if database.shape() == Shape::Index && earlier.exists() {
+                // An earlier coffer kept its history in SQLite by default; the
+                // index is built from the journal, which retention may have cut.
+                format!(
+                    "opening the history store {}; this data directory also holds {}, an earlier coffer's \
+                     history: if the journal no longer holds every record, the index cannot be built from it, \
+                     so start with --history-url sqlite to keep using that store",
+                    database.describe(),
+                    earlier.display()
+                )
+            } else {
+                format!("opening the history store {}", database.describe())
+            }
+        })?;
         tracing::info!(store = %database.describe(), "history store open");
         let stats = Arc::clone(projector.stats());
         Ok(Some(Arc::new(History {

@@ -83,3 +83,75 @@ fn history_verify_compares_the_store_with_the_journal() {
     assert!(!ok, "a changed entry is found");
     assert!(stderr.contains("history differs from the journal"), "{stderr}");
 }
+
+/// A data directory from an earlier coffer, whose default history store
+/// was SQLite: once retention has cut the journal, the index cannot be
+/// built from it, and the default start says what to do instead of
+/// failing on a journal error.
+#[test]
+fn an_earlier_sqlite_history_over_a_cut_journal_is_refused_clearly() {
+    let data = tempfile::tempdir().unwrap();
+    let earlier: Vec<String> = [
+        "--history-url",
+        "sqlite",
+        "--snapshot-every-entries",
+        "5000",
+        "--journal-segment-bytes",
+        "1048576",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut server = support::Server::start_with(data.path(), &earlier);
+    let (ok, stdout, stderr) = coffer(&[
+        "bench",
+        "--url",
+        &server.base,
+        "--scenario",
+        "batches",
+        "--batch-size",
+        "1000",
+        "--count",
+        "40",
+        "--connections",
+        "4",
+        "--accounts",
+        "10",
+    ]);
+    assert!(ok, "{stdout}{stderr}");
+    server.terminate();
+    // Cut the journal's start as retention does once a snapshot covers it
+    // and the store has passed it.
+    let journal = data.path().join("journal");
+    let segments = coffer_journal::segments(&journal).unwrap();
+    assert!(segments.len() > 1 && coffer_journal::snapshots(&journal).unwrap().len() == 1);
+    std::fs::remove_file(&segments[0].1).unwrap();
+
+    let mut default = std::process::Command::new(env!("CARGO_BIN_EXE_coffer"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .env("RUST_LOG", "error")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = default.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            default.kill().unwrap();
+            panic!("the default start did not refuse the directory");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut default.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("history.sqlite") && stderr.contains("--history-url sqlite"),
+        "{stderr}"
+    );
+    // With the store named, the directory starts as before.
+    let mut server = support::Server::start_with(data.path(), &earlier);
+    server.terminate();
+}
