@@ -32,8 +32,15 @@ fn main() {
     for (name, database) in databases {
         let started = Instant::now();
         let stats = std::sync::Arc::clone(writer.stats());
-        let projector =
-            Projector::start(database, directory.clone(), stats, limits, ProjectorSettings::default()).unwrap();
+        let projector = Projector::start(
+            database,
+            directory.clone(),
+            stats,
+            limits,
+            ProjectorSettings::default(),
+            None,
+        )
+        .unwrap();
         assert!(projector
             .stats()
             .wait_for(engine.sequence_next(), Duration::from_secs(3_600)));

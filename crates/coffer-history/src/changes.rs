@@ -405,7 +405,7 @@ impl Projection {
         self.accounts_known = accounts_now;
         for expired in &outcome.expired {
             let source = compact.push_expired(first_sequence, expired.hold.as_str());
-            self.push_compact_entry(&expired.effect, source, outcome.timestamp_ms, compact);
+            Self::push_compact_entry(&expired.effect, source, outcome.timestamp_ms, compact);
         }
         for (transaction, result) in transactions.iter().zip(&outcome.outcomes) {
             let Outcome::New { record, .. } = result else { continue };
@@ -413,9 +413,9 @@ impl Projection {
             let number = u32::try_from(compact.transactions.len()).expect("a batch holds < 2^32 transactions");
             let start = blob_offset(&compact.blob);
             transaction.encode(&mut coffer_core::codec::Writer::new(&mut compact.blob));
-            let first_entry = self.cursor.history_next as u64;
+            let first_entry = compact.entries.len() as u64;
             for effect in effects {
-                self.push_compact_entry(effect, Source::Transaction(number), record.timestamp_ms, compact);
+                Self::push_compact_entry(effect, Source::Transaction(number), record.timestamp_ms, compact);
             }
             compact.transactions.push(CompactTransaction {
                 sequence: record.sequence,
@@ -429,11 +429,10 @@ impl Projection {
         }
     }
 
-    fn push_compact_entry(&mut self, effect: &Effect, source: Source, timestamp_ms: u64, compact: &mut CompactBatch) {
-        let history_id = self.cursor.history_next as u64;
-        self.cursor.history_next += 1;
+    /// The index numbers entries itself (where its file ends); the cursor's
+    /// `history_next` is the rows' count only.
+    fn push_compact_entry(effect: &Effect, source: Source, timestamp_ms: u64, compact: &mut CompactBatch) {
         compact.entries.push(CompactEntry {
-            history_id,
             account: effect.account.position(),
             source,
             timestamp_ms,

@@ -1,6 +1,10 @@
 //! What the projection hands the history index: fixed-size facts and the
 //! transactions' binary encoding, no names and no JSON (those are rendered
 //! when read). A leaf module: the projection fills it, the index stores it.
+//! Every reference inside a batch (entry to transaction, transaction to its
+//! entries and bytes) is relative to the batch, so batches made apart (by
+//! the engine thread, record by record) join by `extend_from`, and the
+//! index places them where its files end.
 
 use coffer_core::{Rejection, Verdict};
 use std::ops::Range;
@@ -18,7 +22,6 @@ pub enum Source {
 /// One change to one account: its balances after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompactEntry {
-    pub history_id: u64,
     /// The engine's account position (`AccountIndex::position`).
     pub account: u32,
     pub source: Source,
@@ -36,7 +39,7 @@ pub struct CompactTransaction {
     pub encoded: Range<u32>,
     /// Where its id is filed (`id_hash`).
     pub id_hash: u64,
-    /// Its entries: `entry_count` from `first_entry` (history ids).
+    /// Its entries: `entry_count` from the batch's `entries[first_entry]`.
     pub first_entry: u64,
     pub entry_count: u32,
 }
@@ -72,6 +75,28 @@ impl CompactBatch {
         self.transactions.clear();
         self.blob.clear();
         self.accounts.clear();
+    }
+
+    /// Appends `other`, moving its references past what this batch holds.
+    pub fn extend_from(&mut self, other: &CompactBatch) {
+        let transactions = u32::try_from(self.transactions.len()).expect("a batch holds < 2^32 transactions");
+        let entries = self.entries.len() as u64;
+        let blob = blob_offset(&self.blob);
+        self.entries.extend(other.entries.iter().map(|entry| CompactEntry {
+            source: match entry.source {
+                Source::Transaction(number) => Source::Transaction(number + transactions),
+                Source::Expired { offset } => Source::Expired { offset: offset + blob },
+            },
+            ..*entry
+        }));
+        self.transactions
+            .extend(other.transactions.iter().map(|transaction| CompactTransaction {
+                encoded: transaction.encoded.start + blob..transaction.encoded.end + blob,
+                first_entry: transaction.first_entry + entries,
+                ..transaction.clone()
+            }));
+        self.blob.extend_from_slice(&other.blob);
+        self.accounts.extend(other.accounts.iter().cloned());
     }
 
     /// Appends an expired hold's record to the blob; its entry's source.

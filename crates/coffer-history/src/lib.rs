@@ -14,6 +14,7 @@ mod changes;
 mod compact;
 mod database;
 mod error;
+mod feed;
 mod index;
 mod postgres;
 mod projector;
@@ -28,6 +29,7 @@ pub use changes::{
 };
 pub use database::{Database, ReaderPool};
 pub use error::HistoryError;
+pub use feed::{feed, FeedReceiver, FeedSender, FEED_RECORDS_MAX};
 pub use projector::{Projector, ProjectorSettings, ProjectorStats};
 pub use store::{HistoryQuery, OrderQuery, Reader, Writer, HISTORY_PAGE_MAX, LOOKUP_IDS_MAX};
 pub use verify::{verify, VerifyReport};

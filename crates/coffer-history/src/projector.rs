@@ -3,9 +3,10 @@
 //! effects — balances after each transaction — come from applying them),
 //! and writes rows plus its cursor in one database transaction per write.
 
-use crate::changes::{Changes, Cursor, Projection};
+use crate::changes::{Changes, Cursor, Projection, Shape};
 use crate::database::Database;
 use crate::error::HistoryError;
+use crate::feed::{FeedReceiver, FeedRecord};
 use crate::store::Writer;
 use coffer_core::EngineLimits;
 use coffer_journal::{Follower, JournalStats, Position, ReaderThread};
@@ -56,6 +57,11 @@ pub struct ProjectorStats {
     pub write_micros_last: AtomicU64,
     pub write_micros_total: AtomicU64,
     pub write_errors: AtomicU64,
+    /// Records taken from the engine's feed instead of applied again.
+    pub feed_records: AtomicU64,
+    /// Times a record missing from the feed sent the projector back to the
+    /// journal.
+    pub feed_gaps: AtomicU64,
     /// History reads waiting for rows not yet written.
     readers_waiting: AtomicU32,
     /// Set when the projector stopped for good; the reason.
@@ -126,6 +132,13 @@ impl ProjectorStats {
     }
 }
 
+enum FeedStep {
+    Record(Box<FeedRecord>),
+    Nothing,
+    /// The next record does not continue the cursor.
+    Gap,
+}
+
 pub struct Projector {
     stats: Arc<ProjectorStats>,
     thread: ReaderThread,
@@ -152,7 +165,12 @@ impl Projector {
         journal: Arc<JournalStats>,
         limits: EngineLimits,
         settings: ProjectorSettings,
+        feed: Option<FeedReceiver>,
     ) -> Result<Projector, HistoryError> {
+        assert!(
+            feed.is_none() || database.shape() == Shape::Index,
+            "only the index takes the feed"
+        );
         let mut writer = database.open_writer()?;
         let cursor = writer.cursor()?;
         if cursor.is_none() {
@@ -184,7 +202,7 @@ impl Projector {
                 stats: shared,
                 needed,
             };
-            state.run(writer, cursor);
+            state.run(writer, cursor, feed);
         });
         Ok(Projector { stats, thread })
     }
@@ -200,8 +218,9 @@ impl Projector {
 }
 
 impl ProjectorThread {
-    fn run(self, writer: Box<dyn Writer>, cursor: Option<Cursor>) {
-        if let Err(error) = self.follow(writer, cursor) {
+    /// `feed`: the engine's effects, when it hands them over (the index only).
+    fn run(self, writer: Box<dyn Writer>, cursor: Option<Cursor>, feed: Option<FeedReceiver>) {
+        if let Err(error) = self.follow(writer, cursor, feed.as_ref()) {
             tracing::error!(%error, "the history projector stopped; history reads fail until restart");
             self.stats.fail(error.to_string());
         }
@@ -210,7 +229,12 @@ impl ProjectorThread {
     /// Two stages on two threads: this one applies records and builds rows
     /// while the writer thread commits the previous rows, so the database
     /// round trip overlaps the projection work.
-    fn follow(&self, mut writer: Box<dyn Writer>, cursor: Option<Cursor>) -> Result<(), HistoryError> {
+    fn follow(
+        &self,
+        mut writer: Box<dyn Writer>,
+        cursor: Option<Cursor>,
+        feed: Option<&FeedReceiver>,
+    ) -> Result<(), HistoryError> {
         let started = Instant::now();
         let resume = cursor.map(|cursor| (cursor.position, cursor.sequence_next));
         let follower = Follower::open(&self.directory, Arc::clone(&self.journal), self.limits, resume)?;
@@ -236,7 +260,7 @@ impl ProjectorThread {
                     Ok(())
                 })
                 .expect("spawn the history writer thread");
-            let projected = self.project(follower, projection, to_writer, recycled);
+            let projected = self.project(follower, projection, feed, to_writer, recycled);
             let wrote = writing.join().expect("the history writer thread panicked");
             wrote.and(projected)
         })
@@ -246,20 +270,55 @@ impl ProjectorThread {
         &self,
         mut follower: Follower,
         mut projection: Projection,
+        feed: Option<&FeedReceiver>,
         to_writer: SyncSender<(Changes, Cursor)>,
         recycled: Receiver<Changes>,
     ) -> Result<(), HistoryError> {
         let writer_gone = || HistoryError::Invalid("the history writer stopped".into());
         let mut changes = Changes::default();
         let mut pending_since: Option<Instant> = None;
+        // Taking the engine's records from the feed instead of applying the
+        // journal's; `waiting` is a feed record taken but not yet usable.
+        let mut on_feed = false;
+        let mut waiting: Option<FeedRecord> = None;
         loop {
             let stopping = self.stop.load(Ordering::Acquire);
-            let next = follower.next_applied()?;
-            let caught_up = next.is_none();
-            if let Some((record, outcome)) = next {
-                projection.project(&follower.engine, &record.batch, &outcome, record.next, &mut changes);
-                pending_since.get_or_insert_with(Instant::now);
-            }
+            let caught_up = if let (true, Some(feed)) = (on_feed, feed) {
+                match self.next_from_feed(feed, &mut waiting, &projection.cursor) {
+                    FeedStep::Record(record) => {
+                        self.stats.feed_records.fetch_add(1, Ordering::Relaxed);
+                        let FeedRecord {
+                            cursor, changes: later, ..
+                        } = *record;
+                        changes.extend_from(later);
+                        projection.cursor = cursor;
+                        pending_since.get_or_insert_with(Instant::now);
+                        false
+                    }
+                    FeedStep::Nothing => true,
+                    FeedStep::Gap => {
+                        // A record the feed dropped: back to the journal from
+                        // the cursor, until the feed continues it again.
+                        self.stats.feed_gaps.fetch_add(1, Ordering::Relaxed);
+                        let cursor = projection.cursor;
+                        let resume = Some((cursor.position, cursor.sequence_next));
+                        follower = Follower::open(&self.directory, Arc::clone(&self.journal), self.limits, resume)?;
+                        projection = Projection::new(&follower.engine, cursor, Shape::Index);
+                        on_feed = false;
+                        false
+                    }
+                }
+            } else {
+                let next = follower.next_applied()?;
+                let caught_up = next.is_none();
+                if let Some((record, outcome)) = next {
+                    projection.project(&follower.engine, &record.batch, &outcome, record.next, &mut changes);
+                    pending_since.get_or_insert_with(Instant::now);
+                } else if let Some(feed) = feed {
+                    on_feed = joins_feed(feed, &mut waiting, &projection.cursor);
+                }
+                caught_up
+            };
             let full = changes.row_count() >= self.settings.rows_per_write_max;
             // Not on every catch-up: each database commit has a fixed cost
             // (WAL frames, checksums, index pages), so small frequent commits
@@ -302,6 +361,25 @@ impl ProjectorThread {
         }
     }
 
+    fn next_from_feed(&self, feed: &FeedReceiver, waiting: &mut Option<FeedRecord>, cursor: &Cursor) -> FeedStep {
+        let record = match waiting.take() {
+            Some(record) => record,
+            None => match feed.receiver.try_recv() {
+                Ok(record) => record,
+                Err(_) => return FeedStep::Nothing,
+            },
+        };
+        if record.before != cursor.position {
+            return FeedStep::Gap;
+        }
+        // Never a record that a crash could still take back.
+        if self.journal.durable_position() < record.cursor.position {
+            *waiting = Some(record);
+            return FeedStep::Nothing;
+        }
+        FeedStep::Record(Box::new(record))
+    }
+
     /// Writes until it succeeds: a database outage delays the history but
     /// never loses it (the journal keeps the records, and retention waits).
     fn write(&self, writer: &mut Box<dyn Writer>, changes: &Changes, cursor: &Cursor) -> Result<(), HistoryError> {
@@ -337,5 +415,26 @@ impl ProjectorThread {
                 }
             }
         }
+    }
+}
+
+/// Caught up with the journal: whether the feed continues from the
+/// cursor (its records before the cursor are dropped; one after it
+/// waits until the journal reaches it).
+fn joins_feed(feed: &FeedReceiver, waiting: &mut Option<FeedRecord>, cursor: &Cursor) -> bool {
+    loop {
+        let record = match waiting.take() {
+            Some(record) => record,
+            None => match feed.receiver.try_recv() {
+                Ok(record) => record,
+                Err(_) => return false,
+            },
+        };
+        if record.cursor.position <= cursor.position {
+            continue;
+        }
+        let joins = record.before == cursor.position;
+        *waiting = Some(record);
+        return joins;
     }
 }

@@ -152,7 +152,15 @@ fn journal(directory: &Path, workload: &[(u64, Vec<Transaction>)]) -> (Engine, J
 fn project_everything(database: &Database, directory: &Path, writer: &JournalWriter, sequence_next: u64) {
     let stats = std::sync::Arc::clone(writer.stats());
     let limits = EngineLimits::default();
-    let projector = Projector::start(database.clone(), directory.to_path_buf(), stats, limits, settings()).unwrap();
+    let projector = Projector::start(
+        database.clone(),
+        directory.to_path_buf(),
+        stats,
+        limits,
+        settings(),
+        None,
+    )
+    .unwrap();
     assert!(projector.stats().wait_for(sequence_next, Duration::from_secs(30)));
     projector.stop();
 }
@@ -234,6 +242,7 @@ fn a_restarted_projector_neither_repeats_nor_skips() {
             std::sync::Arc::clone(&stats),
             limits,
             settings(),
+            None,
         )
         .unwrap();
         // More records arrive while the projector runs; it stops midway.
@@ -250,7 +259,7 @@ fn a_restarted_projector_neither_repeats_nor_skips() {
                 .append_durably(&journal_batch(transactions.clone(), &outcome))
                 .unwrap();
         }
-        let projector = Projector::start(database.clone(), directory.clone(), stats, limits, settings()).unwrap();
+        let projector = Projector::start(database.clone(), directory.clone(), stats, limits, settings(), None).unwrap();
         assert!(projector
             .stats()
             .wait_for(engine.sequence_next(), Duration::from_secs(30)));
@@ -320,8 +329,15 @@ fn a_waiting_reader_has_rows_written_before_the_interval() {
             ..ProjectorSettings::default()
         };
         let stats = std::sync::Arc::clone(writer.stats());
-        let projector =
-            Projector::start(database, directory.clone(), stats, EngineLimits::default(), settings).unwrap();
+        let projector = Projector::start(
+            database,
+            directory.clone(),
+            stats,
+            EngineLimits::default(),
+            settings,
+            None,
+        )
+        .unwrap();
         assert!(projector
             .stats()
             .wait_for(engine.sequence_next(), Duration::from_secs(30)));
@@ -513,6 +529,7 @@ fn the_index_answers_as_the_sqlite_store_does() {
             stats,
             EngineLimits::default(),
             settings,
+            None,
         )
         .unwrap();
         assert!(projector
@@ -639,4 +656,72 @@ fn a_reopened_index_drops_what_a_crash_left_and_resumes_from_its_checkpoint() {
     let report = verify(&directory, &index, EngineLimits::default()).unwrap();
     assert_eq!(report.sequence_next, engine.sequence_next());
     assert!(report.entries > 1_200_000, "{report:?}");
+}
+
+/// The engine's feed, with records lost on the way: while nothing is
+/// durable the projector takes nothing from the feed, so 600 records
+/// appended without a sync overflow it and most are dropped. The projector
+/// notices the gap, follows the journal from its cursor, joins the feed
+/// again, and the index equals the journal.
+#[test]
+fn records_the_feed_dropped_are_taken_from_the_journal() {
+    let data = tempfile::tempdir().unwrap();
+    let directory = data.path().join("journal");
+    let limits = EngineLimits::default();
+    let (mut engine, mut writer, _) = coffer_journal::open(&directory, JournalOptions::default(), limits).unwrap();
+    let (mut sender, receiver) = coffer_history::feed(&engine, writer.end_position());
+    let dropped = std::sync::Arc::clone(&receiver.dropped);
+    let index = Database::parse("index", data.path(), "unused").unwrap();
+    let stats = std::sync::Arc::clone(writer.stats());
+    let projector = Projector::start(
+        index.clone(),
+        directory.clone(),
+        stats,
+        limits,
+        settings(),
+        Some(receiver),
+    )
+    .unwrap();
+    let workload = workload(0xfeed5, 900);
+    for (number, (timestamp_ms, transactions)) in workload.iter().enumerate() {
+        let outcome = engine.apply_batch(*timestamp_ms, transactions);
+        if transactions.is_empty() && outcome.expired.is_empty() {
+            continue;
+        }
+        let batch = journal_batch(transactions.clone(), &outcome);
+        writer.append(&batch).unwrap();
+        sender.offer(
+            &engine,
+            batch.first_sequence,
+            &batch.transactions,
+            &outcome,
+            writer.end_position(),
+        );
+        let unsynced = (100..700).contains(&number);
+        if !unsynced {
+            writer.commit().unwrap();
+            if number == 99 {
+                // On the feed before the overflow.
+                assert!(projector
+                    .stats()
+                    .wait_for(engine.sequence_next(), Duration::from_secs(30)));
+            }
+        }
+    }
+    assert!(projector
+        .stats()
+        .wait_for(engine.sequence_next(), Duration::from_secs(30)));
+    let (from_feed, gaps) = (
+        projector.stats().feed_records.load(Ordering::Relaxed),
+        projector.stats().feed_gaps.load(Ordering::Relaxed),
+    );
+    projector.stop();
+    writer.close().unwrap();
+    assert!(dropped.load(Ordering::Relaxed) > 100, "the feed overflowed");
+    assert!(
+        from_feed > 100 && gaps >= 1,
+        "{from_feed} records from the feed, {gaps} gaps"
+    );
+    let report = verify(&directory, &index, limits).unwrap();
+    assert_eq!(report.sequence_next, engine.sequence_next());
 }

@@ -284,6 +284,15 @@ impl JournalWriter {
         Ok(())
     }
 
+    /// Where the last appended record ends (buffered or not): what a reader
+    /// that has read it reports as its position (`TailRecord::next`).
+    pub fn end_position(&self) -> Position {
+        Position {
+            segment: self.segment.first_sequence,
+            offset: self.segment.bytes + self.buffer.len() as u64,
+        }
+    }
+
     /// Writes and syncs everything appended since the last commit. After an
     /// error the journal is stopped: every later call fails with it.
     pub fn commit(&mut self) -> Result<(), JournalError> {

@@ -131,10 +131,18 @@ async fn start_local(config: &ServerConfig) -> anyhow::Result<Backing> {
         "recovered"
     );
     let journal_stats = Arc::clone(journal.stats());
+    // The index takes the engine's effects as it applies them.
+    let (feed_sender, feed_receiver) = match History::takes_feed(config)? {
+        true => {
+            let (sender, receiver) = coffer_history::feed(&engine, journal.end_position());
+            (Some(sender), Some(receiver))
+        }
+        false => (None, None),
+    };
     // Blocking: it connects to the database (PostgreSQL's client runs its own runtime).
     let history = {
         let (config, journal_stats) = (config.clone(), Arc::clone(&journal_stats));
-        tokio::task::spawn_blocking(move || History::start(&config, journal_stats))
+        tokio::task::spawn_blocking(move || History::start(&config, journal_stats, feed_receiver))
             .await
             .context("history startup task")??
     };
@@ -143,7 +151,7 @@ async fn start_local(config: &ServerConfig) -> anyhow::Result<Backing> {
         batch_transactions_max: config.batch_transactions_max,
         snapshot_every_entries: config.snapshot_every_entries,
     };
-    let sequencer = Sequencer::start(engine, journal, settings);
+    let sequencer = Sequencer::start(engine, journal, settings, feed_sender);
     let ledger = Ledger::new(Arc::new(Local::new(Arc::clone(&sequencer), history.clone())));
     let kafka = KafkaLink::start_local(config, Arc::clone(&journal_stats), Arc::clone(&ledger)).await?;
     let stopped_kafka = kafka.clone();

@@ -9,13 +9,17 @@ use crate::config::ServerConfig;
 use crate::error::ApiError;
 use anyhow::Context;
 use coffer_history::{
-    Database, HistoryError, Projector, ProjectorSettings, ProjectorStats, Reader, ReaderPool, Shape, TransactionRow,
-    LOOKUP_IDS_MAX,
+    Database, FeedReceiver, HistoryError, Projector, ProjectorSettings, ProjectorStats, Reader, ReaderPool, Shape,
+    TransactionRow, LOOKUP_IDS_MAX,
 };
 use coffer_journal::JournalStats;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Rows (entries and transactions) one index write takes at most: about
+/// 100,000 transfers, some 30 MiB in memory.
+const INDEX_ROWS_PER_WRITE_MAX: usize = 300_000;
 
 /// How long a history read waits for the projector to catch up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,19 +51,43 @@ pub struct History {
 }
 
 impl History {
+    /// Whether the configured store takes the engine's effects through a
+    /// feed (the index does; SQL stores apply the journal themselves).
+    pub fn takes_feed(config: &ServerConfig) -> anyhow::Result<bool> {
+        if config.history_url == "off" {
+            return Ok(false);
+        }
+        let database = Database::parse(&config.history_url, &config.data_dir, &config.history_schema)?;
+        Ok(database.shape() == Shape::Index)
+    }
+
     /// `None` when the history is switched off.
-    pub fn start(config: &ServerConfig, journal: Arc<JournalStats>) -> anyhow::Result<Option<Arc<History>>> {
+    pub fn start(
+        config: &ServerConfig,
+        journal: Arc<JournalStats>,
+        feed: Option<FeedReceiver>,
+    ) -> anyhow::Result<Option<Arc<History>>> {
         if config.history_url == "off" {
             tracing::warn!("history is off: no account history, and ids are remembered only inside the window");
             return Ok(None);
         }
         let database = Database::parse(&config.history_url, &config.data_dir, &config.history_schema)?;
+        let settings = match database.shape() {
+            // The index's writes cost per write (a few fsyncs, a run, a
+            // manifest), not per row: larger ones.
+            Shape::Index => ProjectorSettings {
+                rows_per_write_max: INDEX_ROWS_PER_WRITE_MAX,
+                ..ProjectorSettings::default()
+            },
+            Shape::Rows => ProjectorSettings::default(),
+        };
         let projector = Projector::start(
             database.clone(),
             config.journal_directory(),
             Arc::clone(&journal),
             config.engine_limits(),
-            ProjectorSettings::default(),
+            settings,
+            feed,
         )
         .with_context(|| {
             let earlier = config.data_dir.join("history.sqlite");

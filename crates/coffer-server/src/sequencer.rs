@@ -13,7 +13,8 @@
 use crate::clock::now_ms;
 use crate::queries::{answer, describe};
 pub use crate::queries::{Answer, Detail, EffectView, Kind, Query, Submitted, LIST_SCAN_MAX, UNITS_QUERY_MAX};
-use coffer_core::{Engine, Transaction};
+use coffer_core::{BatchOutcome, Engine, Transaction};
+use coffer_history::FeedSender;
 use coffer_journal::{journal_batch, JournalBatch, JournalWriter};
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -80,7 +81,13 @@ pub struct SequencerSettings {
 }
 
 impl Sequencer {
-    pub fn start(engine: Engine, journal: JournalWriter, settings: SequencerSettings) -> Arc<Self> {
+    /// `feed`: the history index's, offered every record appended.
+    pub fn start(
+        engine: Engine,
+        journal: JournalWriter,
+        settings: SequencerSettings,
+        feed: Option<FeedSender>,
+    ) -> Arc<Self> {
         let (sender, receiver) = sync_channel(settings.queue_capacity.max(1));
         let initial = Durable {
             sequence: engine.sequence_next(),
@@ -104,6 +111,7 @@ impl Sequencer {
                 let engine_thread = EngineThread {
                     engine,
                     journal: Some(journal),
+                    feed,
                     durable: durable_sender,
                     settings,
                     entries_since_snapshot: 0,
@@ -218,6 +226,8 @@ impl Sequencer {
 struct EngineThread {
     engine: Engine,
     journal: Option<JournalWriter>,
+    /// The history index's: every appended record's effects.
+    feed: Option<FeedSender>,
     durable: watch::Sender<Durable>,
     settings: SequencerSettings,
     entries_since_snapshot: u64,
@@ -337,7 +347,7 @@ impl EngineThread {
         assert!(results.next().is_none(), "every transaction has a reply");
         self.record_metrics(transactions.len());
         self.note_forgetting();
-        self.append(&journal_batch(transactions, &outcome));
+        self.append(&journal_batch(transactions, &outcome), &outcome);
     }
 
     /// Once set, it stays set: the window only moves forward.
@@ -360,11 +370,18 @@ impl EngineThread {
     }
 
     /// A failed append stops the journal; the next commit reports it.
-    fn append(&mut self, batch: &JournalBatch) {
+    /// An appended record is offered to the history's feed.
+    fn append(&mut self, batch: &JournalBatch, outcome: &BatchOutcome) {
         self.entries_since_snapshot += batch.transactions.len() as u64;
         let journal = self.journal.as_mut().expect("journal open while running");
-        if let Err(error) = journal.append(batch) {
-            tracing::error!(%error, "journal append refused");
+        match journal.append(batch) {
+            Ok(()) => {
+                if let Some(feed) = &mut self.feed {
+                    let after = journal.end_position();
+                    feed.offer(&self.engine, batch.first_sequence, &batch.transactions, outcome, after);
+                }
+            }
+            Err(error) => tracing::error!(%error, "journal append refused"),
         }
     }
 
@@ -400,7 +417,7 @@ impl EngineThread {
         self.note_forgetting();
         if !outcome.expired.is_empty() {
             tracing::debug!(expired = outcome.expired.len(), "holds expired");
-            self.append(&journal_batch(Vec::new(), &outcome));
+            self.append(&journal_batch(Vec::new(), &outcome), &outcome);
             self.commit(Vec::new());
         }
     }

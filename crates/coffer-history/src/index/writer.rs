@@ -143,7 +143,7 @@ impl IndexWriter {
                 blob_offset: blob_base + u64::from(transaction.encoded.start),
                 blob_len: transaction.encoded.end - transaction.encoded.start,
                 entry_count: transaction.entry_count,
-                first_entry: transaction.first_entry,
+                first_entry: manifest.entries + transaction.first_entry,
                 committed,
                 code,
                 op_index,
@@ -154,7 +154,6 @@ impl IndexWriter {
         self.touched.clear();
         for (offset, entry) in compact.entries.iter().enumerate() {
             let id = manifest.entries + offset as u64;
-            assert_eq!(entry.history_id, id, "entries arrive in history order");
             let head = self.heads.get(entry.account as usize).copied().unwrap_or_default();
             let (previous, depth, marks) = head.next_links();
             let (expiry, source) = match entry.source {
@@ -235,7 +234,10 @@ impl IndexWriter {
         manifest.blob_bytes = self.blob.len();
         manifest.accounts = self.account_count;
         manifest.accounts_bytes = self.accounts.len();
-        manifest.cursor = *cursor;
+        manifest.cursor = Cursor {
+            history_next: manifest.entries as i64,
+            ..*cursor
+        };
         for file in [
             &mut self.entries,
             &mut self.transactions,
