@@ -37,6 +37,7 @@ pub use identifier::{AccountId, HoldId, TransactionId, WORLD};
 pub use limits::EngineLimits;
 pub use metadata::Metadata;
 pub use operation::{LimitChange, Operation};
+pub use prefetch::prefetch;
 pub use rejection::{Rejection, RejectionCode};
 pub use snapshot::{SnapshotSource, SNAPSHOT_FORMAT_VERSION};
 pub use state::{

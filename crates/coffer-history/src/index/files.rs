@@ -24,7 +24,13 @@ pub const NONE: u64 = u64::MAX;
 /// depth is a multiple of each of these, so a search back from the head
 /// takes at most about 64 steps per level instead of one per entry.
 pub const MARK_STRIDES: [u64; 3] = [64, 64 * 64, 64 * 64 * 64];
-const _: () = assert!(MARK_STRIDES[0] < MARK_STRIDES[1] && MARK_STRIDES[1] < MARK_STRIDES[2]);
+const _: () = assert!(
+    MARK_STRIDES[0] < MARK_STRIDES[1]
+        && MARK_STRIDES[1] < MARK_STRIDES[2]
+        && MARK_STRIDES[0].is_power_of_two()
+        && MARK_STRIDES[1].is_power_of_two()
+        && MARK_STRIDES[2].is_power_of_two()
+);
 
 pub fn io_error(path: &Path, error: std::io::Error) -> HistoryError {
     HistoryError::Invalid(format!("history index {}: {error}", path.display()))

@@ -161,7 +161,8 @@ impl Head {
     /// The links of the entry that follows this head.
     fn next_links(&self) -> (u64, u64, [u64; 3]) {
         let marks = std::array::from_fn(|level| {
-            if self.id != NONE && self.depth.is_multiple_of(MARK_STRIDES[level]) {
+            // Strides are powers of two: a mask, not a division per entry.
+            if self.id != NONE && self.depth & (MARK_STRIDES[level] - 1) == 0 {
                 self.id
             } else {
                 self.marks[level]

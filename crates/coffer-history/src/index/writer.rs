@@ -20,6 +20,8 @@ use std::sync::{Arc, RwLock};
 /// checkpoint and scans only the entries after it.
 const HEADS_CHECKPOINT_ENTRIES_MIN: u64 = 1_000_000;
 const HEAD_BYTES: usize = 40;
+/// How many entries ahead the writer loads account heads.
+const HEADS_PREFETCH_AHEAD: usize = 16;
 
 fn heads_path(directory: &Path, generation: u64) -> PathBuf {
     directory.join(format!("heads-{generation:016}"))
@@ -153,6 +155,13 @@ impl IndexWriter {
         }
         self.touched.clear();
         for (offset, entry) in compact.entries.iter().enumerate() {
+            // Heads are read at random (by account): the memory latency, not
+            // the work, is the cost, so load the ones a few entries ahead.
+            if let Some(ahead) = compact.entries.get(offset + HEADS_PREFETCH_AHEAD) {
+                if let Some(head) = self.heads.get(ahead.account as usize) {
+                    coffer_core::prefetch(head);
+                }
+            }
             let id = manifest.entries + offset as u64;
             let head = self.heads.get(entry.account as usize).copied().unwrap_or_default();
             let (previous, depth, marks) = head.next_links();
