@@ -92,6 +92,14 @@ pub struct ServerConfig {
     /// PostgreSQL schema of the history tables (created when missing).
     #[arg(long, env = "COFFER_HISTORY_SCHEMA", default_value = "coffer")]
     pub history_schema: String,
+    /// A SQL copy of the history for your own tools, kept beside the
+    /// history store with a cursor of its own: `sqlite` (`history.sqlite` in
+    /// the data directory), `sqlite:PATH` or a `postgres://` URL (tables in
+    /// `--history-schema`). It never slows writes and never answers
+    /// retries; `coffer_history_export_lag_transactions` says how far behind
+    /// it is. A single node's only.
+    #[arg(long, env = "COFFER_HISTORY_EXPORT")]
+    pub history_export: Option<String>,
     /// Transactions the history may lag behind the journal before writes
     /// get 503 (past half of it, writes first wait up to 1 s each for the
     /// projector): it must stay well inside the idempotency window, because
@@ -239,6 +247,10 @@ impl ServerConfig {
         if self.history_url != "index" {
             tracing::warn!("--history-url is a single node's: a cluster keeps each shard's history in its database");
         }
+        anyhow::ensure!(
+            self.history_export.is_none(),
+            "--history-export is a single node's: a cluster keeps each shard's history in PostgreSQL already"
+        );
         let node_id = self.node_id.clone().unwrap_or_else(|| self.listen.to_string());
         anyhow::ensure!(
             (1..=128).contains(&node_id.len()) && !node_id.chars().any(char::is_control),

@@ -17,6 +17,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Starts the SQL copy, if one is configured: a projector of its own over
+/// the journal (it applies the records itself; the feed is the index's).
+fn start_export(config: &ServerConfig, journal: &Arc<JournalStats>) -> anyhow::Result<Option<Projector>> {
+    let Some(url) = &config.history_export else {
+        return Ok(None);
+    };
+    let database = Database::parse(url, &config.data_dir, &config.history_schema)?;
+    anyhow::ensure!(
+        database.shape() == Shape::Rows,
+        "--history-export takes sqlite, sqlite:PATH or a postgres:// URL (the index is the history store itself)"
+    );
+    let projector = Projector::start(
+        database.clone(),
+        config.journal_directory(),
+        Arc::clone(journal),
+        config.engine_limits(),
+        ProjectorSettings::default(),
+        None,
+    )
+    .with_context(|| format!("opening the history export {}", database.describe()))?;
+    tracing::info!(store = %database.describe(), "history export open");
+    Ok(Some(projector))
+}
+
 /// Rows (entries and transactions) one index write takes at most: about
 /// 100,000 transfers, some 30 MiB in memory.
 const INDEX_ROWS_PER_WRITE_MAX: usize = 300_000;
@@ -41,6 +65,10 @@ const PROGRESS_POLL: Duration = Duration::from_millis(5);
 pub struct History {
     pool: Arc<ReaderPool>,
     projector: Mutex<Option<Projector>>,
+    /// The SQL copy (`--history-export`): its own projector and cursor,
+    /// outside the lag rules and the idempotency lookups.
+    export: Mutex<Option<Projector>>,
+    pub export_stats: Option<Arc<ProjectorStats>>,
     pub stats: Arc<ProjectorStats>,
     journal: Arc<JournalStats>,
     lag_max: u64,
@@ -51,6 +79,12 @@ pub struct History {
 }
 
 impl History {
+    /// Transactions durable but not yet in the SQL copy.
+    pub fn export_lag(&self, durable_sequence: u64) -> Option<u64> {
+        let stats = self.export_stats.as_ref()?;
+        Some(durable_sequence.saturating_sub(stats.projected_sequence()))
+    }
+
     /// Whether the configured store takes the engine's effects through a
     /// feed (the index does; SQL stores apply the journal themselves).
     pub fn takes_feed(config: &ServerConfig) -> anyhow::Result<bool> {
@@ -106,12 +140,15 @@ impl History {
             }
         })?;
         tracing::info!(store = %database.describe(), "history store open");
+        let export = start_export(config, &journal)?;
         let stats = Arc::clone(projector.stats());
         Ok(Some(Arc::new(History {
             pool: Arc::new(ReaderPool::new(database)),
             projected: follow_progress(Arc::clone(&stats)),
             stats,
             projector: Mutex::new(Some(projector)),
+            export_stats: export.as_ref().map(|export| Arc::clone(export.stats())),
+            export: Mutex::new(export),
             lag_max: config.history_lag_max,
             journal,
             slowdowns: AtomicU64::new(0),
@@ -122,6 +159,9 @@ impl History {
     pub fn stop(&self) {
         if let Some(projector) = self.projector.lock().expect("projector lock").take() {
             projector.stop();
+        }
+        if let Some(export) = self.export.lock().expect("export lock").take() {
+            export.stop();
         }
     }
 

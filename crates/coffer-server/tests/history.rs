@@ -307,3 +307,59 @@ async fn a_lagging_history_slows_writes_then_refuses_them() {
     );
     server.stop().await;
 }
+
+/// `--history-export`: a SQL copy beside the index, with its own cursor.
+/// Once its lag metric reads 0 it equals a fresh projection of the journal,
+/// row for row, on SQLite (and on PostgreSQL when configured).
+#[tokio::test]
+async fn the_sql_export_follows_the_journal_beside_the_index() {
+    let mut exports = vec![(vec!["--history-export".to_owned(), "sqlite".to_owned()], None)];
+    if let Ok(url) = std::env::var("COFFER_TEST_POSTGRES_URL") {
+        let schema = format!("export_{}", std::process::id());
+        let flags = vec![
+            "--history-export".to_owned(),
+            url.clone(),
+            "--history-schema".to_owned(),
+            schema.clone(),
+        ];
+        exports.push((flags, Some((url, schema))));
+    }
+    for (flags, postgres) in exports {
+        let mut server = start(&flags, &[]).await;
+        server.open("alice", "USD/2").await;
+        server.open("bob", "USD/2").await;
+        server.deposit("alice", 1_000).await;
+        for n in 0..20 {
+            let transfer = json!({"id": format!("x-{n}"), "from": "alice", "to": "bob", "amount": 7});
+            assert_eq!(server.post("/v1/transfers", transfer).await.0, 201);
+        }
+        let mut caught_up = false;
+        for _ in 0..200 {
+            let (_, metrics) = server.get("/metrics").await;
+            if metrics
+                .as_str()
+                .unwrap()
+                .contains("coffer_history_export_lag_transactions 0\n")
+            {
+                caught_up = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(caught_up, "the export caught up");
+        server.stop().await;
+        let data = server.data.path().to_owned();
+        let database = match &postgres {
+            None => coffer_history::Database::parse("sqlite", &data, "unused"),
+            Some((url, schema)) => coffer_history::Database::parse(url, &data, schema),
+        }
+        .unwrap();
+        let report = tokio::task::spawn_blocking(move || {
+            coffer_history::verify(&data.join("journal"), &database, coffer_core::EngineLimits::default())
+        })
+        .await
+        .unwrap()
+        .expect("the export equals the journal");
+        assert_eq!(report.transactions, 23, "{report:?}");
+    }
+}

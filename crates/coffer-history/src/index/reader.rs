@@ -14,8 +14,8 @@ use coffer_core::{Record, Rejection, RejectionCode, Transaction, Verdict};
 use std::sync::Arc;
 
 /// An expiry's blob record is its sequence and hold id: this many bytes
-/// cover any (two varints and an id within the id length bound).
-const EXPIRY_RECORD_BYTES_MAX: u64 = 20 + 10 + 1_024;
+/// cover any (two varints of at most 10 bytes, and an id within its bound).
+const EXPIRY_RECORD_BYTES_MAX: u64 = 10 + 10 + coffer_core::limits::ID_BYTES_MAX as u64;
 
 pub struct IndexReader {
     location: Arc<IndexLocation>,

@@ -128,6 +128,9 @@ fn record_history_metrics(history: &History, durable_sequence: u64) {
     metrics::gauge!("coffer_history_rows_written").set(stats.rows_written.load(Ordering::Relaxed) as f64);
     metrics::gauge!("coffer_history_write_errors").set(stats.write_errors.load(Ordering::Relaxed) as f64);
     metrics::gauge!("coffer_history_write_slowdowns").set(history.slowdowns.load(Ordering::Relaxed) as f64);
+    if let Some(lag) = history.export_lag(durable_sequence) {
+        metrics::gauge!("coffer_history_export_lag_transactions").set(lag as f64);
+    }
     metrics::gauge!("coffer_history_feed_records").set(stats.feed_records.load(Ordering::Relaxed) as f64);
     metrics::gauge!("coffer_history_feed_gaps").set(stats.feed_gaps.load(Ordering::Relaxed) as f64);
     metrics::gauge!("coffer_history_write_seconds_last")
