@@ -19,17 +19,8 @@ binary=target/release/coffer
 port=18391
 ticks=$(getconf CLK_TCK)
 
-thread_ticks() { # PID PATTERN: user+kernel ticks of the process's threads whose name matches
-  local total=0 name fields
-  for task in /proc/"$1"/task/*; do
-    name=$(cat "$task/comm" 2>/dev/null) || continue
-    [[ $name =~ $2 ]] || continue
-    fields=$(sed 's/^.*) //' "$task/stat" 2>/dev/null) || continue
-    read -r -a stat <<<"$fields"
-    total=$((total + stat[11] + stat[12]))
-  done
-  echo "$total"
-}
+# shellcheck source=bench/thread_cpu.sh
+source bench/thread_cpu.sh
 
 run_store() { # STORE → "transfers/s server_us history_us"
   local store=$1 data server

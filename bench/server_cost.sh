@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What one single transfer costs the server, for A/B comparisons of two
 # builds on this noisy machine (alternate them, fresh server each run):
-# a fresh server (history off) on a temp directory, 1,000 funded accounts,
+# a fresh server (history off, or HISTORY_URL) on a temp directory, 1,000 funded accounts,
 # wrk with bench/transfer.lua for N seconds at 64 connections. Prints
 # requests/s, the server's CPU µs per request (user, kernel, both, from
 # /proc/PID/stat), requests per fdatasync, the mean fdatasync, wrk's p99,
@@ -9,6 +9,7 @@
 # Usage: bench/server_cost.sh BINARY [label] [seconds, default 10]
 #   BINARY: a coffer binary, or bare_axum (then no journal figures).
 #   COFFER_OPTIONS adds server flags, e.g. "--durability none".
+#   HISTORY_URL chooses the history store (default off; index is the server's default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 binary=$1
@@ -25,7 +26,7 @@ if $bare; then
   "$binary" "127.0.0.1:$port" >"$data/log" 2>&1 &
 else
   # shellcheck disable=SC2086 # COFFER_OPTIONS is a list of flags
-  RUST_LOG=warn "$binary" serve --listen "127.0.0.1:$port" --data-dir "$data/coffer" --history-url off \
+  RUST_LOG=warn "$binary" serve --listen "127.0.0.1:$port" --data-dir "$data/coffer" --history-url "${HISTORY_URL:-off}" \
     ${COFFER_OPTIONS:-} >"$data/log" 2>&1 &
 fi
 server=$!

@@ -1,5 +1,6 @@
 //! Projection throughput: a journal of transfers is projected from scratch
-//! into SQLite (and PostgreSQL when COFFER_TEST_POSTGRES_URL is set); the
+//! into the index and SQLite (and PostgreSQL when COFFER_TEST_POSTGRES_URL
+//! is set), following the journal as after a restart; the
 //! figure is transfers (and rows) per second until the projector has
 //! caught up. Run: `cargo bench -p coffer-history --bench projection`.
 //! COFFER_BENCH_TRANSFERS sets the journal's size (default 500,000);
@@ -24,7 +25,10 @@ fn main() {
     let limits = EngineLimits::default();
     let (mut engine, mut writer, _) = coffer_journal::open(&directory, JournalOptions::default(), limits).unwrap();
     fill(&mut engine, &mut writer, transfers);
-    let mut databases = vec![("sqlite", Database::parse("sqlite", data.path(), "unused").unwrap())];
+    let mut databases = vec![
+        ("index", Database::parse("index", data.path(), "unused").unwrap()),
+        ("sqlite", Database::parse("sqlite", data.path(), "unused").unwrap()),
+    ];
     if let Ok(url) = std::env::var("COFFER_TEST_POSTGRES_URL") {
         let schema = format!("bench_{}", std::process::id());
         databases.push(("postgres", Database::parse(&url, data.path(), &schema).unwrap()));

@@ -70,7 +70,10 @@ async fn get(client: &reqwest::Client, url: String) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_under_load_loses_nothing_acknowledged() {
-    crash_rounds(&[], rounds()).await;
+    // The default history (the index) and a SQL copy beside it, both
+    // killed mid-write every round.
+    let flags = ["--history-export".to_owned(), "sqlite".to_owned()];
+    crash_rounds(&flags, &[("index", "unused"), ("sqlite", "unused")], rounds()).await;
 }
 
 /// The same with the history in PostgreSQL, fewer rounds.
@@ -81,11 +84,18 @@ async fn kill_9_under_load_with_the_history_in_postgres() {
         return;
     };
     let schema = format!("crash_{}", std::process::id());
-    let flags = ["--history-url".to_owned(), url, "--history-schema".to_owned(), schema];
-    crash_rounds(&flags, rounds().div_ceil(4)).await;
+    let flags = [
+        "--history-url".to_owned(),
+        url.clone(),
+        "--history-schema".to_owned(),
+        schema.clone(),
+    ];
+    crash_rounds(&flags, &[(&url, &schema)], rounds().div_ceil(4)).await;
 }
 
-async fn crash_rounds(flags: &[String], rounds: u64) {
+/// `stores`: the history stores the server keeps with `flags`, as
+/// (`--history-url`, schema), each checked against the journal at the end.
+async fn crash_rounds(flags: &[String], stores: &[(&str, &str)], rounds: u64) {
     let data = tempfile::tempdir().unwrap();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -138,27 +148,25 @@ async fn crash_rounds(flags: &[String], rounds: u64) {
         committed += check(&client, &server.base, &log, &mut expected).await;
         eprintln!("round {round}: killed after {killed_after:?}; {committed} transfers committed so far");
     }
-    // The history was killed mid-projection every round too: once caught
-    // up, it must equal a fresh projection of the journal, row for row.
+    // The history (and its SQL copy) was killed mid-write every round too:
+    // once caught up, each must equal a fresh projection of the journal,
+    // row for row.
     let (status, page) = get(&client, format!("{}/v1/accounts/k:0/history?limit=1", server.base)).await;
     assert_eq!(status, 200, "{page}");
     server.terminate();
-    let database = match flags {
-        [] => coffer_history::Database::parse("index", data.path(), "unused"),
-        [_, url, _, schema] => coffer_history::Database::parse(url, data.path(), schema),
-        other => panic!("unexpected flags {other:?}"),
+    for (url, schema) in stores {
+        let database = coffer_history::Database::parse(url, data.path(), schema).unwrap();
+        let journal = data.path().join("journal");
+        // Blocking database clients: off the async threads.
+        let report = tokio::task::spawn_blocking(move || {
+            coffer_history::verify(&journal, &database, coffer_core::EngineLimits::default())
+        })
+        .await
+        .unwrap()
+        .expect("history equals the journal");
+        assert!(report.transactions as usize >= committed, "{url}: {report:?}");
+        eprintln!("history verified ({url}): {report:?}");
     }
-    .unwrap();
-    let journal = data.path().join("journal");
-    // Blocking database clients: off the async threads.
-    let report = tokio::task::spawn_blocking(move || {
-        coffer_history::verify(&journal, &database, coffer_core::EngineLimits::default())
-    })
-    .await
-    .unwrap()
-    .expect("history equals the journal");
-    assert!(report.transactions as usize >= committed, "{report:?}");
-    eprintln!("history verified: {report:?}");
 }
 
 /// Checks the restarted server against what the clients of one round saw,

@@ -264,8 +264,8 @@ pub struct Manifest {
 }
 
 const MANIFEST_MAGIC: &[u8; 8] = b"CFHIDX01";
-/// Runs a manifest lists at most: they merge when sizes match, so there
-/// are about log2(transactions / batch) of them.
+/// Runs a manifest lists at most: they merge four of a size at a time, so
+/// there are at most three per size class (20 classes cover 4^20 writes).
 pub const RUNS_MAX: usize = 64;
 
 impl Manifest {

@@ -1,7 +1,8 @@
 //! Transaction ids, found by hash: sorted runs of (xxh3-64 of the id,
-//! transaction number), one written per index write and merged when two
-//! neighbours reach the same size (a binary counter: about log2(n / batch)
-//! runs, each pair rewritten about that many times, always sequentially).
+//! transaction number), one written per index write and merged four at a
+//! time once four of a size sit at the tail (a base-4 counter: about
+//! 3 log4(n / batch) runs, each pair rewritten about log4(n / batch) times,
+//! always sequentially).
 //! Random ids therefore cost the same as ordered ones: no page is updated
 //! in place. A lookup reads one 4 KiB block per run, found through fences
 //! (every block's first hash) kept in memory.
@@ -11,6 +12,7 @@ use crate::error::HistoryError;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const PAIR_BYTES: usize = 16;
 /// Pairs per block: one positioned read of 4 KiB per run and lookup.
@@ -88,48 +90,36 @@ impl Run {
         Ok(())
     }
 
-    /// Merges two runs into run `generation`, streaming both.
-    pub fn merge(directory: &Path, generation: u64, older: &Run, newer: &Run) -> Result<Run, HistoryError> {
+    /// Merges `runs` (oldest first) into run `generation`, streaming all
+    /// of them; equal pairs keep the older run's first.
+    pub fn merge(directory: &Path, generation: u64, runs: &[Arc<Run>]) -> Result<Run, HistoryError> {
         let path = run_path(directory, generation);
         let mut out = RunWriter::create(&path)?;
-        let older_path = run_path(directory, older.info.generation);
-        let newer_path = run_path(directory, newer.info.generation);
-        let (mut left, mut right) = (PairReader::new(&older.file), PairReader::new(&newer.file));
-        let (mut left_left, mut right_left) = (older.info.count, newer.info.count);
-        let mut left_head = if left_left > 0 {
-            Some(left.next(&older_path)?)
-        } else {
-            None
-        };
-        let mut right_head = if right_left > 0 {
-            Some(right.next(&newer_path)?)
-        } else {
-            None
-        };
-        loop {
-            let take_left = match (left_head, right_head) {
-                (Some(a), Some(b)) => a <= b,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (None, None) => break,
-            };
-            if take_left {
-                out.push(left_head.expect("left head"))?;
-                left_left -= 1;
-                left_head = if left_left > 0 {
-                    Some(left.next(&older_path)?)
-                } else {
-                    None
-                };
+        let paths: Vec<PathBuf> = runs
+            .iter()
+            .map(|run| run_path(directory, run.info.generation))
+            .collect();
+        let mut inputs: Vec<PairReader> = runs.iter().map(|run| PairReader::new(&run.file)).collect();
+        let mut left: Vec<u64> = runs.iter().map(|run| run.info.count).collect();
+        let mut heads = Vec::with_capacity(runs.len());
+        for (index, input) in inputs.iter_mut().enumerate() {
+            heads.push(if left[index] > 0 {
+                Some(input.next(&paths[index])?)
             } else {
-                out.push(right_head.expect("right head"))?;
-                right_left -= 1;
-                right_head = if right_left > 0 {
-                    Some(right.next(&newer_path)?)
-                } else {
-                    None
-                };
-            }
+                None
+            });
+        }
+        while let Some(index) = (0..heads.len())
+            .filter(|index| heads[*index].is_some())
+            .min_by_key(|index| heads[*index])
+        {
+            out.push(heads[index].expect("a head"))?;
+            left[index] -= 1;
+            heads[index] = if left[index] > 0 {
+                Some(inputs[index].next(&paths[index])?)
+            } else {
+                None
+            };
         }
         out.finish(generation)
     }
@@ -230,10 +220,12 @@ mod tests {
             .collect();
         newer.push((older[300].0, 5_000));
         newer.sort_unstable();
-        let a = Run::write(directory.path(), 1, &older).unwrap();
-        let b = Run::write(directory.path(), 2, &newer).unwrap();
-        let merged = Run::merge(directory.path(), 3, &a, &b).unwrap();
-        assert_eq!(merged.info.count, 1_701);
+        let a = Arc::new(Run::write(directory.path(), 1, &older).unwrap());
+        let b = Arc::new(Run::write(directory.path(), 2, &newer).unwrap());
+        let empty = Arc::new(Run::write(directory.path(), 3, &[]).unwrap());
+        let single = Arc::new(Run::write(directory.path(), 4, &[(7, 9_999)]).unwrap());
+        let merged = Run::merge(directory.path(), 5, &[a, empty, b, single]).unwrap();
+        assert_eq!(merged.info.count, 1_702);
         for &(hash, number) in older.iter().chain(&newer) {
             let mut found = Vec::new();
             merged.find(hash, &mut found).unwrap();

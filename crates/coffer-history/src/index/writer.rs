@@ -20,6 +20,11 @@ use std::sync::{Arc, RwLock};
 /// checkpoint and scans only the entries after it.
 const HEADS_CHECKPOINT_ENTRIES_MIN: u64 = 1_000_000;
 const HEAD_BYTES: usize = 40;
+/// Id runs merged at once: each id is rewritten about log4(ids / write)
+/// times (half as often as merging pairs), and a lookup reads at most three
+/// runs per size.
+const MERGE_FAN_IN: usize = 4;
+const _: () = assert!(3 * 20 + MERGE_FAN_IN <= super::files::RUNS_MAX);
 /// How many entries ahead the writer loads account heads.
 const HEADS_PREFETCH_AHEAD: usize = 16;
 
@@ -187,8 +192,11 @@ impl IndexWriter {
         self.blob.buffer().extend_from_slice(&compact.blob);
     }
 
-    /// Files this write's ids in a new run, then merges neighbours of equal
-    /// size. Returns the runs to delete once the manifest no longer lists them.
+    /// Files this write's ids in a new run, then merges the newest
+    /// `MERGE_FAN_IN` runs while the oldest of them is no larger than the
+    /// others together (runs of one size merge; a large run waits for its
+    /// peers). Returns the runs to delete once the manifest no longer lists
+    /// them.
     fn file_ids(&mut self, manifest: &mut Manifest) -> Result<Vec<u64>, HistoryError> {
         let mut obsolete = Vec::new();
         if self.pairs.is_empty() {
@@ -198,14 +206,19 @@ impl IndexWriter {
         let generation = take_generation(manifest);
         let run = Run::write(self.directory(), generation, &self.pairs)?;
         self.runs.push(Arc::new(run));
-        while self.runs.len() >= 2
-            && self.runs[self.runs.len() - 2].info.count <= self.runs[self.runs.len() - 1].info.count
-        {
-            let newer = self.runs.pop().expect("two runs");
-            let older = self.runs.pop().expect("two runs");
+        loop {
+            let Some(first) = self.runs.len().checked_sub(MERGE_FAN_IN) else {
+                break;
+            };
+            let tail = &self.runs[first..];
+            let newer: u64 = tail[1..].iter().map(|run| run.info.count).sum();
+            if tail[0].info.count > newer {
+                break;
+            }
             let generation = take_generation(manifest);
-            let merged = Run::merge(self.directory(), generation, &older, &newer)?;
-            obsolete.extend([older.info.generation, newer.info.generation]);
+            let merged = Run::merge(self.directory(), generation, tail)?;
+            obsolete.extend(tail.iter().map(|run| run.info.generation));
+            self.runs.truncate(first);
             self.runs.push(Arc::new(merged));
         }
         manifest.runs = self.runs.iter().map(|run| run.info).collect();
