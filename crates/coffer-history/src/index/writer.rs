@@ -206,10 +206,7 @@ impl IndexWriter {
         let generation = take_generation(manifest);
         let run = Run::write(self.directory(), generation, &self.pairs)?;
         self.runs.push(Arc::new(run));
-        loop {
-            let Some(first) = self.runs.len().checked_sub(MERGE_FAN_IN) else {
-                break;
-            };
+        while let Some(first) = self.runs.len().checked_sub(MERGE_FAN_IN) {
             let tail = &self.runs[first..];
             let newer: u64 = tail[1..].iter().map(|run| run.info.count).sum();
             if tail[0].info.count > newer {
