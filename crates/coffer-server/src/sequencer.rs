@@ -527,6 +527,7 @@ mod tests {
         let engine_thread = EngineThread {
             engine,
             journal: Some(journal),
+            feed: None,
             durable: durable_sender,
             settings: SequencerSettings {
                 queue_capacity: 8,
