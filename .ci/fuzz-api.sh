@@ -6,9 +6,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCHEMATHESIS_VERSION=4.32.5
-if ! command -v st >/dev/null || [ "$(st --version 2>/dev/null | awk '{print $3}')" != "$SCHEMATHESIS_VERSION" ]; then
-  python3 -m pip install -q "schemathesis==$SCHEMATHESIS_VERSION"
+# In a virtual environment of its own: Debian's Python refuses packages
+# installed system-wide with pip (PEP 668).
+venv="$HOME/.local/share/coffer/schemathesis-$SCHEMATHESIS_VERSION"
+if [ ! -x "$venv/bin/st" ]; then
+  python3 -m venv "$venv" 2>/dev/null || {
+    apt-get install -y -qq python3-venv >/dev/null || { apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null; }
+    python3 -m venv "$venv"
+  }
+  "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
 fi
+st="$venv/bin/st"
 data=$(mktemp -d)
 log=$(mktemp)
 RUST_LOG=warn target/release/coffer --listen 127.0.0.1:18581 --data-dir "$data" 2>"$log" &
@@ -26,7 +34,7 @@ for _ in range(100):
 request = urllib.request.Request("http://127.0.0.1:18581/v1/accounts", b'{"id": "a", "unit": "X"}', {"Content-Type": "application/json"})
 urllib.request.urlopen(request, timeout=5).read()
 PY
-st run http://127.0.0.1:18581/openapi.json --checks not_a_server_error \
+"$st" run http://127.0.0.1:18581/openapi.json --checks not_a_server_error \
   --max-examples 60 --workers 2 --seed 177668419094083373867014254906695340999
 if grep -qi panic "$log"; then
   echo "the server panicked:"; grep -i panic "$log"; exit 1

@@ -115,7 +115,7 @@ impl Query<'_> {
         let (available_before, frozen_before) =
             previous.map_or((0, 0), |previous| (previous.available, previous.frozen));
         let (kind, transaction_id, hold_id, sequence) = if entry.expiry {
-            let length = EXPIRY_RECORD_BYTES_MAX.min(self.view.blob_bytes - entry.source);
+            let length = EXPIRY_RECORD_BYTES_MAX.min(self.view.blob_bytes.saturating_sub(entry.source));
             let bytes = read_at(&self.shared.blob, entry.source, length as usize)?;
             let mut reader = coffer_core::codec::Reader::new(&bytes);
             let malformed = |_| damaged(format!("entry {id}: a malformed expiry record"));
@@ -187,16 +187,19 @@ impl Query<'_> {
             )?
         };
         let accounts = &self.view.accounts;
-        let effects: Vec<EffectJson> = entries
+        let effects = entries
             .chunks_exact(ENTRY_BYTES)
             .map(EntryRecord::decode)
-            .map(|entry| EffectJson {
-                account: accounts.name(entry.account),
-                unit: accounts.unit(entry.account),
-                available: entry.available,
-                frozen: entry.frozen,
+            .map(|entry| match (entry.account as usize) < accounts.len() {
+                true => Ok(EffectJson {
+                    account: accounts.name(entry.account),
+                    unit: accounts.unit(entry.account),
+                    available: entry.available,
+                    frozen: entry.frozen,
+                }),
+                false => Err(damaged(format!("an entry of sequence {}: account unknown", record.sequence))),
             })
-            .collect();
+            .collect::<Result<Vec<EffectJson>, HistoryError>>()?;
         Ok(render_transaction_row(&transaction, &outcome, &effects))
     }
 
