@@ -197,7 +197,10 @@ impl Query<'_> {
                     available: entry.available,
                     frozen: entry.frozen,
                 }),
-                false => Err(damaged(format!("an entry of sequence {}: account unknown", record.sequence))),
+                false => Err(damaged(format!(
+                    "an entry of sequence {}: account unknown",
+                    record.sequence
+                ))),
             })
             .collect::<Result<Vec<EffectJson>, HistoryError>>()?;
         Ok(render_transaction_row(&transaction, &outcome, &effects))
