@@ -66,10 +66,6 @@ impl CompactBatch {
         self.entries.len() + self.transactions.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0 && self.accounts.is_empty()
-    }
-
     pub fn clear(&mut self) {
         self.entries.clear();
         self.transactions.clear();

@@ -150,18 +150,20 @@ fn journal(directory: &Path, workload: &[(u64, Vec<Transaction>)]) -> (Engine, J
 
 /// Runs a projector until it has written everything the journal holds.
 fn project_everything(database: &Database, directory: &Path, writer: &JournalWriter, sequence_next: u64) {
+    project_everything_with(database, directory, writer, sequence_next, settings());
+}
+
+fn project_everything_with(
+    database: &Database,
+    directory: &Path,
+    writer: &JournalWriter,
+    sequence_next: u64,
+    settings: ProjectorSettings,
+) {
     let stats = std::sync::Arc::clone(writer.stats());
     let limits = EngineLimits::default();
-    let projector = Projector::start(
-        database.clone(),
-        directory.to_path_buf(),
-        stats,
-        limits,
-        settings(),
-        None,
-    )
-    .unwrap();
-    assert!(projector.stats().wait_for(sequence_next, Duration::from_secs(30)));
+    let projector = Projector::start(database.clone(), directory.to_path_buf(), stats, limits, settings, None).unwrap();
+    assert!(projector.stats().wait_for(sequence_next, Duration::from_secs(60)));
     projector.stop();
 }
 
@@ -328,20 +330,7 @@ fn a_waiting_reader_has_rows_written_before_the_interval() {
             write_interval: Duration::from_secs(3_600),
             ..ProjectorSettings::default()
         };
-        let stats = std::sync::Arc::clone(writer.stats());
-        let projector = Projector::start(
-            database,
-            directory.clone(),
-            stats,
-            EngineLimits::default(),
-            settings,
-            None,
-        )
-        .unwrap();
-        assert!(projector
-            .stats()
-            .wait_for(engine.sequence_next(), Duration::from_secs(30)));
-        projector.stop();
+        project_everything_with(&database, &directory, &writer, engine.sequence_next(), settings);
     }
 }
 
@@ -522,20 +511,7 @@ fn the_index_answers_as_the_sqlite_store_does() {
         ..ProjectorSettings::default()
     };
     for database in [&index, &sqlite] {
-        let stats = std::sync::Arc::clone(writer.stats());
-        let projector = Projector::start(
-            database.clone(),
-            directory.clone(),
-            stats,
-            EngineLimits::default(),
-            settings,
-            None,
-        )
-        .unwrap();
-        assert!(projector
-            .stats()
-            .wait_for(engine.sequence_next(), Duration::from_secs(60)));
-        projector.stop();
+        project_everything_with(database, &directory, &writer, engine.sequence_next(), settings);
     }
     let (mut a, mut b) = (index.open_reader().unwrap(), sqlite.open_reader().unwrap());
     let entries = every_entry(a.as_mut());
