@@ -201,6 +201,18 @@ pub struct Cursor {
     pub timestamp_ms: u64,
 }
 
+impl Cursor {
+    /// The segment of a cursor the history export wrote between two of the
+    /// index's cursors: the index does not know the journal position there,
+    /// so such a store cannot become a history store that follows the
+    /// journal until the export has reached one of them.
+    pub const MIDWAY_SEGMENT: u64 = u64::MAX;
+
+    pub fn is_midway(&self) -> bool {
+        self.position.segment == Self::MIDWAY_SEGMENT
+    }
+}
+
 /// Rows waiting for one database transaction.
 #[derive(Debug, Default)]
 pub struct Changes {

@@ -4,18 +4,21 @@
 //! they did, queryable with SQL long after the engine has forgotten it:
 //! every transaction's outcome, every change to every account with its
 //! balances after, and every hold's latest state. A projector thread
-//! follows the journal's durable records and writes rows and its cursor in
-//! one database transaction, so a crash never duplicates or skips a row.
-//! SQLite (embedded, the default) or PostgreSQL (server-grade).
-//! The schema is documented in docs/HISTORY.md.
+//! follows the journal's durable records and writes them with its cursor
+//! atomically, so a crash never duplicates or skips a row. The store is
+//! coffer's own index (the default), SQLite or PostgreSQL; an export copies
+//! the index into SQLite or PostgreSQL for SQL tools. The formats and the
+//! schema are documented in docs/HISTORY.md.
 
 mod account_chain;
 mod changes;
 mod compact;
 mod database;
 mod error;
+mod export;
 mod feed;
 mod index;
+mod pg_copy;
 mod postgres;
 mod projector;
 mod sqlite;
@@ -29,6 +32,7 @@ pub use changes::{
 };
 pub use database::{Database, ReaderPool};
 pub use error::HistoryError;
+pub use export::Export;
 pub use feed::{feed, FeedReceiver, FeedSender, FEED_RECORDS_MAX};
 pub use projector::{Projector, ProjectorSettings, ProjectorStats};
 pub use store::{HistoryQuery, OrderQuery, Reader, Writer, HISTORY_PAGE_MAX, LOOKUP_IDS_MAX};

@@ -5,9 +5,10 @@
 
 use crate::changes::{Changes, Cursor, HistoryEntry, HoldRow, OrderRow, TransactionRow};
 use crate::error::HistoryError;
+use crate::pg_copy::CopyRows;
 use crate::store::{check_page_limit, hold_status_name, kind_name, HistoryQuery, OrderQuery, Reader, Writer};
 use coffer_journal::Position;
-use postgres::{Client, NoTls, Row};
+use postgres::{Client, NoTls, Row, Transaction};
 
 const MIGRATIONS: &[&str] = &[
     r"
@@ -183,71 +184,10 @@ impl Writer for PostgresStore {
             });
         }
         if !changes.transactions.is_empty() {
-            let rows = &changes.transactions;
-            let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
-            let sequences: Vec<i64> = rows.iter().map(|row| row.sequence).collect();
-            let timestamps: Vec<i64> = rows.iter().map(|row| row.timestamp_ms).collect();
-            let statuses: Vec<&str> = rows
-                .iter()
-                .map(|row| if row.committed { "committed" } else { "rejected" })
-                .collect();
-            let codes: Vec<Option<&str>> = rows.iter().map(|row| row.rejection_code.as_deref()).collect();
-            let op_indexes: Vec<Option<i32>> = rows.iter().map(|row| row.rejection_op_index).collect();
-            let fingerprints: Vec<&str> = rows.iter().map(|row| row.fingerprint.as_str()).collect();
-            let bodies: Vec<&str> = rows.iter().map(|row| row.body.as_str()).collect();
-            let effects: Vec<&str> = rows.iter().map(|row| row.effects.as_str()).collect();
-            transaction.execute(
-                "INSERT INTO transactions (id, sequence, timestamp_ms, status, rejection_code, rejection_op_index, \
-                 fingerprint, body, effects) SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BIGINT[], \
-                 $4::TEXT[], $5::TEXT[], $6::INTEGER[], $7::TEXT[], $8::TEXT[], $9::TEXT[])",
-                &[
-                    &ids,
-                    &sequences,
-                    &timestamps,
-                    &statuses,
-                    &codes,
-                    &op_indexes,
-                    &fingerprints,
-                    &bodies,
-                    &effects,
-                ],
-            )?;
+            copy_transactions(&mut transaction, &changes.transactions)?;
         }
         if !changes.entries.is_empty() {
-            let rows = &changes.entries;
-            let history_ids: Vec<i64> = rows.iter().map(|row| row.history_id).collect();
-            let accounts: Vec<&str> = rows.iter().map(|row| row.account.as_str()).collect();
-            let units: Vec<&str> = rows.iter().map(|row| row.unit.as_str()).collect();
-            let kinds: Vec<&str> = rows.iter().map(|row| row.kind).collect();
-            let transaction_ids: Vec<Option<&str>> = rows.iter().map(|row| row.transaction_id.as_deref()).collect();
-            let hold_ids: Vec<Option<&str>> = rows.iter().map(|row| row.hold_id.as_deref()).collect();
-            let sequences: Vec<i64> = rows.iter().map(|row| row.sequence).collect();
-            let timestamps: Vec<i64> = rows.iter().map(|row| row.timestamp_ms).collect();
-            let available_changes = texts(rows.iter().map(|row| row.available_change));
-            let frozen_changes = texts(rows.iter().map(|row| row.frozen_change));
-            let availables = texts(rows.iter().map(|row| row.available));
-            let frozens = texts(rows.iter().map(|row| row.frozen));
-            transaction.execute(
-                "INSERT INTO account_history (history_id, account, unit, kind, transaction_id, hold_id, sequence, \
-                 timestamp_ms, available_change, frozen_change, available, frozen) SELECT * FROM UNNEST(\
-                 $1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::BIGINT[], \
-                 $8::BIGINT[], $9::TEXT[]::NUMERIC[], $10::TEXT[]::NUMERIC[], $11::TEXT[]::NUMERIC[], \
-                 $12::TEXT[]::NUMERIC[])",
-                &[
-                    &history_ids,
-                    &accounts,
-                    &units,
-                    &kinds,
-                    &transaction_ids,
-                    &hold_ids,
-                    &sequences,
-                    &timestamps,
-                    &available_changes,
-                    &frozen_changes,
-                    &availables,
-                    &frozens,
-                ],
-            )?;
+            copy_entries(&mut transaction, &changes.entries)?;
         }
         if !changes.holds.is_empty() {
             let rows: Vec<_> = changes.holds.values().collect();
@@ -306,7 +246,7 @@ impl Writer for PostgresStore {
                 "INSERT INTO orders (order_id, product, user_id, quantity, amount, unit, status, expires_at_ms, \
                  sequence, created_at_ms, updated_at_ms) SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], \
                  $4::TEXT[]::NUMERIC[], $5::TEXT[]::NUMERIC[], $6::TEXT[], $7::TEXT[], $8::BIGINT[], $9::BIGINT[], \
-                 $10::BIGINT[], $11::BIGINT[])",
+                 $10::BIGINT[], $11::BIGINT[]) ON CONFLICT (order_id) DO NOTHING",
                 &[
                     &ids,
                     &products,
@@ -347,6 +287,59 @@ impl Writer for PostgresStore {
         self.written = Some(*cursor);
         Ok(())
     }
+}
+
+/// Transactions and entries, the bulk of every write, go in by binary
+/// COPY (`pg_copy.rs`): no statement per row and no decimal text to parse.
+fn copy_transactions(transaction: &mut Transaction, rows: &[TransactionRow]) -> Result<(), HistoryError> {
+    let writer = transaction.copy_in(
+        "COPY transactions (id, sequence, timestamp_ms, status, rejection_code, rejection_op_index, fingerprint, \
+         body, effects) FROM STDIN (FORMAT binary)",
+    )?;
+    let mut copy = CopyRows::new(writer);
+    for row in rows {
+        copy.row(9).map_err(copy_failed)?;
+        copy.text(&row.id);
+        copy.int8(row.sequence);
+        copy.int8(row.timestamp_ms);
+        copy.text(if row.committed { "committed" } else { "rejected" });
+        copy.optional_text(row.rejection_code.as_deref());
+        copy.optional_int4(row.rejection_op_index);
+        copy.text(&row.fingerprint);
+        copy.text(&row.body);
+        copy.text(&row.effects);
+    }
+    copy.finish().map_err(copy_failed)?.finish()?;
+    Ok(())
+}
+
+fn copy_entries(transaction: &mut Transaction, rows: &[HistoryEntry]) -> Result<(), HistoryError> {
+    let writer = transaction.copy_in(
+        "COPY account_history (history_id, account, unit, kind, transaction_id, hold_id, sequence, timestamp_ms, \
+         available_change, frozen_change, available, frozen) FROM STDIN (FORMAT binary)",
+    )?;
+    let mut copy = CopyRows::new(writer);
+    for row in rows {
+        copy.row(12).map_err(copy_failed)?;
+        copy.int8(row.history_id);
+        copy.text(&row.account);
+        copy.text(&row.unit);
+        copy.text(row.kind);
+        copy.optional_text(row.transaction_id.as_deref());
+        copy.optional_text(row.hold_id.as_deref());
+        copy.int8(row.sequence);
+        copy.int8(row.timestamp_ms);
+        for amount in [row.available_change, row.frozen_change, row.available, row.frozen] {
+            copy.numeric(amount);
+        }
+    }
+    copy.finish().map_err(copy_failed)?.finish()?;
+    Ok(())
+}
+
+/// The COPY stream's writer fails only when the connection does.
+fn copy_failed(error: std::io::Error) -> HistoryError {
+    HistoryError::Invalid(format!("PostgreSQL COPY: {error}"))
 }
 
 fn parse_amount(row: &Row, index: usize) -> Result<i128, HistoryError> {

@@ -119,14 +119,14 @@ impl ProjectorStats {
         self.failure.lock().expect("failure lock").clone()
     }
 
-    fn advance(&self, cursor: &Cursor) {
+    pub(crate) fn advance(&self, cursor: &Cursor) {
         *self.projected.lock().expect("projected lock") = (cursor.sequence_next, cursor.position);
         self.projected_timestamp_ms
             .store(cursor.timestamp_ms, Ordering::Relaxed);
         self.advanced.notify_all();
     }
 
-    fn fail(&self, reason: String) {
+    pub(crate) fn fail(&self, reason: String) {
         *self.failure.lock().expect("failure lock") = Some(reason);
         self.advanced.notify_all();
     }
@@ -183,6 +183,14 @@ impl Projector {
                     )));
                 }
             }
+        }
+        if cursor.is_some_and(|cursor| cursor.is_midway()) {
+            return Err(HistoryError::Invalid(format!(
+                "{} is a history export that stopped between two of the index's writes, where no journal \
+                 position is known: run the server with it as --history-export until it has caught up, then \
+                 it can be the history store",
+                database.describe()
+            )));
         }
         // Journal retention keeps what the projector still needs.
         let needed = journal.register_reader(cursor.map_or(0, |cursor| cursor.sequence_next));
@@ -380,15 +388,43 @@ impl ProjectorThread {
         FeedStep::Record(Box::new(record))
     }
 
-    /// Writes until it succeeds: a database outage delays the history but
-    /// never loses it (the journal keeps the records, and retention waits).
     fn write(&self, writer: &mut Box<dyn Writer>, changes: &Changes, cursor: &Cursor) -> Result<(), HistoryError> {
+        let target = WriteTarget {
+            database: &self.database,
+            settings: &self.settings,
+            stats: &self.stats,
+            stop: &self.stop,
+        };
+        target.write_until_done(writer, changes, cursor)?;
+        self.needed.store(cursor.sequence_next, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// What a writing thread (the projector's, the export's) needs to write
+/// through outages.
+pub(crate) struct WriteTarget<'a> {
+    pub database: &'a Database,
+    pub settings: &'a ProjectorSettings,
+    pub stats: &'a ProjectorStats,
+    pub stop: &'a AtomicBool,
+}
+
+impl WriteTarget<'_> {
+    /// Writes until it succeeds: a database outage delays the history but
+    /// never loses it (the journal or the index keeps the records).
+    pub fn write_until_done(
+        &self,
+        writer: &mut Box<dyn Writer>,
+        changes: &Changes,
+        cursor: &Cursor,
+    ) -> Result<(), HistoryError> {
         let mut backoff = self.settings.retry_backoff;
         loop {
             let started = Instant::now();
             match writer.write(changes, cursor) {
                 Ok(()) => {
-                    let stats = &self.stats;
+                    let stats = self.stats;
                     let micros = started.elapsed().as_micros() as u64;
                     stats.write_micros_last.store(micros, Ordering::Relaxed);
                     stats.write_micros_total.fetch_add(micros, Ordering::Relaxed);
@@ -397,7 +433,6 @@ impl ProjectorThread {
                         .fetch_add(changes.row_count() as u64, Ordering::Relaxed);
                     stats.writes.fetch_add(1, Ordering::Relaxed);
                     stats.advance(cursor);
-                    self.needed.store(cursor.sequence_next, Ordering::Release);
                     return Ok(());
                 }
                 Err(error) => {

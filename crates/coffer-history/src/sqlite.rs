@@ -13,6 +13,7 @@ use crate::store::{check_page_limit, hold_status_name, HistoryQuery, OrderQuery,
 use coffer_journal::Position;
 use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::ops::RangeInclusive;
 use std::path::Path;
 use std::time::Duration;
 
@@ -114,10 +115,18 @@ INSERT INTO account_marks (account, history_id)
     ) WHERE ordinal % 32 = 0;
 DROP INDEX account_history_by_account;
 ",
+    // The history export takes the holds and orders changed since its last
+    // write from the index's sidecar (export.rs).
+    r"
+CREATE INDEX holds_by_sequence ON holds (sequence);
+CREATE INDEX orders_by_update ON orders (updated_at_ms);
+",
 ];
 
 const ORDER_COLUMNS: &str = "order_id, product, user_id, quantity, amount, unit, status, expires_at_ms, sequence, \
                              created_at_ms, updated_at_ms";
+const HOLD_COLUMNS: &str = "id, account, unit, destination, amount, captured, remaining, status, expires_at_ms, \
+                            created_at_ms, finished_at_ms, sequence";
 const TRANSACTION_COLUMNS: &str =
     "id, sequence, timestamp_ms, status, rejection_code, rejection_op_index, fingerprint, body, effects";
 
@@ -213,6 +222,34 @@ impl SqliteStore {
     pub(crate) fn set_synchronous_full(&mut self) -> Result<(), HistoryError> {
         self.connection.pragma_update(None, "synchronous", "FULL")?;
         Ok(())
+    }
+
+    /// Holds last changed at a sequence in `sequences`, and orders created
+    /// in `sequences` or updated at an instant in `times_ms` (both bounds
+    /// included): what changed between two of the history export's cursors.
+    pub(crate) fn changed_between(
+        &mut self,
+        sequences: RangeInclusive<i64>,
+        times_ms: RangeInclusive<i64>,
+    ) -> Result<(Vec<HoldRow>, Vec<OrderRow>), HistoryError> {
+        let mut statement = self.connection.prepare_cached(&format!(
+            "SELECT {HOLD_COLUMNS} FROM holds WHERE sequence BETWEEN ?1 AND ?2"
+        ))?;
+        let holds = statement
+            .query_map(params![sequences.start(), sequences.end()], hold_of)?
+            .map(named_status)
+            .collect::<Result<_, _>>()?;
+        let mut statement = self.connection.prepare_cached(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE sequence BETWEEN ?1 AND ?2 \
+             UNION SELECT {ORDER_COLUMNS} FROM orders WHERE updated_at_ms BETWEEN ?3 AND ?4"
+        ))?;
+        let orders = statement
+            .query_map(
+                params![sequences.start(), sequences.end(), times_ms.start(), times_ms.end()],
+                order_of,
+            )?
+            .collect::<Result<_, _>>()?;
+        Ok((holds, orders))
     }
 
     fn write_rows(&mut self, changes: &Changes, cursor: &Cursor) -> Result<(), HistoryError> {
@@ -367,33 +404,11 @@ impl Reader for SqliteStore {
     }
 
     fn holds_after(&mut self, after: &str, limit: u32) -> Result<Vec<HoldRow>, HistoryError> {
-        let mut statement = self.connection.prepare_cached(
-            "SELECT id, account, unit, destination, amount, captured, remaining, status, expires_at_ms, \
-             created_at_ms, finished_at_ms, sequence FROM holds WHERE id > ?1 ORDER BY id LIMIT ?2",
-        )?;
-        let rows = statement.query_map(params![after, limit], |row| {
-            let hold = HoldRow {
-                id: row.get(0)?,
-                account: row.get(1)?,
-                unit: row.get(2)?,
-                destination: row.get(3)?,
-                amount: read_amount(row, 4)?,
-                captured: read_amount(row, 5)?,
-                remaining: read_amount(row, 6)?,
-                status: "",
-                expires_at_ms: row.get(8)?,
-                created_at_ms: row.get(9)?,
-                finished_at_ms: row.get(10)?,
-                sequence: row.get(11)?,
-            };
-            Ok((hold, row.get::<_, String>(7)?))
-        })?;
-        rows.map(|row| {
-            let (mut hold, status) = row?;
-            hold.status = hold_status_name(&status)?;
-            Ok(hold)
-        })
-        .collect()
+        let mut statement = self.connection.prepare_cached(&format!(
+            "SELECT {HOLD_COLUMNS} FROM holds WHERE id > ?1 ORDER BY id LIMIT ?2"
+        ))?;
+        let rows = statement.query_map(params![after, limit], hold_of)?;
+        rows.map(named_status).collect()
     }
 
     fn order(&mut self, id: &str) -> Result<Option<OrderRow>, HistoryError> {
@@ -446,6 +461,31 @@ fn order_of(row: &Row) -> rusqlite::Result<OrderRow> {
         created_at_ms: row.get(9)?,
         updated_at_ms: row.get(10)?,
     })
+}
+
+/// A hold row and its stored status, checked by `named_status`.
+fn hold_of(row: &Row) -> rusqlite::Result<(HoldRow, String)> {
+    let hold = HoldRow {
+        id: row.get(0)?,
+        account: row.get(1)?,
+        unit: row.get(2)?,
+        destination: row.get(3)?,
+        amount: read_amount(row, 4)?,
+        captured: read_amount(row, 5)?,
+        remaining: read_amount(row, 6)?,
+        status: "",
+        expires_at_ms: row.get(8)?,
+        created_at_ms: row.get(9)?,
+        finished_at_ms: row.get(10)?,
+        sequence: row.get(11)?,
+    };
+    Ok((hold, row.get(7)?))
+}
+
+fn named_status(row: rusqlite::Result<(HoldRow, String)>) -> Result<HoldRow, HistoryError> {
+    let (mut hold, status) = row?;
+    hold.status = hold_status_name(&status)?;
+    Ok(hold)
 }
 
 fn transaction_of(row: &Row) -> rusqlite::Result<TransactionRow> {

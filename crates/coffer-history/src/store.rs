@@ -76,6 +76,13 @@ pub(crate) fn hold_status_name(stored: &str) -> Result<&'static str, HistoryErro
         .ok_or_else(|| HistoryError::Invalid(format!("unknown hold status {stored:?}")))
 }
 
+pub(crate) fn order_status_name(stored: &str) -> Result<&'static str, HistoryError> {
+    ["reserved", "completed", "confirmed", "cancelled", "expired"]
+        .into_iter()
+        .find(|name| *name == stored)
+        .ok_or_else(|| HistoryError::Invalid(format!("unknown order status {stored:?}")))
+}
+
 pub(crate) fn kind_name(stored: &str) -> Result<&'static str, HistoryError> {
     match stored {
         "transaction" => Ok("transaction"),

@@ -7,8 +7,10 @@
 //! its balance, and `balance_at(T)` must equal an engine replayed up to T.
 
 use coffer_core::{AccountId, Amount, Engine, EngineLimits, HoldId, Operation, Transaction, TransactionId, Unit};
-use coffer_history::{verify, Database, HistoryQuery, Projector, ProjectorSettings, HISTORY_PAGE_MAX};
-use coffer_journal::{journal_batch, JournalOptions, JournalWriter};
+use coffer_history::{
+    verify, Changes, Cursor, Database, Export, HistoryQuery, Projector, ProjectorSettings, Shape, HISTORY_PAGE_MAX,
+};
+use coffer_journal::{journal_batch, JournalOptions, JournalWriter, Position};
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -466,6 +468,58 @@ fn a_postgres_write_applies_only_where_its_writer_left_the_cursor() {
     assert_eq!(old.cursor().unwrap(), Some(cursor_at(9)));
 }
 
+/// Amounts go into PostgreSQL in COPY's binary NUMERIC form: each SQL
+/// store gives back exactly the 128-bit amounts it was given, at the
+/// edges of the range and of the base-10,000 digits.
+#[test]
+fn every_sql_store_keeps_128_bit_amounts_exactly() {
+    let data = tempfile::tempdir().unwrap();
+    let amounts = [
+        0,
+        1,
+        -1,
+        9_999,
+        10_000,
+        -10_001,
+        100_000_000,
+        123_456_789_012_345_678,
+        10i128.pow(38),
+        i128::MAX,
+        i128::MIN,
+        i128::MIN + 1,
+    ];
+    for database in stores(data.path())
+        .into_iter()
+        .filter(|database| database.shape() == Shape::Rows)
+    {
+        let mut changes = Changes::default();
+        for (n, amount) in amounts.iter().enumerate() {
+            changes.entries.push(coffer_history::HistoryEntry {
+                history_id: n as i64,
+                account: format!("a-{n}"),
+                unit: "X/0".into(),
+                kind: "transaction",
+                transaction_id: Some(format!("t-{n}")),
+                hold_id: None,
+                sequence: n as i64,
+                timestamp_ms: 1_000,
+                available_change: *amount,
+                frozen_change: amount.wrapping_neg(),
+                available: *amount,
+                frozen: amount / 7,
+            });
+        }
+        let cursor = Cursor {
+            sequence_next: amounts.len() as u64,
+            history_next: amounts.len() as i64,
+            ..Cursor::default()
+        };
+        database.open_writer().unwrap().write(&changes, &cursor).unwrap();
+        let read = database.open_reader().unwrap().entries_after(-1, 100).unwrap();
+        assert_eq!(read, changes.entries, "{}", database.describe());
+    }
+}
+
 /// The index against the SQLite store built from the same journal: every
 /// answer the server reads (history pages with cursors and time bounds,
 /// balances at instants, transactions by id, known or not) is the same.
@@ -700,4 +754,100 @@ fn records_the_feed_dropped_are_taken_from_the_journal() {
     );
     let report = verify(&directory, &index, limits).unwrap();
     assert_eq!(report.sequence_next, engine.sequence_next());
+}
+
+/// The export copies the index into each SQL store in writes of a bounded
+/// size, resumes from its cursor when the index has grown, and the copy
+/// equals a projection of the journal, holds included.
+#[test]
+fn the_export_copies_the_index_in_bounded_writes() {
+    let data = tempfile::tempdir().unwrap();
+    let directory = data.path().join("journal");
+    let workload = workload(0xe4a0, 300);
+    let (first_half, second_half) = workload.split_at(150);
+    let (mut engine, mut writer) = journal(&directory, first_half);
+    let index = Database::parse("index", data.path(), "unused").unwrap();
+    project_everything(&index, &directory, &writer, engine.sequence_next());
+    let targets: Vec<Database> = stores(data.path())
+        .into_iter()
+        .filter(|database| database.shape() == Shape::Rows)
+        .collect();
+    let export_settings = ProjectorSettings {
+        rows_per_write_max: 50,
+        ..settings()
+    };
+    let export_everything = |target: &Database, sequence_next: u64| {
+        let export = Export::start(&index, target.clone(), export_settings).unwrap();
+        assert!(export.stats().wait_for(sequence_next, Duration::from_secs(60)));
+        let writes = export.stats().writes.load(Ordering::Relaxed);
+        export.stop();
+        writes
+    };
+    for target in &targets {
+        let writes = export_everything(target, engine.sequence_next());
+        assert!(writes > 10, "{}: {writes} writes of at most 50 rows", target.describe());
+    }
+    for (timestamp_ms, transactions) in second_half {
+        let outcome = engine.apply_batch(*timestamp_ms, transactions);
+        if transactions.is_empty() && outcome.expired.is_empty() {
+            continue;
+        }
+        writer
+            .append_durably(&journal_batch(transactions.clone(), &outcome))
+            .unwrap();
+    }
+    project_everything(&index, &directory, &writer, engine.sequence_next());
+    writer.close().unwrap();
+    for target in &targets {
+        export_everything(target, engine.sequence_next());
+        let report = verify(&directory, target, EngineLimits::default()).unwrap();
+        assert_eq!(report.sequence_next, engine.sequence_next());
+        assert!(report.holds > 20 && report.entries > 500, "{report:?}");
+    }
+    let error = Export::start(&targets[0], targets[0].clone(), export_settings)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("copies the index"), "{error}");
+}
+
+/// A store the export left between two of the index's writes has no
+/// journal position: refused as a history store, saying what to do.
+#[test]
+fn a_store_the_export_left_midway_is_refused_as_the_history_store() {
+    let data = tempfile::tempdir().unwrap();
+    let directory = data.path().join("journal");
+    let (_, writer) = journal(&directory, &workload(0x3a1d, 10));
+    for target in stores(data.path())
+        .into_iter()
+        .filter(|database| database.shape() == Shape::Rows)
+    {
+        let midway = Cursor {
+            position: Position {
+                segment: Cursor::MIDWAY_SEGMENT,
+                offset: 0,
+            },
+            sequence_next: 5,
+            history_next: 9,
+            timestamp_ms: 2_000,
+        };
+        let mut store = target.open_writer().unwrap();
+        store.write(&Changes::default(), &midway).unwrap();
+        assert_eq!(store.cursor().unwrap(), Some(midway), "{}", target.describe());
+        drop(store);
+        let stats = std::sync::Arc::clone(writer.stats());
+        let error = Projector::start(
+            target,
+            directory.clone(),
+            stats,
+            EngineLimits::default(),
+            settings(),
+            None,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(error.contains("--history-export until it has caught up"), "{error}");
+    }
+    writer.close().unwrap();
 }

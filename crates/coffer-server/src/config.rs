@@ -92,12 +92,13 @@ pub struct ServerConfig {
     /// PostgreSQL schema of the history tables (created when missing).
     #[arg(long, env = "COFFER_HISTORY_SCHEMA", default_value = "coffer")]
     pub history_schema: String,
-    /// A SQL copy of the history for your own tools, kept beside the
-    /// history store with a cursor of its own: `sqlite` (`history.sqlite` in
-    /// the data directory), `sqlite:PATH` or a `postgres://` URL (tables in
-    /// `--history-schema`). It never slows writes and never answers
-    /// retries; `coffer_history_export_lag_transactions` says how far behind
-    /// it is. A single node's only.
+    /// A SQL copy of the history index for your own tools, following it
+    /// with a cursor of its own: `sqlite` (`history.sqlite` in the data
+    /// directory), `sqlite:PATH` or a `postgres://` URL (tables in
+    /// `--history-schema`). It never slows writes, never answers retries
+    /// and holds no journal segment back;
+    /// `coffer_history_export_lag_transactions` says how far behind it is.
+    /// Needs `--history-url index`; a single node's only.
     #[arg(long, env = "COFFER_HISTORY_EXPORT")]
     pub history_export: Option<String>,
     /// Transactions the history may lag behind the journal before writes

@@ -9,17 +9,17 @@ use crate::config::ServerConfig;
 use crate::error::ApiError;
 use anyhow::Context;
 use coffer_history::{
-    Database, FeedReceiver, HistoryError, Projector, ProjectorSettings, ProjectorStats, Reader, ReaderPool, Shape,
-    TransactionRow, LOOKUP_IDS_MAX,
+    Database, Export, FeedReceiver, HistoryError, Projector, ProjectorSettings, ProjectorStats, Reader, ReaderPool,
+    Shape, TransactionRow, LOOKUP_IDS_MAX,
 };
 use coffer_journal::JournalStats;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Starts the SQL copy, if one is configured: a projector of its own over
-/// the journal (it applies the records itself; the feed is the index's).
-fn start_export(config: &ServerConfig, journal: &Arc<JournalStats>) -> anyhow::Result<Option<Projector>> {
+/// Starts the SQL copy, if one is configured: it follows the index
+/// (`history`, the history store), never the journal.
+fn start_export(config: &ServerConfig, history: &Database) -> anyhow::Result<Option<Export>> {
     let Some(url) = &config.history_export else {
         return Ok(None);
     };
@@ -28,18 +28,24 @@ fn start_export(config: &ServerConfig, journal: &Arc<JournalStats>) -> anyhow::R
         database.shape() == Shape::Rows,
         "--history-export takes sqlite, sqlite:PATH or a postgres:// URL (the index is the history store itself)"
     );
-    let projector = Projector::start(
-        database.clone(),
-        config.journal_directory(),
-        Arc::clone(journal),
-        config.engine_limits(),
-        ProjectorSettings::default(),
-        None,
-    )
-    .with_context(|| format!("opening the history export {}", database.describe()))?;
+    anyhow::ensure!(
+        history.shape() == Shape::Index,
+        "--history-export copies the history index; the history store is {} (--history-url index)",
+        history.describe()
+    );
+    let settings = ProjectorSettings {
+        rows_per_write_max: EXPORT_ROWS_PER_WRITE_MAX,
+        ..ProjectorSettings::default()
+    };
+    let export = Export::start(history, database.clone(), settings)
+        .with_context(|| format!("opening the history export {}", database.describe()))?;
     tracing::info!(store = %database.describe(), "history export open");
-    Ok(Some(projector))
+    Ok(Some(export))
 }
+
+/// Rows one export write takes at most: about 33,000 transfers, some
+/// 30 MiB rendered. Large, for PostgreSQL's COPY; the same for SQLite.
+const EXPORT_ROWS_PER_WRITE_MAX: usize = 100_000;
 
 /// Rows (entries and transactions) one index write takes at most: about
 /// 100,000 transfers, some 30 MiB in memory.
@@ -67,7 +73,7 @@ pub struct History {
     projector: Mutex<Option<Projector>>,
     /// The SQL copy (`--history-export`): its own projector and cursor,
     /// outside the lag rules and the idempotency lookups.
-    export: Mutex<Option<Projector>>,
+    export: Mutex<Option<Export>>,
     pub export_stats: Option<Arc<ProjectorStats>>,
     pub stats: Arc<ProjectorStats>,
     journal: Arc<JournalStats>,
@@ -140,7 +146,7 @@ impl History {
             }
         })?;
         tracing::info!(store = %database.describe(), "history store open");
-        let export = start_export(config, &journal)?;
+        let export = start_export(config, &database)?;
         let stats = Arc::clone(projector.stats());
         Ok(Some(Arc::new(History {
             pool: Arc::new(ReaderPool::new(database)),

@@ -16,6 +16,7 @@ mod ids;
 mod reader;
 mod writer;
 
+use crate::changes::Cursor;
 use crate::error::HistoryError;
 use crate::sqlite::SqliteStore;
 use files::{
@@ -85,6 +86,8 @@ struct Shared {
 
 #[derive(Debug, Default)]
 struct View {
+    /// Where the projection stood at the manifest (the export copies up to it).
+    cursor: Cursor,
     entries: u64,
     transactions: u64,
     blob_bytes: u64,

@@ -3,12 +3,15 @@
 
 use super::files::{le_u64, read_at, EntryRecord, TransactionRecord, ENTRY_BYTES, NONE, TRANSACTION_BYTES};
 use super::{scan_entries, Head, IndexLocation, Shared, View};
-use crate::changes::{render_transaction_row, EffectJson, HistoryEntry, HoldRow, OrderRow, TransactionRow};
+use crate::changes::{
+    render_transaction_row, Changes, Cursor, EffectJson, HistoryEntry, HoldRow, OrderRow, OrderUpdate, TransactionRow,
+};
 use crate::compact::id_hash;
 use crate::error::HistoryError;
 use crate::sqlite::SqliteStore;
-use crate::store::{check_page_limit, HistoryQuery, OrderQuery, Reader};
+use crate::store::{check_page_limit, order_status_name, HistoryQuery, OrderQuery, Reader};
 use coffer_core::{Record, Rejection, RejectionCode, Transaction, Verdict};
+use coffer_journal::Position;
 use std::sync::Arc;
 
 /// An expiry's blob record is its sequence and hold id: this many bytes
@@ -240,7 +243,93 @@ impl Query<'_> {
     }
 }
 
+/// One write of the history export: the rows and the cursor they reach.
+pub type ExportBatch = (Changes, Cursor);
+
+impl Query<'_> {
+    /// Transactions and entries after the export's cursor `from`, rendered
+    /// as the SQL stores take them: up to the published cursor if that is
+    /// at most `rows_max` rows away, else up to the transaction that would
+    /// pass it (a cut the journal cannot name: `Cursor::is_midway`).
+    fn export_rows(&self, from: &Cursor, rows_max: usize) -> Result<Option<ExportBatch>, HistoryError> {
+        let published = self.view.cursor;
+        if from.sequence_next > published.sequence_next || from.history_next > published.history_next {
+            return Err(HistoryError::Invalid(format!(
+                "the history export is at sequence {} and entry {}, beyond the index (at {} and {}): \
+                 it was made from another data directory",
+                from.sequence_next, from.history_next, published.sequence_next, published.history_next
+            )));
+        }
+        if *from == published {
+            return Ok(None);
+        }
+        let first_transaction = self.first_transaction_after(from.sequence_next as i64 - 1)?;
+        let first_entry = from.history_next as u64;
+        let transactions_left = self.view.transactions - first_transaction;
+        let rows_left = transactions_left + (self.view.entries - first_entry);
+        // Transactions in proportion to the rows they bring; what follows
+        // the last transaction is hold expiries, few per record.
+        let take = (rows_max as u64).saturating_mul(transactions_left) / rows_left.max(1);
+        let (end_transaction, end_entry, cursor) = if rows_left <= rows_max as u64 || take.max(1) >= transactions_left {
+            (self.view.transactions, self.view.entries, published)
+        } else {
+            let end = first_transaction + take.max(1);
+            let next = self.transaction(end)?;
+            let cursor = Cursor {
+                position: Position {
+                    segment: Cursor::MIDWAY_SEGMENT,
+                    offset: 0,
+                },
+                sequence_next: next.sequence,
+                history_next: next.first_entry as i64,
+                timestamp_ms: self.transaction(end - 1)?.timestamp_ms,
+            };
+            (end, next.first_entry, cursor)
+        };
+        let mut changes = Changes::default();
+        for number in first_transaction..end_transaction {
+            let record = self.transaction(number)?;
+            changes.transactions.push(self.render_transaction(&record)?);
+        }
+        scan_entries(&self.shared.entries, first_entry, end_entry, |id, entry| {
+            let previous = self.previous_of(&entry)?;
+            changes.entries.push(self.render(id, &entry, previous.as_ref())?);
+            Ok(())
+        })?;
+        Ok(Some((changes, cursor)))
+    }
+}
+
 impl IndexReader {
+    /// The history export's next write after its cursor `from` (at most
+    /// about `rows_max` transactions and entries), with the holds and
+    /// orders that changed in its range; `None` when the export has
+    /// reached the index. A hold or order may be newer than the range (the
+    /// sidecar runs ahead of the manifest): the export writes a state that
+    /// a later write would have brought, never an older one.
+    pub fn export_after(&mut self, from: &Cursor, rows_max: usize) -> Result<Option<ExportBatch>, HistoryError> {
+        assert!(rows_max > 0);
+        let Some((mut changes, cursor)) = self.query(|reads| reads.export_rows(from, rows_max))? else {
+            return Ok(None);
+        };
+        let sequences = from.sequence_next as i64..=cursor.sequence_next as i64;
+        let times_ms = from.timestamp_ms as i64..=cursor.timestamp_ms as i64;
+        let (holds, orders) = self.sidecar.changed_between(sequences, times_ms)?;
+        changes.holds = holds.into_iter().map(|hold| (hold.id.clone(), hold)).collect();
+        for order in orders {
+            // Orders are inserted if new, and leave `reserved` only once.
+            if order.status != "reserved" {
+                changes.order_updates.push(OrderUpdate {
+                    order_id: order.order_id.clone(),
+                    status: order_status_name(&order.status)?,
+                    updated_at_ms: order.updated_at_ms,
+                });
+            }
+            changes.orders.push(order);
+        }
+        Ok(Some((changes, cursor)))
+    }
+
     fn query<T>(&self, read: impl FnOnce(&Query) -> Result<T, HistoryError>) -> Result<T, HistoryError> {
         let shared = self.location.shared();
         let view = shared.view.read().expect("index view lock");

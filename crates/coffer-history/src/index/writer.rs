@@ -88,6 +88,7 @@ impl IndexWriter {
         // The manifest may pass its rows only once they are on disk.
         sidecar.set_synchronous_full()?;
         let view = View {
+            cursor: manifest.cursor,
             entries: manifest.entries,
             transactions: manifest.transactions,
             blob_bytes: manifest.blob_bytes,
@@ -295,6 +296,7 @@ impl IndexWriter {
             }
             view.heads[position] = id;
         }
+        view.cursor = manifest.cursor;
         view.entries = manifest.entries;
         view.transactions = manifest.transactions;
         view.blob_bytes = manifest.blob_bytes;

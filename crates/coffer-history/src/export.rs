@@ -1,0 +1,121 @@
+//! The history export: a thread that copies the index into a SQL store
+//! (SQLite or PostgreSQL) for users' own tools. It follows the index, not
+//! the journal, so it holds no journal segment back and applies nothing
+//! again; it is never asked for idempotency and never slows writes. Its
+//! cursor commits with its rows, as the projector's does.
+
+use crate::changes::{Cursor, Shape};
+use crate::database::Database;
+use crate::error::HistoryError;
+use crate::index::IndexReader;
+use crate::projector::{ProjectorSettings, ProjectorStats, WriteTarget};
+use crate::store::Writer;
+use coffer_journal::ReaderThread;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Longest single sleep, so that a stop is seen promptly.
+const SLEEP_MAX: Duration = Duration::from_millis(20);
+
+pub struct Export {
+    stats: Arc<ProjectorStats>,
+    thread: ReaderThread,
+}
+
+impl Export {
+    /// Opens both stores before returning (a wrong URL fails startup), then
+    /// copies on its own thread. `index` is the history store it follows.
+    pub fn start(index: &Database, target: Database, settings: ProjectorSettings) -> Result<Export, HistoryError> {
+        let Database::Index(location) = index else {
+            return Err(HistoryError::Invalid(format!(
+                "the history export copies the index, and the history store is {}",
+                index.describe()
+            )));
+        };
+        if target.shape() != Shape::Rows {
+            return Err(HistoryError::Invalid(format!(
+                "the history export writes to SQLite or PostgreSQL, not to {}",
+                target.describe()
+            )));
+        }
+        let reader = location.open_reader()?;
+        let mut writer = target.open_writer()?;
+        let cursor = writer.cursor()?.unwrap_or_default();
+        let stats = Arc::new(ProjectorStats::default());
+        stats.advance(&cursor);
+        let shared = Arc::clone(&stats);
+        let thread = ReaderThread::spawn("coffer-history-export", move |stop| {
+            let copying = Copying {
+                target,
+                settings,
+                stats: shared,
+                stop,
+            };
+            if let Err(error) = copying.run(reader, writer, cursor) {
+                tracing::error!(%error, "the history export stopped; it resumes from its cursor at restart");
+                copying.stats.fail(error.to_string());
+            }
+        });
+        Ok(Export { stats, thread })
+    }
+
+    pub fn stats(&self) -> &Arc<ProjectorStats> {
+        &self.stats
+    }
+
+    /// Copies what the index holds, then stops.
+    pub fn stop(self) {
+        self.thread.stop();
+    }
+}
+
+struct Copying {
+    target: Database,
+    settings: ProjectorSettings,
+    stats: Arc<ProjectorStats>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Copying {
+    fn run(
+        &self,
+        mut reader: IndexReader,
+        mut writer: Box<dyn Writer>,
+        mut cursor: Cursor,
+    ) -> Result<(), HistoryError> {
+        let target = WriteTarget {
+            database: &self.target,
+            settings: &self.settings,
+            stats: &self.stats,
+            stop: &self.stop,
+        };
+        let mut last_write: Option<Instant> = None;
+        // Behind by more than a write: no pause between writes.
+        let mut behind = true;
+        loop {
+            let stopping = self.stop.load(Ordering::Acquire);
+            // A SQL commit costs per commit as well as per row: when keeping
+            // up, one write per interval.
+            let wait = last_write
+                .filter(|_| !behind && !stopping)
+                .and_then(|at| self.settings.write_interval.checked_sub(at.elapsed()));
+            if let Some(wait) = wait {
+                std::thread::sleep(wait.min(SLEEP_MAX));
+                continue;
+            }
+            let Some((changes, next)) = reader.export_after(&cursor, self.settings.rows_per_write_max)? else {
+                if stopping {
+                    return Ok(());
+                }
+                behind = false;
+                std::thread::sleep(self.settings.idle_poll.min(SLEEP_MAX));
+                continue;
+            };
+            target.write_until_done(&mut writer, &changes, &next)?;
+            behind = next.is_midway();
+            cursor = next;
+            last_write = Some(Instant::now());
+        }
+    }
+}
