@@ -7,11 +7,12 @@
 use crate::changes::{Cursor, Shape};
 use crate::database::Database;
 use crate::error::HistoryError;
-use crate::index::IndexReader;
+use crate::index::{ExportBatch, IndexReader};
 use crate::projector::{ProjectorSettings, ProjectorStats, WriteTarget};
 use crate::store::Writer;
 use coffer_journal::ReaderThread;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,7 +46,7 @@ impl Export {
         let stats = Arc::new(ProjectorStats::default());
         stats.advance(&cursor);
         let shared = Arc::clone(&stats);
-        let thread = ReaderThread::spawn("coffer-history-export", move |stop| {
+        let thread = ReaderThread::spawn("coffer-export", move |stop| {
             let copying = Copying {
                 target,
                 settings,
@@ -78,26 +79,50 @@ struct Copying {
 }
 
 impl Copying {
-    fn run(
-        &self,
-        mut reader: IndexReader,
-        mut writer: Box<dyn Writer>,
-        mut cursor: Cursor,
-    ) -> Result<(), HistoryError> {
+    /// Two stages on two threads: this one writes while the other reads
+    /// and renders the next rows, so the database's work overlaps ours.
+    fn run(&self, reader: IndexReader, mut writer: Box<dyn Writer>, cursor: Cursor) -> Result<(), HistoryError> {
         let target = WriteTarget {
             database: &self.target,
             settings: &self.settings,
             stats: &self.stats,
             stop: &self.stop,
         };
-        let mut last_write: Option<Instant> = None;
+        // One write rendered ahead at most: memory stays bounded.
+        let (to_writer, rendered) = sync_channel::<ExportBatch>(1);
+        std::thread::scope(|scope| {
+            let rendering = std::thread::Builder::new()
+                .name("coffer-export-read".into())
+                .spawn_scoped(scope, move || self.render(reader, cursor, to_writer))
+                .expect("spawn the export's reading thread");
+            let mut wrote = Ok(());
+            for (changes, next) in rendered {
+                wrote = target.write_until_done(&mut writer, &changes, &next);
+                if wrote.is_err() {
+                    break;
+                }
+            }
+            // The loop dropped the receiver: after a failed write, the
+            // reading thread's next send fails and it ends.
+            let read = rendering.join().expect("the export's reading thread panicked");
+            wrote.and(read)
+        })
+    }
+
+    fn render(
+        &self,
+        mut reader: IndexReader,
+        mut cursor: Cursor,
+        to_writer: SyncSender<ExportBatch>,
+    ) -> Result<(), HistoryError> {
+        let mut last_read: Option<Instant> = None;
         // Behind by more than a write: no pause between writes.
         let mut behind = true;
         loop {
             let stopping = self.stop.load(Ordering::Acquire);
             // A SQL commit costs per commit as well as per row: when keeping
             // up, one write per interval.
-            let wait = last_write
+            let wait = last_read
                 .filter(|_| !behind && !stopping)
                 .and_then(|at| self.settings.write_interval.checked_sub(at.elapsed()));
             if let Some(wait) = wait {
@@ -112,10 +137,13 @@ impl Copying {
                 std::thread::sleep(self.settings.idle_poll.min(SLEEP_MAX));
                 continue;
             };
-            target.write_until_done(&mut writer, &changes, &next)?;
             behind = next.is_midway();
             cursor = next;
-            last_write = Some(Instant::now());
+            last_read = Some(Instant::now());
+            if to_writer.send((changes, next)).is_err() {
+                // The writer stopped on an error; it reports it.
+                return Ok(());
+            }
         }
     }
 }

@@ -29,7 +29,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-pub use reader::IndexReader;
+pub use reader::{ExportBatch, IndexReader};
 pub use writer::IndexWriter;
 
 /// Where an index lives, and the one open copy of it in this process that
