@@ -39,8 +39,8 @@ metric() { # name: its value on /metrics, 0 without one
 cpu() { awk '{print $14 + 0, $15 + 0}' "/proc/$server/stat"; } # user and kernel ticks
 idle() { awk '/^cpu / {print $5 + $6}' /proc/stat; }             # idle + iowait ticks, all cores
 
-syncs_before=$(metric coffer_journal_syncs)
-fsync_before=$(metric coffer_journal_fsync_seconds_total)
+syncs_before=$(metric coffer_journal_syncs_total)
+fsync_before=$(metric coffer_journal_fsync_seconds_sum)
 read -r user_before kernel_before < <(cpu)
 idle_before=$(idle)
 # shellcheck source=bench/wrk_run.sh
@@ -48,8 +48,8 @@ source bench/wrk_run.sh
 read -r rps _ p99 _ wrong requests < <(ACCOUNTS=1000 wrk_run "http://127.0.0.1:$port" bench/transfer.lua 64 "$seconds")
 read -r user_after kernel_after < <(cpu)
 idle_after=$(idle)
-syncs_after=$(metric coffer_journal_syncs)
-fsync_after=$(metric coffer_journal_fsync_seconds_total)
+syncs_after=$(metric coffer_journal_syncs_total)
+fsync_after=$(metric coffer_journal_fsync_seconds_sum)
 
 awk -v label="$label" -v ticks="$(getconf CLK_TCK)" -v cores="$(nproc)" -v seconds="$seconds" \
   -v rps="$rps" -v requests="$requests" -v p99="$p99" -v wrong="$wrong" \

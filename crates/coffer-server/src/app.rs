@@ -16,39 +16,9 @@ use crate::rate_limit::RateLimiter;
 use crate::sequencer::{Sequencer, SequencerSettings};
 use crate::state::AppState;
 use anyhow::Context;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
-
-/// How often histogram samples are folded into their summaries.
-const METRICS_UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The Prometheus recorder is process-global; tests start many servers.
-fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            if metrics::set_global_recorder(recorder).is_err() {
-                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
-            }
-            // A histogram keeps every sample until it is drained, by a
-            // scrape or by upkeep; `build_recorder` starts no upkeep, so
-            // without scrapes memory grew with every request.
-            let upkept = handle.clone();
-            std::thread::Builder::new()
-                .name("coffer-metrics".into())
-                .spawn(move || loop {
-                    std::thread::sleep(METRICS_UPKEEP_INTERVAL);
-                    upkept.run_upkeep();
-                })
-                .expect("spawn the metrics upkeep thread");
-            handle
-        })
-        .clone()
-}
+use std::sync::Arc;
 
 /// A server that is recovered, bound and serving.
 pub struct RunningServer {
@@ -237,7 +207,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         flash_sale: FlashSale::new(ledger, naming),
         jobs: Arc::clone(&jobs),
         kafka: kafka.clone(),
-        metrics: metrics_handle(),
+        metrics: crate::telemetry::handle(),
     });
     if let Some(kafka) = &kafka {
         kafka.spawn();

@@ -21,6 +21,7 @@ pub mod queries;
 pub mod rate_limit;
 pub mod sequencer;
 pub mod state;
+pub mod telemetry;
 
 pub use app::{serve, shutdown_signal, start, RunningServer};
 pub use config::ServerConfig;

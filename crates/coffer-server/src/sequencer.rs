@@ -390,7 +390,13 @@ impl EngineThread {
     /// journal takes nothing more, and every later write gets the failure.
     fn commit(&mut self, answers: Vec<(Vec<Submitted>, WriteReply)>) {
         let journal = self.journal.as_mut().expect("journal open while running");
+        let syncs_before = journal.stats().syncs.load(std::sync::atomic::Ordering::Relaxed);
         let result = journal.commit().map_err(|error| error.to_string());
+        let stats = journal.stats();
+        if stats.syncs.load(std::sync::atomic::Ordering::Relaxed) != syncs_before {
+            let micros = stats.sync_micros_last.load(std::sync::atomic::Ordering::Relaxed);
+            metrics::histogram!("coffer_journal_fsync_seconds").record(micros as f64 / 1e6);
+        }
         let end = journal.sequence_next();
         self.durable.send_if_modified(|state| match &result {
             Ok(()) if end > state.sequence => {

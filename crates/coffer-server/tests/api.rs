@@ -534,18 +534,35 @@ async fn operations_endpoints() {
     let text = text.as_str().unwrap().to_owned();
     for metric in [
         "coffer_http_requests_total",
-        "coffer_http_request_duration_seconds",
+        "coffer_http_request_duration_seconds_bucket",
         "coffer_journal_fsync_seconds_last",
-        "coffer_journal_fsync_seconds_total",
-        "coffer_journal_bytes_written",
+        "coffer_journal_fsync_seconds_bucket",
+        "coffer_journal_written_bytes_total",
         "coffer_queue_depth",
-        "coffer_engine_batch_transactions",
+        "coffer_engine_batch_transactions_bucket",
         "coffer_accounts",
         "coffer_open_holds",
         "coffer_idempotency_entries",
     ] {
         assert!(text.contains(metric), "missing {metric}");
     }
+    // Every metric exported is in the server's table, of its kind, with
+    // its HELP text.
+    let mut typed = 0;
+    for line in text.lines().filter_map(|line| line.strip_prefix("# TYPE ")) {
+        let (name, kind) = line.split_once(' ').unwrap();
+        let listed = coffer_server::telemetry::METRICS
+            .iter()
+            .find(|metric| metric.name == name)
+            .unwrap_or_else(|| panic!("{name} is not in telemetry::METRICS"));
+        assert_eq!(format!("{:?}", listed.kind).to_lowercase(), kind, "{name}");
+        assert!(
+            text.contains(&format!("# HELP {name} {}", listed.help)),
+            "{name} has no HELP"
+        );
+        typed += 1;
+    }
+    assert!(typed >= 15, "{text}");
     assert!(text.contains(r#"method="other""#), "{text}");
     assert!(!text.contains("BREW") && !text.contains("PROPFIND"), "{text}");
     server.stop().await;

@@ -290,7 +290,10 @@ async fn a_lagging_history_slows_writes_then_refuses_them() {
     );
     let (_, metrics) = server.get("/metrics").await;
     assert!(
-        metrics.as_str().unwrap().contains("coffer_history_write_slowdowns 4"),
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("coffer_history_write_slowdowns_total 4"),
         "{metrics}"
     );
     drop(lock);

@@ -93,13 +93,10 @@ pub async fn cluster(
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let stats = &state.journal_stats;
-    metrics::gauge!("coffer_journal_bytes_written").set(stats.bytes_written.load(Ordering::Relaxed) as f64);
-    metrics::gauge!("coffer_journal_syncs").set(stats.syncs.load(Ordering::Relaxed) as f64);
+    metrics::counter!("coffer_journal_written_bytes_total").absolute(stats.bytes_written.load(Ordering::Relaxed));
+    metrics::counter!("coffer_journal_syncs_total").absolute(stats.syncs.load(Ordering::Relaxed));
     metrics::gauge!("coffer_journal_fsync_seconds_last")
         .set(stats.sync_micros_last.load(Ordering::Relaxed) as f64 / 1e6);
-    // Divided by the syncs' growth over the same interval: the mean fsync.
-    metrics::gauge!("coffer_journal_fsync_seconds_total")
-        .set(stats.sync_micros_total.load(Ordering::Relaxed) as f64 / 1e6);
     let durable_sequence = stats.durable_sequence.load(Ordering::Relaxed);
     metrics::gauge!("coffer_journal_durable_sequence").set(durable_sequence as f64);
     state.ledger.backend().record_metrics();
@@ -117,11 +114,12 @@ fn record_kafka_metrics(kafka: &crate::kafka::KafkaLink, durable_sequence: u64) 
     if let Some(stats) = &kafka.publisher_stats {
         let published = stats.published_sequence.load(Ordering::Relaxed);
         metrics::gauge!("coffer_kafka_publish_lag_transactions").set(durable_sequence.saturating_sub(published) as f64);
-        metrics::gauge!("coffer_kafka_messages_published").set(stats.messages_published.load(Ordering::Relaxed) as f64);
+        metrics::counter!("coffer_kafka_messages_published_total")
+            .absolute(stats.messages_published.load(Ordering::Relaxed));
     }
     metrics::gauge!("coffer_kafka_consumer_lag_messages").set(kafka.consumer_lag.load(Ordering::Relaxed) as f64);
-    metrics::gauge!("coffer_kafka_commands_applied").set(kafka.commands_applied.load(Ordering::Relaxed) as f64);
-    metrics::gauge!("coffer_kafka_dead_letters").set(kafka.dead_letters.load(Ordering::Relaxed) as f64);
+    metrics::counter!("coffer_kafka_commands_applied_total").absolute(kafka.commands_applied.load(Ordering::Relaxed));
+    metrics::counter!("coffer_kafka_dead_letters_total").absolute(kafka.dead_letters.load(Ordering::Relaxed));
     metrics::gauge!("coffer_kafka_connected").set(f64::from(u8::from(kafka.ready().is_ok())));
 }
 

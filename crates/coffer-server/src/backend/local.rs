@@ -125,14 +125,14 @@ fn record_history_metrics(history: &History, durable_sequence: u64) {
         _ => now_ms().saturating_sub(stats.projected_timestamp_ms.load(Ordering::Relaxed)) as f64 / 1e3,
     };
     metrics::gauge!("coffer_history_lag_seconds").set(lag_seconds);
-    metrics::gauge!("coffer_history_rows_written").set(stats.rows_written.load(Ordering::Relaxed) as f64);
-    metrics::gauge!("coffer_history_write_errors").set(stats.write_errors.load(Ordering::Relaxed) as f64);
-    metrics::gauge!("coffer_history_write_slowdowns").set(history.slowdowns.load(Ordering::Relaxed) as f64);
+    metrics::counter!("coffer_history_rows_written_total").absolute(stats.rows_written.load(Ordering::Relaxed));
+    metrics::counter!("coffer_history_write_errors_total").absolute(stats.write_errors.load(Ordering::Relaxed));
+    metrics::counter!("coffer_history_write_slowdowns_total").absolute(history.slowdowns.load(Ordering::Relaxed));
     if let Some(lag) = history.export_lag(durable_sequence) {
         metrics::gauge!("coffer_history_export_lag_transactions").set(lag as f64);
     }
-    metrics::gauge!("coffer_history_feed_records").set(stats.feed_records.load(Ordering::Relaxed) as f64);
-    metrics::gauge!("coffer_history_feed_gaps").set(stats.feed_gaps.load(Ordering::Relaxed) as f64);
+    metrics::counter!("coffer_history_feed_records_total").absolute(stats.feed_records.load(Ordering::Relaxed));
+    metrics::counter!("coffer_history_feed_gaps_total").absolute(stats.feed_gaps.load(Ordering::Relaxed));
     metrics::gauge!("coffer_history_write_seconds_last")
         .set(stats.write_micros_last.load(Ordering::Relaxed) as f64 / 1e6);
 }

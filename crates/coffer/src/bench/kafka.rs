@@ -15,8 +15,8 @@ const WAIT_MAX: Duration = Duration::from_secs(600);
 
 pub async fn run(client: &Client, options: &BenchOptions) -> anyhow::Result<()> {
     let count = options.count.unwrap_or(100_000);
-    let applied_before = client.metric("coffer_kafka_commands_applied").await?;
-    let published_before = client.metric("coffer_kafka_messages_published").await?;
+    let applied_before = client.metric("coffer_kafka_commands_applied_total").await?;
+    let published_before = client.metric("coffer_kafka_messages_published_total").await?;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &options.kafka_brokers)
         .set("enable.idempotence", "true")
@@ -54,7 +54,7 @@ pub async fn run(client: &Client, options: &BenchOptions) -> anyhow::Result<()> 
         delivery.await?.map_err(|(error, _)| error)?;
     }
     let produced = started.elapsed();
-    while client.metric("coffer_kafka_commands_applied").await? < applied_before + count as f64 {
+    while client.metric("coffer_kafka_commands_applied_total").await? < applied_before + count as f64 {
         anyhow::ensure!(started.elapsed() < WAIT_MAX, "commands not applied within {WAIT_MAX:?}");
         tokio::time::sleep(POLL).await;
     }
@@ -67,7 +67,7 @@ pub async fn run(client: &Client, options: &BenchOptions) -> anyhow::Result<()> 
         tokio::time::sleep(POLL).await;
     }
     let published = started.elapsed();
-    let messages = client.metric("coffer_kafka_messages_published").await? - published_before;
+    let messages = client.metric("coffer_kafka_messages_published_total").await? - published_before;
     let report = json!({
         "scenario": "kafka-ingest",
         "commands": count,

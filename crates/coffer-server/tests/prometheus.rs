@@ -1,0 +1,179 @@
+//! The metrics against Prometheus's own tools: `promtool check metrics` on
+//! a loaded server's exposition, and a real Prometheus scraping it and
+//! answering the queries docs/METRICS.md shows. They need the binaries:
+//! COFFER_TEST_PROMTOOL and COFFER_TEST_PROMETHEUS (paths).
+
+mod support;
+
+use serde_json::{json, Value};
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::TestServer;
+
+/// A server that has answered transfers, a batch, a rejection and a 404.
+async fn loaded_server() -> TestServer {
+    let server = TestServer::start(&[]).await;
+    server.open("alice", "USD/2").await;
+    server.open("bob", "USD/2").await;
+    server.deposit("alice", 1_000_000).await;
+    load(&server, 0, 50).await;
+    let batch = json!({"transactions": [
+        {"id": "b-1", "ops": [{"type": "transfer", "from": "alice", "to": "bob", "amount": 1}]},
+        {"id": "b-2", "ops": [{"type": "transfer", "from": "bob", "to": "alice", "amount": 999_999_999}]}
+    ]});
+    let (status, body, _) = server.post("/v1/transactions/batch", batch).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.get("/v1/accounts/nobody").await.0, 404);
+    server
+}
+
+async fn load(server: &TestServer, from: u64, count: u64) {
+    for n in from..from + count {
+        let transfer = json!({"id": format!("t-{n}"), "from": "alice", "to": "bob", "amount": 1});
+        assert_eq!(server.post("/v1/transfers", transfer).await.0, 201);
+    }
+}
+
+#[tokio::test]
+async fn the_exposition_passes_promtool() {
+    let Some(promtool) = std::env::var_os("COFFER_TEST_PROMTOOL") else {
+        support::skipped("promtool check of /metrics (set COFFER_TEST_PROMTOOL)");
+        return;
+    };
+    let mut server = loaded_server().await;
+    let (status, text) = server.get("/metrics").await;
+    assert_eq!(status, 200);
+    let text = text.as_str().unwrap().to_owned();
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    check.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let output = check.wait_with_output().unwrap();
+    assert!(
+        output.status.success() && output.stdout.is_empty() && output.stderr.is_empty(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    server.stop().await;
+}
+
+/// Prometheus, killed when the test ends.
+struct Prometheus {
+    child: Child,
+    base: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_prometheus(binary: &std::ffi::OsStr, target: &str) -> Prometheus {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: coffer\n    static_configs:\n      - targets: ['{target}']\n"),
+    )
+    .unwrap();
+    let port = free_port();
+    let child = Command::new(binary)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", data.path().join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(data.path().join("log")).unwrap())
+        .spawn()
+        .expect("prometheus starts");
+    Prometheus {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        _data: data,
+    }
+}
+
+/// The value of an instant query's first sample, if it has one.
+async fn query(client: &reqwest::Client, prometheus: &Prometheus, promql: &str) -> Option<f64> {
+    let answer: Value = client
+        .get(format!("{}/api/v1/query", prometheus.base))
+        .query(&[("query", promql)])
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    answer["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+#[tokio::test]
+async fn a_real_prometheus_scrapes_a_loaded_server() {
+    let Some(binary) = std::env::var_os("COFFER_TEST_PROMETHEUS") else {
+        support::skipped("Prometheus scraping the server (set COFFER_TEST_PROMETHEUS)");
+        return;
+    };
+    let mut server = loaded_server().await;
+    let target = server.base.trim_start_matches("http://").to_owned();
+    let prometheus = start_prometheus(&binary, &target);
+    let client = reqwest::Client::new();
+    let queries = [
+        ("up", "up{job=\"coffer\"}"),
+        ("requests", "sum(rate(coffer_http_requests_total[5s]))"),
+        (
+            "p99",
+            "histogram_quantile(0.99, sum by (le) (rate(coffer_http_request_duration_seconds_bucket[5s])))",
+        ),
+        ("fsyncs", "rate(coffer_journal_syncs_total[5s])"),
+        (
+            "fsync p99",
+            "histogram_quantile(0.99, rate(coffer_journal_fsync_seconds_bucket[5s]))",
+        ),
+        (
+            "batch mean",
+            "rate(coffer_engine_batch_transactions_sum[5s]) / rate(coffer_engine_batch_transactions_count[5s])",
+        ),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut round = 0;
+    let answers = loop {
+        // Load between scrapes, so that every rate has two samples to span.
+        round += 1;
+        load(&server, 1_000 * round, 20).await;
+        let mut answers = Vec::new();
+        for (what, promql) in queries {
+            answers.push((what, query(&client, &prometheus, promql).await));
+        }
+        let answered = answers
+            .iter()
+            .all(|(_, value)| value.is_some_and(|value| value.is_finite() && value > 0.0));
+        if answered || Instant::now() > deadline {
+            break answers;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    for (what, value) in &answers {
+        assert!(
+            value.is_some_and(|value| value.is_finite() && value > 0.0),
+            "{what}: {value:?} (all: {answers:?})"
+        );
+    }
+    assert_eq!(answers[0].1, Some(1.0), "the target is up");
+    server.stop().await;
+}
