@@ -51,6 +51,7 @@ fn every_scenario_runs_on_a_fresh_server_and_reports() {
         assert_eq!(report["operations"], 40, "{scenario}");
         assert_eq!(report["errors"], 0, "{scenario}");
         assert!(report["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+        assert_eq!(report["latency_from"], "request start", "unpaced");
     }
     let (ok, stdout, stderr) = bench(&[
         "--fresh-server",
@@ -105,6 +106,7 @@ fn a_running_server_is_driven_at_a_target_rate() {
     ]);
     assert!(ok);
     assert!(stdout.contains("throughput") && stdout.contains("p99.9"), "{stdout}");
+    assert!(stdout.contains("(from the intended send time)"), "{stdout}");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! answer is an error, not a success.
 
 use anyhow::Context;
+use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,8 +17,15 @@ mod options;
 use client::Client;
 pub use options::{BenchOptions, Scenario, ACCOUNTS_MAX, CONNECTIONS_MAX};
 
-/// Latency samples kept per connection; beyond it they are subsampled.
-const SAMPLES_PER_CONNECTION_MAX: usize = 1 << 20;
+/// Latencies are recorded in microseconds, at three significant digits,
+/// up to an hour (longer ones count as an hour): an HDR histogram of a
+/// few tens of KiB per connection, however long the run.
+const LATENCY_MICROS_MAX: u64 = 3_600_000_000;
+const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
+
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_max(LATENCY_MICROS_MAX, LATENCY_SIGNIFICANT_DIGITS).expect("valid histogram bounds")
+}
 
 /// What the batch scenario checks of an answer: every item committed.
 #[derive(serde::Deserialize)]
@@ -130,13 +138,29 @@ impl Shared {
         }
     }
 
-    /// Waits for the operation's slot when a target rate is set.
-    async fn pace(&self, number: u64) {
-        if self.options.rate > 0 {
-            let due = self.started + Duration::from_secs_f64(number as f64 / self.options.rate as f64);
-            tokio::time::sleep_until(due.into()).await;
+    /// Waits for the operation's slot when a target rate is set, and
+    /// returns when its latency starts. A connection still busy with an
+    /// earlier answer when the slot passed counts from the slot: the wait
+    /// is the server's doing (no coordinated omission). One that waited
+    /// for its slot counts from when its timer fired: the timer's own
+    /// lateness (tokio's resolution is a millisecond) is the load
+    /// generator's, not the server's.
+    async fn pace(&self, number: u64) -> Instant {
+        let Some(due) = slot(self.started, number, self.options.rate) else {
+            return Instant::now();
+        };
+        if Instant::now() >= due {
+            return due;
         }
+        tokio::time::sleep_until(due.into()).await;
+        Instant::now()
     }
+}
+
+/// When operation `number` is due at `rate` per second from `started`
+/// (none when unpaced).
+fn slot(started: Instant, number: u64, rate: u64) -> Option<Instant> {
+    (rate > 0).then(|| started + Duration::from_secs_f64(number as f64 / rate as f64))
 }
 
 /// A batch request of `size` transfers, item `k` with id `{id}-{k}`,
@@ -229,31 +253,19 @@ async fn operation(shared: &Shared, random: &mut Random, number: u64) -> anyhow:
     }
 }
 
-async fn connection(shared: Arc<Shared>, index: u32) -> Vec<u32> {
+async fn connection(shared: Arc<Shared>, index: u32) -> Histogram<u64> {
     let mut random = Random(u64::from(index) * 0x9E37_79B9 + 7);
-    let mut samples = Vec::new();
-    let mut seen = 0usize;
+    let mut latencies = latency_histogram();
     while let Some(number) = shared.claim() {
-        shared.pace(number).await;
-        let started = Instant::now();
+        let intended = shared.pace(number).await;
         let correct = matches!(operation(&shared, &mut random, number).await, Ok(true));
-        let micros = started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+        latencies.saturating_record(intended.elapsed().as_micros().min(u128::from(u64::MAX)) as u64);
         if !correct {
             shared.errors.fetch_add(1, Ordering::Relaxed);
         }
         shared.completed.fetch_add(1, Ordering::Relaxed);
-        // Bounded memory: past the cap, keep a uniform subsample.
-        seen += 1;
-        if samples.len() < SAMPLES_PER_CONNECTION_MAX {
-            samples.push(micros);
-        } else {
-            let slot = random.below(seen as u64) as usize;
-            if slot < samples.len() {
-                samples[slot] = micros;
-            }
-        }
     }
-    samples
+    latencies
 }
 
 /// Opens and funds the accounts (idempotent: ids are fixed per account).
@@ -280,12 +292,9 @@ async fn prepare(client: &Client, options: &BenchOptions) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn percentile(sorted: &[u32], fraction: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let index = ((sorted.len() as f64 * fraction).ceil() as usize).clamp(1, sorted.len()) - 1;
-    f64::from(sorted[index]) / 1_000.0
+/// Milliseconds at `quantile` (0 with no samples).
+fn percentile(latencies: &Histogram<u64>, quantile: f64) -> f64 {
+    latencies.value_at_quantile(quantile) as f64 / 1_000.0
 }
 
 pub fn run(options: BenchOptions) -> anyhow::Result<()> {
@@ -378,14 +387,13 @@ async fn drive(options: BenchOptions, http: reqwest::Client) -> anyhow::Result<(
     let tasks: Vec<_> = (0..options.connections)
         .map(|index| tokio::spawn(connection(Arc::clone(&shared), index)))
         .collect();
-    let mut samples = Vec::new();
+    let mut latencies = latency_histogram();
     for task in tasks {
-        samples.extend(task.await?);
+        latencies.add(task.await?).expect("histograms of the same bounds");
     }
     let elapsed = shared.started.elapsed();
     progress.abort();
-    samples.sort_unstable();
-    report(&options, &shared, &samples, elapsed);
+    report(&options, &shared, &latencies, elapsed);
     let errors = shared.errors.load(Ordering::Relaxed);
     anyhow::ensure!(errors == 0, "{errors} operations got a wrong or failed answer");
     Ok(())
@@ -460,7 +468,7 @@ async fn progress(shared: Arc<Shared>) {
     }
 }
 
-fn report(options: &BenchOptions, shared: &Shared, samples: &[u32], elapsed: Duration) {
+fn report(options: &BenchOptions, shared: &Shared, latencies: &Histogram<u64>, elapsed: Duration) {
     let completed = shared.completed.load(Ordering::Relaxed);
     let errors = shared.errors.load(Ordering::Relaxed);
     let operations_per_second = completed as f64 / elapsed.as_secs_f64();
@@ -482,12 +490,14 @@ fn report(options: &BenchOptions, shared: &Shared, samples: &[u32], elapsed: Dur
         // error (503 under back-pressure) must not read as throughput.
         "transfers_per_second": completed.saturating_sub(errors) as f64 * transfers_per_operation as f64
             / elapsed.as_secs_f64(),
+        // From each operation's intended send time at a fixed rate.
+        "latency_from": if options.rate > 0 { "intended send time" } else { "request start" },
         "latency_ms": {
-            "p50": percentile(samples, 0.50),
-            "p90": percentile(samples, 0.90),
-            "p99": percentile(samples, 0.99),
-            "p999": percentile(samples, 0.999),
-            "max": percentile(samples, 1.0),
+            "p50": percentile(latencies, 0.50),
+            "p90": percentile(latencies, 0.90),
+            "p99": percentile(latencies, 0.99),
+            "p999": percentile(latencies, 0.999),
+            "max": latencies.max() as f64 / 1_000.0,
         },
     });
     if options.json {
@@ -509,12 +519,13 @@ fn report(options: &BenchOptions, shared: &Shared, samples: &[u32], elapsed: Dur
         report["transfers_per_second"].as_f64().unwrap_or(0.0)
     );
     println!(
-        "latency ms    p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        "latency ms    p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  (from the {})",
         latency["p50"].as_f64().unwrap_or(0.0),
         latency["p90"].as_f64().unwrap_or(0.0),
         latency["p99"].as_f64().unwrap_or(0.0),
         latency["p999"].as_f64().unwrap_or(0.0),
-        latency["max"].as_f64().unwrap_or(0.0)
+        latency["max"].as_f64().unwrap_or(0.0),
+        report["latency_from"].as_str().unwrap_or_default()
     );
 }
 
@@ -531,6 +542,32 @@ mod tests {
             {"id": "run-5-1", "ops": [{"type": "transfer", "from": "bench:12", "to": "bench:0", "amount": 1}]},
         ]});
         assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), expected);
+    }
+
+    /// At a fixed rate the slots are fixed in advance: a stall delays
+    /// every slot behind it, and a connection busy past a slot counts the
+    /// operation's latency from the slot (`Shared::pace`).
+    #[test]
+    fn latency_counts_from_the_slot_an_operation_was_due_in() {
+        let started = Instant::now();
+        assert_eq!(
+            slot(started, 1_500, 1_000),
+            Some(started + Duration::from_millis(1_500))
+        );
+        assert_eq!(slot(started, 0, 1_000), Some(started));
+        assert_eq!(slot(started, 7, 0), None);
+    }
+
+    /// A latency beyond the histogram's range counts as its maximum,
+    /// never vanishes.
+    #[test]
+    fn an_overlong_latency_is_kept_at_the_bound() {
+        let mut latencies = latency_histogram();
+        latencies.saturating_record(1_000);
+        latencies.saturating_record(LATENCY_MICROS_MAX * 2);
+        assert_eq!(latencies.len(), 2);
+        assert_eq!(latencies.max(), latencies.highest_equivalent(LATENCY_MICROS_MAX));
+        assert!((percentile(&latencies, 0.5) - 1.0).abs() < 0.01);
     }
 
     #[test]

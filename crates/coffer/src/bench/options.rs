@@ -58,7 +58,9 @@ pub struct BenchOptions {
     #[arg(long)]
     pub count: Option<u64>,
     /// Target operations per second across all connections (0: as fast as
-    /// possible). Latency at a fixed rate is the figure that matters.
+    /// possible). Latency at a fixed rate is the figure that matters; it
+    /// counts from each operation's intended send time, so a stall that
+    /// delays the operations behind it shows in their latencies too.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
     /// Accounts to spread the load over (opened and funded first).
