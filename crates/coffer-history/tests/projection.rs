@@ -133,11 +133,17 @@ fn workload(seed: u64, batches: u64) -> Vec<(u64, Vec<Transaction>)> {
     out
 }
 
-/// Journals the workload, as the server would (an empty batch journals
-/// only when it expired holds).
+/// Journals the workload, as the server would.
 fn journal(directory: &Path, workload: &[(u64, Vec<Transaction>)]) -> (Engine, JournalWriter) {
     let limits = EngineLimits::default();
     let (mut engine, mut writer, _) = coffer_journal::open(directory, JournalOptions::default(), limits).unwrap();
+    append(&mut engine, &mut writer, workload);
+    (engine, writer)
+}
+
+/// Applies and journals more of a workload (an empty batch journals only
+/// when it expired holds).
+fn append(engine: &mut Engine, writer: &mut JournalWriter, workload: &[(u64, Vec<Transaction>)]) {
     for (timestamp_ms, transactions) in workload {
         let outcome = engine.apply_batch(*timestamp_ms, transactions);
         if transactions.is_empty() && outcome.expired.is_empty() {
@@ -147,7 +153,14 @@ fn journal(directory: &Path, workload: &[(u64, Vec<Transaction>)]) -> (Engine, J
             .append_durably(&journal_batch(transactions.clone(), &outcome))
             .unwrap();
     }
-    (engine, writer)
+}
+
+/// The SQL stores under test (the export's targets).
+fn sql_stores(data: &Path) -> Vec<Database> {
+    stores(data)
+        .into_iter()
+        .filter(|database| database.shape() == Shape::Rows)
+        .collect()
 }
 
 /// Runs a projector until it has written everything the journal holds.
@@ -488,10 +501,7 @@ fn every_sql_store_keeps_128_bit_amounts_exactly() {
         i128::MIN,
         i128::MIN + 1,
     ];
-    for database in stores(data.path())
-        .into_iter()
-        .filter(|database| database.shape() == Shape::Rows)
-    {
+    for database in sql_stores(data.path()) {
         let mut changes = Changes::default();
         for (n, amount) in amounts.iter().enumerate() {
             changes.entries.push(coffer_history::HistoryEntry {
@@ -768,10 +778,7 @@ fn the_export_copies_the_index_in_bounded_writes() {
     let (mut engine, mut writer) = journal(&directory, first_half);
     let index = Database::parse("index", data.path(), "unused").unwrap();
     project_everything(&index, &directory, &writer, engine.sequence_next());
-    let targets: Vec<Database> = stores(data.path())
-        .into_iter()
-        .filter(|database| database.shape() == Shape::Rows)
-        .collect();
+    let targets = sql_stores(data.path());
     let export_settings = ProjectorSettings {
         rows_per_write_max: 50,
         ..settings()
@@ -787,15 +794,7 @@ fn the_export_copies_the_index_in_bounded_writes() {
         let writes = export_everything(target, engine.sequence_next());
         assert!(writes > 10, "{}: {writes} writes of at most 50 rows", target.describe());
     }
-    for (timestamp_ms, transactions) in second_half {
-        let outcome = engine.apply_batch(*timestamp_ms, transactions);
-        if transactions.is_empty() && outcome.expired.is_empty() {
-            continue;
-        }
-        writer
-            .append_durably(&journal_batch(transactions.clone(), &outcome))
-            .unwrap();
-    }
+    append(&mut engine, &mut writer, second_half);
     project_everything(&index, &directory, &writer, engine.sequence_next());
     writer.close().unwrap();
     for target in &targets {
@@ -818,10 +817,7 @@ fn a_store_the_export_left_midway_is_refused_as_the_history_store() {
     let data = tempfile::tempdir().unwrap();
     let directory = data.path().join("journal");
     let (_, writer) = journal(&directory, &workload(0x3a1d, 10));
-    for target in stores(data.path())
-        .into_iter()
-        .filter(|database| database.shape() == Shape::Rows)
-    {
+    for target in sql_stores(data.path()) {
         let midway = Cursor {
             position: Position {
                 segment: Cursor::MIDWAY_SEGMENT,
