@@ -7,6 +7,8 @@ pub enum HistoryError {
     Sqlite(#[from] rusqlite::Error),
     #[error("PostgreSQL: {0}")]
     Postgres(#[from] postgres::Error),
+    #[error("{0}")]
+    PostgresConnect(#[from] crate::pg_connect::PgConnectError),
     #[error("journal: {0}")]
     Journal(#[from] coffer_journal::JournalError),
     #[error("history store: {0}")]

@@ -18,6 +18,7 @@ mod error;
 mod export;
 mod feed;
 mod index;
+pub mod pg_connect;
 mod pg_copy;
 mod postgres;
 mod projector;

@@ -8,7 +8,7 @@ use crate::error::HistoryError;
 use crate::pg_copy::CopyRows;
 use crate::store::{check_page_limit, hold_status_name, kind_name, HistoryQuery, OrderQuery, Reader, Writer};
 use coffer_journal::Position;
-use postgres::{Client, NoTls, Row, Transaction};
+use postgres::{Client, Row, Transaction};
 
 const MIGRATIONS: &[&str] = &[
     r"
@@ -99,7 +99,7 @@ pub struct PostgresStore {
 
 impl PostgresStore {
     pub fn open(url: &str, schema: &str, migrate: bool) -> Result<Self, HistoryError> {
-        let mut client = Client::connect(url, NoTls)?;
+        let mut client = crate::pg_connect::connect(url)?;
         // `schema` is validated by `Database::parse` (a-z, 0-9, _).
         client.batch_execute(&format!(
             "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"

@@ -25,6 +25,7 @@ pub use ingest::{Command, CommandProducer, Ingest};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::producer::BaseProducer;
 use rdkafka::types::RDKafkaErrorCode;
 use std::time::Duration;
 
@@ -35,6 +36,10 @@ pub enum KafkaError {
     Client(#[from] rdkafka::error::KafkaError),
     #[error("Kafka topic {topic}: {reason}")]
     Topic { topic: String, reason: String },
+    /// The brokers refused the connection's TLS or SASL: a configuration
+    /// error, not an outage.
+    #[error("Kafka refused the connection: {0}")]
+    Refused(String),
     #[error("journal: {0}")]
     Journal(#[from] coffer_journal::JournalError),
     #[error("event cursor {path}: {reason}")]
@@ -60,6 +65,39 @@ pub struct KafkaSettings {
     pub options: Vec<(String, String)>,
 }
 
+/// How long creating topics may wait for the broker.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `call` unless the brokers refuse a client of `config` first (TLS,
+/// SASL): librdkafka retries such a connection until the call times out,
+/// which would hide the reason. A probe client of its own watches for the
+/// refusal: an admin client never serves its log and error events while a
+/// call is under way.
+pub async fn refused_or<T, E: From<KafkaError>>(
+    config: &ClientConfig,
+    mut call: std::pin::Pin<&mut impl std::future::Future<Output = Result<T, E>>>,
+) -> Result<T, E> {
+    let health = Watched::default();
+    let probe: BaseProducer<Watched> = config.create_with_context(health.clone()).map_err(KafkaError::from)?;
+    let mut checks = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            result = &mut call => {
+                retire(probe);
+                return result;
+            }
+            _ = checks.tick() => {
+                // Serves the probe's events (its log among them) without waiting.
+                probe.poll(Duration::ZERO);
+                if let Some(reason) = health.0.refused() {
+                    retire(probe);
+                    return Err(KafkaError::Refused(reason).into());
+                }
+            }
+        }
+    }
+}
+
 /// How long a produce may wait for the broker before it counts as failed.
 pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -75,8 +113,16 @@ impl KafkaSettings {
     }
 
     /// Creates the four topics where missing (an existing topic is fine).
+    /// Fails at once with [`KafkaError::Refused`] when the brokers refuse
+    /// the client's TLS or SASL.
     pub async fn ensure_topics(&self) -> Result<(), KafkaError> {
-        let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
+        let config = self.client_config();
+        let admin: AdminClient<DefaultClientContext> = config.create()?;
+        let creating = std::pin::pin!(self.create_topics(&admin));
+        refused_or(&config, creating).await
+    }
+
+    async fn create_topics(&self, admin: &AdminClient<DefaultClientContext>) -> Result<(), KafkaError> {
         let names = [
             &self.commands_topic,
             &self.results_topic,
@@ -87,7 +133,9 @@ impl KafkaSettings {
             .iter()
             .map(|name| NewTopic::new(name, self.partitions, TopicReplication::Fixed(1)))
             .collect();
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let options = AdminOptions::new()
+            .operation_timeout(Some(ADMIN_TIMEOUT))
+            .request_timeout(Some(ADMIN_TIMEOUT));
         for result in admin.create_topics(&topics, &options).await? {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

@@ -12,7 +12,7 @@ use crate::history::History;
 use crate::jobs::{FileStore, JobStore, Jobs, PostgresJobStore};
 use crate::kafka::KafkaLink;
 use crate::ledger::Ledger;
-use crate::rate_limit::RateLimiter;
+use crate::rate_limit::{redis_client, RateLimiter};
 use crate::sequencer::{Sequencer, SequencerSettings};
 use crate::state::AppState;
 use anyhow::Context;
@@ -161,7 +161,7 @@ async fn start_cluster(settings: ClusterSettings) -> anyhow::Result<Backing> {
         let cluster = Arc::clone(&cluster);
         Box::new(move || cluster.serves(0))
     };
-    let kafka = KafkaLink::start_in_cluster(kafka_settings, Arc::clone(&ledger), consumes).await;
+    let kafka = KafkaLink::start_in_cluster(kafka_settings, Arc::clone(&ledger), consumes).await?;
     let stopped_kafka = Arc::clone(&kafka);
     Ok(Backing {
         ledger,
@@ -241,16 +241,18 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
 
 /// The per-user limits, shared through Redis when configured.
 async fn rate_limiters(config: &ServerConfig) -> anyhow::Result<(RateLimiter, Option<RateLimiter>)> {
-    let share = |limiter: RateLimiter| async {
-        match &config.redis_url {
-            Some(url) => limiter.with_redis(url).await.context("--redis-url"),
-            None => Ok(limiter),
-        }
+    let client = match &config.redis_url {
+        Some(url) => Some(redis_client(url, &config.redis_tls()).await.context("--redis-url")?),
+        None => None,
     };
-    let purchases = share(RateLimiter::new("purchases", config.purchase_rate_per_minute)).await?;
+    let share = |limiter: RateLimiter| match &client {
+        Some(client) => limiter.with_redis(client.clone()),
+        None => Ok(limiter),
+    };
+    let purchases = share(RateLimiter::new("purchases", config.purchase_rate_per_minute))?;
     let transactions = match config.transaction_rate_per_minute {
         0 => None,
-        per_minute => Some(share(RateLimiter::new("transactions", per_minute)).await?),
+        per_minute => Some(share(RateLimiter::new("transactions", per_minute))?),
     };
     if config.redis_url.is_some() {
         tracing::info!("rate limits are shared through Redis");

@@ -14,6 +14,24 @@ pub enum DurabilityMode {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KafkaSecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KafkaSaslMechanism {
+    #[value(name = "PLAIN")]
+    Plain,
+    #[value(name = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[value(name = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -112,6 +130,17 @@ pub struct ServerConfig {
     /// unreachable, instances fall back to their own state and log it.
     #[arg(long, env = "COFFER_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// PEM file of the CA that signed Redis's certificate (`rediss://`
+    /// URLs; default: the system's CAs).
+    #[arg(long, env = "COFFER_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+    /// PEM client certificate for a Redis that asks for one (with
+    /// --redis-key-file).
+    #[arg(long, env = "COFFER_REDIS_CERT_FILE")]
+    pub redis_cert_file: Option<PathBuf>,
+    /// PEM private key of --redis-cert-file.
+    #[arg(long, env = "COFFER_REDIS_KEY_FILE")]
+    pub redis_key_file: Option<PathBuf>,
     /// Purchases per minute per user (GCRA; bursts of as many); 429 beyond.
     #[arg(long, env = "COFFER_PURCHASE_RATE_PER_MINUTE", default_value_t = 5)]
     pub purchase_rate_per_minute: u32,
@@ -147,6 +176,30 @@ pub struct ServerConfig {
     /// comma-separated in the environment variable).
     #[arg(long = "kafka-option", env = "COFFER_KAFKA_OPTIONS", value_delimiter = ',')]
     pub kafka_options: Vec<String>,
+    /// How to talk to the brokers (default: `ssl` when a certificate file
+    /// is given, `sasl-ssl` when a SASL mechanism is, else `plaintext`).
+    #[arg(long, env = "COFFER_KAFKA_SECURITY_PROTOCOL", value_enum)]
+    pub kafka_security_protocol: Option<KafkaSecurityProtocol>,
+    /// PEM file of the CA that signed the brokers' certificates (default:
+    /// the system's CAs).
+    #[arg(long, env = "COFFER_KAFKA_CA_FILE")]
+    pub kafka_ca_file: Option<PathBuf>,
+    /// PEM client certificate for brokers that ask for one (with
+    /// --kafka-key-file).
+    #[arg(long, env = "COFFER_KAFKA_CERT_FILE")]
+    pub kafka_cert_file: Option<PathBuf>,
+    /// PEM private key of --kafka-cert-file.
+    #[arg(long, env = "COFFER_KAFKA_KEY_FILE")]
+    pub kafka_key_file: Option<PathBuf>,
+    /// SASL mechanism (with --kafka-sasl-username and the password).
+    #[arg(long, env = "COFFER_KAFKA_SASL_MECHANISM", value_enum)]
+    pub kafka_sasl_mechanism: Option<KafkaSaslMechanism>,
+    #[arg(long, env = "COFFER_KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+    /// The SASL password; prefer the environment variable to the flag,
+    /// which other users of the machine can read in the process list.
+    #[arg(long, env = "COFFER_KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub kafka_sasl_password: Option<String>,
     /// Log format.
     #[arg(long, env = "COFFER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -210,7 +263,7 @@ impl ServerConfig {
             (1..=1_000).contains(&self.kafka_partitions),
             "--kafka-partitions must be 1 to 1000"
         );
-        let mut options = Vec::new();
+        let mut options = self.kafka_security_options()?;
         for option in &self.kafka_options {
             let (key, value) = option
                 .split_once('=')
@@ -228,6 +281,79 @@ impl ServerConfig {
             owned_partitions: (!self.kafka_owned_partitions.is_empty()).then(|| self.kafka_owned_partitions.clone()),
             options,
         }))
+    }
+
+    /// librdkafka's TLS and SASL options from the dedicated flags (the
+    /// `--kafka-option` passthrough comes after them and can override).
+    fn kafka_security_options(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut options = Vec::new();
+        let files = [
+            ("--kafka-ca-file", "ssl.ca.location", &self.kafka_ca_file),
+            ("--kafka-cert-file", "ssl.certificate.location", &self.kafka_cert_file),
+            ("--kafka-key-file", "ssl.key.location", &self.kafka_key_file),
+        ];
+        for (flag, key, path) in files {
+            if let Some(path) = path {
+                std::fs::File::open(path).map_err(|error| anyhow::anyhow!("{flag} {}: {error}", path.display()))?;
+                options.push((key.to_owned(), path.display().to_string()));
+            }
+        }
+        anyhow::ensure!(
+            self.kafka_cert_file.is_some() == self.kafka_key_file.is_some(),
+            "--kafka-cert-file and --kafka-key-file go together"
+        );
+        let sasl = (
+            self.kafka_sasl_mechanism,
+            &self.kafka_sasl_username,
+            &self.kafka_sasl_password,
+        );
+        let sasl = match sasl {
+            (None, None, None) => None,
+            (Some(mechanism), Some(username), Some(password)) => Some((mechanism, username, password)),
+            _ => anyhow::bail!("--kafka-sasl-mechanism, --kafka-sasl-username and the password go together"),
+        };
+        let protocol = self
+            .kafka_security_protocol
+            .unwrap_or(match (sasl.is_some(), options.is_empty()) {
+                (true, _) => KafkaSecurityProtocol::SaslSsl,
+                (false, false) => KafkaSecurityProtocol::Ssl,
+                (false, true) => KafkaSecurityProtocol::Plaintext,
+            });
+        let uses_sasl = matches!(
+            protocol,
+            KafkaSecurityProtocol::SaslPlaintext | KafkaSecurityProtocol::SaslSsl
+        );
+        anyhow::ensure!(
+            uses_sasl == sasl.is_some(),
+            "--kafka-security-protocol sasl-* and the SASL flags go together"
+        );
+        let protocol_name = match protocol {
+            KafkaSecurityProtocol::Plaintext => "plaintext",
+            KafkaSecurityProtocol::Ssl => "ssl",
+            KafkaSecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            KafkaSecurityProtocol::SaslSsl => "sasl_ssl",
+        };
+        options.push(("security.protocol".into(), protocol_name.into()));
+        if let Some((mechanism, username, password)) = sasl {
+            let mechanism = match mechanism {
+                KafkaSaslMechanism::Plain => "PLAIN",
+                KafkaSaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+                KafkaSaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            };
+            options.push(("sasl.mechanisms".into(), mechanism.into()));
+            options.push(("sasl.username".into(), username.clone()));
+            options.push(("sasl.password".into(), password.clone()));
+        }
+        Ok(options)
+    }
+
+    /// TLS to Redis, from the flags.
+    pub fn redis_tls(&self) -> crate::rate_limit::RedisTls {
+        crate::rate_limit::RedisTls {
+            ca_file: self.redis_ca_file.clone(),
+            cert_file: self.redis_cert_file.clone(),
+            key_file: self.redis_key_file.clone(),
+        }
     }
 
     /// The cluster settings, in cluster mode.
@@ -332,5 +458,65 @@ mod tests {
         assert_eq!(parse(&[]).unwrap().http_worker_count(), 2 * cores);
         assert_eq!(parse(&["--http-workers", "3"]).unwrap().http_worker_count(), 3);
         assert!(parse(&["--http-workers", "257"]).is_err());
+    }
+
+    fn kafka_options(arguments: &[&str]) -> anyhow::Result<Vec<(String, String)>> {
+        let config = parse(&[&["--kafka-brokers", "b:9092"], arguments].concat()).unwrap();
+        Ok(config.kafka_settings()?.unwrap().options)
+    }
+
+    fn option<'a>(options: &'a [(String, String)], key: &str) -> Option<&'a str> {
+        options
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| value.as_str())
+    }
+
+    #[test]
+    fn kafka_tls_and_sasl_flags_become_librdkafka_settings() {
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        let ca_path = ca.path().to_str().unwrap();
+        assert_eq!(
+            option(&kafka_options(&[]).unwrap(), "security.protocol"),
+            Some("plaintext")
+        );
+
+        let tls = kafka_options(&["--kafka-ca-file", ca_path]).unwrap();
+        assert_eq!(option(&tls, "security.protocol"), Some("ssl"));
+        assert_eq!(option(&tls, "ssl.ca.location"), Some(ca_path));
+
+        let sasl = ["--kafka-sasl-mechanism", "SCRAM-SHA-512", "--kafka-sasl-username", "u"];
+        let with_password = [&sasl[..], &["--kafka-sasl-password", "p"]].concat();
+        let sasl_options = kafka_options(&with_password).unwrap();
+        assert_eq!(option(&sasl_options, "security.protocol"), Some("sasl_ssl"));
+        assert_eq!(option(&sasl_options, "sasl.mechanisms"), Some("SCRAM-SHA-512"));
+        assert_eq!(option(&sasl_options, "sasl.password"), Some("p"));
+
+        // The passthrough comes last, so it can override.
+        let overridden = kafka_options(&[
+            "--kafka-ca-file",
+            ca_path,
+            "--kafka-option",
+            "security.protocol=plaintext",
+        ])
+        .unwrap();
+        let protocols: Vec<&str> = overridden
+            .iter()
+            .filter(|(key, _)| key == "security.protocol")
+            .map(|(_, value)| value.as_str())
+            .collect();
+        assert_eq!(protocols, ["ssl", "plaintext"]);
+    }
+
+    #[test]
+    fn inconsistent_kafka_security_flags_are_refused() {
+        for arguments in [
+            &["--kafka-sasl-mechanism", "PLAIN", "--kafka-sasl-username", "u"][..],
+            &["--kafka-security-protocol", "sasl-ssl"],
+            &["--kafka-cert-file", "/etc/hostname"],
+            &["--kafka-ca-file", "/nonexistent/ca.pem"],
+        ] {
+            assert!(kafka_options(arguments).is_err(), "{arguments:?}");
+        }
     }
 }

@@ -66,7 +66,7 @@ impl KafkaLink {
         let Some(settings) = config.kafka_settings()? else {
             return Ok(None);
         };
-        ensure_topics(&settings).await;
+        ensure_topics(&settings).await?;
         let publisher = Publisher::start(
             &settings,
             config.journal_directory(),
@@ -90,9 +90,9 @@ impl KafkaLink {
         settings: KafkaSettings,
         ledger: Arc<Ledger>,
         consumes: ConsumerRole,
-    ) -> Arc<KafkaLink> {
-        ensure_topics(&settings).await;
-        KafkaLink::new(settings, ledger, None, consumes)
+    ) -> anyhow::Result<Arc<KafkaLink>> {
+        ensure_topics(&settings).await?;
+        Ok(KafkaLink::new(settings, ledger, None, consumes))
     }
 
     fn new(
@@ -367,9 +367,16 @@ enum Ended {
     NotOurs,
 }
 
-async fn ensure_topics(settings: &KafkaSettings) {
-    if let Err(error) = settings.ensure_topics().await {
-        tracing::warn!(%error, "Kafka topics not created yet; retrying in the background");
+/// Creates the topics if the brokers answer; refusal (TLS, SASL) stops
+/// the startup, an outage does not (the ingest loop keeps trying).
+async fn ensure_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
+    match settings.ensure_topics().await {
+        Err(error @ coffer_kafka::KafkaError::Refused(_)) => Err(error.into()),
+        Err(error) => {
+            tracing::warn!(%error, "Kafka topics not created yet; retrying in the background");
+            Ok(())
+        }
+        Ok(()) => Ok(()),
     }
 }
 

@@ -11,7 +11,9 @@
 //! each instance then admits up to the limit on its own (documented).
 
 use crate::clock::now_ms;
+use anyhow::Context;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -79,8 +81,7 @@ impl RateLimiter {
 
     /// Shares the state through Redis. Connecting is lazy and retried, so a
     /// Redis that is down at startup only means the fallback for now.
-    pub async fn with_redis(mut self, url: &str) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)?;
+    pub fn with_redis(mut self, client: redis::Client) -> anyhow::Result<Self> {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
             .set_response_timeout(Some(REDIS_TIMEOUT))
@@ -168,6 +169,66 @@ impl SharedState {
             *last = Some(Instant::now());
         }
     }
+}
+
+/// TLS to Redis (`rediss://` URLs): the CA that signed the server's
+/// certificate (the system's CAs when none is named) and a client
+/// certificate for servers that ask for one.
+#[derive(Debug, Clone, Default)]
+pub struct RedisTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// How long the startup check waits for Redis.
+const REDIS_STARTUP_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The client for `url`, checked once: a Redis that is down or slow only
+/// means the fallback for now (logged), but one that refuses coffer (a
+/// certificate that does not verify, a wrong password) is a configuration
+/// error that stops the startup with its reason.
+pub async fn redis_client(url: &str, tls: &RedisTls) -> anyhow::Result<redis::Client> {
+    let client = if tls.ca_file.is_none() && tls.cert_file.is_none() && tls.key_file.is_none() {
+        redis::Client::open(url)?
+    } else {
+        anyhow::ensure!(
+            url.starts_with("rediss://"),
+            "--redis-ca-file, --redis-cert-file and --redis-key-file need a rediss:// URL"
+        );
+        let read =
+            |flag: &str, path: &PathBuf| std::fs::read(path).with_context(|| format!("{flag} {}", path.display()));
+        let client_tls = match (&tls.cert_file, &tls.key_file) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: read("--redis-cert-file", cert)?,
+                client_key: read("--redis-key-file", key)?,
+            }),
+            (None, None) => None,
+            _ => anyhow::bail!("--redis-cert-file and --redis-key-file go together"),
+        };
+        let root_cert = tls.ca_file.as_ref().map(|ca| read("--redis-ca-file", ca)).transpose()?;
+        redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls, root_cert })?
+    };
+    let ping = async {
+        let mut connection = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut connection).await
+    };
+    match tokio::time::timeout(REDIS_STARTUP_CHECK_TIMEOUT, ping).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) if refuses_coffer(&error) => anyhow::bail!("Redis refused the connection: {error}"),
+        Ok(Err(error)) => tracing::warn!(%error, "Redis unreachable at startup: rate limits fall back to this instance's own state until it is"),
+        Err(_) => tracing::warn!("Redis did not answer within 2 s at startup: rate limits fall back to this instance's own state until it does"),
+    }
+    Ok(client)
+}
+
+/// A failure that retrying cannot fix: TLS (the client's kind of error)
+/// or authentication.
+fn refuses_coffer(error: &redis::RedisError) -> bool {
+    matches!(
+        error.kind(),
+        redis::ErrorKind::Client | redis::ErrorKind::AuthenticationFailed
+    )
 }
 
 #[cfg(test)]

@@ -109,18 +109,29 @@ fn start_prometheus(binary: &std::ffi::OsStr, target: &str) -> Prometheus {
     }
 }
 
+/// The values of an instant query's samples (none on any error).
+async fn query_all(client: &reqwest::Client, prometheus: &Prometheus, promql: &str) -> Vec<f64> {
+    let answer: Option<Value> = async {
+        let response = client
+            .get(format!("{}/api/v1/query", prometheus.base))
+            .query(&[("query", promql)])
+            .send()
+            .await
+            .ok()?;
+        response.json().await.ok()
+    }
+    .await;
+    let samples = answer.as_ref().and_then(|answer| answer["data"]["result"].as_array());
+    samples
+        .into_iter()
+        .flatten()
+        .filter_map(|sample| sample["value"][1].as_str()?.parse().ok())
+        .collect()
+}
+
 /// The value of an instant query's first sample, if it has one.
 async fn query(client: &reqwest::Client, prometheus: &Prometheus, promql: &str) -> Option<f64> {
-    let answer: Value = client
-        .get(format!("{}/api/v1/query", prometheus.base))
-        .query(&[("query", promql)])
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    answer["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    query_all(client, prometheus, promql).await.first().copied()
 }
 
 #[tokio::test]
@@ -175,5 +186,66 @@ async fn a_real_prometheus_scrapes_a_loaded_server() {
         );
     }
     assert_eq!(answers[0].1, Some(1.0), "the target is up");
+    server.stop().await;
+}
+
+/// The Grafana dashboard's queries, with the rate window Grafana would
+/// fill in for a 1 s scrape interval.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/grafana/coffer.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let title = panel["title"].as_str().unwrap();
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap().replace("$__rate_interval", "5s");
+            queries.push((format!("{title} / {}", target["legendFormat"]), expr));
+        }
+    }
+    queries
+}
+
+/// Every panel of `deploy/grafana/coffer.json` answers with data from a
+/// real Prometheus scraping a server under load, with the history index
+/// and Kafka on (the lag panels need both).
+#[tokio::test]
+async fn every_dashboard_panel_returns_data() {
+    let (Some(binary), Some(brokers)) = (
+        std::env::var_os("COFFER_TEST_PROMETHEUS"),
+        std::env::var("COFFER_TEST_KAFKA_BROKERS").ok(),
+    ) else {
+        support::skipped("dashboard queries (set COFFER_TEST_PROMETHEUS and COFFER_TEST_KAFKA_BROKERS)");
+        return;
+    };
+    let prefix = format!("dashboard-{}.", support::unique());
+    let server = TestServer::start(&["--kafka-brokers", &brokers, "--kafka-topic-prefix", &prefix]).await;
+    server.open("alice", "USD/2").await;
+    server.open("bob", "USD/2").await;
+    server.deposit("alice", 1_000_000).await;
+    assert_eq!(server.get("/v1/accounts/nobody").await.0, 404);
+    let target = server.base.trim_start_matches("http://").to_owned();
+    let prometheus = start_prometheus(&binary, &target);
+    let client = reqwest::Client::new();
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 12, "{queries:?}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut round = 0;
+    let missing = loop {
+        round += 1;
+        load(&server, 1_000 * round, 20).await;
+        let mut missing = Vec::new();
+        for (what, promql) in &queries {
+            let values = query_all(&client, &prometheus, promql).await;
+            if values.is_empty() || !values.iter().all(|value| value.is_finite()) {
+                missing.push(format!("{what}: {promql} -> {values:?}"));
+            }
+        }
+        if missing.is_empty() || Instant::now() > deadline {
+            break missing;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(missing.is_empty(), "panels without data:\n{}", missing.join("\n"));
+    let mut server = server;
     server.stop().await;
 }

@@ -85,14 +85,6 @@ impl Drop for Cluster {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Cluster {
     fn start(database: &str, broker_port: u16, name: &str, extra_flags: &[&str]) -> Cluster {
         let mut flags: Vec<String> = vec![
@@ -112,7 +104,7 @@ impl Cluster {
         flags.extend(extra_flags.iter().map(|flag| flag.to_string()));
         let mut cluster = Cluster {
             nodes: (0..NODES).map(|_| None).collect(),
-            ports: (0..NODES).map(|_| free_port()).collect(),
+            ports: (0..NODES).map(|_| support::free_port()).collect(),
             data: tempfile::tempdir().unwrap(),
             flags,
             database: database.to_owned(),
@@ -329,7 +321,7 @@ async fn running(what: &str) -> Option<Running> {
 async fn running_with(what: &str, extra_flags: &[&str]) -> Option<Running> {
     let (database, name) = environment(what)?;
     let turn = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let broker_port = free_port();
+    let broker_port = support::free_port();
     let broker = support::start_broker(broker_port, broker_port);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
@@ -1021,7 +1013,7 @@ async fn a_durable_broker_restarted_under_load_loses_nothing() {
     };
     let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
     let storage = tempfile::tempdir().unwrap();
-    let broker_port = free_port();
+    let broker_port = support::free_port();
     let start = |port| support::start_broker_on(port, port, "sqlite://tansu.db", storage.path());
     let Some(mut broker) = support::try_start_broker_on(broker_port, broker_port, "sqlite://tansu.db", storage.path())
     else {

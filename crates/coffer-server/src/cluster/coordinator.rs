@@ -6,7 +6,8 @@
 //! clocks never decide who owns a shard.
 
 use super::ClusterError;
-use postgres::{Client, NoTls};
+use coffer_history::pg_connect;
+use postgres::Client;
 use std::time::Duration;
 
 /// The cluster as it was created.
@@ -78,7 +79,7 @@ const SCHEMA_LOCK_KEY: i64 = 0x636f_6666_6572;
 impl Coordinator {
     pub fn connect(url: &str, schema: &str) -> Result<Coordinator, ClusterError> {
         assert!(valid_schema(schema), "checked with the configuration");
-        let client = Client::connect(url, NoTls)?;
+        let client = pg_connect::connect(url)?;
         Ok(Coordinator {
             client,
             schema: schema.to_owned(),

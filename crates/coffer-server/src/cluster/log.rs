@@ -44,7 +44,17 @@ impl LogSettings {
     /// Creates both topics with one partition per shard. An existing topic
     /// is an error: a new cluster never adopts a log it did not write.
     pub async fn create_topics(&self, shards: u32) -> Result<(), ClusterError> {
-        let admin: AdminClient<DefaultClientContext> = self.with_options(self.client_config()).create()?;
+        let config = self.with_options(self.client_config());
+        let admin: AdminClient<DefaultClientContext> = config.create()?;
+        let creating = std::pin::pin!(self.create_topics_with(&admin, shards));
+        coffer_kafka::refused_or(&config, creating).await
+    }
+
+    async fn create_topics_with(
+        &self,
+        admin: &AdminClient<DefaultClientContext>,
+        shards: u32,
+    ) -> Result<(), ClusterError> {
         let topics: Vec<NewTopic> = [&self.log_topic, &self.replies_topic]
             .iter()
             .map(|name| NewTopic::new(name, shards as i32, TopicReplication::Fixed(1)))

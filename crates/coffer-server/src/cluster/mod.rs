@@ -55,6 +55,8 @@ const CREATION_WAIT: Duration = Duration::from_secs(60);
 pub enum ClusterError {
     #[error("PostgreSQL: {0}")]
     Database(#[from] postgres::Error),
+    #[error("{0}")]
+    Connect(#[from] coffer_history::pg_connect::PgConnectError),
     #[error("history: {0}")]
     History(#[from] coffer_history::HistoryError),
     #[error("events: {0}")]
@@ -163,8 +165,12 @@ impl Cluster {
         let waiters = Arc::new(Waiters::new(random_u64()));
         let stopping = Arc::new(AtomicBool::new(false));
         let listener = listen_for_replies(&settings, row.shards, Arc::clone(&waiters), Arc::clone(&stopping))?;
-        if let Err(error) = settings.events.ensure_topics().await {
-            tracing::warn!(%error, "the results and events topics are not created yet; retrying when publishing");
+        match settings.events.ensure_topics().await {
+            Err(error @ coffer_kafka::KafkaError::Refused(_)) => return Err(error.into()),
+            Err(error) => {
+                tracing::warn!(%error, "the results and events topics are not created yet; retrying when publishing");
+            }
+            Ok(()) => {}
         }
         let context = Arc::new(ShardContext {
             settings: Arc::clone(&settings),

@@ -9,7 +9,8 @@
 use super::files::apply_chunk;
 use super::store::{JobStore, StoredJob};
 use super::{JobError, JobSpec, FINISHED_JOBS_KEPT};
-use postgres::{Client, NoTls};
+use coffer_history::pg_connect::{self, PgConnectError};
+use postgres::Client;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -25,6 +26,12 @@ pub struct PostgresJobStore {
 
 impl From<postgres::Error> for JobError {
     fn from(error: postgres::Error) -> Self {
+        JobError::Database(error.to_string())
+    }
+}
+
+impl From<PgConnectError> for JobError {
+    fn from(error: PgConnectError) -> Self {
         JobError::Database(error.to_string())
     }
 }
@@ -66,7 +73,7 @@ impl PostgresJobStore {
     fn with<T>(&self, work: impl FnOnce(&mut Client, &str) -> Result<T, JobError>) -> Result<T, JobError> {
         let mut slot = self.client.lock().expect("client lock");
         if slot.as_ref().is_none_or(Client::is_closed) {
-            *slot = Some(Client::connect(&self.url, NoTls)?);
+            *slot = Some(pg_connect::connect(&self.url)?);
         }
         let client = slot.as_mut().expect("connected above");
         let result = work(client, &self.schema);

@@ -1,5 +1,7 @@
-//! The load generator's HTTP client: the API key on every request, JSON
-//! answers read as values or typed structs.
+//! The load generator's HTTP client: coffer's client library for the
+//! writes it has calls for (transfers, deposits, batches of commands), and
+//! raw requests with the API key for the rest (holds, purchases, jobs, and
+//! the batch scenario's bodies built as text).
 
 use serde_json::Value;
 
@@ -7,15 +9,32 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     api_key: Option<String>,
+    api: coffer_client::Client,
 }
 
 impl Client {
-    pub fn new(http: reqwest::Client, url: &str, api_key: Option<String>) -> Self {
-        Client {
+    /// `minimal`: writes through the library ask for minimal answers. The
+    /// library does not retry here: a benchmark counts what the server
+    /// answered the first time.
+    pub fn new(http: reqwest::Client, url: &str, api_key: Option<String>, minimal: bool) -> anyhow::Result<Self> {
+        let mut api = coffer_client::Client::builder(url)
+            .http_client(http.clone())
+            .retry(coffer_client::RetryPolicy::none())
+            .minimal_answers(minimal);
+        if let Some(key) = &api_key {
+            api = api.api_key(key.clone());
+        }
+        Ok(Client {
             http,
             base: url.trim_end_matches('/').to_owned(),
             api_key,
-        }
+            api: api.build()?,
+        })
+    }
+
+    /// coffer's client library, on the same connections.
+    pub fn api(&self) -> &coffer_client::Client {
+        &self.api
     }
 
     /// The server's base URL, for messages.
@@ -55,12 +74,7 @@ impl Client {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        self.post_preferring(path, body, false).await
-    }
-
-    /// `post`, under `Prefer: return=minimal` when `minimal`.
-    pub async fn post_preferring(&self, path: &str, body: &Value, minimal: bool) -> anyhow::Result<(u16, Value)> {
-        let (status, answer) = self.post_text(path, body.to_string(), minimal).await?;
+        let (status, answer) = self.post_text(path, body.to_string(), false).await?;
         Ok((status, answer.unwrap_or(Value::Null)))
     }
 

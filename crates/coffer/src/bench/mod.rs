@@ -15,6 +15,7 @@ mod kafka;
 mod options;
 
 use client::Client;
+use coffer_client::Command;
 pub use options::{BenchOptions, Scenario, ACCOUNTS_MAX, CONNECTIONS_MAX};
 
 /// Latencies are recorded in microseconds, at three significant digits,
@@ -190,6 +191,11 @@ fn committed(status: u16, body: &Value) -> bool {
     status == 201 && body["status"] == "committed"
 }
 
+/// A first commit through the client library.
+fn first_commit(result: &Result<coffer_client::TransactionResult, coffer_client::Error>) -> bool {
+    matches!(result, Ok(result) if result.status == "committed")
+}
+
 /// One operation; Ok(true) when every answer was the expected one.
 async fn operation(shared: &Shared, random: &mut Random, number: u64) -> anyhow::Result<bool> {
     let client = &shared.client;
@@ -198,25 +204,11 @@ async fn operation(shared: &Shared, random: &mut Random, number: u64) -> anyhow:
     match shared.options.scenario {
         Scenario::Transfers | Scenario::TransfersZipf => {
             let (from, to) = shared.pair_names(random);
-            let (status, body) = client
-                .post_preferring(
-                    "/v1/transfers",
-                    &json!({"id": id, "from": from, "to": to, "amount": 1}),
-                    minimal,
-                )
-                .await?;
-            Ok(committed(status, &body))
+            Ok(first_commit(&client.api().transfer_as(&id, &from, &to, 1).await))
         }
         Scenario::Deposits => {
             let account = shared.options.account_name(shared.account(random));
-            let (status, body) = client
-                .post_preferring(
-                    "/v1/deposits",
-                    &json!({"id": id, "account": account, "amount": 1}),
-                    minimal,
-                )
-                .await?;
-            Ok(committed(status, &body))
+            Ok(first_commit(&client.api().deposit_as(&id, &account, 1).await))
         }
         Scenario::HoldCapture => {
             let (from, to) = shared.pair_names(random);
@@ -273,20 +265,16 @@ async fn prepare(client: &Client, options: &BenchOptions) -> anyhow::Result<()> 
     let (accounts, mut start) = (options.accounts, 0);
     while start < accounts {
         let end = (start + 1_000).min(accounts);
-        let items: Vec<Value> = (start..end)
+        let opening: Vec<Command> = (start..end)
             .map(|n| json!({"id": format!("bench-open-{n}"), "ops": [{"type": "open", "account": options.account_name(n), "unit": "BENCH"}]}))
-            .collect();
-        let (status, body) = client
-            .post("/v1/transactions/batch", &json!({"transactions": items}))
-            .await?;
-        anyhow::ensure!(status == 200, "opening accounts failed: {status} {body}");
-        let funding: Vec<Value> = (start..end)
+            .map(serde_json::from_value)
+            .collect::<Result<_, _>>()?;
+        client.api().batch(opening).await.context("opening accounts")?;
+        let funding: Vec<Command> = (start..end)
             .map(|n| json!({"ops": [{"type": "transfer", "from": "@world", "to": options.account_name(n), "amount": 1_000_000_000_000u64}]}))
-            .collect();
-        let (status, body) = client
-            .post("/v1/transactions/batch", &json!({"transactions": funding}))
-            .await?;
-        anyhow::ensure!(status == 200, "funding accounts failed: {status} {body}");
+            .map(serde_json::from_value)
+            .collect::<Result<_, _>>()?;
+        client.api().batch(funding).await.context("funding accounts")?;
         start = end;
     }
     Ok(())
@@ -349,7 +337,7 @@ async fn run_async(mut options: BenchOptions) -> anyhow::Result<()> {
 
 /// Runs the scenario against `options.url`.
 async fn drive(options: BenchOptions, http: reqwest::Client) -> anyhow::Result<()> {
-    let client = Client::new(http, &options.url, options.api_key.clone());
+    let client = Client::new(http, &options.url, options.api_key.clone(), options.minimal_answers)?;
     let health = client.get("/healthz").send().await;
     health
         .and_then(reqwest::Response::error_for_status)

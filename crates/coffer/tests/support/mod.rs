@@ -129,6 +129,15 @@ pub fn skipped(what: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED: {what}");
 }
 
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The `tansu` binary on the PATH, if any.
 pub fn which_tansu() -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")?
