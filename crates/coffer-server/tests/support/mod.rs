@@ -4,7 +4,7 @@
 
 use clap::Parser;
 use coffer_server::{RunningServer, ServerConfig};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 #[derive(Parser)]
 struct Wrapper {
@@ -135,23 +135,33 @@ impl TestServer {
         (status, body, headers)
     }
 
+    /// coffer's client library on this server, with the test's API key.
+    pub fn api(&self) -> coffer_client::Client {
+        let builder = coffer_client::Client::builder(&self.base).http_client(self.client.clone());
+        match &self.token {
+            Some(token) => builder.api_key(token.clone()),
+            None => builder,
+        }
+        .build()
+        .unwrap()
+    }
+
     pub async fn open(&self, id: &str, unit: &str) {
-        let (status, body, _) = self.post("/v1/accounts", json!({"id": id, "unit": unit})).await;
-        assert_eq!(status, 201, "{body}");
+        self.api().open_account(id, unit).await.unwrap();
     }
 
     pub async fn deposit(&self, id: &str, amount: u64) {
-        let (status, body, _) = self
-            .post("/v1/deposits", json!({"account": id, "amount": amount}))
-            .await;
-        assert_eq!(status, 201, "{body}");
+        let result = self.api().deposit(id, u128::from(amount)).await.unwrap();
+        assert_eq!(result.status, "committed");
     }
 
     /// (available, frozen) of an account.
     pub async fn balance(&self, id: &str) -> (i64, i64) {
-        let (status, body) = self.get(&format!("/v1/accounts/{id}")).await;
-        assert_eq!(status, 200, "{body}");
-        (body["available"].as_i64().unwrap(), body["frozen"].as_i64().unwrap())
+        let account = self.api().account(id).await.unwrap();
+        (
+            i64::try_from(account.available).unwrap(),
+            i64::try_from(account.frozen).unwrap(),
+        )
     }
 
     /// Every account, for "state unchanged" checks.
