@@ -222,13 +222,15 @@ pub async fn redis_client(url: &str, tls: &RedisTls) -> anyhow::Result<redis::Cl
     Ok(client)
 }
 
-/// A failure that retrying cannot fix: TLS (the client's kind of error)
-/// or authentication.
+/// A failure that retrying cannot fix: the client's kind of error (a
+/// certificate that does not verify), a failed login, or a TLS alert from
+/// the server (a client certificate it demands, or refuses), which redis-rs
+/// passes on as an I/O error carrying OpenSSL's text.
 fn refuses_coffer(error: &redis::RedisError) -> bool {
     matches!(
         error.kind(),
         redis::ErrorKind::Client | redis::ErrorKind::AuthenticationFailed
-    )
+    ) || error.to_string().contains("SSL routines")
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //!   history store over TLS, and the server's own connection shown as TLS
 //!   by `pg_stat_ssl`;
 //! - Redis (`rediss://` and `--redis-ca-file`): two servers share a rate
-//!   limit through it;
+//!   limit through it, and through one that demands client certificates
+//!   (`--redis-cert-file`, `--redis-key-file`);
 //! - Kafka (`--kafka-ca-file`): tansu has no TLS listener, so a TLS proxy
 //!   written here stands in front of a tansu of this test's own, which
 //!   advertises the proxy; events are published and read through it.
@@ -177,6 +178,27 @@ async fn the_history_store_connects_to_postgresql_over_verified_tls() {
     );
 }
 
+/// Statuses of two transactions on one server and a third on another, for
+/// one user, under a limit of 2 a minute shared through Redis.
+async fn shared_limit_statuses(flags: &[String]) -> Vec<u16> {
+    let limit = ["--transaction-rate-per-minute".to_owned(), "2".to_owned()];
+    let flags = [flags, &limit].concat();
+    let (first_data, second_data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = Server::start_with(first_data.path(), &flags);
+    let second = Server::start_with(second_data.path(), &flags);
+    let client = reqwest::Client::new();
+    let user = format!("tls-user-{}-{}", std::process::id(), flags.len());
+    // Transfers between accounts that do not exist: rejected (422), but
+    // counted by the limit before the ledger sees them.
+    let transfer = json!({"ops": [{"type": "transfer", "from": "nobody", "to": "none", "amount": 1}]});
+    let mut statuses = Vec::new();
+    for server in [&first, &first, &second] {
+        let url = format!("{}/v1/transactions", server.base);
+        statuses.push(post(&client, url, Some(&user), transfer.clone()).await.0);
+    }
+    statuses
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn servers_share_rate_limits_through_redis_over_verified_tls() {
     let Some(dir) = tls_dir("Redis TLS test", &["COFFER_TEST_REDIS_TLS_URL"]) else {
@@ -189,37 +211,35 @@ async fn servers_share_rate_limits_through_redis_over_verified_tls() {
             url.clone(),
             "--redis-ca-file".to_owned(),
             path(&dir, ca),
-            "--transaction-rate-per-minute".to_owned(),
-            "2".to_owned(),
         ]
     };
 
     assert_names_the_certificate(&refused_start(&flags("other-ca.pem")));
-
-    let (first_data, second_data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let first = Server::start_with(first_data.path(), &flags("ca.pem"));
-    let second = Server::start_with(second_data.path(), &flags("ca.pem"));
-    let client = reqwest::Client::new();
-    let user = format!("tls-user-{}", std::process::id());
-    let deposit = json!({"ops": [{"type": "transfer", "from": "nobody", "to": "none", "amount": 1}]});
-    let mut statuses = Vec::new();
-    for server in [&first, &first, &second] {
-        let (status, body) = post(
-            &client,
-            format!("{}/v1/transactions", server.base),
-            Some(&user),
-            deposit.clone(),
-        )
-        .await;
-        statuses.push((status, body));
-    }
-    let statuses: Vec<u16> = statuses.iter().map(|(status, _)| *status).collect();
-    // Transfers between accounts that do not exist: rejected (422), but
-    // counted by the limit before the ledger sees them.
     assert_eq!(
-        statuses,
+        shared_limit_statuses(&flags("ca.pem")).await,
         [422, 422, 429],
         "the second server sees the first's use through Redis"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_that_demands_client_certificates_gets_coffers() {
+    let Some(dir) = tls_dir("Redis client-certificate test", &["COFFER_TEST_REDIS_MTLS_URL"]) else {
+        return;
+    };
+    let url = std::env::var("COFFER_TEST_REDIS_MTLS_URL").unwrap();
+    let mut flags = vec![
+        "--redis-url".to_owned(),
+        url,
+        "--redis-ca-file".to_owned(),
+        path(&dir, "ca.pem"),
+    ];
+    flags.extend(["--redis-cert-file".to_owned(), path(&dir, "client.pem")]);
+    flags.extend(["--redis-key-file".to_owned(), path(&dir, "client.key")]);
+    assert_eq!(
+        shared_limit_statuses(&flags).await,
+        [422, 422, 429],
+        "shared through a Redis that only takes clients with a certificate"
     );
 }
 
