@@ -209,7 +209,8 @@ impl Client {
         let (id, unit) = (AccountId::parse(id)?, Unit::parse(unit)?);
         let key = random_transaction_id();
         let body = OpenAccountBody { id: &id, unit: &unit };
-        self.write::<_, Value>("/v1/accounts", Some(&key), &body).await?;
+        self.write::<_, serde::de::IgnoredAny>("/v1/accounts", Some(&key), &body)
+            .await?;
         self.account(id.as_str()).await
     }
 
@@ -371,8 +372,6 @@ impl Client {
         }
     }
 }
-
-type Value = serde_json::Value;
 
 /// The answer's JSON as `T`, or the API error it carries.
 async fn answer<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, Error> {

@@ -55,18 +55,12 @@ impl ClientContext for Watched {
         {
             self.0.lost.store(true, Ordering::Release);
         }
-        if matches!(
-            error,
-            KafkaError::Global(RDKafkaErrorCode::SSL | RDKafkaErrorCode::Authentication)
-        ) {
-            self.0.refuse(reason);
-        }
         tracing::warn!(%error, reason, "Kafka client error");
     }
 
     /// librdkafka's log comes straight from its threads, while its error
     /// events wait for the client to be polled (an admin client's only
-    /// when it is dropped): a refusal is seen here first.
+    /// when it is dropped): refusals are recognised here.
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         if facility == "FAIL" && REFUSALS.iter().any(|refusal| message.contains(refusal)) {
             self.0.refuse(message);

@@ -122,6 +122,20 @@ impl KafkaSettings {
         refused_or(&config, creating).await
     }
 
+    /// `ensure_topics` at startup: a refusal (TLS, SASL) is the error, as
+    /// retrying cannot fix a configuration; an outage is only logged, and
+    /// the topics are created when the brokers answer.
+    pub async fn ensure_topics_unless_refused(&self) -> Result<(), KafkaError> {
+        match self.ensure_topics().await {
+            Err(error @ KafkaError::Refused(_)) => Err(error),
+            Err(error) => {
+                tracing::warn!(%error, "Kafka topics not created yet; created when the brokers answer");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
     async fn create_topics(&self, admin: &AdminClient<DefaultClientContext>) -> Result<(), KafkaError> {
         let names = [
             &self.commands_topic,

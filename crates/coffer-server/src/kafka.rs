@@ -66,7 +66,7 @@ impl KafkaLink {
         let Some(settings) = config.kafka_settings()? else {
             return Ok(None);
         };
-        ensure_topics(&settings).await?;
+        settings.ensure_topics_unless_refused().await?;
         let publisher = Publisher::start(
             &settings,
             config.journal_directory(),
@@ -91,7 +91,7 @@ impl KafkaLink {
         ledger: Arc<Ledger>,
         consumes: ConsumerRole,
     ) -> anyhow::Result<Arc<KafkaLink>> {
-        ensure_topics(&settings).await?;
+        settings.ensure_topics_unless_refused().await?;
         Ok(KafkaLink::new(settings, ledger, None, consumes))
     }
 
@@ -365,19 +365,6 @@ enum Ended {
     Failing,
     /// Another node is to consume now.
     NotOurs,
-}
-
-/// Creates the topics if the brokers answer; refusal (TLS, SASL) stops
-/// the startup, an outage does not (the ingest loop keeps trying).
-async fn ensure_topics(settings: &KafkaSettings) -> anyhow::Result<()> {
-    match settings.ensure_topics().await {
-        Err(error @ coffer_kafka::KafkaError::Refused(_)) => Err(error.into()),
-        Err(error) => {
-            tracing::warn!(%error, "Kafka topics not created yet; retrying in the background");
-            Ok(())
-        }
-        Ok(()) => Ok(()),
-    }
 }
 
 /// A command as a transaction, or why it cannot be one.

@@ -11,9 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::TestServer;
 
-/// A server that has answered transfers, a batch, a rejection and a 404.
-async fn loaded_server() -> TestServer {
-    let server = TestServer::start(&[]).await;
+/// A server (started with `flags`) that has answered transfers, a batch,
+/// a rejection and a 404.
+async fn loaded_server(flags: &[&str]) -> TestServer {
+    let server = TestServer::start(flags).await;
     server.open("alice", "USD/2").await;
     server.open("bob", "USD/2").await;
     server.deposit("alice", 1_000_000).await;
@@ -41,7 +42,7 @@ async fn the_exposition_passes_promtool() {
         support::skipped("promtool check of /metrics (set COFFER_TEST_PROMTOOL)");
         return;
     };
-    let mut server = loaded_server().await;
+    let mut server = loaded_server(&[]).await;
     let (status, text) = server.get("/metrics").await;
     assert_eq!(status, 200);
     let text = text.as_str().unwrap().to_owned();
@@ -129,9 +130,43 @@ async fn query_all(client: &reqwest::Client, prometheus: &Prometheus, promql: &s
         .collect()
 }
 
-/// The value of an instant query's first sample, if it has one.
-async fn query(client: &reqwest::Client, prometheus: &Prometheus, promql: &str) -> Option<f64> {
-    query_all(client, prometheus, promql).await.first().copied()
+/// Runs `queries` (name, PromQL) until every answer is `good` or `wait`
+/// passes, loading the server before each round so that every rate has
+/// two samples to span; the last round's values, by name.
+async fn query_under_load(
+    server: &TestServer,
+    prometheus: &Prometheus,
+    queries: &[(String, String)],
+    good: fn(&[f64]) -> bool,
+    wait: Duration,
+) -> Vec<(String, Vec<f64>)> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + wait;
+    let mut round = 0;
+    loop {
+        round += 1;
+        load(server, 1_000 * round, 20).await;
+        let mut answers = Vec::new();
+        for (what, promql) in queries {
+            answers.push((
+                format!("{what}: {promql}"),
+                query_all(&client, prometheus, promql).await,
+            ));
+        }
+        if answers.iter().all(|(_, values)| good(values)) || Instant::now() > deadline {
+            return answers;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Answers whose failures the assertions list.
+fn without(answers: &[(String, Vec<f64>)], good: fn(&[f64]) -> bool) -> Vec<String> {
+    answers
+        .iter()
+        .filter(|(_, values)| !good(values))
+        .map(|(what, values)| format!("{what} -> {values:?}"))
+        .collect()
 }
 
 #[tokio::test]
@@ -140,10 +175,9 @@ async fn a_real_prometheus_scrapes_a_loaded_server() {
         support::skipped("Prometheus scraping the server (set COFFER_TEST_PROMETHEUS)");
         return;
     };
-    let mut server = loaded_server().await;
+    let mut server = loaded_server(&[]).await;
     let target = server.base.trim_start_matches("http://").to_owned();
     let prometheus = start_prometheus(&binary, &target);
-    let client = reqwest::Client::new();
     let queries = [
         ("up", "up{job=\"coffer\"}"),
         ("requests", "sum(rate(coffer_http_requests_total[5s]))"),
@@ -161,31 +195,19 @@ async fn a_real_prometheus_scrapes_a_loaded_server() {
             "rate(coffer_engine_batch_transactions_sum[5s]) / rate(coffer_engine_batch_transactions_count[5s])",
         ),
     ];
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut round = 0;
-    let answers = loop {
-        // Load between scrapes, so that every rate has two samples to span.
-        round += 1;
-        load(&server, 1_000 * round, 20).await;
-        let mut answers = Vec::new();
-        for (what, promql) in queries {
-            answers.push((what, query(&client, &prometheus, promql).await));
-        }
-        let answered = answers
-            .iter()
-            .all(|(_, value)| value.is_some_and(|value| value.is_finite() && value > 0.0));
-        if answered || Instant::now() > deadline {
-            break answers;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    for (what, value) in &answers {
-        assert!(
-            value.is_some_and(|value| value.is_finite() && value > 0.0),
-            "{what}: {value:?} (all: {answers:?})"
-        );
-    }
-    assert_eq!(answers[0].1, Some(1.0), "the target is up");
+    let queries: Vec<(String, String)> = queries
+        .iter()
+        .map(|(what, promql)| (what.to_string(), promql.to_string()))
+        .collect();
+    let positive: fn(&[f64]) -> bool = |values| values.first().is_some_and(|value| value.is_finite() && *value > 0.0);
+    let answers = query_under_load(&server, &prometheus, &queries, positive, Duration::from_secs(60)).await;
+    let failed = without(&answers, positive);
+    assert!(
+        failed.is_empty(),
+        "queries without a positive answer:\n{}",
+        failed.join("\n")
+    );
+    assert_eq!(answers[0].1.first(), Some(&1.0), "the target is up");
     server.stop().await;
 }
 
@@ -218,34 +240,14 @@ async fn every_dashboard_panel_returns_data() {
         return;
     };
     let prefix = format!("dashboard-{}.", support::unique());
-    let server = TestServer::start(&["--kafka-brokers", &brokers, "--kafka-topic-prefix", &prefix]).await;
-    server.open("alice", "USD/2").await;
-    server.open("bob", "USD/2").await;
-    server.deposit("alice", 1_000_000).await;
-    assert_eq!(server.get("/v1/accounts/nobody").await.0, 404);
+    let mut server = loaded_server(&["--kafka-brokers", &brokers, "--kafka-topic-prefix", &prefix]).await;
     let target = server.base.trim_start_matches("http://").to_owned();
     let prometheus = start_prometheus(&binary, &target);
-    let client = reqwest::Client::new();
     let queries = dashboard_queries();
     assert!(queries.len() >= 12, "{queries:?}");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut round = 0;
-    let missing = loop {
-        round += 1;
-        load(&server, 1_000 * round, 20).await;
-        let mut missing = Vec::new();
-        for (what, promql) in &queries {
-            let values = query_all(&client, &prometheus, promql).await;
-            if values.is_empty() || !values.iter().all(|value| value.is_finite()) {
-                missing.push(format!("{what}: {promql} -> {values:?}"));
-            }
-        }
-        if missing.is_empty() || Instant::now() > deadline {
-            break missing;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let data: fn(&[f64]) -> bool = |values| !values.is_empty() && values.iter().all(|value| value.is_finite());
+    let answers = query_under_load(&server, &prometheus, &queries, data, Duration::from_secs(90)).await;
+    let missing = without(&answers, data);
     assert!(missing.is_empty(), "panels without data:\n{}", missing.join("\n"));
-    let mut server = server;
     server.stop().await;
 }

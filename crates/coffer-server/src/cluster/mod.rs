@@ -165,13 +165,7 @@ impl Cluster {
         let waiters = Arc::new(Waiters::new(random_u64()));
         let stopping = Arc::new(AtomicBool::new(false));
         let listener = listen_for_replies(&settings, row.shards, Arc::clone(&waiters), Arc::clone(&stopping))?;
-        match settings.events.ensure_topics().await {
-            Err(error @ coffer_kafka::KafkaError::Refused(_)) => return Err(error.into()),
-            Err(error) => {
-                tracing::warn!(%error, "the results and events topics are not created yet; retrying when publishing");
-            }
-            Ok(()) => {}
-        }
+        settings.events.ensure_topics_unless_refused().await?;
         let context = Arc::new(ShardContext {
             settings: Arc::clone(&settings),
             log_id: row.log_id.clone(),
