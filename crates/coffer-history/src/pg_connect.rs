@@ -69,27 +69,18 @@ const TLS_KEYS: [&str; 4] = ["sslmode", "sslrootcert", "sslcert", "sslkey"];
 
 impl PgTarget {
     pub fn parse(url: &str) -> Result<PgTarget, PgConnectError> {
-        let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
-        let (base, query) = match url.split_once('?') {
-            Some((base, query)) if is_url => (base, query),
-            _ => {
-                return Ok(PgTarget {
-                    driver_url: url.to_owned(),
-                    mode: SslMode::Disable,
-                    root_cert: None,
-                    cert: None,
-                    key: None,
-                })
-            }
-        };
-        let mut kept = Vec::new();
         let mut target = PgTarget {
-            driver_url: String::new(),
+            driver_url: url.to_owned(),
             mode: SslMode::Disable,
             root_cert: None,
             cert: None,
             key: None,
         };
+        let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        let Some((base, query)) = url.split_once('?').filter(|_| is_url) else {
+            return Ok(target);
+        };
+        let mut kept = Vec::new();
         let mut mode_given = false;
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
