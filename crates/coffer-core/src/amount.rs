@@ -1,7 +1,9 @@
 //! Integer quantities. JSON accepts a number or a decimal string (JavaScript
 //! clients cannot hold 2^53 and above as numbers) and writes numbers within
-//! 64 bits, decimal strings beyond. Floats are refused outright: money is
-//! never approximate.
+//! 64 bits, decimal strings beyond. Numbers with a fraction are refused:
+//! money is never approximate. A whole number written with a fraction or
+//! exponent (`2.0`, `2e3`) reads as that integer up to 2^53, where every
+//! integer is exactly a double (JSON Schema counts `2.0` as an integer).
 
 use crate::error::CoreError;
 use serde::de::{self, Visitor};
@@ -84,6 +86,14 @@ fn parse_integer(field: &'static str, text: &str) -> Result<Integer, CoreError> 
             format!("{text:?} is not an integer (digits only, optional leading '-', no decimal point)"),
         ));
     }
+    // One spelling per value: the API document can then say exactly which
+    // strings are numbers (and equal payloads have equal bytes).
+    if (digits.len() > 1 && digits.starts_with('0')) || text == "-0" {
+        return Err(CoreError::invalid(
+            field,
+            format!("{text:?} is not in canonical form (no leading zeros, no \"-0\")"),
+        ));
+    }
     let out_of_range = || CoreError::invalid(field, format!("{text:?} is out of range"));
     if text.starts_with('-') {
         text.parse::<i128>().map(Integer::Negative).map_err(|_| out_of_range())
@@ -125,8 +135,11 @@ impl<'de> Visitor<'de> for IntegerVisitor {
     }
 
     fn visit_f64<E: de::Error>(self, value: f64) -> Result<Integer, E> {
+        if let Some(whole) = whole(value) {
+            return self.visit_i64(whole);
+        }
         Err(E::custom(format!(
-            "invalid {}: {value} is not an integer; amounts are integers in the smallest denomination",
+            "invalid {}: {value} is not a whole number (or beyond 2^53 written as a float); amounts are integers in the smallest denomination",
             self.0
         )))
     }
@@ -134,6 +147,52 @@ impl<'de> Visitor<'de> for IntegerVisitor {
     fn visit_str<E: de::Error>(self, text: &str) -> Result<Integer, E> {
         parse_integer(self.0, text).map_err(E::custom)
     }
+}
+
+/// The largest magnitude up to which every integer is a double: JSON
+/// numbers written with a fraction or exponent (`2.0`, `2e3`, which JSON
+/// Schema calls integers) are read as whole numbers up to it, never beyond.
+const WHOLE_FLOAT_MAX: f64 = 9_007_199_254_740_992.0; // 2^53
+
+fn whole(value: f64) -> Option<i64> {
+    (value.fract() == 0.0 && value.abs() <= WHOLE_FLOAT_MAX).then_some(value as i64)
+}
+
+/// An optional count (milliseconds, a time to live) as an integer or a
+/// whole-valued JSON number, for `deserialize_with`.
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    struct WholeNumber;
+
+    impl Visitor<'_> for WholeNumber {
+        type Value = Option<u64>;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            formatter.write_str("a non-negative integer")
+        }
+
+        fn visit_u64<E: de::Error>(self, value: u64) -> Result<Option<u64>, E> {
+            Ok(Some(value))
+        }
+
+        fn visit_i64<E: de::Error>(self, value: i64) -> Result<Option<u64>, E> {
+            u64::try_from(value)
+                .map(Some)
+                .map_err(|_| E::custom(format!("{value} is negative")))
+        }
+
+        fn visit_f64<E: de::Error>(self, value: f64) -> Result<Option<u64>, E> {
+            match whole(value) {
+                Some(whole) => self.visit_i64(whole),
+                None => Err(E::custom(format!("{value} is not an integer"))),
+            }
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Option<u64>, E> {
+            Ok(None)
+        }
+    }
+
+    deserializer.deserialize_any(WholeNumber)
 }
 
 impl<'de> serde::Deserialize<'de> for Amount {

@@ -9,11 +9,22 @@ use crate::operation::Operation;
 use crate::transaction::Transaction;
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "openapi")]
+const _: () = assert!(
+    crate::limits::OPS_PER_TRANSACTION_MAX == 128,
+    "max_items of Command::ops"
+);
+
+/// A transaction: its operations apply all or none, in order. Also the
+/// payload of a Kafka command.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Command {
+    /// The idempotency key (or the `Idempotency-Key` header); made up by the server when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<TransactionId>,
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 128, value_type = Vec<crate::openapi::OperationSchema>))]
     pub ops: Vec<Operation>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata>,

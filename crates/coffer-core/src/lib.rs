@@ -19,6 +19,8 @@ mod identifier;
 mod invariants;
 pub mod limits;
 mod metadata;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 mod operation;
 mod operation_json;
 mod prefetch;
@@ -29,6 +31,8 @@ mod state;
 mod transaction;
 mod unit;
 
+/// Reads an optional count as an integer or a whole-valued JSON number.
+pub use amount::whole_number as deserialize_whole_number;
 pub use amount::{Amount, Balance};
 pub use command::Command;
 pub use engine::Engine;

@@ -1,3 +1,4 @@
+use crate::amount::whole_number;
 use crate::amount::{Amount, Balance};
 use crate::error::CoreError;
 use crate::identifier::{AccountId, HoldId};
@@ -6,15 +7,22 @@ use crate::metadata::Metadata;
 use crate::unit::Unit;
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "openapi")]
+const _: () = assert!(HOLD_TTL_MS_MAX == 31_622_400_000, "the maximum of Hold::ttl_ms");
+
 /// One step of a transaction. JSON form: a tagged object,
 /// `{"type": "transfer", "from": "a", "to": "b", "amount": 5}`.
 ///
 /// `remote = "Self"`: the derived code becomes `Operation::serialize` and
 /// `Operation::deserialize_tagged`'s body; `Deserialize` itself reads
 /// transfers without buffering first (operation_json.rs).
+// The API document refers to `openapi::OperationSchema`, which closes the
+// derived variants.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = OperationVariants))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(remote = "Self", tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Operation {
+    /// Opens an account.
     Open {
         account: AccountId,
         unit: Unit,
@@ -25,11 +33,13 @@ pub enum Operation {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         metadata: Option<Metadata>,
     },
+    /// `from.available -= amount; to.available += amount`; `@world` is the implicit source and sink.
     Transfer {
         from: AccountId,
         to: AccountId,
         amount: Amount,
     },
+    /// Moves `amount` from available to frozen under a named hold.
     Hold {
         hold: HoldId,
         account: AccountId,
@@ -37,12 +47,14 @@ pub enum Operation {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         to: Option<AccountId>,
         /// Absolute expiry, milliseconds since the Unix epoch.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole_number")]
         expires_at_ms: Option<u64>,
-        /// Expiry relative to the transaction's batch timestamp.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        /// Expiry relative to the transaction's batch timestamp (1 ms to a year). Not with `expires_at_ms`.
+        #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole_number")]
+        #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 31_622_400_000_u64))]
         ttl_ms: Option<u64>,
     },
+    /// Settles (part of) a hold to `to`, else the hold's `to`, else `@world`.
     Capture {
         hold: HoldId,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -50,13 +62,11 @@ pub enum Operation {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         to: Option<AccountId>,
     },
-    Release {
-        hold: HoldId,
-    },
-    SetBalance {
-        account: AccountId,
-        available: Balance,
-    },
+    /// Returns what remains of a hold to available.
+    Release { hold: HoldId },
+    /// Sets available, moving the difference from or to `@world` (administrators).
+    SetBalance { account: AccountId, available: Balance },
+    /// Changes the floor and the ceiling (administrators).
     SetLimits {
         account: AccountId,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,12 +75,10 @@ pub enum Operation {
         #[serde(default, skip_serializing_if = "LimitChange::is_unchanged")]
         max_total: LimitChange,
     },
-    Close {
-        account: AccountId,
-    },
-    Reopen {
-        account: AccountId,
-    },
+    /// A closed account takes no new debits, credits or holds (administrators).
+    Close { account: AccountId },
+    /// Reopens a closed account (administrators).
+    Reopen { account: AccountId },
 }
 
 impl Serialize for Operation {
@@ -154,7 +162,7 @@ impl Operation {
         } = self
         {
             if expires_at_ms.is_some() && ttl_ms.is_some() {
-                return Err(CoreError::invalid("hold", "give expires_at or ttl_ms, not both"));
+                return Err(CoreError::unprocessable("give expires_at or ttl_ms, not both"));
             }
             if let Some(ttl) = ttl_ms {
                 if *ttl == 0 || *ttl > HOLD_TTL_MS_MAX {
@@ -167,8 +175,7 @@ impl Operation {
         }
         if let Operation::Open { account, .. } = self {
             if account.is_world() {
-                return Err(CoreError::invalid(
-                    AccountId::FIELD,
+                return Err(CoreError::unprocessable(
                     "@world exists implicitly and cannot be opened",
                 ));
             }

@@ -45,6 +45,9 @@ impl Transaction {
                     field,
                     reason: format!("{reason} (ops[{index}])"),
                 },
+                CoreError::Unprocessable { reason } => CoreError::Unprocessable {
+                    reason: format!("{reason} (ops[{index}])"),
+                },
                 other => other,
             })?;
         }

@@ -539,8 +539,44 @@ fn operations_refuse_unknown_fields_and_bad_shapes() {
     let open_world = parse(json!({"type": "open", "account": "@world", "unit": "X"})).unwrap();
     assert!(matches!(
         Transaction::new(id, vec![open_world], None),
-        Err(CoreError::Invalid { .. })
+        Err(CoreError::Unprocessable { .. })
     ));
+}
+
+#[test]
+fn whole_numbers_read_as_integers_and_fractions_are_refused() {
+    let amount = |json: serde_json::Value| serde_json::from_value::<Amount>(json).map(Amount::value);
+    assert_eq!(amount(json!(5.0)).unwrap(), 5);
+    assert_eq!(amount(json!(9_007_199_254_740_992.0)).unwrap(), 1 << 53);
+    assert!(amount(json!(1.5)).is_err());
+    assert!(amount(json!(0.0)).is_err(), "zero is no amount");
+    assert!(
+        amount(json!(18_014_398_509_481_984.0)).is_err(),
+        "2^54 as a float: beyond exact doubles"
+    );
+    assert!(serde_json::from_str::<Amount>("1e3").is_ok_and(|amount| amount.value() == 1_000));
+    assert_eq!(serde_json::from_value::<Balance>(json!(-7.0)).unwrap().value(), -7);
+    // Decimal strings: one spelling per value.
+    for text in ["\"007\"", "\"-0\"", "\"+1\"", "\"1.0\""] {
+        assert!(serde_json::from_str::<Balance>(text).is_err(), "{text}");
+    }
+    let hold = |ttl: serde_json::Value| {
+        serde_json::from_value::<Operation>(
+            json!({"type": "hold", "hold": "h", "account": "a", "amount": 1, "ttl_ms": ttl}),
+        )
+    };
+    assert!(matches!(
+        hold(json!(60_000.0)).unwrap(),
+        Operation::Hold {
+            ttl_ms: Some(60_000),
+            ..
+        }
+    ));
+    assert!(matches!(
+        hold(json!(null)).unwrap(),
+        Operation::Hold { ttl_ms: None, .. }
+    ));
+    assert!(hold(json!(0.5)).is_err() && hold(json!(-1)).is_err() && hold(json!("5")).is_err());
 }
 
 #[test]

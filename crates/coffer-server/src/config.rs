@@ -5,6 +5,10 @@ use clap::{Args, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// Transactions in one HTTP batch unless configured otherwise (the API
+/// document states this bound).
+pub const HTTP_BATCH_MAX_DEFAULT: usize = 10_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DurabilityMode {
     /// fdatasync before acknowledging (default).
@@ -72,7 +76,7 @@ pub struct ServerConfig {
     #[arg(long, env = "COFFER_BODY_BYTES_MAX", default_value_t = 4 * 1024 * 1024)]
     pub body_bytes_max: usize,
     /// Transactions in one POST /v1/transactions/batch.
-    #[arg(long, env = "COFFER_HTTP_BATCH_MAX", default_value_t = 10_000)]
+    #[arg(long, env = "COFFER_HTTP_BATCH_MAX", default_value_t = HTTP_BATCH_MAX_DEFAULT)]
     pub http_batch_max: usize,
     /// A snapshot is written after this many journal entries.
     #[arg(long, env = "COFFER_SNAPSHOT_EVERY_ENTRIES", default_value_t = 2_000_000)]

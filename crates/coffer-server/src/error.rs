@@ -34,6 +34,10 @@ pub enum ApiError {
         result: Value,
         replayed: bool,
     },
+    /// Each field is well formed, but together (or by a fixed rule) they
+    /// cannot be processed: what no schema of the fields can say.
+    #[error("{message}")]
+    Unprocessable { message: String },
     #[error("the engine queue is full; retry shortly")]
     Overloaded,
     #[error("not ready: {0}")]
@@ -66,6 +70,21 @@ impl ApiError {
         }
     }
 
+    /// The same error, naming the batch item it is about.
+    pub fn of_item(self, index: usize) -> Self {
+        match self {
+            ApiError::Invalid { message } => ApiError::invalid(format!("transactions[{index}]: {message}")),
+            ApiError::Unprocessable { message } => ApiError::unprocessable(format!("transactions[{index}]: {message}")),
+            other => other,
+        }
+    }
+
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        ApiError::Unprocessable {
+            message: message.into(),
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
@@ -75,7 +94,9 @@ impl ApiError {
             ApiError::NotFound { .. } | ApiError::NoRoute | ApiError::NoCluster(_) => StatusCode::NOT_FOUND,
             ApiError::IdReused { .. } | ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Rejected { .. } | ApiError::CrossShard { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Rejected { .. } | ApiError::CrossShard { .. } | ApiError::Unprocessable { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::Overloaded
             | ApiError::NotReady(_)
             | ApiError::Journal(_)
@@ -94,6 +115,7 @@ impl ApiError {
             ApiError::NoRoute => "no_route",
             ApiError::IdReused { .. } => "id_reused",
             ApiError::Rejected { code, .. } => code,
+            ApiError::Unprocessable { .. } => "unprocessable_request",
             ApiError::Overloaded => "overloaded",
             ApiError::NotReady(_) => "not_ready",
             ApiError::Journal(_) => "journal_unavailable",
@@ -114,6 +136,17 @@ impl ApiError {
             ApiError::RateLimited { retry_after_secs, .. } => json!({ "retry_after_seconds": retry_after_secs }),
             ApiError::CrossShard { shards, .. } => json!({ "shards": shards }),
             _ => json!({}),
+        }
+    }
+}
+
+/// A value that cannot be a domain value is invalid (400); values that
+/// cannot go together are unprocessable (422).
+impl From<coffer_core::CoreError> for ApiError {
+    fn from(error: coffer_core::CoreError) -> Self {
+        match error {
+            coffer_core::CoreError::Unprocessable { reason } => ApiError::unprocessable(reason),
+            other => ApiError::invalid(other.to_string()),
         }
     }
 }
@@ -141,10 +174,38 @@ impl From<ClusterError> for ApiError {
     }
 }
 
+/// Every error's body: `{"error": {"code", "message", "details"}}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorAnswer {
+    error: ErrorBody,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable snake_case code: invalid_request, body_too_large, unauthorized, forbidden, not_found, no_route,
+    /// id_reused, job_exists, not_applied, unprocessable_request, overloaded, not_ready, journal_unavailable, history_unavailable,
+    /// rate_limited, cross_shard, shard_unavailable, no_cluster, or a ledger rejection code
+    /// (insufficient_funds, account_not_found, ...).
+    #[schema(example = "insufficient_funds")]
+    code: &'static str,
+    /// For people: what is wrong, naming the field.
+    message: String,
+    /// For programs: the rejected transaction's result, the original of a reused id, the limit passed, ...
+    #[schema(value_type = Object)]
+    details: Value,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = json!({ "error": { "code": self.code(), "message": self.to_string(), "details": self.details() } });
+        let body = ErrorAnswer {
+            error: ErrorBody {
+                code: self.code(),
+                message: self.to_string(),
+                details: self.details(),
+            },
+        };
         let replayed = matches!(self, ApiError::Rejected { replayed: true, .. });
         let mut response = (status, axum::Json(body)).into_response();
         if replayed {

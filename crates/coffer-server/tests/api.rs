@@ -133,10 +133,7 @@ async fn bad_input_is_a_clear_400_and_changes_nothing() {
         ("/v1/transactions", r#"{"ops": []}"#),
         ("/v1/transactions", r#"{"ops": [{"type": "teleport", "account": "a"}]}"#),
         ("/v1/accounts", r#"{"id": "c", "unit": "usd//2"}"#),
-        (
-            "/v1/holds",
-            r#"{"hold": "h", "account": "a", "amount": 1, "ttl_ms": 5, "expires_at": "2030-01-01T00:00:00Z"}"#,
-        ),
+        ("/v1/transfers", r#"{"from": "a", "to": "b", "amount": "007"}"#),
     ];
     for (path, body) in cases {
         let (status, answer) = server.post_raw(path, body).await;
@@ -144,6 +141,36 @@ async fn bad_input_is_a_clear_400_and_changes_nothing() {
         assert_eq!(answer["error"]["code"], "invalid_request", "{answer}");
         assert!(!answer["error"]["message"].as_str().unwrap().is_empty());
     }
+    // Fields each well formed that cannot go together: 422, and the same no-op.
+    let unprocessable = [
+        (
+            "/v1/holds",
+            r#"{"hold": "h", "account": "a", "amount": 1, "ttl_ms": 5, "expires_at": "2030-01-01T00:00:00Z"}"#,
+        ),
+        (
+            "/v1/transactions",
+            r#"{"ops": [{"type": "open", "account": "@world", "unit": "USD/2"}]}"#,
+        ),
+        ("/v1/products", r#"{"id": "p", "price": 5}"#),
+    ];
+    for (path, body) in unprocessable {
+        let (status, answer) = server.post_raw(path, body).await;
+        assert_eq!(status, 422, "{path} {body} -> {answer}");
+        assert_eq!(answer["error"]["code"], "unprocessable_request", "{answer}");
+    }
+    let mismatched = server
+        .client
+        .post(format!("{}/v1/transfers", server.base))
+        .header("idempotency-key", "one")
+        .json(&json!({"id": "other", "from": "a", "to": "b", "amount": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        mismatched.status(),
+        422,
+        "the Idempotency-Key header and the body id differ"
+    );
     let (_, answer) = server
         .post_raw("/v1/transfers", r#"{"from": "a", "to": "b", "amount": 1, "memo": "x"}"#)
         .await;
@@ -621,10 +648,11 @@ async fn openapi_document_and_swagger_ui() {
     let (status, page) = server.get("/docs/").await;
     assert_eq!(status, 200);
     assert!(page.as_str().unwrap_or_default().contains("swagger"), "Swagger UI page");
-    // Every documented route exists: no `no_route`, no 405.
+    let methods = ["get", "post", "put", "patch", "delete"];
+    let mut operation_ids = std::collections::HashSet::new();
     for (path, item) in document["paths"].as_object().unwrap() {
-        for method in item.as_object().unwrap().keys() {
-            let concrete = path.replace("{id}", "doc-check");
+        let concrete = path.replace("{id}", "doc-check");
+        for method in methods {
             let request = server.client.request(
                 method.to_uppercase().parse().unwrap(),
                 format!("{}{concrete}", server.base),
@@ -637,12 +665,42 @@ async fn openapi_document_and_swagger_ui() {
                 .unwrap();
             let status = response.status().as_u16();
             let body: serde_json::Value = response.json().await.unwrap_or_default();
-            let unrouted = body["error"]["code"] == "no_route";
-            assert!(
-                status != 405 && !unrouted,
-                "{method} {path} is documented but not served: {status}"
-            );
+            let unrouted = status == 405 || body["error"]["code"] == "no_route";
+            match item.get(method) {
+                // Every documented operation is served...
+                Some(operation) => {
+                    assert!(!unrouted, "{method} {path} is documented but not served: {status}");
+                    let id = operation["operationId"].as_str().unwrap_or_default();
+                    assert!(
+                        !id.is_empty() && operation_ids.insert(id.to_owned()),
+                        "{method} {path}: operationId {id:?}"
+                    );
+                    assert!(
+                        operation["summary"].is_string() && operation["tags"].is_array(),
+                        "{method} {path}"
+                    );
+                    for (code, answer) in operation["responses"].as_object().unwrap() {
+                        let error = code.starts_with('4') || code.starts_with('5');
+                        let schema = &answer["content"]["application/json"]["schema"]["$ref"];
+                        assert!(
+                            !error || schema == "#/components/schemas/Error",
+                            "{method} {path} {code}"
+                        );
+                    }
+                }
+                // ...and every method a documented path answers is documented.
+                None => assert!(unrouted, "{method} {path} is served ({status}) but not documented"),
+            }
         }
+    }
+    // Every schema a document refers to is in it.
+    let text = document.to_string();
+    for reference in text.split("\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().unwrap();
+        assert!(
+            document["components"]["schemas"][name].is_object(),
+            "{name} is referred to, not defined"
+        );
     }
     server.stop().await;
 }
@@ -909,7 +967,8 @@ async fn linked_batches_apply_all_or_none_under_their_own_ids() {
         json!({"atomic": true, "transactions": [item("m3", "a", "b", 1), item("m3", "a", "b", 1)]}),
     ] {
         let (status, body, _) = server.post("/v1/transactions/batch", bad.clone()).await;
-        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(status, 422, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], "unprocessable_request", "{body}");
     }
     assert_eq!(server.balance("a").await, (94, 0), "no bad batch changed anything");
     server.stop().await;

@@ -1,4 +1,5 @@
 use super::body::{JsonBody, QueryParameters};
+use super::openapi::{IdempotencyHeader, NotFound, ReadErrors, WriteErrors, REPLAYED};
 use super::paging::page_limit;
 use super::request::{authorize, build, path_id, transaction_id};
 use super::respond::execute;
@@ -14,18 +15,34 @@ use coffer_core::{AccountId, Balance, Metadata, Operation, TransactionId, Unit};
 use serde::Deserialize;
 use std::sync::Arc;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenAccountRequest {
     /// The account id (not the idempotency key: use `Idempotency-Key`).
     id: AccountId,
     unit: Unit,
+    /// The floor of `available`: 0 when absent (no overdraft); negative allows one.
     min_available: Option<Balance>,
+    /// The ceiling of `available + frozen`; none when absent.
     max_total: Option<Balance>,
     metadata: Option<Metadata>,
+    /// The id of the opening transaction (its idempotency key).
     transaction_id: Option<TransactionId>,
 }
 
+/// Open an account
+///
+/// Opening is a transaction: retried under its idempotency key it answers the account again (200).
+#[utoipa::path(
+    post, path = "/v1/accounts", tag = "accounts", operation_id = "openAccount",
+    params(IdempotencyHeader),
+    request_body = OpenAccountRequest,
+    responses(
+        (status = 201, description = "Opened: the account", body = views::AccountAnswer),
+        (status = 200, description = REPLAYED, body = views::AccountAnswer),
+        WriteErrors,
+    ),
+)]
 pub async fn open(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -46,6 +63,12 @@ pub async fn open(
     Ok(committed.respond(views::AccountAnswer::from(&account)))
 }
 
+/// Read an account
+#[utoipa::path(
+    get, path = "/v1/accounts/{id}", tag = "accounts", operation_id = "getAccount",
+    params(("id" = AccountId, Path, description = "The account id")),
+    responses((status = 200, description = "The account as it is now", body = views::AccountAnswer), ReadErrors, NotFound),
+)]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -59,15 +82,30 @@ pub async fn get(
 
 pub use crate::queries::LIST_LIMIT_MAX;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParameters {
+    /// Only accounts whose id starts with this.
     #[serde(default)]
+    #[param(max_length = 128)]
     prefix: String,
+    /// Accounts per page.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = "^a[0-9a-fA-F]{1,16}$")]
     cursor: Option<String>,
 }
 
+const _: () = assert!(LIST_LIMIT_MAX == 1_000, "the maximum of ListParameters::limit");
+
+/// List accounts in creation order
+#[utoipa::path(
+    get, path = "/v1/accounts", tag = "accounts", operation_id = "listAccounts",
+    params(ListParameters),
+    responses((status = 200, description = "A page of accounts", body = views::Page<views::AccountAnswer>), ReadErrors),
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -83,6 +121,7 @@ pub async fn list(
         None => 0,
         Some(cursor) => cursor
             .strip_prefix("a")
+            .filter(|digits| digits.len() <= 16 && digits.bytes().all(|byte| byte.is_ascii_hexdigit()))
             .and_then(|digits| u64::from_str_radix(digits, 16).ok())
             .ok_or_else(|| ApiError::invalid("cursor is not one this server issued"))?,
     };

@@ -2,8 +2,9 @@
 //! Both first wait until the store holds every acknowledged write.
 
 use super::body::QueryParameters;
+use super::openapi::{HistoryUnavailable, NotFound, ReadErrors};
 use super::paging::{page_cursor, page_limit};
-use super::request::{instant_ms, path_id};
+use super::request::{instant_ms, path_id, InstantSchema};
 use super::views::instant;
 use crate::auth::Role;
 use crate::error::ApiError;
@@ -16,28 +17,49 @@ use coffer_history::{HistoryEntry, HistoryQuery, HISTORY_PAGE_MAX};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryParameters {
+    /// Entries per page, newest first.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = "^h[0-9]{1,18}$")]
     cursor: Option<String>,
-    /// Entries at or after this instant (RFC 3339, or milliseconds).
+    /// Entries at or after this instant (UTC, RFC 3339, or milliseconds since the Unix epoch).
+    #[param(value_type = Option<InstantSchema>, inline)]
     from: Option<String>,
     /// Entries at or before this instant.
+    #[param(value_type = Option<InstantSchema>, inline)]
     to: Option<String>,
 }
 
-#[derive(Serialize)]
+const _: () = assert!(HISTORY_PAGE_MAX == 1_000, "the maximum of HistoryParameters::limit");
+const _: () = assert!(
+    super::paging::CURSOR_DIGITS_MAX == 18,
+    "the pattern of HistoryParameters::cursor"
+);
+
+/// One change of an account.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = HistoryEntry)]
 struct EntryAnswer<'a> {
+    /// The entry's id; ascending in time.
     id: String,
+    /// `transaction`, or `hold_expired` (an expiry, which no transaction made).
+    #[schema(value_type = String, example = "transaction")]
     kind: &'static str,
     transaction_id: Option<&'a str>,
+    /// The expired hold (`hold_expired` entries).
     hold_id: Option<&'a str>,
     seq: i64,
+    #[schema(format = DateTime)]
     timestamp: String,
     unit: &'a str,
     available_change: i128,
     frozen_change: i128,
+    /// After this change.
     available: i128,
     frozen: i128,
     total: i128,
@@ -62,13 +84,24 @@ impl<'a> From<&'a HistoryEntry> for EntryAnswer<'a> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = HistoryPage)]
 struct HistoryPageAnswer<'a> {
     account: &'a str,
     data: Vec<EntryAnswer<'a>>,
+    /// Pass as `cursor` for the next (older) page; null on the last.
     next_cursor: Option<String>,
 }
 
+/// An account's history
+///
+/// Every change of the account, newest first, with the balances after each. Answers once the history holds
+/// every acknowledged write.
+#[utoipa::path(
+    get, path = "/v1/accounts/{id}/history", tag = "history", operation_id = "getAccountHistory",
+    params(("id" = AccountId, Path, description = "The account id"), HistoryParameters),
+    responses((status = 200, description = "A page of entries", body = HistoryPageAnswer), ReadErrors, NotFound, HistoryUnavailable),
+)]
 pub async fn history(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -113,17 +146,21 @@ pub async fn history(
     Ok(axum::Json(page).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct BalanceParameters {
     /// The instant (RFC 3339, or milliseconds); now when absent.
+    #[param(value_type = Option<InstantSchema>, inline)]
     at: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = BalanceAt)]
 struct BalanceAnswer<'a> {
     account: &'a str,
     unit: &'a str,
+    #[schema(format = DateTime)]
     at: String,
     available: i128,
     frozen: i128,
@@ -132,6 +169,14 @@ struct BalanceAnswer<'a> {
     history_id: Option<String>,
 }
 
+/// An account's balance at an instant
+///
+/// Now without `at`; else as the history had it at that instant (zeros before the account's first entry).
+#[utoipa::path(
+    get, path = "/v1/accounts/{id}/balance", tag = "history", operation_id = "getAccountBalance",
+    params(("id" = AccountId, Path, description = "The account id"), BalanceParameters),
+    responses((status = 200, description = "The balances", body = BalanceAnswer), ReadErrors, NotFound, HistoryUnavailable),
+)]
 pub async fn balance(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

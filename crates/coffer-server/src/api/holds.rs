@@ -1,4 +1,5 @@
 use super::body::JsonBody;
+use super::openapi::{IdempotencyHeader, NotFound, ReadErrors, WriteErrors, REPLAYED};
 use super::request::{authorize, build, instant_ms, path_id, transaction_id};
 use super::respond::execute;
 use super::views;
@@ -13,21 +14,47 @@ use coffer_core::{AccountId, Amount, HoldId, Metadata, Operation, TransactionId}
 use serde::Deserialize;
 use std::sync::Arc;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HoldRequest {
     /// The idempotency key of the transaction that creates the hold.
     id: Option<TransactionId>,
+    /// The hold's id, chosen by the client.
     hold: HoldId,
+    /// The account whose available money is frozen.
     account: AccountId,
     amount: Amount,
+    /// Where a capture sends the money unless it names another account; else `@world`.
     to: Option<AccountId>,
+    /// Expires this long after it is made (at most a year). Give this or `expires_at`, not both.
+    #[serde(default, deserialize_with = "coffer_core::deserialize_whole_number")]
+    #[schema(minimum = 1, maximum = 31_622_400_000_u64)]
     ttl_ms: Option<u64>,
-    /// RFC 3339 instant, e.g. 2026-11-25T12:00:00Z.
+    /// Expires at this instant (UTC, RFC 3339). Give this or `ttl_ms`, not both.
+    #[schema(value_type = Option<super::request::Rfc3339Schema>)]
     expires_at: Option<String>,
     metadata: Option<Metadata>,
 }
 
+const _: () = assert!(
+    coffer_core::limits::HOLD_TTL_MS_MAX == 31_622_400_000,
+    "the maximum of HoldRequest::ttl_ms"
+);
+
+/// Place a hold
+///
+/// Moves `amount` from the account's available balance to frozen under the hold's id, until it is captured,
+/// released or expires.
+#[utoipa::path(
+    post, path = "/v1/holds", tag = "holds", operation_id = "createHold",
+    params(IdempotencyHeader),
+    request_body = HoldRequest,
+    responses(
+        (status = 201, description = "Held: the transaction's result, with the hold", body = views::TransactionAnswer),
+        (status = 200, description = REPLAYED, body = views::TransactionAnswer),
+        WriteErrors,
+    ),
+)]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -67,6 +94,12 @@ async fn with_hold(
     Ok(committed.respond(body))
 }
 
+/// Read a hold
+#[utoipa::path(
+    get, path = "/v1/holds/{id}", tag = "holds", operation_id = "getHold",
+    params(("id" = HoldId, Path, description = "The hold id")),
+    responses((status = 200, description = "The hold as it is now", body = views::HoldAnswer), ReadErrors, NotFound),
+)]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -83,22 +116,40 @@ pub async fn get(
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaptureRequest {
+    /// The idempotency key (or the `Idempotency-Key` header).
     id: Option<TransactionId>,
+    /// How much to settle; what remains of the hold when absent.
     amount: Option<Amount>,
+    /// Where the money goes; else the hold's `to`, else `@world`.
     to: Option<AccountId>,
     metadata: Option<Metadata>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
+    /// The idempotency key (or the `Idempotency-Key` header).
     id: Option<TransactionId>,
     metadata: Option<Metadata>,
 }
 
+/// Capture a hold
+///
+/// Settles (part of) the hold: the frozen money leaves the account for `to`. A partial capture leaves the
+/// rest held.
+#[utoipa::path(
+    post, path = "/v1/holds/{id}/capture", tag = "holds", operation_id = "captureHold",
+    params(("id" = HoldId, Path, description = "The hold id"), IdempotencyHeader),
+    request_body = CaptureRequest,
+    responses(
+        (status = 201, description = "Captured: the transaction's result, with the hold", body = views::TransactionAnswer),
+        (status = 200, description = REPLAYED, body = views::TransactionAnswer),
+        WriteErrors,
+    ),
+)]
 pub async fn capture(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -116,6 +167,19 @@ pub async fn capture(
     with_hold(&state, transaction, hold).await
 }
 
+/// Release a hold
+///
+/// Returns what remains of the hold to the account's available balance.
+#[utoipa::path(
+    post, path = "/v1/holds/{id}/release", tag = "holds", operation_id = "releaseHold",
+    params(("id" = HoldId, Path, description = "The hold id"), IdempotencyHeader),
+    request_body = ReleaseRequest,
+    responses(
+        (status = 201, description = "Released: the transaction's result, with the hold", body = views::TransactionAnswer),
+        (status = 200, description = REPLAYED, body = views::TransactionAnswer),
+        WriteErrors,
+    ),
+)]
 pub async fn release(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

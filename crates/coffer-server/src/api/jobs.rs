@@ -1,6 +1,7 @@
 //! `PUT /v1/balances/batch` and the job endpoints (see `crate::jobs`).
 
 use super::body::{JsonBody, QueryParameters};
+use super::openapi::{NotFound, ReadErrors, WriteErrors, REPLAYED};
 use super::paging::page_limit;
 use super::views;
 use crate::auth::Role;
@@ -17,18 +18,28 @@ use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BalancesRequest {
     unit: Unit,
-    /// Account → new available balance. Items are taken in account order.
+    /// Account → new available balance (a `Balance`), 1 to 200,000 of them. Items are taken in account order. An
+    /// invalid account or
+    /// amount does not refuse the job: the item fails (`invalid_account`, `invalid_amount`) and the job says so.
+    #[schema(value_type = BalanceItems)]
     balances: BTreeMap<String, Box<RawValue>>,
+    /// Open the accounts that do not exist yet (else their items fail with `account_not_found`).
     #[serde(default)]
     create_missing: bool,
     /// The job id (an idempotency key: the same job again answers the
     /// existing one); generated when absent.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.:-][A-Za-z0-9_.:@-]*$")]
     id: Option<String>,
 }
+
+const _: () = assert!(
+    JOB_ITEMS_MAX == 200_000 && JOB_ID_BYTES_MAX == 64,
+    "the bounds of BalancesRequest"
+);
 
 fn job_id(given: Option<String>) -> Result<String, ApiError> {
     match given {
@@ -45,6 +56,24 @@ fn job_id(given: Option<String>) -> Result<String, ApiError> {
         None => Ok(generated_id().to_string()),
     }
 }
+
+/// `BalancesRequest::balances` for the API document: 1 to `JOB_ITEMS_MAX`
+/// accounts, any value each (an invalid one fails as its item).
+struct BalanceItems;
+
+impl utoipa::PartialSchema for BalanceItems {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let mut items = utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Object)
+            .examples([serde_json::json!({"user:1": 500, "user:2": "0"})])
+            .build();
+        items.min_properties = Some(1);
+        items.max_properties = Some(JOB_ITEMS_MAX);
+        utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::Object(items))
+    }
+}
+
+impl utoipa::ToSchema for BalanceItems {}
 
 /// Invalid items are kept, as failed items (`invalid_account`,
 /// `invalid_amount`), so the job reports them.
@@ -70,6 +99,20 @@ fn item(account: String, amount: &RawValue) -> Item {
     }
 }
 
+/// Set many balances as one job
+///
+/// Up to 200,000 accounts of one unit set to new available balances (the difference moves from or to
+/// `@world`), applied in the background; the job and each item have a queryable status. The same job again
+/// (same id and definition) answers the existing one (200); the same id with another definition is 409.
+#[utoipa::path(
+    put, path = "/v1/balances/batch", tag = "jobs", operation_id = "createBalancesJob",
+    request_body = BalancesRequest,
+    responses(
+        (status = 202, description = "Accepted: the job, running", body = JobAnswer),
+        (status = 200, description = REPLAYED, body = JobAnswer),
+        WriteErrors,
+    ),
+)]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -113,7 +156,8 @@ pub async fn create(
     Ok((status, axum::Json(JobAnswer::of(&job))).into_response())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = JobTotals)]
 struct Totals {
     items: usize,
     completed: usize,
@@ -121,16 +165,21 @@ struct Totals {
     pending: usize,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Job)]
 struct JobAnswer<'a> {
     job_id: &'a str,
+    /// `running`, then `completed` once every item has finished (failed items included).
+    #[schema(value_type = String, example = "running")]
     status: &'static str,
     unit: &'a str,
     create_missing: bool,
     totals: Totals,
     /// Finished items over all items, 0 to 1.
     progress: f64,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     finished_at: Option<String>,
 }
 
@@ -169,6 +218,12 @@ async fn find(state: &AppState, id: &str) -> Result<Arc<Job>, ApiError> {
     })
 }
 
+/// Read a job
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}", tag = "jobs", operation_id = "getJob",
+    params(("id" = String, Path, description = "The job id", max_length = 64)),
+    responses((status = 200, description = "The job and its totals", body = JobAnswer), ReadErrors, NotFound),
+)]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -179,25 +234,64 @@ pub async fn get(
     Ok(axum::Json(JobAnswer::of(&job)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ItemParameters {
-    status: Option<String>,
+    /// Only items in this state.
+    status: Option<ItemStatus>,
+    /// Items per page, in account order.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    #[param(minimum = 0, maximum = 200_000)]
     cursor: Option<usize>,
 }
 
-pub const ITEMS_PAGE_MAX: usize = 1_000;
+/// An item's state.
+#[derive(Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemStatus {
+    Completed,
+    /// `code` says why.
+    Failed,
+    Pending,
+}
 
-#[derive(Serialize)]
+pub const ITEMS_PAGE_MAX: usize = 1_000;
+const _: () = assert!(
+    ITEMS_PAGE_MAX == 1_000 && JOB_ITEMS_MAX == 200_000,
+    "the bounds of ItemParameters"
+);
+
+/// One page of a job's items.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = JobItemPage)]
+struct ItemsPage<'a> {
+    data: Vec<ItemAnswer<'a>>,
+    /// Pass as `cursor` for the next page; null on the last.
+    next_cursor: Option<usize>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = JobItem)]
 struct ItemAnswer<'a> {
+    /// The item's place in account order, from 0.
     index: usize,
     account: &'a str,
+    /// The balance to set, as a decimal string (absent from invalid items).
     amount: Option<&'a str>,
-    status: &'static str,
+    status: ItemStatus,
+    /// Why it failed: `invalid_account`, `invalid_amount`, or a ledger rejection code.
     code: Option<String>,
 }
 
+/// A job's items
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/items", tag = "jobs", operation_id = "listJobItems",
+    params(("id" = String, Path, description = "The job id", max_length = 64), ItemParameters),
+    responses((status = 200, description = "A page of items", body = ItemsPage), ReadErrors, NotFound),
+)]
 pub async fn items(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -207,18 +301,18 @@ pub async fn items(
     state.auth.require(&headers, Role::Reader, "read")?;
     let job = find(&state, &id).await?;
     let limit = page_limit(parameters.limit.map(|limit| limit as u64), ITEMS_PAGE_MAX as u64)? as usize;
-    let wanted = parameters.status.as_deref();
-    if wanted.is_some_and(|status| !["completed", "failed", "pending"].contains(&status)) {
-        return Err(ApiError::invalid("status must be completed, failed or pending"));
+    let wanted = parameters.status;
+    if parameters.cursor.is_some_and(|cursor| cursor > JOB_ITEMS_MAX) {
+        return Err(ApiError::invalid(format!("cursor must be 0 to {JOB_ITEMS_MAX}")));
     }
     let results = job.results.lock().expect("results lock").clone();
     let mut data = Vec::new();
     let mut next_cursor = None;
     for (index, result) in results.iter().enumerate().skip(parameters.cursor.unwrap_or(0)) {
         let (status, code) = match result {
-            None => ("pending", None),
-            Some(Ok(())) => ("completed", None),
-            Some(Err(code)) => ("failed", Some(code.clone())),
+            None => (ItemStatus::Pending, None),
+            Some(Ok(())) => (ItemStatus::Completed, None),
+            Some(Err(code)) => (ItemStatus::Failed, Some(code.clone())),
         };
         if wanted.is_some_and(|wanted| wanted != status) {
             continue;
@@ -236,5 +330,5 @@ pub async fn items(
             code,
         });
     }
-    Ok(axum::Json(views::Page { data, next_cursor }).into_response())
+    Ok(axum::Json(ItemsPage { data, next_cursor }).into_response())
 }

@@ -1,3 +1,4 @@
+use super::openapi::ReadErrors;
 use super::QueryParameters;
 use crate::error::ApiError;
 
@@ -9,12 +10,36 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub async fn health() -> Response {
-    axum::Json(serde_json::json!({ "status": "ok" })).into_response()
+/// `{"status": ...}` of the health checks.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Status)]
+pub struct StatusAnswer {
+    #[schema(example = "ok")]
+    status: &'static str,
 }
 
-/// Ready once recovery is done (the server binds only after it), while the
-/// journal can still write and the engine thread runs.
+/// Liveness
+///
+/// The process answers HTTP.
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations", operation_id = "health", security(()),
+    responses((status = 200, description = "Alive", body = StatusAnswer)),
+)]
+pub async fn health() -> Response {
+    axum::Json(StatusAnswer { status: "ok" }).into_response()
+}
+
+/// Readiness
+///
+/// Ready once recovery is done (the server binds only after it), while the journal can still write, the engine
+/// thread runs and, with Kafka configured, the broker is reachable.
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations", operation_id = "ready", security(()),
+    responses(
+        (status = 200, description = "Ready", body = StatusAnswer),
+        (status = 503, description = "Not ready; the message says why", body = crate::error::ErrorAnswer),
+    ),
+)]
 pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     if let Some(reason) = state.ledger.not_ready() {
         return Err(ApiError::NotReady(reason));
@@ -22,18 +47,85 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Response, ApiEr
     if let Some(Err(reason)) = state.kafka.as_ref().map(|kafka| kafka.ready()) {
         return Err(ApiError::NotReady(reason));
     }
-    Ok(axum::Json(serde_json::json!({ "status": "ready" })).into_response())
+    Ok(axum::Json(StatusAnswer { status: "ready" }).into_response())
 }
 
-/// The cluster as this node sees it: nodes, shards, owners, lease epochs,
-/// applied offsets and lag. 404 `no_cluster` on a single node.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterParameters {
     /// An account whose shard and owner the answer names.
     account: Option<coffer_core::AccountId>,
 }
 
+/// The cluster as one node sees it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Cluster)]
+pub struct ClusterAnswer<'a> {
+    /// The account asked about, with its shard and that shard's owner.
+    account: Option<AccountPlace>,
+    /// This node's name.
+    node: &'a str,
+    shard_count: u32,
+    /// The shared log's identity (the Kafka topic's).
+    log_id: &'a str,
+    /// The node that created the cluster.
+    created_by: &'a str,
+    /// Shards this node applies.
+    owned_here: &'a [u32],
+    nodes: &'a [crate::cluster::coordinator::NodeRow],
+    shards: Vec<ShardAnswer<'a>>,
+    /// Why this view may be stale (PostgreSQL unreachable).
+    coordination_error: Option<&'a str>,
+}
+
+/// Where an account lives.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct AccountPlace {
+    id: coffer_core::AccountId,
+    shard: u32,
+    owner: Option<String>,
+}
+
+/// One shard: its owner, lease and progress.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Shard)]
+pub struct ShardAnswer<'a> {
+    shard: u32,
+    owner: Option<&'a str>,
+    owner_url: Option<&'a str>,
+    /// The lease epoch: increases with every change of owner.
+    epoch: u64,
+    lease_ms_left: i64,
+    /// The next log offset the owner applies.
+    applied_offset: u64,
+    /// The log's end as the owner last saw it.
+    log_end: u64,
+    /// Entries written to the log and not applied yet.
+    lag: u64,
+    /// The shard's history holds every entry before this offset.
+    history_offset: u64,
+    history_lag: u64,
+    /// Whether the idempotency window forgets ids (older ones are then looked up in the history).
+    forgotten: bool,
+    /// Whether the shard takes writes now.
+    serving: bool,
+    /// Why it does not, if it does not.
+    refusing: Option<String>,
+}
+
+/// The cluster
+///
+/// Nodes, shards, owners, lease epochs, applied offsets and lag, as this node sees them.
+#[utoipa::path(
+    get, path = "/v1/cluster", tag = "operations", operation_id = "getCluster",
+    params(ClusterParameters),
+    responses(
+        (status = 200, description = "The cluster", body = ClusterAnswer),
+        (status = 404, description = "`no_cluster`: this node runs alone", body = crate::error::ErrorAnswer),
+        ReadErrors,
+    ),
+)]
 pub async fn cluster(
     State(state): State<Arc<AppState>>,
     headers: axum::http::HeaderMap,
@@ -47,25 +139,23 @@ pub async fn cluster(
             "this node runs alone (start it with --cluster to form a cluster)",
         ));
     };
-    let shards: Vec<serde_json::Value> = view
+    let shards = view
         .shards
         .iter()
-        .map(|shard| {
-            serde_json::json!({
-                "shard": shard.shard,
-                "owner": shard.owner,
-                "owner_url": shard.owner_url,
-                "epoch": shard.epoch,
-                "lease_ms_left": shard.lease_ms_left.max(0),
-                "applied_offset": shard.applied_offset,
-                "log_end": shard.log_end,
-                "lag": shard.log_end.saturating_sub(shard.applied_offset),
-                "history_offset": shard.history_offset,
-                "history_lag": shard.applied_offset.saturating_sub(shard.history_offset),
-                "forgotten": shard.forgotten,
-                "serving": view.refusal(shard.shard).is_none(),
-                "refusing": view.refusal(shard.shard),
-            })
+        .map(|shard| ShardAnswer {
+            shard: shard.shard,
+            owner: shard.owner.as_deref(),
+            owner_url: shard.owner_url.as_deref(),
+            epoch: shard.epoch,
+            lease_ms_left: shard.lease_ms_left.max(0),
+            applied_offset: shard.applied_offset,
+            log_end: shard.log_end,
+            lag: shard.log_end.saturating_sub(shard.applied_offset),
+            history_offset: shard.history_offset,
+            history_lag: shard.applied_offset.saturating_sub(shard.history_offset),
+            forgotten: shard.forgotten,
+            serving: view.refusal(shard.shard).is_none(),
+            refusing: view.refusal(shard.shard),
         })
         .collect();
     let account = parameters.account.map(|id| {
@@ -75,22 +165,29 @@ pub async fn cluster(
             .iter()
             .find(|row| row.shard == shard)
             .and_then(|row| row.owner.clone());
-        serde_json::json!({ "id": id, "shard": shard, "owner": owner })
+        AccountPlace { id, shard, owner }
     });
-    Ok(axum::Json(serde_json::json!({
-        "account": account,
-        "node": view.node,
-        "shard_count": view.shard_count,
-        "log_id": view.log_id,
-        "created_by": view.created_by,
-        "owned_here": view.owned,
-        "nodes": view.nodes,
-        "shards": shards,
-        "coordination_error": view.coordination_error,
-    }))
+    Ok(axum::Json(ClusterAnswer {
+        account,
+        node: &view.node,
+        shard_count: view.shard_count,
+        log_id: &view.log_id,
+        created_by: &view.created_by,
+        owned_here: &view.owned,
+        nodes: &view.nodes,
+        shards,
+        coordination_error: view.coordination_error.as_deref(),
+    })
     .into_response())
 }
 
+/// Prometheus metrics
+///
+/// The text exposition format; every metric is listed with its meaning in docs/METRICS.md.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations", operation_id = "metrics", security(()),
+    responses((status = 200, description = "Metrics", content_type = "text/plain", body = String)),
+)]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let stats = &state.journal_stats;
     metrics::counter!("coffer_journal_written_bytes_total").absolute(stats.bytes_written.load(Ordering::Relaxed));

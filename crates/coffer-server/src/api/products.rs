@@ -3,6 +3,7 @@
 //! results into answers.
 
 use super::body::{JsonBody, QueryParameters};
+use super::openapi::{NotFound, RateLimited, ReadErrors, WriteErrors, REPLAYED};
 use super::paging::{page_cursor, page_limit};
 use super::request::transaction_id;
 use super::respond::answer;
@@ -11,7 +12,7 @@ use crate::auth::Role;
 use crate::clock::generated_id;
 use crate::error::ApiError;
 use crate::flash_sale::{
-    checked_name, Finish, FlashSale, Placed, Price, Product, PurchaseOrder, Rules, ORDER_ID_BYTES_MAX, ORDER_STATUSES,
+    checked_name, Finish, FlashSale, Placed, Price, Product, PurchaseOrder, Rules, ORDER_ID_BYTES_MAX,
     PRODUCT_ID_BYTES_MAX, USER_ID_BYTES_MAX,
 };
 use crate::rate_limit::Decision;
@@ -25,18 +26,67 @@ use coffer_history::{OrderQuery, OrderRow, HISTORY_PAGE_MAX};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-#[derive(Deserialize)]
+/// Product, user and order names as `checked_name` takes them, for the
+/// API document: the id alphabet without braces, not starting with `@`.
+macro_rules! name_schema {
+    ($name:ident, $bytes_max:expr, $description:literal, $example:literal) => {
+        pub(super) struct $name;
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some($bytes_max))
+                    .pattern(Some("^[A-Za-z0-9_.:-][A-Za-z0-9_.:@-]*$"))
+                    .description(Some($description))
+                    .examples([$example])
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+    };
+}
+
+name_schema!(
+    ProductName,
+    PRODUCT_ID_BYTES_MAX,
+    "A product id: 1-48 bytes of A-Z a-z 0-9 _ . : @ -, not starting with @",
+    "sneaker-42"
+);
+name_schema!(
+    UserName,
+    USER_ID_BYTES_MAX,
+    "A buyer: 1-64 bytes of A-Z a-z 0-9 _ . : @ -, not starting with @",
+    "user-7"
+);
+name_schema!(
+    OrderName,
+    ORDER_ID_BYTES_MAX,
+    "An order id: 1-64 bytes of A-Z a-z 0-9 _ . : @ -, not starting with @",
+    "order-19"
+);
+
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProductRequest {
+    /// The product id.
+    #[schema(value_type = ProductName)]
     id: String,
+    /// Units in stock at first.
     stock: Option<Amount>,
+    /// The most one buyer may hold, over all their orders.
     per_buyer_limit: Option<Amount>,
+    /// The price of one unit; with `unit` and `merchant`, or none of the three (free items).
     price: Option<Amount>,
     unit: Option<Unit>,
+    /// The account paid on a purchase.
     merchant: Option<AccountId>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Product)]
 struct ProductAnswer<'a> {
     id: &'a str,
     /// Items left to sell.
@@ -70,6 +120,18 @@ impl<'a> From<&'a Product> for ProductAnswer<'a> {
     }
 }
 
+/// Create a product
+///
+/// Creating the same product again with the same definition answers it (200).
+#[utoipa::path(
+    post, path = "/v1/products", tag = "flash sales", operation_id = "createProduct",
+    request_body = CreateProductRequest,
+    responses(
+        (status = 201, description = "Created: the product", body = ProductAnswer),
+        (status = 200, description = REPLAYED, body = ProductAnswer),
+        WriteErrors,
+    ),
+)]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -79,7 +141,7 @@ pub async fn create(
     let price = match (body.price, body.unit, body.merchant) {
         (Some(amount), Some(unit), Some(merchant)) => Some(Price { amount, unit, merchant }),
         (None, None, None) => None,
-        _ => return Err(ApiError::invalid("price, unit and merchant go together")),
+        _ => return Err(ApiError::unprocessable("price, unit and merchant go together")),
     };
     let rules = Rules {
         per_buyer_limit: body.per_buyer_limit,
@@ -92,6 +154,12 @@ pub async fn create(
     Ok(committed.respond(ProductAnswer::from(&product)))
 }
 
+/// Read a product
+#[utoipa::path(
+    get, path = "/v1/products/{id}", tag = "flash sales", operation_id = "getProduct",
+    params(("id" = ProductName, Path, description = "The product id")),
+    responses((status = 200, description = "The product and its stock", body = ProductAnswer), ReadErrors, NotFound),
+)]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -103,13 +171,27 @@ pub async fn get(
     Ok(axum::Json(ProductAnswer::from(&product)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestockRequest {
+    /// Units added to the stock.
     quantity: Amount,
+    /// The idempotency key (or the `Idempotency-Key` header).
     id: Option<TransactionId>,
 }
 
+/// Restock a product
+#[utoipa::path(
+    post, path = "/v1/products/{id}/restock", tag = "flash sales", operation_id = "restockProduct",
+    params(("id" = ProductName, Path, description = "The product id"),
+           super::openapi::IdempotencyHeader),
+    request_body = RestockRequest,
+    responses(
+        (status = 201, description = "Restocked: the product", body = ProductAnswer),
+        (status = 200, description = REPLAYED, body = ProductAnswer),
+        WriteErrors, NotFound,
+    ),
+)]
 pub async fn restock(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -124,16 +206,80 @@ pub async fn restock(
     Ok(committed.respond(ProductAnswer::from(&product)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PurchaseRequest {
+    /// The buyer (per-buyer limits and rate limits count per user).
+    #[schema(value_type = UserName)]
     user: String,
+    /// Units bought; 1 when absent.
+    #[schema(value_type = Option<PurchaseQuantity>)]
     quantity: Option<Amount>,
+    /// The order's id, its idempotency key; made up when absent (then a retry buys again).
+    #[schema(value_type = Option<OrderName>)]
     order_id: Option<String>,
+    /// Reserve for this long instead of buying (1 ms to a year): the order is `reserved` until confirmed,
+    /// cancelled or expired.
+    #[serde(default, deserialize_with = "coffer_core::deserialize_whole_number")]
+    #[schema(minimum = 1, maximum = 31_622_400_000_u64)]
     reserve_ttl_ms: Option<u64>,
 }
 
-#[derive(Serialize)]
+/// A purchase's quantity: an `Amount` of at most `PURCHASE_QUANTITY_MAX`.
+struct PurchaseQuantity;
+
+const _: () = assert!(
+    crate::flash_sale::PURCHASE_QUANTITY_MAX == 1_000_000,
+    "PurchaseQuantity spells it out"
+);
+
+impl utoipa::PartialSchema for PurchaseQuantity {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        let number = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(1_000_000));
+        let text = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^([1-9][0-9]{0,5}|1000000)$"));
+        OneOfBuilder::new()
+            .item(number)
+            .item(text)
+            .description(Some("1 to 1,000,000 units, as a number or a decimal string"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for PurchaseQuantity {}
+
+/// An order's state.
+#[derive(Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// Bought outright.
+    Completed,
+    /// Reserved until confirmed, cancelled or expired.
+    Reserved,
+    Confirmed,
+    Cancelled,
+    Expired,
+}
+
+impl OrderStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Completed => "completed",
+            OrderStatus::Reserved => "reserved",
+            OrderStatus::Confirmed => "confirmed",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Order)]
 struct OrderAnswer<'a> {
     order_id: &'a str,
     product: &'a str,
@@ -142,13 +288,32 @@ struct OrderAnswer<'a> {
     /// What the buyer paid, in `unit`'s smallest denomination.
     amount: Option<u128>,
     unit: Option<String>,
+    #[schema(value_type = OrderStatus)]
     status: &'a str,
+    /// When a reservation lapses.
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
     seq: Option<i64>,
+    #[schema(format = DateTime)]
     created_at: Option<String>,
+    #[schema(format = DateTime)]
     updated_at: Option<String>,
 }
 
+/// Buy (or reserve) units of a product
+///
+/// Never oversells: a purchase beyond the stock is refused (`sold_out`, 422), beyond the buyer's limit too
+/// (`limit_exceeded`). Retried under its `order_id` it answers the order again (200).
+#[utoipa::path(
+    post, path = "/v1/products/{id}/purchase", tag = "flash sales", operation_id = "purchase",
+    params(("id" = ProductName, Path, description = "The product id")),
+    request_body = PurchaseRequest,
+    responses(
+        (status = 201, description = "Bought or reserved: the order", body = OrderAnswer),
+        (status = 200, description = REPLAYED, body = OrderAnswer),
+        WriteErrors, NotFound, RateLimited,
+    ),
+)]
 pub async fn purchase(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -226,14 +391,39 @@ async fn finish(state: &AppState, headers: &HeaderMap, order_id: &str, finish: F
         Finish::Cancel => "cancelled",
     };
     let record = &committed.submitted.record;
-    Ok(committed.respond(serde_json::json!({
-        "order_id": order_id,
-        "status": status,
-        "seq": record.sequence,
-        "timestamp": instant(record.timestamp_ms),
-    })))
+    Ok(committed.respond(FinishAnswer {
+        order_id: &order_id,
+        status,
+        seq: record.sequence,
+        timestamp: instant(record.timestamp_ms),
+    }))
 }
 
+/// A reservation confirmed or cancelled.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = OrderFinished)]
+struct FinishAnswer<'a> {
+    order_id: &'a str,
+    /// `confirmed` or `cancelled`.
+    #[schema(value_type = OrderStatus)]
+    status: &'static str,
+    seq: u64,
+    #[schema(format = DateTime)]
+    timestamp: String,
+}
+
+/// Confirm a reservation
+///
+/// The reserved units are sold (and paid, for priced products). Confirming again answers the same (200).
+#[utoipa::path(
+    post, path = "/v1/orders/{id}/confirm", tag = "flash sales", operation_id = "confirmOrder",
+    params(("id" = OrderName, Path, description = "The order id")),
+    responses(
+        (status = 201, description = "Confirmed", body = FinishAnswer),
+        (status = 200, description = REPLAYED, body = FinishAnswer),
+        WriteErrors, NotFound,
+    ),
+)]
 pub async fn confirm(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -242,6 +432,18 @@ pub async fn confirm(
     finish(&state, &headers, &id, Finish::Confirm).await
 }
 
+/// Cancel a reservation
+///
+/// The reserved units return to the stock. Cancelling again answers the same (200).
+#[utoipa::path(
+    post, path = "/v1/orders/{id}/cancel", tag = "flash sales", operation_id = "cancelOrder",
+    params(("id" = OrderName, Path, description = "The order id")),
+    responses(
+        (status = 201, description = "Cancelled", body = FinishAnswer),
+        (status = 200, description = REPLAYED, body = FinishAnswer),
+        WriteErrors, NotFound,
+    ),
+)]
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -266,6 +468,12 @@ fn order_answer(row: &OrderRow) -> OrderAnswer<'_> {
     }
 }
 
+/// Read an order
+#[utoipa::path(
+    get, path = "/v1/orders/{id}", tag = "flash sales", operation_id = "getOrder",
+    params(("id" = OrderName, Path, description = "The order id")),
+    responses((status = 200, description = "The order", body = OrderAnswer), ReadErrors, NotFound, super::openapi::HistoryUnavailable),
+)]
 pub async fn get_order(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -277,16 +485,35 @@ pub async fn get_order(
     Ok(axum::Json(order_answer(&row)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OrderParameters {
+    /// Orders of this product.
+    #[param(value_type = Option<ProductName>)]
     product: Option<String>,
+    /// Orders of this buyer.
+    #[param(value_type = Option<UserName>)]
     user: Option<String>,
-    status: Option<String>,
+    status: Option<OrderStatus>,
+    /// Orders per page, newest first.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = "^o[0-9]{1,18}$")]
     cursor: Option<String>,
 }
 
+const _: () = assert!(HISTORY_PAGE_MAX == 1_000, "the maximum of OrderParameters::limit");
+
+/// List orders
+///
+/// Newest first, from the history store; filtered by product, buyer and status.
+#[utoipa::path(
+    get, path = "/v1/orders", tag = "flash sales", operation_id = "listOrders",
+    params(OrderParameters),
+    responses((status = 200, description = "A page of orders", body = Page<OrderAnswer>), ReadErrors, super::openapi::HistoryUnavailable),
+)]
 pub async fn list_orders(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -294,11 +521,6 @@ pub async fn list_orders(
 ) -> Result<Response, ApiError> {
     state.auth.require(&headers, Role::Reader, "read")?;
     let limit = page_limit(parameters.limit.map(u64::from), u64::from(HISTORY_PAGE_MAX))? as u32;
-    if let Some(status) = &parameters.status {
-        if !ORDER_STATUSES.contains(&status.as_str()) {
-            return Err(ApiError::invalid(format!("status must be one of {ORDER_STATUSES:?}")));
-        }
-    }
     let product = parameters
         .product
         .map(|product| checked_name("product", &product, PRODUCT_ID_BYTES_MAX))
@@ -311,7 +533,7 @@ pub async fn list_orders(
     let query = OrderQuery {
         product,
         user,
-        status: parameters.status,
+        status: parameters.status.map(|status| status.as_str().to_owned()),
         before,
         limit,
     };

@@ -22,9 +22,9 @@ pub(crate) fn transaction_id(headers: &HeaderMap, body_id: Option<TransactionId>
         TransactionId::parse(text).map_err(|error| ApiError::invalid(format!("Idempotency-Key: {error}")))
     });
     match (header.transpose()?, body_id) {
-        (Some(header), Some(body)) if header != body => {
-            Err(ApiError::invalid("the Idempotency-Key header and the body id differ"))
-        }
+        (Some(header), Some(body)) if header != body => Err(ApiError::unprocessable(
+            "the Idempotency-Key header and the body id differ",
+        )),
         (Some(id), _) | (None, Some(id)) => Ok(id),
         (None, None) => Ok(generated_id()),
     }
@@ -83,7 +83,7 @@ pub(crate) fn build(
     ops: Vec<Operation>,
     metadata: Option<coffer_core::Metadata>,
 ) -> Result<Transaction, ApiError> {
-    Transaction::new(id, ops, metadata).map_err(|error| ApiError::invalid(error.to_string()))
+    Transaction::new(id, ops, metadata).map_err(ApiError::from)
 }
 
 /// RFC 7240 `Prefer: return=minimal`, among other preferences or not.
@@ -107,6 +107,59 @@ pub(crate) fn detail_preferred(headers: &HeaderMap) -> Detail {
     match prefers_minimal(headers) {
         true => Detail::WithoutEffects,
         false => Detail::WithEffects,
+    }
+}
+
+/// The RFC 3339 instants `instant_ms` reads, as the API document states
+/// them: UTC, from 1970 on, days 1-28 of any month (a subset: the later
+/// days of a month parse too, but no pattern says which month has them).
+pub(crate) const INSTANT_PATTERN: &str = "^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])\
+                                          T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?Z$";
+
+/// An RFC 3339 instant in UTC, for the API document.
+pub(crate) struct Rfc3339Schema;
+
+impl utoipa::PartialSchema for Rfc3339Schema {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(INSTANT_PATTERN))
+            .description(Some("An instant: RFC 3339 in UTC"))
+            .examples(["2026-11-25T12:00:00Z"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Rfc3339Schema {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Rfc3339".into()
+    }
+}
+
+/// How a query parameter's instant is written, for the API document: RFC
+/// 3339 in UTC, or milliseconds since the Unix epoch.
+pub(crate) struct InstantSchema;
+
+impl utoipa::PartialSchema for InstantSchema {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        let milliseconds = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(i64::MIN as isize))
+            .maximum(Some(i64::MAX as isize));
+        OneOfBuilder::new()
+            .item(milliseconds)
+            .item(Rfc3339Schema::schema())
+            .description(Some(
+                "An instant: RFC 3339 in UTC, or milliseconds since the Unix epoch",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for InstantSchema {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Instant".into()
     }
 }
 

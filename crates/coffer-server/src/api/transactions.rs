@@ -1,4 +1,7 @@
 use super::body::{JsonBody, QueryParameters};
+use super::openapi::{
+    IdempotencyHeader, NotFound, PreferHeader, RateLimited, ReadErrors, UserHeader, WriteErrors, REPLAYED,
+};
 use super::request::{authorize, build, detail_preferred, limit_transactions, path_id, transaction_id};
 use super::respond::{answer, execute, mark_minimal, sized_json};
 use super::views;
@@ -13,7 +16,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use coffer_core::{AccountId, Amount, Metadata, Operation, RejectionCode, Transaction, TransactionId, Verdict};
 use serde::Deserialize;
-use serde_json::json;
 use std::sync::Arc;
 
 /// `{id?, ops, metadata?}`: the same JSON as a Kafka command.
@@ -24,10 +26,21 @@ fn accepted_answer(result: &serde_json::Value) -> Response {
     (StatusCode::ACCEPTED, axum::Json(result)).into_response()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ModeParameters {
-    mode: Option<String>,
+    /// `sync` (default): answered with the outcome. `async`: accepted once durable, 202; with Kafka ingestion
+    /// through the commands topic (`pending` until applied), else applied before the answer.
+    #[param(inline)]
+    mode: Option<Mode>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Sync,
+    Async,
 }
 
 fn parse(state: &AppState, headers: &HeaderMap, body: TransactionRequest) -> Result<Transaction, ApiError> {
@@ -35,6 +48,22 @@ fn parse(state: &AppState, headers: &HeaderMap, body: TransactionRequest) -> Res
     build(transaction_id(headers, body.id)?, body.ops, body.metadata)
 }
 
+/// Apply an atomic transaction
+///
+/// Its operations apply all or none, in order, under one idempotency key.
+#[utoipa::path(
+    post, path = "/v1/transactions", tag = "transactions", operation_id = "createTransaction",
+    params(ModeParameters, IdempotencyHeader, UserHeader, PreferHeader),
+    request_body = TransactionRequest,
+    responses(
+        (status = 201, description = "Committed", body = views::TransactionAnswer),
+        (status = 200, description = REPLAYED, body = views::TransactionAnswer),
+        (status = 202, description = "mode=async: accepted. With Kafka ingestion: in the commands topic, pending \
+                                      until applied. Without: applied, with its outcome (committed or rejected).",
+         body = views::LookupAnswer),
+        WriteErrors, RateLimited,
+    ),
+)]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -43,18 +72,18 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let transaction = parse(&state, &headers, body)?;
     limit_transactions(&state, &headers).await?;
-    match query.mode.as_deref() {
-        None | Some("sync") => {
+    match query.mode {
+        None | Some(Mode::Sync) => {
             let detail = detail_preferred(&headers);
             Ok(execute(&state, transaction, detail).await?.respond_in(detail))
         }
-        Some("async") => {
+        Some(Mode::Async) => {
             if let Some(kafka) = state.kafka.as_ref().filter(|kafka| kafka.takes_async()) {
                 // Through the commands topic: accepted once the broker has
                 // it, applied later (`GET` says `pending` until then).
                 let id = transaction.id().to_string();
                 kafka.produce(&transaction).await?;
-                let body = axum::Json(json!({ "id": id, "status": "pending" }));
+                let body = axum::Json(views::PendingAnswer::new(&id));
                 return Ok((StatusCode::ACCEPTED, body).into_response());
             }
             // Without Kafka a command becomes durable in the journal, which
@@ -73,10 +102,22 @@ pub async fn create(
                 Err(error) => Err(error),
             }
         }
-        Some(other) => Err(ApiError::invalid(format!("mode must be sync or async, not {other:?}"))),
     }
 }
 
+/// Read a transaction's outcome
+///
+/// Within the engine's idempotency window from memory; older ones from the history store, with their
+/// operations and effects.
+#[utoipa::path(
+    get, path = "/v1/transactions/{id}", tag = "transactions", operation_id = "getTransaction",
+    params(("id" = TransactionId, Path, description = "The transaction id")),
+    responses(
+        (status = 200, description = "Its outcome; `pending` while a Kafka command waits to be applied",
+         body = views::LookupAnswer),
+        ReadErrors, NotFound, super::openapi::HistoryUnavailable,
+    ),
+)]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -84,14 +125,15 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     state.auth.require(&headers, Role::Reader, "read")?;
     let id = path_id(&id, TransactionId::parse)?;
-    let answer = match state.ledger.lookup(&id).await? {
-        Some(Lookup::Pending) => axum::Json(json!({ "id": id.as_str(), "status": "pending" })).into_response(),
+    let found = state.ledger.lookup(&id).await?;
+    let answer = match &found {
+        Some(Lookup::Pending) => views::LookupAnswer::Pending(views::PendingAnswer::new(id.as_str())),
         Some(Lookup::Recent(record)) => {
-            axum::Json(views::TransactionAnswer::of_record(id.as_str(), &record)).into_response()
+            views::LookupAnswer::Recent(views::TransactionAnswer::of_record(id.as_str(), record))
         }
         // Beyond the engine's window: the history store keeps every outcome.
         Some(Lookup::Stored(row, record)) => {
-            axum::Json(views::StoredTransactionAnswer::new(&row, &record)).into_response()
+            views::LookupAnswer::Stored(views::StoredTransactionAnswer::new(row, record))
         }
         None => {
             return Err(ApiError::NotFound {
@@ -100,22 +142,53 @@ pub async fn get(
             })
         }
     };
-    Ok(answer)
+    Ok(axum::Json(answer).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
+    /// At most `--http-batch-max` (10,000 by default).
+    #[schema(min_items = 1, max_items = 10_000)]
     transactions: Vec<TransactionRequest>,
+    /// All items or none (see the operation's description).
     #[serde(default)]
     atomic: bool,
-    /// With `atomic`, the id of the combined transaction.
+    /// Atomic batches of items without ids: the id of the combined transaction.
     id: Option<TransactionId>,
 }
 
-/// Many transactions in one request and one engine batch. Independent
-/// (default): one result per item, each applied or rejected on its own.
-/// Atomic: all items as one transaction, all or nothing.
+const _: () = assert!(
+    crate::config::HTTP_BATCH_MAX_DEFAULT == 10_000,
+    "max_items of BatchRequest::transactions"
+);
+
+/// One result per item.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct BatchAnswer<T> {
+    results: Vec<T>,
+}
+
+/// Many transactions in one request
+///
+/// One engine batch. Independent (default): each item applies or is rejected on its own. Atomic, items
+/// without ids: one transaction of all their operations, under the batch's id. Atomic, every item with its own
+/// id (and metadata): a linked batch, all or none, each item its own idempotency key found by
+/// `GET /v1/transactions/{id}`; a rejection is 422 naming the item (`Coffer-Failed-Item`,
+/// `Coffer-Failed-Item-Op`, `details.transaction.item`); the whole batch retried answers the same; a batch that
+/// reuses an id of another request is 409 and changes nothing.
+#[utoipa::path(
+    post, path = "/v1/transactions/batch", tag = "transactions", operation_id = "createTransactionBatch",
+    params(IdempotencyHeader, UserHeader, PreferHeader),
+    request_body = BatchRequest,
+    responses(
+        (status = 200, description = "Independent: one result per item (`replayed` says which answer an earlier \
+                                      submission); atomic and retried: as first answered", body = BatchAnswer<views::TransactionAnswer>),
+        (status = 201, description = "Atomic, committed: the combined transaction, or one result per item of a \
+                                      linked batch", body = BatchAnswer<views::TransactionAnswer>),
+        WriteErrors, RateLimited,
+    ),
+)]
 pub async fn batch(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -133,7 +206,7 @@ pub async fn batch(
         return atomic_batch(&state, &headers, body).await;
     }
     if body.id.is_some() {
-        return Err(ApiError::invalid(
+        return Err(ApiError::unprocessable(
             "id applies to atomic batches only; give each transaction its own id",
         ));
     }
@@ -141,8 +214,7 @@ pub async fn batch(
     for (index, item) in body.transactions.into_iter().enumerate() {
         authorize(&state, &headers, &item.ops)?;
         let id = item.id.unwrap_or_else(generated_id);
-        let transaction = build(id, item.ops, item.metadata)
-            .map_err(|error| ApiError::invalid(format!("transactions[{index}]: {error}")))?;
+        let transaction = build(id, item.ops, item.metadata).map_err(|error| error.of_item(index))?;
         transactions.push(transaction);
     }
     let detail = detail_preferred(&headers);
@@ -169,12 +241,6 @@ pub async fn batch(
 /// two balances in a full one), to size the answer's buffer once.
 const MINIMAL_RESULT_BYTES: usize = 96;
 const RESULT_BYTES: usize = 384;
-
-/// Serialized directly: no JSON tree for thousands of results.
-#[derive(serde::Serialize)]
-struct BatchAnswer<T> {
-    results: Vec<T>,
-}
 
 /// Every item's full result, each marked replayed or not.
 fn full_results(results: &[Submitted]) -> BatchAnswer<views::TransactionAnswer<'_>> {
@@ -207,7 +273,7 @@ async fn atomic_batch(state: &AppState, headers: &HeaderMap, body: BatchRequest)
     let mut first_op_of_item = Vec::with_capacity(body.transactions.len());
     for item in body.transactions {
         if item.metadata.is_some() {
-            return Err(ApiError::invalid(
+            return Err(ApiError::unprocessable(
                 "in an atomic batch, an item carries metadata only with its own id (give every item one)",
             ));
         }
@@ -249,12 +315,12 @@ async fn linked_batch(
     with_ids: usize,
 ) -> Result<Response, ApiError> {
     if with_ids < body.transactions.len() {
-        return Err(ApiError::invalid(
+        return Err(ApiError::unprocessable(
             "in an atomic batch, give every item an id (a linked batch) or none (one transaction)",
         ));
     }
     if body.id.is_some() || headers.contains_key("idempotency-key") {
-        return Err(ApiError::invalid(
+        return Err(ApiError::unprocessable(
             "in a linked batch each item's id is its idempotency key: the batch takes none",
         ));
     }
@@ -263,13 +329,12 @@ async fn linked_batch(
     for (index, item) in body.transactions.into_iter().enumerate() {
         let id = item.id.expect("every item has an id");
         if !seen.insert(id.clone()) {
-            return Err(ApiError::invalid(format!(
+            return Err(ApiError::unprocessable(format!(
                 "transactions[{index}]: id {id} is used twice"
             )));
         }
         authorize(state, headers, &item.ops)?;
-        let transaction = build(id, item.ops, item.metadata)
-            .map_err(|error| ApiError::invalid(format!("transactions[{index}]: {error}")))?;
+        let transaction = build(id, item.ops, item.metadata).map_err(|error| error.of_item(index))?;
         transactions.push(transaction);
     }
     let results = state
@@ -326,18 +391,20 @@ async fn linked_batch(
     Ok(response)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DepositRequest {
+    /// The idempotency key (or the `Idempotency-Key` header).
     id: Option<TransactionId>,
     account: AccountId,
     amount: Amount,
     metadata: Option<Metadata>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
+    /// The idempotency key (or the `Idempotency-Key` header).
     id: Option<TransactionId>,
     from: AccountId,
     to: AccountId,
@@ -380,7 +447,19 @@ async fn one_transfer(state: &AppState, headers: &HeaderMap, body: TransferReque
     Ok(execute(state, transaction, detail).await?.respond_in(detail))
 }
 
-/// A deposit is a transfer from `@world`.
+/// Deposit
+///
+/// A transfer from `@world`, the unit's implicit source.
+#[utoipa::path(
+    post, path = "/v1/deposits", tag = "transactions", operation_id = "deposit",
+    params(IdempotencyHeader, UserHeader, PreferHeader),
+    request_body = DepositRequest,
+    responses(
+        (status = 201, description = "Committed", body = views::TransactionAnswer),
+        (status = 200, description = REPLAYED, body = views::TransactionAnswer),
+        WriteErrors, RateLimited,
+    ),
+)]
 pub async fn deposit(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -389,7 +468,19 @@ pub async fn deposit(
     one_transfer(&state, &headers, body.into_transfer(Direction::FromWorld)).await
 }
 
-/// A withdrawal is a transfer to `@world`.
+/// Withdraw
+///
+/// A transfer to `@world`, the unit's implicit sink.
+#[utoipa::path(
+    post, path = "/v1/withdrawals", tag = "transactions", operation_id = "withdraw",
+    params(IdempotencyHeader, UserHeader, PreferHeader),
+    request_body = DepositRequest,
+    responses(
+        (status = 201, description = "Committed", body = views::TransactionAnswer),
+        (status = 200, description = REPLAYED, body = views::TransactionAnswer),
+        WriteErrors, RateLimited,
+    ),
+)]
 pub async fn withdrawal(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -398,6 +489,19 @@ pub async fn withdrawal(
     one_transfer(&state, &headers, body.into_transfer(Direction::ToWorld)).await
 }
 
+/// Transfer
+///
+/// `from.available -= amount; to.available += amount`, within the floors and ceilings.
+#[utoipa::path(
+    post, path = "/v1/transfers", tag = "transactions", operation_id = "transfer",
+    params(IdempotencyHeader, UserHeader, PreferHeader),
+    request_body = TransferRequest,
+    responses(
+        (status = 201, description = "Committed", body = views::TransactionAnswer),
+        (status = 200, description = REPLAYED, body = views::TransactionAnswer),
+        WriteErrors, RateLimited,
+    ),
+)]
 pub async fn transfer(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

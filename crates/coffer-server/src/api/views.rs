@@ -8,6 +8,7 @@ use coffer_core::{AccountStatus, AccountView, HoldStatus, HoldView, Metadata, Re
 use serde::Serialize;
 use serde_json::Value;
 use std::time::{Duration, UNIX_EPOCH};
+use utoipa::ToSchema;
 
 pub fn instant(timestamp_ms: u64) -> String {
     Rfc3339(timestamp_ms).to_string()
@@ -47,22 +48,47 @@ impl Serialize for EffectsAnswer<'_> {
     }
 }
 
+/// What became of a transaction.
+#[derive(Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TransactionStatus {
+    /// Accepted into the commands topic, not applied yet.
+    Pending,
+    Committed,
+    /// A ledger rule said no; `code` says which.
+    Rejected,
+    /// The id was used before for a different request (`id_reused`).
+    Conflict,
+    /// Part of a linked batch that reused another request's id.
+    NotApplied,
+}
+
 /// A transaction's result, serialized directly (no intermediate JSON
 /// tree): a batch answer holds thousands of them.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = TransactionResult)]
 pub struct TransactionAnswer<'a> {
+    /// The transaction id (its idempotency key).
     id: &'a str,
-    status: &'static str,
+    status: TransactionStatus,
+    /// The rejection code: insufficient_funds, account_not_found, ... (rejected only).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "insufficient_funds")]
     code: Option<&'static str>,
+    /// The operation a rejection names, from 0.
     #[serde(skip_serializing_if = "Option::is_none")]
     op_index: Option<u16>,
+    /// The journal sequence number of the batch that applied it.
     seq: u64,
     /// Absent only from minimal answers.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     timestamp: Option<Rfc3339>,
+    /// Balances after a first commit (absent from replays and minimal answers).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<EffectAnswer>>)]
     effects: Option<EffectsAnswer<'a>>,
+    /// Batch items: whether this answers an earlier submission of the id.
     #[serde(skip_serializing_if = "Option::is_none")]
     replayed: Option<bool>,
     /// The hold a hold operation created or changed.
@@ -70,7 +96,9 @@ pub struct TransactionAnswer<'a> {
     pub hold: Option<HoldAnswer<'a>>,
 }
 
-#[derive(Serialize)]
+/// An account's balances after a commit.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Effect)]
 pub struct EffectAnswer<'a> {
     account: &'a str,
     unit: &'a str,
@@ -133,21 +161,77 @@ impl<'a> TransactionAnswer<'a> {
     }
 }
 
-type OutcomeFields = (&'static str, Option<&'static str>, Option<u16>);
+/// A transaction accepted but not applied yet.
+#[derive(Serialize, ToSchema)]
+#[schema(as = PendingTransaction)]
+pub struct PendingAnswer<'a> {
+    id: &'a str,
+    /// Always `pending`.
+    status: TransactionStatus,
+}
+
+impl<'a> PendingAnswer<'a> {
+    pub fn new(id: &'a str) -> Self {
+        PendingAnswer {
+            id,
+            status: TransactionStatus::Pending,
+        }
+    }
+}
+
+/// A transaction looked up by id (or accepted asynchronously): pending, a
+/// result from the engine's memory, or one from the history store.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum LookupAnswer<'a> {
+    Pending(PendingAnswer<'a>),
+    Recent(TransactionAnswer<'a>),
+    Stored(StoredTransactionAnswer<'a>),
+}
+
+// anyOf, not the oneOf an untagged derive makes: a stored result is a
+// result with more fields, so both match it.
+impl utoipa::PartialSchema for LookupAnswer<'_> {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        super::openapi::any_of([
+            PendingAnswer::name(),
+            TransactionAnswer::name(),
+            StoredTransactionAnswer::name(),
+        ])
+    }
+}
+
+impl ToSchema for LookupAnswer<'_> {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "TransactionLookup".into()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        super::openapi::collect::<PendingAnswer>(schemas);
+        super::openapi::collect::<TransactionAnswer>(schemas);
+        super::openapi::collect::<StoredTransactionAnswer>(schemas);
+    }
+}
+
+type OutcomeFields = (TransactionStatus, Option<&'static str>, Option<u16>);
 
 /// `status`, `code` and `op_index` of a recorded outcome.
 fn verdict_fields(record: &Record) -> OutcomeFields {
     match record.verdict {
-        Verdict::Committed => ("committed", None, None),
-        Verdict::Rejected(rejection) => ("rejected", Some(rejection.code.as_str()), Some(rejection.op_index)),
+        Verdict::Committed => (TransactionStatus::Committed, None, None),
+        Verdict::Rejected(rejection) => (
+            TransactionStatus::Rejected,
+            Some(rejection.code.as_str()),
+            Some(rejection.op_index),
+        ),
     }
 }
 
 /// The same for a submission, which may also have reused an id.
 fn outcome_fields(submitted: &Submitted) -> OutcomeFields {
     match submitted.kind {
-        Kind::IdReused => ("conflict", Some("id_reused"), None),
-        Kind::NotApplied => ("not_applied", Some("linked_event_failed"), None),
+        Kind::IdReused => (TransactionStatus::Conflict, Some("id_reused"), None),
+        Kind::NotApplied => (TransactionStatus::NotApplied, Some("linked_event_failed"), None),
         Kind::New | Kind::Replayed => verdict_fields(&submitted.record),
     }
 }
@@ -158,9 +242,11 @@ pub fn record_value(id: &str, record: &Record) -> Value {
     serde_json::to_value(TransactionAnswer::of_record(id, record)).unwrap_or(Value::Null)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Account)]
 pub struct AccountAnswer<'a> {
     id: &'a str,
+    #[schema(example = "USD/2")]
     unit: &'a str,
     available: i128,
     frozen: i128,
@@ -168,9 +254,13 @@ pub struct AccountAnswer<'a> {
     min_available: Option<i128>,
     max_total: Option<i128>,
     status: AccountStatus,
+    #[schema(value_type = Option<Metadata>)]
     metadata: Option<&'a Metadata>,
+    /// Increases with every change of the account.
     version: u64,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     updated_at: String,
 }
 
@@ -194,13 +284,15 @@ impl<'a> From<&'a AccountView> for AccountAnswer<'a> {
 }
 
 /// One page of a list: the items and the cursor of the next page, if any.
-#[derive(Serialize)]
-pub struct Page<T, C> {
+#[derive(Serialize, ToSchema)]
+pub struct Page<T> {
     pub data: Vec<T>,
-    pub next_cursor: Option<C>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Hold)]
 pub struct HoldAnswer<'a> {
     id: &'a str,
     account: &'a str,
@@ -210,8 +302,11 @@ pub struct HoldAnswer<'a> {
     captured: i128,
     remaining: i128,
     status: HoldStatus,
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     finished_at: Option<String>,
 }
 
@@ -235,13 +330,19 @@ impl<'a> From<&'a HoldView> for HoldAnswer<'a> {
 
 /// A transaction answered from the history store (beyond the engine's
 /// window): the stored result, with the operations and effects as stored.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = StoredTransactionResult)]
 pub struct StoredTransactionAnswer<'a> {
     #[serde(flatten)]
     result: TransactionAnswer<'a>,
+    /// The operations as submitted.
+    #[schema(value_type = Option<Vec<coffer_core::openapi::OperationSchema>>)]
     ops: Option<&'a serde_json::value::RawValue>,
+    #[schema(value_type = Option<Metadata>)]
     metadata: Option<&'a serde_json::value::RawValue>,
+    /// Balances after the commit, as stored.
     #[serde(rename = "effects")]
+    #[schema(value_type = Option<Vec<EffectAnswer>>)]
     stored_effects: Option<&'a serde_json::value::RawValue>,
 }
 

@@ -42,7 +42,7 @@ pub struct ShardRow {
     pub refusing: Option<String>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct NodeRow {
     pub node: String,
     pub url: String,
