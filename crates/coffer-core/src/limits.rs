@@ -21,6 +21,9 @@ pub const BATCH_TRANSACTIONS_MAX: usize = 65_536;
 /// Longest hold time to live: one year. Longer holds are almost always a
 /// client bug (seconds where milliseconds were meant).
 pub const HOLD_TTL_MS_MAX: u64 = 366 * 24 * 3_600 * 1_000;
+/// The last instant an absolute hold expiry may name: 9999-12-31T23:59:59.999Z,
+/// the last RFC 3339 can write (answers show expiries as RFC 3339).
+pub const INSTANT_MS_MAX: u64 = 253_402_300_799_999;
 /// Distinct units one engine may know.
 pub const UNITS_MAX: usize = 65_536;
 

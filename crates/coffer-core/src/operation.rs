@@ -2,13 +2,16 @@ use crate::amount::whole_number;
 use crate::amount::{Amount, Balance};
 use crate::error::CoreError;
 use crate::identifier::{AccountId, HoldId};
-use crate::limits::HOLD_TTL_MS_MAX;
+use crate::limits::{HOLD_TTL_MS_MAX, INSTANT_MS_MAX};
 use crate::metadata::Metadata;
 use crate::unit::Unit;
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "openapi")]
-const _: () = assert!(HOLD_TTL_MS_MAX == 31_622_400_000, "the maximum of Hold::ttl_ms");
+const _: () = assert!(
+    HOLD_TTL_MS_MAX == 31_622_400_000 && INSTANT_MS_MAX == 253_402_300_799_999,
+    "the maxima of Hold::ttl_ms and Hold::expires_at_ms"
+);
 
 /// One step of a transaction. JSON form: a tagged object,
 /// `{"type": "transfer", "from": "a", "to": "b", "amount": 5}`.
@@ -46,8 +49,9 @@ pub enum Operation {
         amount: Amount,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         to: Option<AccountId>,
-        /// Absolute expiry, milliseconds since the Unix epoch.
+        /// Absolute expiry, milliseconds since the Unix epoch (at most the end of the year 9999).
         #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole_number")]
+        #[cfg_attr(feature = "openapi", schema(maximum = 253_402_300_799_999_u64))]
         expires_at_ms: Option<u64>,
         /// Expiry relative to the transaction's batch timestamp (1 ms to a year). Not with `expires_at_ms`.
         #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole_number")]
@@ -163,6 +167,12 @@ impl Operation {
         {
             if expires_at_ms.is_some() && ttl_ms.is_some() {
                 return Err(CoreError::unprocessable("give expires_at or ttl_ms, not both"));
+            }
+            if expires_at_ms.is_some_and(|at| at > INSTANT_MS_MAX) {
+                return Err(CoreError::invalid(
+                    "expires_at_ms",
+                    format!("must be at most {INSTANT_MS_MAX} (the end of the year 9999)"),
+                ));
             }
             if let Some(ttl) = ttl_ms {
                 if *ttl == 0 || *ttl > HOLD_TTL_MS_MAX {

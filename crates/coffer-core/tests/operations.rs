@@ -577,6 +577,19 @@ fn whole_numbers_read_as_integers_and_fractions_are_refused() {
         Operation::Hold { ttl_ms: None, .. }
     ));
     assert!(hold(json!(0.5)).is_err() && hold(json!(-1)).is_err() && hold(json!("5")).is_err());
+    // An absolute expiry answers show as RFC 3339 ends with the year 9999.
+    let at = |at: u64| {
+        let op = serde_json::from_value::<Operation>(
+            json!({"type": "hold", "hold": "h", "account": "a", "amount": 1, "expires_at_ms": at}),
+        )
+        .unwrap();
+        Transaction::new(TransactionId::parse("t").unwrap(), vec![op], None)
+    };
+    assert!(at(coffer_core::limits::INSTANT_MS_MAX).is_ok());
+    assert!(matches!(
+        at(coffer_core::limits::INSTANT_MS_MAX + 1),
+        Err(CoreError::Invalid { .. })
+    ));
 }
 
 #[test]

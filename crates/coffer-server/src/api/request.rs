@@ -146,7 +146,7 @@ impl utoipa::PartialSchema for InstantSchema {
         let milliseconds = ObjectBuilder::new()
             .schema_type(Type::Integer)
             .minimum(Some(i64::MIN as isize))
-            .maximum(Some(i64::MAX as isize));
+            .maximum(Some(INSTANT_MS_MAX as isize));
         OneOfBuilder::new()
             .item(milliseconds)
             .item(Rfc3339Schema::schema())
@@ -166,9 +166,13 @@ impl utoipa::ToSchema for InstantSchema {
 /// An instant given as RFC 3339 (or, where `millis_too`, as milliseconds
 /// since the Unix epoch), in milliseconds since the epoch.
 pub(crate) fn instant_ms(field: &str, text: &str, millis_too: bool) -> Result<i64, ApiError> {
+    let within_range = |milliseconds: i64| match milliseconds <= INSTANT_MS_MAX {
+        true => Ok(milliseconds),
+        false => Err(ApiError::invalid(format!("{field} is after the year 9999"))),
+    };
     if millis_too {
         if let Ok(milliseconds) = text.parse::<i64>() {
-            return Ok(milliseconds);
+            return within_range(milliseconds);
         }
     }
     let expected = match millis_too {
@@ -180,5 +184,51 @@ pub(crate) fn instant_ms(field: &str, text: &str, millis_too: bool) -> Result<i6
     let since_epoch = time
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|_| ApiError::invalid(format!("{field} is before 1970")))?;
-    i64::try_from(since_epoch.as_millis()).map_err(|_| ApiError::invalid(format!("{field} is too far in the future")))
+    i64::try_from(since_epoch.as_millis())
+        .map_err(|_| ApiError::invalid(format!("{field} is too far in the future")))
+        .and_then(within_range)
+}
+
+/// The last instant RFC 3339 can write, and so the last an answer can echo.
+pub(crate) const INSTANT_MS_MAX: i64 = coffer_core::limits::INSTANT_MS_MAX as i64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// What the API document allows as an instant, the server reads.
+        #[test]
+        fn every_documented_instant_parses(
+            text in proptest::string::string_regex(INSTANT_PATTERN.trim_start_matches('^').trim_end_matches('$')).unwrap(),
+        ) {
+            let milliseconds = instant_ms("at", &text, false);
+            prop_assert!(milliseconds.is_ok_and(|milliseconds| milliseconds >= 0), "{}", text);
+        }
+    }
+
+    #[test]
+    fn the_last_instant_is_the_last_rfc_3339_writes() {
+        let last = INSTANT_MS_MAX.to_string();
+        assert_eq!(instant_ms("at", &last, true).unwrap(), INSTANT_MS_MAX);
+        assert_eq!(
+            super::super::views::instant(INSTANT_MS_MAX as u64),
+            "9999-12-31T23:59:59.999Z"
+        );
+        assert!(instant_ms("at", &(INSTANT_MS_MAX + 1).to_string(), true).is_err());
+        assert!(instant_ms("at", "7578079022076802", true).is_err());
+    }
+
+    #[test]
+    fn instants_outside_the_pattern_that_are_refused() {
+        for text in [
+            "1969-12-31T23:59:59Z",
+            "2026-13-01T00:00:00Z",
+            "2026-02-30T00:00:00Z",
+            "yesterday",
+        ] {
+            assert!(instant_ms("at", text, false).is_err(), "{text}");
+        }
+    }
 }

@@ -21,7 +21,10 @@ pub struct Rfc3339(pub u64);
 
 impl std::fmt::Display for Rfc3339 {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(self.0)).fmt(formatter)
+        // RFC 3339 ends with the year 9999 (inputs are held to it; an
+        // answer must never fail on one that is not).
+        let milliseconds = self.0.min(coffer_core::limits::INSTANT_MS_MAX);
+        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(milliseconds)).fmt(formatter)
     }
 }
 
@@ -63,8 +66,9 @@ pub enum TransactionStatus {
     NotApplied,
 }
 
-/// A transaction's result, serialized directly (no intermediate JSON
-/// tree): a batch answer holds thousands of them.
+/// A transaction's result.
+// Serialized directly (no intermediate JSON tree): a batch answer holds
+// thousands of them.
 #[derive(Serialize, ToSchema)]
 #[schema(as = TransactionResult)]
 pub struct TransactionAnswer<'a> {
@@ -242,6 +246,7 @@ pub fn record_value(id: &str, record: &Record) -> Value {
     serde_json::to_value(TransactionAnswer::of_record(id, record)).unwrap_or(Value::Null)
 }
 
+/// An account and its balances.
 #[derive(Serialize, ToSchema)]
 #[schema(as = Account)]
 pub struct AccountAnswer<'a> {
@@ -291,6 +296,7 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// A hold: money frozen on an account until captured, released or expired.
 #[derive(Serialize, ToSchema)]
 #[schema(as = Hold)]
 pub struct HoldAnswer<'a> {
@@ -381,6 +387,11 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&Rfc3339(0)).unwrap(),
             "\"1970-01-01T00:00:00.000Z\""
+        );
+        assert_eq!(
+            instant(u64::MAX),
+            "9999-12-31T23:59:59.999Z",
+            "clamped, never a failure"
         );
     }
 }
