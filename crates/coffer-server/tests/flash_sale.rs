@@ -207,7 +207,7 @@ async fn purchase_requests_are_validated_and_change_nothing() {
     let (status, _, _) = server.post("/v1/products", json!({"id": "pen", "stock": 5})).await;
     assert_eq!(status, 201);
     for (path, body, status) in [
-        ("/v1/products", json!({"id": "x", "stock": 1, "price": 5}), 400),
+        ("/v1/products", json!({"id": "x", "stock": 1, "price": 5}), 422),
         ("/v1/products", json!({"id": "bad id", "stock": 1}), 400),
         ("/v1/products", json!({"id": "y", "stock": -1}), 400),
         ("/v1/products/pen/purchase", json!({"user": "bad user"}), 400),

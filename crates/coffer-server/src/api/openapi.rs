@@ -84,7 +84,7 @@ pub(super) struct IdempotencyHeader {
     /// The write's idempotency key (same as `id` in the body, which it must equal if both are given). A retry with
     /// the same key answers the first outcome and applies nothing again; without either the server makes one up
     /// and the request is not safely retryable.
-    #[param(rename = "Idempotency-Key")]
+    #[param(rename = "Idempotency-Key", value_type = TransactionId, required = false)]
     idempotency_key: Option<TransactionId>,
 }
 
@@ -95,7 +95,7 @@ pub(super) struct IdempotencyHeader {
 pub(super) struct UserHeader {
     /// The end user on whose behalf this is sent; with `--user-transactions-per-minute`, each user's transactions
     /// are limited (429 beyond). 1-128 ASCII characters.
-    #[param(rename = "Coffer-User", min_length = 1, max_length = 128, pattern = "^[ -~]+$")]
+    #[param(rename = "Coffer-User", value_type = String, required = false, min_length = 1, max_length = 128, pattern = "^[!-~]([\t -~]*[!-~])?$")]
     coffer_user: Option<String>,
 }
 
@@ -106,7 +106,7 @@ pub(super) struct UserHeader {
 pub(super) struct PreferHeader {
     /// `return=minimal`: a commit is answered with its id, status and sequence only, without balances or
     /// timestamp (the answer then carries `Preference-Applied: return=minimal`). Errors are answered in full.
-    #[param(rename = "Prefer", example = "return=minimal")]
+    #[param(rename = "Prefer", value_type = String, required = false, example = "return=minimal")]
     prefer: Option<String>,
 }
 

@@ -205,9 +205,9 @@ pub async fn batch(
     if body.atomic {
         return atomic_batch(&state, &headers, body).await;
     }
-    if body.id.is_some() {
+    if body.id.is_some() || headers.contains_key("idempotency-key") {
         return Err(ApiError::unprocessable(
-            "id applies to atomic batches only; give each transaction its own id",
+            "an id (or Idempotency-Key) applies to atomic batches only; give each transaction its own id",
         ));
     }
     let mut transactions = Vec::with_capacity(count);
