@@ -24,17 +24,25 @@ log=$(mktemp)
 RUST_LOG=warn target/release/coffer --listen 127.0.0.1:18581 --data-dir "$data" 2>"$log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$data" "$log"' EXIT
-# Wait for the server, then give the fuzzer one account to find.
+# Wait for the server, then make what the document's examples name
+# (accounts user:42, user:7 and fees in USD/2, money on user:42, the product
+# sneaker-42), so that requests built from them reach the success paths.
 python3 - <<'PY'
-import time, urllib.request
+import json, time, urllib.request
+base = "http://127.0.0.1:18581"
 for _ in range(100):
     try:
-        urllib.request.urlopen("http://127.0.0.1:18581/healthz", timeout=1).read()
+        urllib.request.urlopen(base + "/healthz", timeout=1).read()
         break
     except OSError:
         time.sleep(0.1)
-request = urllib.request.Request("http://127.0.0.1:18581/v1/accounts", b'{"id": "a", "unit": "X"}', {"Content-Type": "application/json"})
-urllib.request.urlopen(request, timeout=5).read()
+def post(path, body):
+    request = urllib.request.Request(base + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=5).read()
+for account in ["user:42", "user:7", "fees"]:
+    post("/v1/accounts", {"id": account, "unit": "USD/2"})
+post("/v1/deposits", {"account": "user:42", "amount": 10**12})
+post("/v1/products", {"id": "sneaker-42", "stock": 10**6})
 PY
 # One worker: Python 3.11's parser is not thread-safe under hypothesis's
 # lambda descriptions ("AST constructor recursion depth mismatch").

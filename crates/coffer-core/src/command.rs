@@ -17,7 +17,18 @@ const _: () = assert!(
 
 /// A transaction: its operations apply all or none, in order. Also the
 /// payload of a Kafka command.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(example = json!({
+        "id": "tx-2f6c1e",
+        "ops": [
+            {"type": "transfer", "from": "user:42", "to": "user:7", "amount": 2_500},
+            {"type": "transfer", "from": "user:42", "to": "fees", "amount": 25}
+        ],
+        "metadata": {"order": "A-17"}
+    }))
+)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Command {

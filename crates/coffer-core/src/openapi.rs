@@ -35,7 +35,13 @@ const _: () = assert!(
 );
 pub const UNIT_PATTERN: &str = "^[A-Za-z0-9_-]{1,16}(/([0-9]|[12][0-9]|3[0-8]))?$";
 
-fn integer_or_text(minimum: Option<i64>, maximum: u64, text_pattern: &str, description: &str) -> RefOr<Schema> {
+fn integer_or_text(
+    minimum: Option<i64>,
+    maximum: u64,
+    text_pattern: &str,
+    description: &str,
+    example: i64,
+) -> RefOr<Schema> {
     let number = ObjectBuilder::new()
         .schema_type(Type::Integer)
         .minimum(Some(minimum.unwrap_or(JSON_INTEGER_MIN) as isize))
@@ -47,6 +53,7 @@ fn integer_or_text(minimum: Option<i64>, maximum: u64, text_pattern: &str, descr
         .item(number)
         .item(text)
         .description(Some(description))
+        .examples([example])
         .into()
 }
 
@@ -59,6 +66,7 @@ impl PartialSchema for Amount {
             "A positive integer in the unit's smallest denomination: a JSON number up to 2^64-1, or a decimal \
              string (no sign, no leading zeros) for larger values. Written back as a number within 64 bits, as a \
              string beyond.",
+            2_500,
         )
     }
 }
@@ -72,6 +80,7 @@ impl PartialSchema for Balance {
             BALANCE_TEXT_PATTERN,
             "A signed integer in the unit's smallest denomination: a JSON number from -2^63 to 2^64-1, or a \
              decimal string (optional '-', no leading zeros) for larger magnitudes.",
+            -500,
         )
     }
 }

@@ -15,6 +15,7 @@ use coffer_core::{AccountId, Balance, Metadata, Operation, TransactionId, Unit};
 use serde::Deserialize;
 use std::sync::Arc;
 
+/// An account to open.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenAccountRequest {

@@ -84,6 +84,7 @@ impl<'a> From<&'a HistoryEntry> for EntryAnswer<'a> {
     }
 }
 
+/// One page of an account's history, newest first.
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = HistoryPage)]
 struct HistoryPageAnswer<'a> {
@@ -155,6 +156,7 @@ pub struct BalanceParameters {
     at: Option<String>,
 }
 
+/// An account's balances at an instant.
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = BalanceAt)]
 struct BalanceAnswer<'a> {

@@ -14,6 +14,7 @@ use coffer_core::{AccountId, Amount, HoldId, Metadata, Operation, TransactionId}
 use serde::Deserialize;
 use std::sync::Arc;
 
+/// A hold to place.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HoldRequest {
@@ -116,6 +117,7 @@ pub async fn get(
     }
 }
 
+/// What to capture of a hold.
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaptureRequest {
@@ -128,6 +130,7 @@ pub struct CaptureRequest {
     metadata: Option<Metadata>,
 }
 
+/// A hold's release.
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {

@@ -18,6 +18,7 @@ use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// Balances to set as one job.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BalancesRequest {
@@ -156,6 +157,7 @@ pub async fn create(
     Ok((status, axum::Json(JobAnswer::of(&job))).into_response())
 }
 
+/// Items by state.
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = JobTotals)]
 struct Totals {
@@ -165,6 +167,7 @@ struct Totals {
     pending: usize,
 }
 
+/// A bulk balance job and its progress.
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = Job)]
 struct JobAnswer<'a> {
@@ -273,6 +276,7 @@ struct ItemsPage<'a> {
     next_cursor: Option<usize>,
 }
 
+/// One item of a job.
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = JobItem)]
 struct ItemAnswer<'a> {

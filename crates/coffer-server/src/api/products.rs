@@ -68,6 +68,7 @@ name_schema!(
     "order-19"
 );
 
+/// A product to sell.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProductRequest {
@@ -85,6 +86,7 @@ pub struct CreateProductRequest {
     merchant: Option<AccountId>,
 }
 
+/// A product and its stock.
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = Product)]
 struct ProductAnswer<'a> {
@@ -171,6 +173,7 @@ pub async fn get(
     Ok(axum::Json(ProductAnswer::from(&product)).into_response())
 }
 
+/// Units to add to a product's stock.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestockRequest {
@@ -206,6 +209,7 @@ pub async fn restock(
     Ok(committed.respond(ProductAnswer::from(&product)))
 }
 
+/// A purchase or reservation.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PurchaseRequest {
@@ -278,6 +282,7 @@ impl OrderStatus {
     }
 }
 
+/// An order: a purchase or a reservation.
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = Order)]
 struct OrderAnswer<'a> {

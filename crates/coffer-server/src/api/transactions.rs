@@ -145,6 +145,7 @@ pub async fn get(
     Ok(axum::Json(answer).into_response())
 }
 
+/// Many transactions in one request.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
@@ -391,6 +392,7 @@ async fn linked_batch(
     Ok(response)
 }
 
+/// Money in from (deposit) or out to (withdrawal) `@world`.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DepositRequest {
@@ -401,6 +403,7 @@ pub struct DepositRequest {
     metadata: Option<Metadata>,
 }
 
+/// Money from one account to another.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
