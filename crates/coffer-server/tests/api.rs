@@ -650,6 +650,13 @@ async fn openapi_document_and_swagger_ui() {
     assert!(page.as_str().unwrap_or_default().contains("swagger"), "Swagger UI page");
     let methods = ["get", "post", "put", "patch", "delete"];
     let mut operation_ids = std::collections::HashSet::new();
+    let operation_ids_all: std::collections::HashSet<&str> = document["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|operation| operation["operationId"].as_str())
+        .collect();
     for (path, item) in document["paths"].as_object().unwrap() {
         let concrete = path.replace("{id}", "doc-check");
         for method in methods {
@@ -686,6 +693,11 @@ async fn openapi_document_and_swagger_ui() {
                             !error || schema == "#/components/schemas/Error",
                             "{method} {path} {code}"
                         );
+                        // Links name their target as OpenAPI spells it.
+                        for link in answer["links"].as_object().into_iter().flat_map(|links| links.values()) {
+                            let target = link["operationId"].as_str().unwrap_or_default();
+                            assert!(operation_ids_all.contains(target), "{method} {path} {code}: {link}");
+                        }
                     }
                 }
                 // ...and every method a documented path answers is documented.

@@ -39,7 +39,12 @@ pub struct OpenAccountRequest {
     params(IdempotencyHeader),
     request_body = OpenAccountRequest,
     responses(
-        (status = 201, description = "Opened: the account", body = views::AccountAnswer),
+        (status = 201, description = "Opened: the account", body = views::AccountAnswer,
+         links(
+             ("account" = (operation_id = "getAccount", parameters(("id" = "$response.body#/id")))),
+             ("history" = (operation_id = "getAccountHistory", parameters(("id" = "$response.body#/id")))),
+             ("balance" = (operation_id = "getAccountBalance", parameters(("id" = "$response.body#/id")))),
+         )),
         (status = 200, description = REPLAYED, body = views::AccountAnswer),
         WriteErrors,
     ),

@@ -51,7 +51,12 @@ const _: () = assert!(
     params(IdempotencyHeader),
     request_body = HoldRequest,
     responses(
-        (status = 201, description = "Held: the transaction's result, with the hold", body = views::TransactionAnswer),
+        (status = 201, description = "Held: the transaction's result, with the hold", body = views::TransactionAnswer,
+         links(
+             ("hold" = (operation_id = "getHold", parameters(("id" = "$response.body#/hold/id")))),
+             ("capture" = (operation_id = "captureHold", parameters(("id" = "$response.body#/hold/id")))),
+             ("release" = (operation_id = "releaseHold", parameters(("id" = "$response.body#/hold/id")))),
+         )),
         (status = 200, description = REPLAYED, body = views::TransactionAnswer),
         WriteErrors,
     ),

@@ -109,7 +109,11 @@ fn item(account: String, amount: &RawValue) -> Item {
     put, path = "/v1/balances/batch", tag = "jobs", operation_id = "createBalancesJob",
     request_body = BalancesRequest,
     responses(
-        (status = 202, description = "Accepted: the job, running", body = JobAnswer),
+        (status = 202, description = "Accepted: the job, running", body = JobAnswer,
+         links(
+             ("job" = (operation_id = "getJob", parameters(("id" = "$response.body#/job_id")))),
+             ("items" = (operation_id = "listJobItems", parameters(("id" = "$response.body#/job_id")))),
+         )),
         (status = 200, description = REPLAYED, body = JobAnswer),
         WriteErrors,
     ),

@@ -64,7 +64,43 @@ impl Modify for BearerKeys {
 /// The document as JSON, built once.
 pub(super) fn document_json(build: fn() -> utoipa::openapi::OpenApi) -> &'static str {
     static DOCUMENT: OnceLock<String> = OnceLock::new();
-    DOCUMENT.get_or_init(|| build().to_json().expect("the OpenAPI document serializes"))
+    DOCUMENT.get_or_init(|| {
+        let mut document = serde_json::to_value(build()).expect("the OpenAPI document serializes");
+        spell_links_as_openapi_does(&mut document);
+        document.to_string()
+    })
+}
+
+/// utoipa 5.5 writes a link's fields in snake case (`operation_id`);
+/// OpenAPI and every reader of links (schemathesis's stateful tests among
+/// them) spell them `operationId`, `operationRef`, `requestBody`.
+fn spell_links_as_openapi_does(document: &mut serde_json::Value) {
+    const SPELLINGS: [(&str, &str); 3] = [
+        ("operation_id", "operationId"),
+        ("operation_ref", "operationRef"),
+        ("request_body", "requestBody"),
+    ];
+    let Some(paths) = document.get_mut("paths").and_then(|paths| paths.as_object_mut()) else {
+        return;
+    };
+    let responses = paths
+        .values_mut()
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter_map(|operation| operation.get_mut("responses")?.as_object_mut())
+        .flat_map(|responses| responses.values_mut());
+    for response in responses {
+        let Some(links) = response.get_mut("links").and_then(|links| links.as_object_mut()) else {
+            continue;
+        };
+        for link in links.values_mut().filter_map(|link| link.as_object_mut()) {
+            for (written, spelled) in SPELLINGS {
+                if let Some(value) = link.remove(written) {
+                    link.insert(spelled.to_owned(), value);
+                }
+            }
+        }
+    }
 }
 
 /// Swagger UI at `/docs`, reading `/openapi.json`.

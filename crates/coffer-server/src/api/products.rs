@@ -129,7 +129,12 @@ impl<'a> From<&'a Product> for ProductAnswer<'a> {
     post, path = "/v1/products", tag = "flash sales", operation_id = "createProduct",
     request_body = CreateProductRequest,
     responses(
-        (status = 201, description = "Created: the product", body = ProductAnswer),
+        (status = 201, description = "Created: the product", body = ProductAnswer,
+         links(
+             ("product" = (operation_id = "getProduct", parameters(("id" = "$response.body#/id")))),
+             ("restock" = (operation_id = "restockProduct", parameters(("id" = "$response.body#/id")))),
+             ("purchase" = (operation_id = "purchase", parameters(("id" = "$response.body#/id")))),
+         )),
         (status = 200, description = REPLAYED, body = ProductAnswer),
         WriteErrors,
     ),
@@ -314,7 +319,12 @@ struct OrderAnswer<'a> {
     params(("id" = ProductName, Path, description = "The product id")),
     request_body = PurchaseRequest,
     responses(
-        (status = 201, description = "Bought or reserved: the order", body = OrderAnswer),
+        (status = 201, description = "Bought or reserved: the order", body = OrderAnswer,
+         links(
+             ("order" = (operation_id = "getOrder", parameters(("id" = "$response.body#/order_id")))),
+             ("confirm" = (operation_id = "confirmOrder", parameters(("id" = "$response.body#/order_id")))),
+             ("cancel" = (operation_id = "cancelOrder", parameters(("id" = "$response.body#/order_id")))),
+         )),
         (status = 200, description = REPLAYED, body = OrderAnswer),
         WriteErrors, NotFound, RateLimited,
     ),

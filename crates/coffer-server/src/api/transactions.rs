@@ -56,7 +56,10 @@ fn parse(state: &AppState, headers: &HeaderMap, body: TransactionRequest) -> Res
     params(ModeParameters, IdempotencyHeader, UserHeader, PreferHeader),
     request_body = TransactionRequest,
     responses(
-        (status = 201, description = "Committed", body = views::TransactionAnswer),
+        (status = 201, description = "Committed", body = views::TransactionAnswer,
+         links(
+             ("transaction" = (operation_id = "getTransaction", parameters(("id" = "$response.body#/id")))),
+         )),
         (status = 200, description = REPLAYED, body = views::TransactionAnswer),
         (status = 202, description = "mode=async: accepted. With Kafka ingestion: in the commands topic, pending \
                                       until applied. Without: applied, with its outcome (committed or rejected).",
