@@ -50,8 +50,6 @@ const ITEM_UNIT: &str = "ITEM";
 const QUOTA_UNIT: &str = "QUOTA";
 /// Entries each cache keeps at most.
 const CACHED_MAX: usize = 1_000_000;
-/// The statuses an order can have (`OrderQuery::status`).
-pub const ORDER_STATUSES: [&str; 5] = ["completed", "reserved", "confirmed", "cancelled", "expired"];
 /// Where an order page's cursor keeps its history store (`Ledger::history_stores`);
 /// the order's sequence in that store lies below.
 const CURSOR_STORE_SHIFT: u32 = 48;
@@ -541,8 +539,10 @@ impl FlashSale {
                 Some(cursor & ((1 << CURSOR_STORE_SHIFT) - 1)),
             ),
         };
+        // Well formed (the document's pattern) yet not one issued for these
+        // filters: only the server can tell, so unprocessable, not malformed.
         if !stores.contains(&first) {
-            return Err(ApiError::invalid(
+            return Err(ApiError::unprocessable(
                 "cursor is not one this server issued for these filters",
             ));
         }

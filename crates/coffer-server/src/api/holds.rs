@@ -1,7 +1,7 @@
 use super::body::JsonBody;
 use super::openapi::{IdempotencyHeader, NotFound, ReadErrors, WriteErrors, REPLAYED};
 use super::request::{authorize, build, instant_ms, path_id, transaction_id};
-use super::respond::execute;
+use super::respond::{execute, TransactionWritten};
 use super::views;
 use crate::auth::Role;
 use crate::error::ApiError;
@@ -152,11 +152,7 @@ pub struct ReleaseRequest {
     post, path = "/v1/holds/{id}/capture", tag = "holds", operation_id = "captureHold",
     params(("id" = HoldId, Path, description = "The hold id"), IdempotencyHeader),
     request_body = CaptureRequest,
-    responses(
-        (status = 201, description = "Captured: the transaction's result, with the hold", body = views::TransactionAnswer),
-        (status = 200, description = REPLAYED, body = views::TransactionAnswer),
-        WriteErrors,
-    ),
+    responses(TransactionWritten, WriteErrors),
 )]
 pub async fn capture(
     State(state): State<Arc<AppState>>,
@@ -182,11 +178,7 @@ pub async fn capture(
     post, path = "/v1/holds/{id}/release", tag = "holds", operation_id = "releaseHold",
     params(("id" = HoldId, Path, description = "The hold id"), IdempotencyHeader),
     request_body = ReleaseRequest,
-    responses(
-        (status = 201, description = "Released: the transaction's result, with the hold", body = views::TransactionAnswer),
-        (status = 200, description = REPLAYED, body = views::TransactionAnswer),
-        WriteErrors,
-    ),
+    responses(TransactionWritten, WriteErrors),
 )]
 pub async fn release(
     State(state): State<Arc<AppState>>,

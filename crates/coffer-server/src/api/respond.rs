@@ -32,6 +32,19 @@ pub(crate) fn sized_json(status: StatusCode, body: &impl serde::Serialize, bytes
 /// A transaction's answer with its balances fits (two accounts, long ids).
 const SINGLE_RESULT_BYTES: usize = 512;
 
+/// What a committed transaction answers, for the API document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub(crate) enum TransactionWritten {
+    /// Committed: the transaction's result (with the hold, for hold operations).
+    #[response(status = 201)]
+    Committed(views::TransactionAnswer<'static>),
+    /// Idempotent replay of an earlier commit, answered as it was (header `Idempotent-Replayed: true`); nothing was
+    /// applied again.
+    #[response(status = 200)]
+    Replayed(views::TransactionAnswer<'static>),
+}
+
 /// A successful write, before its body is chosen: by default the
 /// transaction result; handlers may answer with a resource instead.
 pub(crate) struct Committed {

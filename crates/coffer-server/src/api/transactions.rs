@@ -3,7 +3,7 @@ use super::openapi::{
     IdempotencyHeader, NotFound, PreferHeader, RateLimited, ReadErrors, UserHeader, WriteErrors, REPLAYED,
 };
 use super::request::{authorize, build, detail_preferred, limit_transactions, path_id, transaction_id};
-use super::respond::{answer, execute, mark_minimal, sized_json};
+use super::respond::{answer, execute, mark_minimal, sized_json, TransactionWritten};
 use super::views;
 use crate::auth::Role;
 use crate::clock::generated_id;
@@ -460,11 +460,7 @@ async fn one_transfer(state: &AppState, headers: &HeaderMap, body: TransferReque
     post, path = "/v1/deposits", tag = "transactions", operation_id = "deposit",
     params(IdempotencyHeader, UserHeader, PreferHeader),
     request_body = DepositRequest,
-    responses(
-        (status = 201, description = "Committed", body = views::TransactionAnswer),
-        (status = 200, description = REPLAYED, body = views::TransactionAnswer),
-        WriteErrors, RateLimited,
-    ),
+    responses(TransactionWritten, WriteErrors, RateLimited),
 )]
 pub async fn deposit(
     State(state): State<Arc<AppState>>,
@@ -481,11 +477,7 @@ pub async fn deposit(
     post, path = "/v1/withdrawals", tag = "transactions", operation_id = "withdraw",
     params(IdempotencyHeader, UserHeader, PreferHeader),
     request_body = DepositRequest,
-    responses(
-        (status = 201, description = "Committed", body = views::TransactionAnswer),
-        (status = 200, description = REPLAYED, body = views::TransactionAnswer),
-        WriteErrors, RateLimited,
-    ),
+    responses(TransactionWritten, WriteErrors, RateLimited),
 )]
 pub async fn withdrawal(
     State(state): State<Arc<AppState>>,
@@ -502,11 +494,7 @@ pub async fn withdrawal(
     post, path = "/v1/transfers", tag = "transactions", operation_id = "transfer",
     params(IdempotencyHeader, UserHeader, PreferHeader),
     request_body = TransferRequest,
-    responses(
-        (status = 201, description = "Committed", body = views::TransactionAnswer),
-        (status = 200, description = REPLAYED, body = views::TransactionAnswer),
-        WriteErrors, RateLimited,
-    ),
+    responses(TransactionWritten, WriteErrors, RateLimited),
 )]
 pub async fn transfer(
     State(state): State<Arc<AppState>>,
