@@ -527,7 +527,12 @@ const _: () = assert!(HISTORY_PAGE_MAX == 1_000, "the maximum of OrderParameters
 #[utoipa::path(
     get, path = "/v1/orders", tag = "flash sales", operation_id = "listOrders",
     params(OrderParameters),
-    responses((status = 200, description = "A page of orders", body = Page<OrderAnswer>), ReadErrors, super::openapi::HistoryUnavailable),
+    responses(
+        (status = 200, description = "A page of orders", body = Page<OrderAnswer>),
+        (status = 422, description = "`unprocessable_request`: a well-formed cursor not issued for these filters",
+         body = crate::error::ErrorAnswer),
+        ReadErrors, super::openapi::HistoryUnavailable,
+    ),
 )]
 pub async fn list_orders(
     State(state): State<Arc<AppState>>,
