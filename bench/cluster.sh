@@ -10,6 +10,9 @@
 #   3. failover, ROUNDS times: kill -9 the owner of one shard, then write to
 #      that shard through another node every 50 ms; the time from the kill
 #      to the first write answered 201 (the killed node is restarted after).
+#   With ACROSS=1 the transfers go to an account of another shard key, so
+#   most cross shards and run as sagas; the log entries appended per
+#   transfer (all shards' partitions) are printed too.
 #   With PROFILE=1, `perf record` samples the broker and the three nodes
 #   during the latency run, and the hottest symbols of each are printed.
 # Usage: bench/cluster.sh [SECONDS=20] [RATE=1000] [ROUNDS=3]
@@ -87,19 +90,31 @@ if [ "${PROFILE:-0}" = 1 ]; then
     >/dev/null 2>&1 &
   perf_pids+=($!)
 fi
+log_entries() {
+  curl -s "127.0.0.1:${PORTS[0]}/v1/cluster" |
+    python3 -c 'import json, sys; print(sum(s["log_end"] for s in json.load(sys.stdin)["shards"]))'
+}
+across=()
+[ "${ACROSS:-0}" = 1 ] && across=(--across-keys)
+entries_before=$(log_entries)
 target/release/coffer bench --url "http://127.0.0.1:${PORTS[0]}" --scenario transfers --rate "$RATE" \
-  --duration "$SECONDS_PER_RUN" --connections 64 --accounts 1200 --shard-keys 96 --json >"$data/bench.json"
+  --duration "$SECONDS_PER_RUN" --connections 64 --accounts 1200 --shard-keys 96 "${across[@]}" --json \
+  >"$data/bench.json"
+sleep 4  # the owners report their log ends every second, the view follows
+entries_after=$(log_entries)
 after_nodes=0
 for pid in "${pids[@]}"; do after_nodes=$((after_nodes + $(cpu_ticks "$pid"))); done
 after_broker=$(cpu_ticks "$broker_pid")
-python3 - "$data/bench.json" "$((after_nodes - before_nodes))" "$((after_broker - before_broker))" "$(getconf CLK_TCK)" <<'EOF'
+python3 - "$data/bench.json" "$((after_nodes - before_nodes))" "$((after_broker - before_broker))" "$(getconf CLK_TCK)" \
+  "$((entries_after - entries_before))" <<'EOF'
 import json, sys
 report = json.load(open(sys.argv[1]))
-nodes, broker, hz = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+nodes, broker, hz, entries = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 done, latency = report["operations"], report["latency_ms"]
 print(f"transfers {done} ({report['transfers_per_second']:.0f}/s), errors {report['errors']}")
 print(f"latency ms: p50 {latency['p50']:.2f}  p99 {latency['p99']:.2f}  max {latency['max']:.2f}")
 print(f"CPU per transfer: coffer nodes {nodes / hz / done * 1e6:.0f} us, broker {broker / hz / done * 1e6:.0f} us")
+print(f"log entries per transfer (with the shards' ticks): {entries / done:.2f}")
 EOF
 if [ "${PROFILE:-0}" = 1 ]; then
   wait "${perf_pids[@]}" 2>/dev/null || true

@@ -164,8 +164,8 @@ impl From<SequencerError> for ApiError {
 impl From<ClusterError> for ApiError {
     fn from(error: ClusterError) -> Self {
         match error {
-            ClusterError::CrossShard { shards } => ApiError::CrossShard {
-                message: ClusterError::CrossShard { shards: shards.clone() }.to_string(),
+            ClusterError::CrossShard { shards, reason } => ApiError::CrossShard {
+                message: format!("the transaction touches accounts in shards {shards:?}: {reason}"),
                 shards,
             },
             ClusterError::Stopped => ApiError::NotReady("the node is stopping".into()),

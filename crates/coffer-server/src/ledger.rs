@@ -18,6 +18,7 @@
 use crate::backend::Backend;
 use crate::error::ApiError;
 use crate::history::{read_pooled, stored_among};
+use crate::queries::StepView;
 use crate::sequencer::{Answer, Detail, Kind, Query, Submitted};
 use coffer_core::{
     AccountId, AccountView, HoldId, HoldView, Record, Rejection, RejectionCode, Transaction, TransactionId, Verdict,
@@ -38,8 +39,9 @@ pub struct Ledger {
 
 /// What is known of a transaction id.
 pub enum Lookup {
-    /// Accepted, not yet applied.
-    Pending,
+    /// Accepted, not yet applied; a cluster's cross-shard transaction
+    /// shows its steps so far.
+    Pending(Vec<StepView>),
     /// In the engine's window.
     Recent(Record),
     /// Beyond the window, from the history store.
@@ -204,14 +206,16 @@ impl Ledger {
     /// What is known of `id`: pending, in the window, or stored.
     pub async fn lookup(&self, id: &TransactionId) -> Result<Option<Lookup>, ApiError> {
         if self.pending.lock().expect("pending lock").contains(id) {
-            return Ok(Some(Lookup::Pending));
+            return Ok(Some(Lookup::Pending(Vec::new())));
         }
-        if let Answer::Transaction(Some(record)) = self.read(Query::Transaction(id.clone())).await? {
-            return Ok(Some(Lookup::Recent(record)));
+        match self.read(Query::Transaction(id.clone())).await? {
+            Answer::Transaction(Some(record)) => return Ok(Some(Lookup::Recent(record))),
+            Answer::SagaInFlight(steps) => return Ok(Some(Lookup::Pending(steps))),
+            _ => {}
         }
         // Applied between the two checks: the window has it now.
         if self.pending.lock().expect("pending lock").contains(id) {
-            return Ok(Some(Lookup::Pending));
+            return Ok(Some(Lookup::Pending(Vec::new())));
         }
         // An id names no shard: every store is asked.
         let stores: Vec<u32> = (0..self.history_stores()).collect();

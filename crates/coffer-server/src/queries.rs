@@ -76,6 +76,20 @@ pub enum Answer {
     Hold(Option<HoldView>),
     Transaction(Option<Record>),
     Units(Vec<Option<coffer_core::Unit>>),
+    /// A cluster's transaction across shards, not finished yet: its steps.
+    SagaInFlight(Vec<StepView>),
+}
+
+/// One step of a cross-shard transaction (a cluster's saga), as lookups
+/// show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = SagaStep)]
+pub struct StepView {
+    pub shard: u32,
+    /// `prepare`, `commit` or `abort`.
+    pub step: String,
+    /// `sent`, `prepared`, `rejected` or `done`.
+    pub status: String,
 }
 
 pub(crate) fn answer(engine: &Engine, query: Query) -> Answer {

@@ -1,14 +1,17 @@
 //! The cluster under faults, Jepsen-style: three real `coffer` nodes with
 //! six shards on their own tansu broker and the test PostgreSQL run a bank
-//! workload (transfers within shards, reads on every node) while a fault
+//! workload (transfers, half of them between shards, which run as sagas;
+//! reads on every node) while a fault
 //! injector kills a random node with SIGKILL every few seconds and restarts
 //! it, and once pauses a node (SIGSTOP) past its lease. A checker records
 //! every operation and its acknowledgement, then verifies:
 //!
 //! - every acknowledged transfer is present exactly once, with the outcome
 //!   it was acknowledged with; every unacknowledged one is absent or once;
-//! - balances equal the funding plus exactly the committed transfers, so
-//!   every shard's accounts sum to what was deposited into that shard;
+//! - balances equal the funding plus exactly the committed transfers; every
+//!   shard's accounts, with its transit accounts, sum to what was deposited
+//!   into that shard; every transit pair nets to zero; nothing is left
+//!   frozen (no saga left a hold open);
 //! - no balance is below its floor (0);
 //! - an account's version never goes backwards between two reads that did
 //!   not overlap in time, whichever nodes served them;
@@ -204,7 +207,15 @@ async fn write_load(client: reqwest::Client, bases: Vec<String>, number: u64, hi
         let group = next(&mut state) % GROUPS;
         let from_index = next(&mut state) % ACCOUNTS_PER_GROUP;
         let to_index = (from_index + 1 + next(&mut state) % (ACCOUNTS_PER_GROUP - 1)) % ACCOUNTS_PER_GROUP;
-        let (from, to) = (account(group, from_index), account(group, to_index));
+        // Every other transfer goes to a group in another shard: a saga.
+        let to_group = match step % 2 {
+            0 => group,
+            _ => (1..GROUPS)
+                .map(|offset| (group + offset + next(&mut state) % GROUPS) % GROUPS)
+                .find(|other| shard_of(&account(*other, 0)) != shard_of(&account(group, 0)))
+                .expect("groups in other shards"),
+        };
+        let (from, to) = (account(group, from_index), account(to_group, to_index));
         let amount = (next(&mut state) % 300) as i64 + 1;
         let id = format!("w{number}-{step}");
         history.transfers.lock().unwrap().insert(
@@ -410,18 +421,16 @@ async fn a_bank_keeps_every_acknowledged_transfer_through_kills_and_pauses() {
     assert_eq!(view["account"]["shard"], shard_of(&account(0, 0)), "{view}");
     open_and_fund(&client, &bases[0], 0..GROUPS).await;
 
-    // A transfer between shards is refused, and changes nothing.
+    // Only transfers run across shards: a hold whose accounts span shards
+    // is refused, and changes nothing.
     let (from, to) = (0..GROUPS)
         .flat_map(|left| (0..GROUPS).map(move |right| (left, right)))
         .map(|(left, right)| (account(left, 0), account(right, 0)))
         .find(|(from, to)| shard_of(from) != shard_of(to))
         .expect("two groups in different shards");
-    let (status, body) = settled(|| {
-        client
-            .post(format!("{}/v1/transfers", bases[1]))
-            .json(&json!({"id": "across", "from": from, "to": to, "amount": 1}))
-    })
-    .await;
+    let hold = json!({"id": "across", "ops": [{"type": "hold", "hold": format!("h{from}"), "account": from,
+        "amount": 1, "to": to}]});
+    let (status, body) = settled(|| client.post(format!("{}/v1/transactions", bases[1])).json(&hold)).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (422, Some("cross_shard")),
@@ -515,8 +524,18 @@ async fn check_bank(
             *expected.get_mut(&transfer.to).unwrap() += transfer.amount;
         }
     }
+    // A saga's steps carry ids made from a digest of its transaction id.
+    let saga_of: HashMap<String, &str> = transfers.keys().map(|id| (saga_prefix(id), id.as_str())).collect();
+    let amount_of = |id: &str, name: &str| {
+        let transfer = &transfers[id];
+        match transfer.from == name {
+            true => -transfer.amount,
+            false => transfer.amount,
+        }
+    };
     // Balances: each committed transfer applied exactly once; per shard,
-    // the accounts hold exactly what was deposited into the shard.
+    // the accounts and the transit accounts hold exactly what was
+    // deposited into the shard.
     let mut shard_totals: HashMap<u32, (i64, i64)> = HashMap::new();
     let mut history_entries = 0;
     for (number, (name, balance)) in expected.iter().enumerate() {
@@ -529,7 +548,8 @@ async fn check_bank(
             "{name}: exactly the committed transfers, each once"
         );
         assert!(available >= 0, "{name} below its floor");
-        let mut in_history = account_history(client, base, name).await;
+        assert_eq!(body["frozen"].as_i64(), Some(0), "{name}: no hold left open: {body}");
+        let in_history = account_history(client, base, name).await;
         history_entries += in_history.len();
         let newest = in_history.first().map_or(0, |entry| entry.2);
         assert_eq!(newest, available, "{name}: the history ends at the balance");
@@ -544,28 +564,59 @@ async fn check_bank(
             openings.len() == 1 && openings[0].1 == 0,
             "{name}: one opening in its history: {openings:?}"
         );
-        let mut ids: Vec<String> = in_history
-            .drain(..)
-            .map(|entry| entry.0)
-            .filter(|id| !id.starts_with("gen-"))
+        let mut entry_ids: Vec<&str> = in_history.iter().map(|entry| entry.0.as_str()).collect();
+        entry_ids.sort();
+        let before = entry_ids.len();
+        entry_ids.dedup();
+        assert_eq!(
+            entry_ids.len(),
+            before,
+            "{name}: every transaction or step once in its history"
+        );
+        // Entries by the transfer they belong to: a saga's steps together.
+        let mut net: HashMap<&str, i64> = HashMap::new();
+        for (id, change, _) in in_history.iter().filter(|entry| !entry.0.starts_with("gen-")) {
+            let transfer = match id.starts_with("@saga:") {
+                true => *saga_of
+                    .get(&id[..SAGA_PREFIX_BYTES])
+                    .unwrap_or_else(|| panic!("{name}: a step {id} of no transfer")),
+                false => id.as_str(),
+            };
+            *net.entry(transfer).or_default() += change;
+        }
+        let (group, index) = name.trim_start_matches("bank:{g").split_once("}:a").unwrap();
+        let funding = format!("fund-g{group}-a{index}");
+        assert_eq!(net.remove(funding.as_str()), Some(FUNDING), "{name}: its funding once");
+        let mut ids: Vec<&str> = net
+            .iter()
+            .filter(|(id, change)| {
+                // A saga that ended rejected may have held and released.
+                **change != 0 || outcomes[**id] == Seen::Committed
+            })
+            .map(|(id, _)| *id)
             .collect();
         ids.sort();
-        let mut expected_ids: Vec<String> = committed_of
-            .get(name.as_str())
-            .into_iter()
-            .flatten()
-            .map(|id| id.to_string())
-            .collect();
-        let (group, index) = name.trim_start_matches("bank:{g").split_once("}:a").unwrap();
-        expected_ids.push(format!("fund-g{group}-a{index}"));
+        let mut expected_ids: Vec<&str> = committed_of.get(name.as_str()).into_iter().flatten().copied().collect();
         expected_ids.sort();
-        assert_eq!(
-            ids, expected_ids,
-            "{name}: its funding and each committed transfer once in its history"
-        );
+        assert_eq!(ids, expected_ids, "{name}: each committed transfer once in its history");
+        for id in ids {
+            assert_eq!(net[id], amount_of(id, name), "{name}: {id} moved its amount once");
+        }
         let totals = shard_totals.entry(shard_of(name)).or_default();
         totals.0 += available;
         totals.1 += FUNDING;
+    }
+    let transit = transit_accounts(client, &bases[0]).await;
+    let mut pairs: HashMap<(u32, u32), i64> = HashMap::new();
+    for (id, available, frozen) in &transit {
+        assert_eq!(*frozen, 0, "{id}: nothing frozen in transit");
+        let shard = shard_of(id);
+        let peer: u32 = id.split(':').nth(2).unwrap().parse().unwrap();
+        shard_totals.entry(shard).or_default().0 += available;
+        *pairs.entry((shard.min(peer), shard.max(peer))).or_default() += available;
+    }
+    for ((one, other), net) in &pairs {
+        assert_eq!(*net, 0, "the transit accounts of shards {one} and {other} net to zero");
     }
     for (shard, (held, deposited)) in &shard_totals {
         assert_eq!(held, deposited, "shard {shard}: conservation");
@@ -610,10 +661,17 @@ async fn check_bank(
             .push((read.ended, read.version));
     }
     assert!(acknowledged > 100, "the workload made progress through the faults");
+    let across = transfers
+        .values()
+        .filter(|transfer| shard_of(&transfer.from) != shard_of(&transfer.to))
+        .count();
+    assert!(across * 2 >= transfers.len() - 1, "half the transfers cross shards");
     format!(
-        "{} transfers ({acknowledged} acknowledged, {unknown} unacknowledged), {committed} committed; {} reads \
-         checked for monotonic versions; {history_entries} history entries and as many events checked",
+        "{} transfers ({across} across shards; {acknowledged} acknowledged, {unknown} unacknowledged), {committed} \
+         committed; {} transit accounts net to zero; {} reads checked for monotonic versions; {history_entries} \
+         history entries and as many events checked",
         transfers.len(),
+        transit.len(),
         reads.len()
     )
 }
@@ -631,14 +689,23 @@ async fn final_outcomes(client: &reqwest::Client, bases: &[String], ids: Vec<Str
         }
         let (client, base) = (client.clone(), bases[number % bases.len()].clone());
         tasks.spawn(async move {
-            let (status, record) = settled(|| client.get(format!("{base}/v1/transactions/{id}"))).await;
-            let seen = match (status, record["status"].as_str()) {
-                (200, Some("committed")) => Seen::Committed,
-                (200, Some("rejected")) => Seen::Rejected,
-                (404, _) => Seen::Unknown,
-                other => panic!("{id}: unexpected {other:?}"),
-            };
-            (id, seen)
+            // A saga still running its steps is `pending`: ask again.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let (status, record) = settled(|| client.get(format!("{base}/v1/transactions/{id}"))).await;
+                let seen = match (status, record["status"].as_str()) {
+                    (200, Some("committed")) => Seen::Committed,
+                    (200, Some("rejected")) => Seen::Rejected,
+                    (200, Some("pending")) => {
+                        assert!(Instant::now() < deadline, "{id}: still pending after 60 s: {record}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                    (404, _) => Seen::Unknown,
+                    other => panic!("{id}: unexpected {other:?}"),
+                };
+                return (id, seen);
+            }
         });
     }
     while let Some(result) = tasks.join_next().await {
@@ -748,6 +815,36 @@ async fn account_history(client: &reqwest::Client, base: &str, name: &str) -> Ve
         match page["next_cursor"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),
             None => return entries,
+        }
+    }
+}
+
+/// `@saga:` and the digest of a transaction id: how its saga's step ids
+/// begin.
+fn saga_prefix(id: &str) -> String {
+    format!("@saga:{:032x}:", xxhash_rust::xxh3::xxh3_128(id.as_bytes()))
+}
+
+const SAGA_PREFIX_BYTES: usize = "@saga:".len() + 32 + 1;
+
+/// Every transit account of the cluster: (id, available, frozen).
+async fn transit_accounts(client: &reqwest::Client, base: &str) -> Vec<(String, i64, i64)> {
+    let mut found = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let url = format!("{base}/v1/accounts?prefix=%40transit%3A&limit=1000{cursor}");
+        let (status, page) = settled(|| client.get(&url)).await;
+        assert_eq!(status, 200, "{page}");
+        for account in page["data"].as_array().unwrap() {
+            found.push((
+                account["id"].as_str().unwrap().to_owned(),
+                account["available"].as_i64().unwrap(),
+                account["frozen"].as_i64().unwrap(),
+            ));
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => return found,
         }
     }
 }
@@ -1381,7 +1478,8 @@ async fn commands_from_kafka_are_applied_once_through_a_kill_of_their_reader() {
             .set("bootstrap.servers", format!("127.0.0.1:{broker_port}"))
             .create()
             .unwrap();
-        let payload = json!({"id": "across", "ops": [{"type": "transfer", "from": account(near, 0), "to": account(far, 0), "amount": 1}]});
+        let payload = json!({"id": "across", "ops": [{"type": "hold", "hold": "across", "account": account(near, 0),
+            "to": account(far, 0), "amount": 1}]});
         producer
             .send(
                 FutureRecord::<str, str>::to(&topic).payload(&payload.to_string()),

@@ -56,7 +56,8 @@ pub(crate) async fn limit_transactions(state: &AppState, headers: &HeaderMap) ->
 }
 
 /// The role an operation needs: changing limits, balances or account
-/// status, or opening a system account, is an administrator's act.
+/// status, opening a system account, or naming a system hold (`@`, such
+/// as a cross-shard transaction's), is an administrator's act.
 fn role_for(op: &Operation) -> Role {
     match op {
         Operation::SetBalance { .. }
@@ -64,6 +65,11 @@ fn role_for(op: &Operation) -> Role {
         | Operation::Close { .. }
         | Operation::Reopen { .. } => Role::Admin,
         Operation::Open { account, .. } if account.is_system() => Role::Admin,
+        Operation::Hold { hold, .. } | Operation::Capture { hold, .. } | Operation::Release { hold }
+            if hold.as_str().starts_with('@') =>
+        {
+            Role::Admin
+        }
         _ => Role::Writer,
     }
 }

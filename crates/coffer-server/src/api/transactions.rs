@@ -116,7 +116,8 @@ pub async fn create(
     get, path = "/v1/transactions/{id}", tag = "transactions", operation_id = "getTransaction",
     params(("id" = TransactionId, Path, description = "The transaction id")),
     responses(
-        (status = 200, description = "Its outcome; `pending` while a Kafka command waits to be applied",
+        (status = 200, description = "Its outcome; `pending` while a Kafka command waits to be applied, or while a \
+         cluster's transaction across shards runs its steps (listed)",
          body = views::LookupAnswer),
         ReadErrors, NotFound, super::openapi::HistoryUnavailable,
     ),
@@ -130,7 +131,9 @@ pub async fn get(
     let id = path_id(&id, TransactionId::parse)?;
     let found = state.ledger.lookup(&id).await?;
     let answer = match &found {
-        Some(Lookup::Pending) => views::LookupAnswer::Pending(views::PendingAnswer::new(id.as_str())),
+        Some(Lookup::Pending(steps)) => {
+            views::LookupAnswer::Pending(views::PendingAnswer::new(id.as_str()).with_steps(steps))
+        }
         Some(Lookup::Recent(record)) => {
             views::LookupAnswer::Recent(views::TransactionAnswer::of_record(id.as_str(), record))
         }

@@ -172,6 +172,11 @@ pub struct PendingAnswer<'a> {
     id: &'a str,
     /// Always `pending`.
     status: TransactionStatus,
+    /// A cluster's transaction across shards: its steps so far, each a
+    /// transaction of one shard (prepare holds the money, then commit or
+    /// abort).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    steps: &'a [SagaStepAnswer],
 }
 
 impl<'a> PendingAnswer<'a> {
@@ -179,9 +184,17 @@ impl<'a> PendingAnswer<'a> {
         PendingAnswer {
             id,
             status: TransactionStatus::Pending,
+            steps: &[],
         }
     }
+
+    pub fn with_steps(self, steps: &'a [SagaStepAnswer]) -> Self {
+        PendingAnswer { steps, ..self }
+    }
 }
+
+/// One step of a cross-shard transaction.
+pub type SagaStepAnswer = crate::queries::StepView;
 
 /// A transaction looked up by id (or accepted asynchronously): pending, a
 /// result from the engine's memory, or one from the history store.

@@ -56,6 +56,8 @@ pub struct StoredSnapshot {
     /// owner checks the log still holds that entry there.
     pub previous_digest: u64,
     pub state: Vec<u8>,
+    /// The home's sagas (`saga::SagaTable`), empty for none.
+    pub sagas: Vec<u8>,
 }
 
 /// What an owner reports about its shard with every renewal.
@@ -119,7 +121,8 @@ impl Coordinator {
                  next_offset BIGINT NOT NULL,
                  previous_digest BIGINT NOT NULL,
                  state BYTEA NOT NULL,
-                 taken_at TIMESTAMPTZ NOT NULL DEFAULT now());"
+                 taken_at TIMESTAMPTZ NOT NULL DEFAULT now());
+             ALTER TABLE {schema}.snapshots ADD COLUMN IF NOT EXISTS sagas BYTEA NOT NULL DEFAULT '';"
         ))?;
         transaction.commit()?;
         Ok(())
@@ -311,13 +314,14 @@ impl Coordinator {
     pub fn load_snapshot(&mut self, shard: u32) -> Result<Option<StoredSnapshot>, ClusterError> {
         let schema = &self.schema;
         let row = self.client.query_opt(
-            &format!("SELECT next_offset, previous_digest, state FROM {schema}.snapshots WHERE shard = $1"),
+            &format!("SELECT next_offset, previous_digest, state, sagas FROM {schema}.snapshots WHERE shard = $1"),
             &[&(shard as i32)],
         )?;
         Ok(row.map(|row| StoredSnapshot {
             next_offset: row.get::<_, i64>(0) as u64,
             previous_digest: row.get::<_, i64>(1) as u64,
             state: row.get(2),
+            sagas: row.get(3),
         }))
     }
 
@@ -327,11 +331,11 @@ impl Coordinator {
         let schema = &self.schema;
         let stored = self.client.execute(
             &format!(
-                "INSERT INTO {schema}.snapshots (shard, next_offset, previous_digest, state)
-                 VALUES ($1, $2, $3, $4)
+                "INSERT INTO {schema}.snapshots (shard, next_offset, previous_digest, state, sagas)
+                 VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (shard) DO UPDATE
                  SET next_offset = EXCLUDED.next_offset, previous_digest = EXCLUDED.previous_digest,
-                     state = EXCLUDED.state, taken_at = now()
+                     state = EXCLUDED.state, sagas = EXCLUDED.sagas, taken_at = now()
                  WHERE {schema}.snapshots.next_offset < EXCLUDED.next_offset"
             ),
             &[
@@ -339,6 +343,7 @@ impl Coordinator {
                 &(snapshot.next_offset as i64),
                 &(snapshot.previous_digest as i64),
                 &snapshot.state,
+                &snapshot.sagas,
             ],
         )?;
         Ok(stored == 1)

@@ -16,10 +16,12 @@
 //! - `waiters`: this process's requests waiting for their replies;
 //! - `leases`: the loop that decides which shards this node owns.
 
+mod address;
 pub mod coordinator;
 pub mod history;
 pub mod leases;
 pub mod log;
+mod saga;
 mod shard;
 mod waiters;
 pub mod wire;
@@ -65,9 +67,10 @@ pub enum ClusterError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("Kafka topic {topic}: {reason}")]
     Topic { topic: String, reason: String },
-    /// The request names accounts of more than one shard.
-    #[error("the transaction touches accounts in shards {shards:?}; a transaction must stay within one shard")]
-    CrossShard { shards: Vec<u32> },
+    /// The request names accounts of more than one shard, and cannot run
+    /// as a saga (`saga::check`).
+    #[error("the transaction touches accounts in shards {shards:?}: {reason}")]
+    CrossShard { shards: Vec<u32>, reason: String },
     /// No answer can be given now; retrying (with the same ids) is safe.
     #[error("{0}")]
     Unavailable(String),
@@ -169,6 +172,7 @@ impl Cluster {
         let context = Arc::new(ShardContext {
             settings: Arc::clone(&settings),
             log_id: row.log_id.clone(),
+            shards: row.shards,
             producer: Arc::clone(&producer),
             waiters: Arc::clone(&waiters),
             events: history::Events {
@@ -227,17 +231,38 @@ impl Cluster {
     }
 
     /// Applies transactions, each in its accounts' shard, one answer each
-    /// in their order. A transaction, or a linked chain, must stay within
+    /// in their order. A transaction of transfers across shards runs as a
+    /// saga from its home shard (`saga`); a linked chain must stay within
     /// one shard.
     pub async fn submit(&self, transactions: Vec<Transaction>, detail: Detail) -> Result<Vec<Submitted>, ClusterError> {
         let count = transactions.len();
         let mut groups: Vec<(u32, Vec<usize>, Vec<Transaction>)> = Vec::new();
+        let mut sagas: Vec<(usize, Transaction)> = Vec::new();
         let mut chain_shard: Option<u32> = None;
         for (index, transaction) in transactions.into_iter().enumerate() {
-            let shard = self.shard_of(&transaction)?;
+            let shard = match self.shard_of(&transaction) {
+                Ok(shard) => shard,
+                Err(ClusterError::CrossShard { shards, .. }) => {
+                    let chained = chain_shard.is_some() || transaction.is_linked_to_next();
+                    let refusal = match chained {
+                        true => Some(saga::Refusal::Linked),
+                        false => saga::check(&transaction).err(),
+                    };
+                    if let Some(refusal) = refusal {
+                        return Err(ClusterError::CrossShard {
+                            shards,
+                            reason: refusal.to_string(),
+                        });
+                    }
+                    sagas.push((index, transaction));
+                    continue;
+                }
+                Err(other) => return Err(other),
+            };
             if let Some(chained) = chain_shard.filter(|chained| *chained != shard) {
                 return Err(ClusterError::CrossShard {
                     shards: vec![chained, shard],
+                    reason: saga::Refusal::Linked.to_string(),
                 });
             }
             chain_shard = transaction.is_linked_to_next().then_some(shard);
@@ -249,7 +274,7 @@ impl Cluster {
                 None => groups.push((shard, vec![index], vec![transaction])),
             }
         }
-        let mut pending = Vec::with_capacity(groups.len());
+        let mut pending = Vec::with_capacity(groups.len() + sagas.len());
         for (shard, indexes, members) in groups {
             let expected = members.len();
             let entry = |reply_to| Entry::Submit {
@@ -258,6 +283,11 @@ impl Cluster {
                 transactions: members,
             };
             pending.push((self.append(shard, entry).await?, indexes, expected));
+        }
+        for (index, transaction) in sagas {
+            let home = saga::home(&transaction, self.shards);
+            let entry = |reply_to| Entry::SagaBegin { reply_to, transaction };
+            pending.push((self.append(home, entry).await?, vec![index], 1));
         }
         let mut answers: Vec<Option<Submitted>> = vec![None; count];
         for (waiting, indexes, expected) in pending {
@@ -307,18 +337,19 @@ impl Cluster {
             let query = Query::Transaction(id.clone());
             pending.push(self.append(shard, |reply_to| Entry::Read { reply_to, query }).await?);
         }
-        let mut found = None;
+        let mut found = Answer::Transaction(None);
         for waiting in pending {
-            if let Answer::Transaction(Some(record)) = waiting
+            match waiting
                 .reply()
                 .await?
                 .into_answer()
                 .map_err(ClusterError::Unavailable)?
             {
-                found = Some(record);
+                answer @ (Answer::Transaction(Some(_)) | Answer::SagaInFlight(_)) => found = answer,
+                _ => {}
             }
         }
-        Ok(Answer::Transaction(found))
+        Ok(found)
     }
 
     /// A page of accounts, shard after shard. The cursor is a position
@@ -461,7 +492,10 @@ impl Cluster {
         match shards.as_slice() {
             [] => Ok(0),
             [shard] => Ok(*shard),
-            _ => Err(ClusterError::CrossShard { shards }),
+            _ => Err(ClusterError::CrossShard {
+                shards,
+                reason: "a transaction must stay within one shard".into(),
+            }),
         }
     }
 

@@ -15,14 +15,17 @@
 use super::coordinator::{Coordinator, ShardReport, StoredSnapshot};
 use super::history::{shard_database, Events, HistoryFeed};
 use super::log::{log_end, Producer, Reader};
+use super::saga::{self, Begun, Outbound, SagaTable};
 use super::waiters::Waiters;
 use super::wire::{encode_reply, Entry, Reply, ReplyTo};
 use super::{ClusterError, ClusterSettings};
 use crate::clock::now_ms;
-use crate::queries::{answer, describe};
-use coffer_core::Engine;
+use crate::queries::{answer, describe, Answer, Kind, Query, Submitted};
+use coffer_core::codec::{Reader as BytesReader, Writer};
+use coffer_core::{Engine, Record, TransactionId};
 use rdkafka::message::Message;
 use rdkafka::Offset;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,6 +51,11 @@ const HISTORY_FLUSH_WAIT: Duration = Duration::from_secs(30);
 /// Entries whose waiter has given up are applied without a reply: this
 /// spares the replies topic when a new owner replays a long log.
 const REPLY_AGE_MS_MAX: u64 = super::REPLY_WAIT.as_millis() as u64;
+/// How long a home waits for a saga step's answer before it sends the
+/// step again (a lost entry, a participant failing over). Sending again is
+/// safe: a step applied twice is a replay.
+const SAGA_REDRIVE_AFTER: Duration = Duration::from_secs(3);
+const _: () = assert!(SAGA_REDRIVE_AFTER.as_millis() > 2 * TICK_INTERVAL.as_millis());
 
 /// The handle the lease loop keeps for a shard it owns.
 pub struct ShardOwner {
@@ -60,6 +68,8 @@ pub struct ShardOwner {
 pub struct ShardContext {
     pub settings: Arc<ClusterSettings>,
     pub log_id: String,
+    /// The cluster's shard count (fixed at creation).
+    pub shards: u32,
     pub producer: Arc<Producer>,
     /// This process's waiting requests: a reply to one of them is handed
     /// over directly.
@@ -146,6 +156,14 @@ struct Replica {
     first_unsnapshotted: Option<Instant>,
     history: HistoryFeed,
     replies: Arc<Replies>,
+    shards: u32,
+    /// Cross-shard transactions this shard is the home of.
+    sagas: SagaTable,
+    /// Appends saga steps and reports to other shards' logs.
+    outbox: Outbox,
+    /// When this owner last sent each in-flight saga's outstanding steps:
+    /// not state (a new owner starts with none, so it re-drives them all).
+    saga_sent: HashMap<TransactionId, Instant>,
 }
 
 fn serve(shard: u32, context: &ShardContext, keep: &AtomicBool, report: &Mutex<ShardReport>) -> Stop {
@@ -196,7 +214,8 @@ fn serve(shard: u32, context: &ShardContext, keep: &AtomicBool, report: &Mutex<S
         }
         if last_tick.elapsed() >= TICK_INTERVAL {
             last_tick = Instant::now();
-            append(context, shard, Entry::Tick.encode());
+            replica.outbox.send(shard, Entry::Tick.encode());
+            replica.redrive_sagas();
             let end = match log_end(&consumer, topic, shard) {
                 Ok(end) => end,
                 Err(error) => return Stop::Failed(error),
@@ -231,13 +250,17 @@ fn serve(shard: u32, context: &ShardContext, keep: &AtomicBool, report: &Mutex<S
 fn recover(shard: u32, context: &ShardContext, coordinator: &mut Coordinator) -> Result<(Replica, Reader), Stop> {
     let settings = &context.settings;
     let snapshot = coordinator.load_snapshot(shard)?;
-    let (engine, next_offset, previous_digest) = match snapshot {
+    let (engine, sagas, next_offset, previous_digest) = match snapshot {
         Some(snapshot) => {
-            let engine = Engine::decode_snapshot(&snapshot.state, settings.limits)
-                .map_err(|error| Stop::Refuse(format!("the snapshot of shard {shard} does not decode: {error}")))?;
-            (engine, snapshot.next_offset, snapshot.previous_digest)
+            let refuse = |error| Stop::Refuse(format!("the snapshot of shard {shard} does not decode: {error}"));
+            let engine = Engine::decode_snapshot(&snapshot.state, settings.limits).map_err(refuse)?;
+            let sagas = match snapshot.sagas.is_empty() {
+                true => SagaTable::default(),
+                false => decode_sagas(&snapshot.sagas).map_err(refuse)?,
+            };
+            (engine, sagas, snapshot.next_offset, snapshot.previous_digest)
         }
-        None => (Engine::new(settings.limits), 0, 0),
+        None => (Engine::new(settings.limits), SagaTable::default(), 0, 0),
     };
     let topic = &settings.log.log_topic;
     let anchor = next_offset.saturating_sub(1);
@@ -297,6 +320,10 @@ fn recover(shard: u32, context: &ShardContext, coordinator: &mut Coordinator) ->
         first_unsnapshotted: None,
         history,
         replies,
+        shards: context.shards,
+        sagas,
+        outbox: Outbox::of(context),
+        saga_sent: HashMap::new(),
     };
     replica.history.reach(&replica.engine, replica.next_offset);
     Ok((replica, consumer))
@@ -368,11 +395,15 @@ impl Replica {
                 return;
             }
         };
-        if !matches!(entry, Entry::Tick | Entry::Submit { .. }) {
-            // It changes no state: the history's cursor just moves past it.
+        if !matches!(entry, Entry::Tick | Entry::Submit { .. } | Entry::SagaStep { .. }) {
+            // It changes no engine state: the history's cursor just moves
+            // past it.
             self.history.applied(&self.engine, offset, None);
         }
-        let waited_for = now_ms().saturating_sub(timestamp_ms) <= REPLY_AGE_MS_MAX;
+        // Side effects (replies, saga steps) only for entries appended
+        // lately: a new owner replaying a long log re-drives what is
+        // still outstanding instead (`redrive_sagas`).
+        let fresh = now_ms().saturating_sub(timestamp_ms) <= REPLY_AGE_MS_MAX;
         let (reply_to, reply) = match entry {
             Entry::Genesis { .. } => return,
             Entry::Tick => {
@@ -395,17 +426,157 @@ impl Replica {
                     .collect();
                 (reply_to, Reply::written(&submitted))
             }
+            Entry::Read {
+                reply_to,
+                query: Query::Transaction(id),
+            } => (reply_to, self.look_up(id)),
             Entry::Read { reply_to, query } => (reply_to, Reply::answered(answer(&self.engine, query))),
-            Entry::HistorySync { reply_to } => {
-                match waited_for.then(|| self.history.sync(reply_to, offset)).flatten() {
-                    Some(reply_to) => (reply_to, Reply::HistorySynced(offset)),
-                    None => return,
+            Entry::HistorySync { reply_to } => match fresh.then(|| self.history.sync(reply_to, offset)).flatten() {
+                Some(reply_to) => (reply_to, Reply::HistorySynced(offset)),
+                None => return,
+            },
+            Entry::SagaBegin { reply_to, transaction } => {
+                let id = transaction.id().clone();
+                match self.sagas.begin(transaction, reply_to, timestamp_ms, self.shards) {
+                    Begun::Started(outbound) => {
+                        metrics::counter!("coffer_sagas_started_total").increment(1);
+                        if fresh {
+                            self.saga_sent.insert(id, Instant::now());
+                            self.send_steps(outbound);
+                        }
+                        return;
+                    }
+                    Begun::Joined => return,
+                    Begun::Known { record, same_payload } => {
+                        let kind = if same_payload { Kind::Replayed } else { Kind::IdReused };
+                        let submitted = Submitted {
+                            id,
+                            kind,
+                            record,
+                            effects: Vec::new(),
+                        };
+                        (reply_to, Reply::written(&[submitted]))
+                    }
+                    Begun::Refused(reason) => (reply_to, Reply::Refused(reason)),
                 }
             }
+            Entry::SagaStep {
+                home,
+                kind,
+                transaction,
+            } => {
+                let participation = saga::participate(
+                    &mut self.engine,
+                    timestamp_ms,
+                    self.shard,
+                    self.shards,
+                    kind,
+                    &transaction,
+                );
+                self.history.applied(
+                    &self.engine,
+                    offset,
+                    Some((&participation.transactions, &participation.outcome)),
+                );
+                if fresh {
+                    let report = Entry::SagaReport {
+                        saga: transaction.id().clone(),
+                        shard: self.shard,
+                        kind,
+                        result: participation.result,
+                    };
+                    self.outbox.send(home, report.encode());
+                }
+                return;
+            }
+            Entry::SagaReport {
+                saga,
+                shard,
+                kind,
+                result,
+            } => {
+                let position = Record {
+                    sequence: offset,
+                    timestamp_ms,
+                    verdict: coffer_core::Verdict::Committed,
+                };
+                let (outbound, finished) = self.sagas.report(&saga, shard, kind, result, position, self.shards);
+                if fresh && !outbound.is_empty() {
+                    self.saga_sent.insert(saga.clone(), Instant::now());
+                    self.send_steps(outbound);
+                }
+                if let Some(finished) = finished {
+                    metrics::counter!("coffer_sagas_finished_total").increment(1);
+                    self.saga_sent.remove(&finished.id);
+                    if fresh {
+                        let submitted = Submitted {
+                            id: finished.id,
+                            kind: Kind::New,
+                            record: finished.record,
+                            effects: Vec::new(),
+                        };
+                        for waiter in finished.waiters {
+                            self.replies
+                                .send(waiter, Reply::written(std::slice::from_ref(&submitted)));
+                        }
+                    }
+                }
+                return;
+            }
         };
-        if waited_for {
+        if fresh {
             self.replies.send(reply_to, reply);
         }
+    }
+
+    /// A transaction by id: a saga this shard is the home of, else the
+    /// engine's window.
+    fn look_up(&self, id: TransactionId) -> Reply {
+        match self.sagas.lookup(&id, self.shards) {
+            Some(saga::Lookup::InFlight(steps)) => Reply::SagaInFlight(steps),
+            Some(saga::Lookup::Finished(record)) => Reply::answered(Answer::Transaction(Some(record))),
+            None => Reply::answered(answer(&self.engine, Query::Transaction(id))),
+        }
+    }
+
+    fn send_steps(&self, outbound: Vec<Outbound>) {
+        for step in outbound {
+            let entry = Entry::SagaStep {
+                home: self.shard,
+                kind: step.kind,
+                transaction: step.transaction,
+            };
+            self.outbox.send(step.shard, entry.encode());
+        }
+    }
+
+    /// Sends again the steps of sagas this owner has not sent lately: all
+    /// of them after a failover, and those whose answer is overdue.
+    fn redrive_sagas(&mut self) {
+        let mut redriven = Vec::new();
+        for (id, outbound) in self.sagas.outstanding(self.shards) {
+            let due = self
+                .saga_sent
+                .get(id)
+                .is_none_or(|sent| sent.elapsed() >= SAGA_REDRIVE_AFTER);
+            if due {
+                redriven.push((id.clone(), outbound));
+            }
+        }
+        for (id, outbound) in redriven {
+            metrics::counter!("coffer_saga_steps_redriven_total").increment(outbound.len() as u64);
+            self.saga_sent.insert(id, Instant::now());
+            self.send_steps(outbound);
+        }
+        let sagas = &self.sagas;
+        self.saga_sent.retain(|id, _| sagas.is_in_flight(id));
+        let shard = self.shard.to_string();
+        metrics::gauge!("coffer_sagas_in_flight", "shard" => shard.clone()).set(self.sagas.in_flight() as f64);
+        let oldest_ms = self
+            .sagas
+            .oldest_started_ms()
+            .map_or(0, |started| now_ms().saturating_sub(started));
+        metrics::gauge!("coffer_saga_oldest_age_seconds", "shard" => shard).set(oldest_ms as f64 / 1_000.0);
     }
 
     /// Whether the idempotency window forgets ids or soon may: by time
@@ -427,10 +598,13 @@ impl Replica {
         self.history.flush(HISTORY_FLUSH_WAIT)?;
         let mut state = Vec::new();
         self.engine.encode_snapshot(&mut state);
+        let mut sagas = Vec::new();
+        self.sagas.encode(&mut Writer::new(&mut sagas));
         let snapshot = StoredSnapshot {
             next_offset: self.next_offset,
             previous_digest: self.last_digest,
             state,
+            sagas,
         };
         let stored = coordinator.store_snapshot(self.shard, &snapshot)?;
         tracing::debug!(shard = self.shard, next_offset = self.next_offset, stored, "snapshot");
@@ -440,14 +614,38 @@ impl Replica {
     }
 }
 
-/// Appends an entry without waiting (ticks): a lost tick is replaced by
-/// the next one.
-fn append(context: &ShardContext, shard: u32, payload: Vec<u8>) {
-    let producer = Arc::clone(&context.producer);
-    let topic = context.settings.log.log_topic.clone();
-    context.runtime.spawn(async move {
-        if let Err(error) = producer.send(&topic, shard, &payload).await {
-            tracing::debug!(shard, %error, "a tick was not appended");
+fn decode_sagas(bytes: &[u8]) -> Result<SagaTable, coffer_core::CoreError> {
+    let mut reader = BytesReader::new(bytes);
+    let table = SagaTable::decode(&mut reader)?;
+    if !reader.is_empty() {
+        return Err(reader.error("trailing bytes after the sagas"));
+    }
+    Ok(table)
+}
+
+/// Appends entries without waiting: a lost tick is replaced by the next
+/// one, a lost saga step or report is sent again by the home's re-drive.
+struct Outbox {
+    producer: Arc<Producer>,
+    topic: Arc<str>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Outbox {
+    fn of(context: &ShardContext) -> Outbox {
+        Outbox {
+            producer: Arc::clone(&context.producer),
+            topic: context.settings.log.log_topic.as_str().into(),
+            runtime: context.runtime.clone(),
         }
-    });
+    }
+
+    fn send(&self, shard: u32, payload: Vec<u8>) {
+        let (producer, topic) = (Arc::clone(&self.producer), Arc::clone(&self.topic));
+        self.runtime.spawn(async move {
+            if let Err(error) = producer.send(&topic, shard, &payload).await {
+                tracing::debug!(shard, %error, "an entry was not appended; it is sent again");
+            }
+        });
+    }
 }

@@ -5,25 +5,20 @@
 //! log, replayed by every future owner. Replies are short-lived and read by
 //! one node, so they are JSON.
 
-use crate::queries::{Answer, Detail, EffectView, Kind, Query, Submitted, LIST_LIMIT_MAX, UNITS_QUERY_MAX};
+use super::saga::{StepKind, StepResult};
+use crate::queries::{Answer, Detail, EffectView, Kind, Query, StepView, Submitted, LIST_LIMIT_MAX, UNITS_QUERY_MAX};
 use coffer_core::codec::{Reader, Writer};
 use coffer_core::limits::BATCH_TRANSACTIONS_MAX;
 use coffer_core::{
-    AccountId, AccountView, CoreError, HoldView, Record, Rejection, RejectionCode, Transaction, Unit, Verdict,
+    AccountId, AccountView, CoreError, HoldView, Record, Rejection, RejectionCode, Transaction, TransactionId, Unit,
+    Verdict,
 };
 use serde::{Deserialize, Serialize};
 
 const ENTRY_MAGIC: u8 = 0xC5;
 const ENTRY_FORMAT_VERSION: u8 = 1;
 
-/// Who waits for an entry's reply: a node process (`incarnation`, new at
-/// every start, so a restarted node never takes an old reply for its own)
-/// and its request number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ReplyTo {
-    pub incarnation: u64,
-    pub request: u64,
-}
+pub use super::address::ReplyTo;
 
 /// One record of a shard's log.
 #[derive(Debug, Clone)]
@@ -50,6 +45,25 @@ pub enum Entry {
     HistorySync {
         reply_to: ReplyTo,
     },
+    /// A transaction across shards, appended to its home shard's log
+    /// (`saga`), which keeps it and answers when every step is answered.
+    SagaBegin {
+        reply_to: ReplyTo,
+        transaction: Transaction,
+    },
+    /// A home asks a participant to apply its part of a saga step.
+    SagaStep {
+        home: u32,
+        kind: StepKind,
+        transaction: Transaction,
+    },
+    /// A participant's answer to a step, appended to the home's log.
+    SagaReport {
+        saga: TransactionId,
+        shard: u32,
+        kind: StepKind,
+        result: StepResult,
+    },
 }
 
 const TAG_GENESIS: u8 = 0;
@@ -57,6 +71,9 @@ const TAG_SUBMIT: u8 = 1;
 const TAG_READ: u8 = 2;
 const TAG_TICK: u8 = 3;
 const TAG_HISTORY_SYNC: u8 = 4;
+const TAG_SAGA_BEGIN: u8 = 5;
+const TAG_SAGA_STEP: u8 = 6;
+const TAG_SAGA_REPORT: u8 = 7;
 
 const QUERY_ACCOUNT: u8 = 0;
 const QUERY_HOLD: u8 = 1;
@@ -79,7 +96,7 @@ impl Entry {
                 transactions,
             } => {
                 writer.u8(TAG_SUBMIT);
-                encode_reply_to(reply_to, &mut writer);
+                reply_to.encode(&mut writer);
                 writer.bool(*detail == Detail::WithEffects);
                 writer.u64(transactions.len() as u64);
                 for transaction in transactions {
@@ -89,13 +106,40 @@ impl Entry {
             }
             Entry::Read { reply_to, query } => {
                 writer.u8(TAG_READ);
-                encode_reply_to(reply_to, &mut writer);
+                reply_to.encode(&mut writer);
                 encode_query(query, &mut writer);
             }
             Entry::Tick => writer.u8(TAG_TICK),
             Entry::HistorySync { reply_to } => {
                 writer.u8(TAG_HISTORY_SYNC);
-                encode_reply_to(reply_to, &mut writer);
+                reply_to.encode(&mut writer);
+            }
+            Entry::SagaBegin { reply_to, transaction } => {
+                writer.u8(TAG_SAGA_BEGIN);
+                reply_to.encode(&mut writer);
+                transaction.encode(&mut writer);
+            }
+            Entry::SagaStep {
+                home,
+                kind,
+                transaction,
+            } => {
+                writer.u8(TAG_SAGA_STEP);
+                writer.u64(u64::from(*home));
+                kind.encode(&mut writer);
+                transaction.encode(&mut writer);
+            }
+            Entry::SagaReport {
+                saga,
+                shard,
+                kind,
+                result,
+            } => {
+                writer.u8(TAG_SAGA_REPORT);
+                writer.str(saga.as_str());
+                writer.u64(u64::from(*shard));
+                kind.encode(&mut writer);
+                result.encode(&mut writer);
             }
         }
         buffer
@@ -115,7 +159,7 @@ impl Entry {
                 log_id: reader.str()?.to_owned(),
             },
             TAG_SUBMIT => {
-                let reply_to = decode_reply_to(&mut reader)?;
+                let reply_to = ReplyTo::decode(&mut reader)?;
                 let detail = match reader.bool()? {
                     true => Detail::WithEffects,
                     false => Detail::WithoutEffects,
@@ -136,12 +180,27 @@ impl Entry {
                 }
             }
             TAG_READ => Entry::Read {
-                reply_to: decode_reply_to(&mut reader)?,
+                reply_to: ReplyTo::decode(&mut reader)?,
                 query: decode_query(&mut reader)?,
             },
             TAG_TICK => Entry::Tick,
             TAG_HISTORY_SYNC => Entry::HistorySync {
-                reply_to: decode_reply_to(&mut reader)?,
+                reply_to: ReplyTo::decode(&mut reader)?,
+            },
+            TAG_SAGA_BEGIN => Entry::SagaBegin {
+                reply_to: ReplyTo::decode(&mut reader)?,
+                transaction: Transaction::decode(&mut reader)?,
+            },
+            TAG_SAGA_STEP => Entry::SagaStep {
+                home: reader.u32()?,
+                kind: StepKind::decode(&mut reader)?,
+                transaction: Transaction::decode(&mut reader)?,
+            },
+            TAG_SAGA_REPORT => Entry::SagaReport {
+                saga: reader.transaction_id()?,
+                shard: reader.u32()?,
+                kind: StepKind::decode(&mut reader)?,
+                result: StepResult::decode(&mut reader)?,
             },
             tag => return Err(reader.error(format!("unknown entry tag {tag}"))),
         };
@@ -150,18 +209,6 @@ impl Entry {
         }
         Ok(entry)
     }
-}
-
-fn encode_reply_to(reply_to: &ReplyTo, writer: &mut Writer) {
-    writer.u64(reply_to.incarnation);
-    writer.u64(reply_to.request);
-}
-
-fn decode_reply_to(reader: &mut Reader) -> Result<ReplyTo, CoreError> {
-    Ok(ReplyTo {
-        incarnation: reader.u64()?,
-        request: reader.u64()?,
-    })
 }
 
 fn encode_query(query: &Query, writer: &mut Writer) {
@@ -231,14 +278,14 @@ fn decode_query(reader: &mut Reader) -> Result<Query, CoreError> {
 pub fn encode_reply(reply_to: ReplyTo, reply: &Reply) -> Vec<u8> {
     let mut buffer = Vec::new();
     let mut writer = Writer::new(&mut buffer);
-    encode_reply_to(&reply_to, &mut writer);
+    reply_to.encode(&mut writer);
     serde_json::to_writer(&mut buffer, reply).expect("replies serialize");
     buffer
 }
 
 pub fn decode_reply(bytes: &[u8]) -> Result<(ReplyTo, Reply), String> {
     let mut reader = Reader::new(bytes);
-    let reply_to = decode_reply_to(&mut reader).map_err(|error| error.to_string())?;
+    let reply_to = ReplyTo::decode(&mut reader).map_err(|error| error.to_string())?;
     let reply = serde_json::from_slice(&bytes[reader.position()..]).map_err(|error| error.to_string())?;
     Ok((reply_to, reply))
 }
@@ -255,6 +302,10 @@ pub enum Reply {
     Accounts(Vec<AccountView>, Option<u64>),
     /// The shard's history holds every entry before this offset.
     HistorySynced(u64),
+    /// A cross-shard transaction in flight, its steps so far.
+    SagaInFlight(Vec<StepView>),
+    /// The entry was not taken (a bound); retrying later may work.
+    Refused(String),
 }
 
 impl Reply {
@@ -269,12 +320,14 @@ impl Reply {
             Answer::Transaction(record) => Reply::Transaction(record.as_ref().map(WireRecord::from)),
             Answer::Units(units) => Reply::Units(units),
             Answer::Accounts(views, next) => Reply::Accounts(views, next),
+            Answer::SagaInFlight(steps) => Reply::SagaInFlight(steps),
         }
     }
 
     pub fn into_written(self) -> Result<Vec<Submitted>, String> {
         match self {
             Reply::Written(submitted) => submitted.into_iter().map(Submitted::try_from).collect(),
+            Reply::Refused(reason) => Err(reason),
             other => Err(format!("expected the outcome of a write, got {other:?}")),
         }
     }
@@ -286,6 +339,8 @@ impl Reply {
             Reply::Transaction(record) => Answer::Transaction(record.map(Record::try_from).transpose()?),
             Reply::Units(units) => Answer::Units(units),
             Reply::Accounts(views, next) => Answer::Accounts(views, next),
+            Reply::SagaInFlight(steps) => Answer::SagaInFlight(steps),
+            Reply::Refused(reason) => return Err(reason),
             other @ (Reply::Written(_) | Reply::HistorySynced(_)) => {
                 return Err(format!("expected an answer to a read, got {other:?}"))
             }

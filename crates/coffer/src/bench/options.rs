@@ -71,6 +71,11 @@ pub struct BenchOptions {
     /// within a shard (0: plain `bench:N` names).
     #[arg(long, default_value_t = 0)]
     pub shard_keys: u64,
+    /// With --shard-keys: send each transfer to an account of the next
+    /// shard key instead, so that in a cluster most transfers cross shards
+    /// (and run as sagas).
+    #[arg(long, requires = "shard_keys")]
+    pub across_keys: bool,
     /// Transfers per request in the batches scenario.
     #[arg(long, default_value_t = 1_000)]
     pub batch_size: u64,
@@ -110,7 +115,11 @@ impl BenchOptions {
             return to;
         }
         assert!(self.accounts >= 2 * keys, "checked with the options");
-        let mut partner = to - to % keys + from % keys;
+        let key = match self.across_keys {
+            true => (from + 1) % keys,
+            false => from % keys,
+        };
+        let mut partner = to - to % keys + key;
         if partner >= self.accounts {
             partner -= keys;
         }
@@ -140,26 +149,31 @@ mod tests {
     }
 
     #[test]
-    fn a_partner_is_another_account_of_the_same_shard_key() {
-        for (accounts, keys) in [(20, 6), (12, 6), (13, 6), (2, 1), (1_000, 7)] {
-            let arguments = [
-                "bench",
-                "--accounts",
-                &accounts.to_string(),
-                "--shard-keys",
-                &keys.to_string(),
-            ];
-            let options = Wrapper::try_parse_from(arguments).unwrap().options;
-            for from in 0..accounts {
-                for to in 0..accounts {
-                    let partner = options.partner(from, to);
-                    assert!(
-                        partner < accounts && partner != from,
-                        "{accounts} {keys}: {from} {to} → {partner}"
-                    );
-                    assert_eq!(partner % keys, from % keys);
+    fn a_partner_is_another_account_of_the_same_shard_key_or_the_next() {
+        for across in [false, true] {
+            for (accounts, keys) in [(20, 6), (12, 6), (13, 6), (2, 1), (1_000, 7)] {
+                let (accounts_text, keys_text) = (accounts.to_string(), keys.to_string());
+                let mut arguments = vec!["bench", "--accounts", &accounts_text, "--shard-keys", &keys_text];
+                if across {
+                    arguments.push("--across-keys");
+                }
+                let options = Wrapper::try_parse_from(arguments).unwrap().options;
+                for from in 0..accounts {
+                    for to in 0..accounts {
+                        let partner = options.partner(from, to);
+                        assert!(
+                            partner < accounts && partner != from,
+                            "{accounts} {keys}: {from} {to} → {partner}"
+                        );
+                        let key = if across { (from + 1) % keys } else { from % keys };
+                        assert_eq!(partner % keys, key);
+                    }
                 }
             }
         }
+        assert!(
+            Wrapper::try_parse_from(["bench", "--across-keys"]).is_err(),
+            "it needs --shard-keys"
+        );
     }
 }
