@@ -169,6 +169,10 @@ impl From<ClusterError> for ApiError {
                 shards,
             },
             ClusterError::Stopped => ApiError::NotReady("the node is stopping".into()),
+            reused @ ClusterError::IdReusedInFlight(_) => ApiError::Conflict {
+                code: "id_reused",
+                message: reused.to_string(),
+            },
             other => ApiError::ShardUnavailable(other.to_string()),
         }
     }

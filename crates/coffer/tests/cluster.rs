@@ -660,6 +660,26 @@ async fn check_bank(
             .or_default()
             .push((read.ended, read.version));
     }
+    // Idempotency across shards: a cross-shard transfer retried on every
+    // node gets its outcome again; with another amount, 409.
+    let retried = transfers
+        .iter()
+        .filter(|(id, transfer)| shard_of(&transfer.from) != shard_of(&transfer.to) && outcomes[*id] != Seen::Unknown)
+        .take(4);
+    for (id, transfer) in retried {
+        for base in bases {
+            let body = json!({"id": id, "from": transfer.from, "to": transfer.to, "amount": transfer.amount});
+            let (status, answer) = settled(|| client.post(format!("{base}/v1/transfers")).json(&body)).await;
+            let expected = match outcomes[id] {
+                Seen::Committed => 200,
+                _ => 422,
+            };
+            assert_eq!(status, expected, "{id} retried on {base}: {answer}");
+            let body = json!({"id": id, "from": transfer.from, "to": transfer.to, "amount": transfer.amount + 1});
+            let (status, answer) = settled(|| client.post(format!("{base}/v1/transfers")).json(&body)).await;
+            assert_eq!(status, 409, "{id} with another amount on {base}: {answer}");
+        }
+    }
     assert!(acknowledged > 100, "the workload made progress through the faults");
     let across = transfers
         .values()

@@ -71,6 +71,10 @@ pub enum ClusterError {
     /// as a saga (`saga::check`).
     #[error("the transaction touches accounts in shards {shards:?}: {reason}")]
     CrossShard { shards: Vec<u32>, reason: String },
+    /// A cross-shard transaction with this id is in flight with another
+    /// payload.
+    #[error("transaction {0} is in flight across shards with another payload")]
+    IdReusedInFlight(String),
     /// No answer can be given now; retrying (with the same ids) is safe.
     #[error("{0}")]
     Unavailable(String),
@@ -291,11 +295,10 @@ impl Cluster {
         }
         let mut answers: Vec<Option<Submitted>> = vec![None; count];
         for (waiting, indexes, expected) in pending {
-            let submitted = waiting
-                .reply()
-                .await?
-                .into_written()
-                .map_err(ClusterError::Unavailable)?;
+            let submitted = match waiting.reply().await? {
+                Reply::ReusedInFlight(id) => return Err(ClusterError::IdReusedInFlight(id)),
+                reply => reply.into_written().map_err(ClusterError::Unavailable)?,
+            };
             assert_eq!(submitted.len(), expected, "one outcome per transaction");
             for (index, outcome) in indexes.into_iter().zip(submitted) {
                 answers[index] = Some(outcome);

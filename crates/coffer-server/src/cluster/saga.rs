@@ -306,17 +306,25 @@ pub fn transit_id(shard: u32, peer: u32, unit: &Unit, shards: u32) -> AccountId 
     AccountId::parse(&format!("{TRANSIT_PREFIX}{{{key}}}:{peer}:{unit}")).expect("a transit id is an id")
 }
 
-/// The first `t<n>` whose hash falls in `shard`.
+/// The first `t<n>` whose hash falls in `shard`. Found by trying (about
+/// `shards` hashes), so each is found once per process.
 fn transit_key(shard: u32, shards: u32) -> String {
-    (0u64..)
-        .map(|n| format!("t{n}"))
-        .find(|key| {
-            AccountId::parse(&format!("{{{key}}}"))
-                .expect("a key is an id")
-                .shard(shards)
-                == shard
+    static FOUND: std::sync::OnceLock<std::sync::Mutex<HashMap<(u32, u32), String>>> = std::sync::OnceLock::new();
+    let mut found = FOUND.get_or_init(Default::default).lock().expect("transit keys lock");
+    found
+        .entry((shard, shards))
+        .or_insert_with(|| {
+            (0u64..)
+                .map(|n| format!("t{n}"))
+                .find(|key| {
+                    AccountId::parse(&format!("{{{key}}}"))
+                        .expect("a key is an id")
+                        .shard(shards)
+                        == shard
+                })
+                .expect("some key hashes to every shard")
         })
-        .expect("some key hashes to every shard")
+        .clone()
 }
 
 /// What a participant applied for one step, for its history and reply.
@@ -528,9 +536,10 @@ pub enum Begun {
     Started(Vec<Outbound>),
     /// The same transaction is in flight: the waiter joins it.
     Joined,
-    /// Known: finished with this record (`same_payload`), or the id is
-    /// in flight or finished with another payload.
+    /// Finished with this record, with the same payload or another.
     Known { record: Record, same_payload: bool },
+    /// In flight with another payload.
+    ReusedInFlight,
     /// Too many sagas in flight, or waiters on this one.
     Refused(String),
 }
@@ -576,15 +585,7 @@ impl SagaTable {
         }
         if let Some(saga) = self.in_flight.get_mut(&id) {
             if saga.transaction.fingerprint() != transaction.fingerprint() {
-                let record = Record {
-                    sequence: 0,
-                    timestamp_ms: saga.started_ms,
-                    verdict: Verdict::Committed,
-                };
-                return Begun::Known {
-                    record,
-                    same_payload: false,
-                };
+                return Begun::ReusedInFlight;
             }
             if saga.waiters.len() >= SAGA_WAITERS_MAX {
                 return Begun::Refused(format!(
@@ -1083,7 +1084,7 @@ mod tests {
             };
             // Steps and reports are appended without waiting, and may be
             // lost; a transaction's first entry is acknowledged by the log.
-            if !matches!(message, Message::Begin(_)) && self.dice.chance(5) {
+            if matches!(message, Message::Step { .. } | Message::Report { .. }) && self.dice.chance(5) {
                 return true;
             }
             self.time_ms += 1;
@@ -1106,8 +1107,10 @@ mod tests {
                         Begun::Known { same_payload, .. } => assert!(same_payload, "a retry is the same payload"),
                         Begun::Joined => {}
                         Begun::Refused(reason) => panic!("refused: {reason}"),
+                        Begun::ReusedInFlight => panic!("a retry is the same payload"),
                     }
                 }
+
                 Message::Step {
                     home,
                     kind,
@@ -1230,6 +1233,11 @@ mod tests {
         }
     }
 
+    fn other_payload(transaction: &Transaction) -> Transaction {
+        let metadata = Metadata::from_value(&serde_json::json!({"other": true})).unwrap();
+        Transaction::new(transaction.id().clone(), transaction.ops().to_vec(), Some(metadata)).unwrap()
+    }
+
     fn run(seed: u64, sagas: usize) {
         let mut world = World::new(seed);
         let mut expected = BTreeMap::new();
@@ -1240,16 +1248,22 @@ mod tests {
             expected.insert(transaction.id().clone(), (transaction.clone(), outcome));
             world.send(home, Message::Begin(transaction.clone()));
             if dice.chance(20) {
-                world.send(home, Message::Begin(transaction));
+                world.send(home, Message::Begin(transaction.clone()));
             }
             for _ in 0..dice.below(6) {
                 world.deliver_one();
             }
+            // The id with another payload while the saga runs: 409.
+            let sagas = &mut world.shards[home as usize].sagas;
+            if sagas.is_in_flight(transaction.id()) {
+                let begun = sagas.begin(other_payload(&transaction), WAITER, 0, SHARDS);
+                assert!(matches!(begun, Begun::ReusedInFlight), "{begun:?}");
+            }
         }
         // Drain: a lost entry is found again by the homes' re-drive.
         let mut rounds = 0;
-        while world.shards.iter().any(|shard| shard.sagas.in_flight() > 0) {
-            if !world.deliver_one() {
+        while world.deliver_one() || world.shards.iter().any(|shard| shard.sagas.in_flight() > 0) {
+            if world.shards.iter().all(|shard| shard.inbox.is_empty()) {
                 rounds += 1;
                 assert!(rounds < 10_000, "the sagas drain");
                 for shard in 0..SHARDS {
@@ -1257,7 +1271,6 @@ mod tests {
                 }
             }
         }
-        while world.deliver_one() {}
 
         let mut balances: HashMap<AccountId, i128> =
             (0..ACCOUNTS).map(|number| (account(number), FUNDING as i128)).collect();

@@ -458,6 +458,7 @@ impl Replica {
                         (reply_to, Reply::written(&[submitted]))
                     }
                     Begun::Refused(reason) => (reply_to, Reply::Refused(reason)),
+                    Begun::ReusedInFlight => (reply_to, Reply::ReusedInFlight(id.to_string())),
                 }
             }
             Entry::SagaStep {

@@ -306,6 +306,8 @@ pub enum Reply {
     SagaInFlight(Vec<StepView>),
     /// The entry was not taken (a bound); retrying later may work.
     Refused(String),
+    /// This cross-shard transaction id is in flight with another payload.
+    ReusedInFlight(String),
 }
 
 impl Reply {
@@ -341,6 +343,7 @@ impl Reply {
             Reply::Accounts(views, next) => Answer::Accounts(views, next),
             Reply::SagaInFlight(steps) => Answer::SagaInFlight(steps),
             Reply::Refused(reason) => return Err(reason),
+            Reply::ReusedInFlight(id) => return Err(format!("{id} is in flight")),
             other @ (Reply::Written(_) | Reply::HistorySynced(_)) => {
                 return Err(format!("expected an answer to a read, got {other:?}"))
             }
