@@ -1467,8 +1467,9 @@ async fn produce_transfers(
 /// commands topic and routes each command to its shard; when it is killed,
 /// the next owner of shard 0 goes on from the committed offsets. Every
 /// command is applied exactly once (a command read again, or produced
-/// twice, is replayed by its id), and one whose accounts lie in two shards
-/// goes to the dead-letter topic with the reason.
+/// twice, is replayed by its id); a transfer across shards runs as a saga,
+/// and a hold whose accounts lie in two shards goes to the dead-letter
+/// topic with the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn commands_from_kafka_are_applied_once_through_a_kill_of_their_reader() {
     const COMMANDS: u64 = 2_000;
@@ -1498,15 +1499,23 @@ async fn commands_from_kafka_are_applied_once_through_a_kill_of_their_reader() {
             .set("bootstrap.servers", format!("127.0.0.1:{broker_port}"))
             .create()
             .unwrap();
-        let payload = json!({"id": "across", "ops": [{"type": "hold", "hold": "across", "account": account(near, 0),
+        // A hold across shards is dead-lettered; a transfer across shards
+        // runs as a saga.
+        let hold = json!({"id": "across", "ops": [{"type": "hold", "hold": "across", "account": account(near, 0),
             "to": account(far, 0), "amount": 1}]});
-        producer
-            .send(
-                FutureRecord::<str, str>::to(&topic).payload(&payload.to_string()),
-                Duration::from_secs(30),
-            )
-            .await
-            .unwrap();
+        let transfer = json!({"id": "across-transfer", "ops": [{"type": "transfer", "from": account(near, 0),
+            "to": account(far, 0), "amount": 7}]});
+        *changes.entry(account(near, 0)).or_insert(0) -= 7;
+        *changes.entry(account(far, 0)).or_insert(0) += 7;
+        for payload in [hold, transfer] {
+            producer
+                .send(
+                    FutureRecord::<str, str>::to(&topic).payload(&payload.to_string()),
+                    Duration::from_secs(30),
+                )
+                .await
+                .unwrap();
+        }
     }
     let reader = owner_of(&client, &bases[0], 0).await;
     cluster.kill(reader);
@@ -1549,7 +1558,8 @@ async fn commands_from_kafka_are_applied_once_through_a_kill_of_their_reader() {
     assert!(reason.contains("shard"), "the reason names the shards: {reason}");
     report(&format!(
         "cluster Kafka ingestion test: {COMMANDS} commands (100 produced twice) applied once each through a kill of \
-         their reader n{reader}; a cross-shard command dead-lettered: {reason}"
+         their reader n{reader}, and a transfer across shards (a saga); a hold across shards dead-lettered: \
+         {reason}"
     ));
     drop(cluster);
     let _ = broker.kill();

@@ -28,7 +28,7 @@ impl Backend for Cluster {
     }
 
     fn unroutable(&self, transaction: &Transaction) -> Option<String> {
-        self.shard_of(transaction).err().map(|error| error.to_string())
+        self.route(transaction).err().map(|error| error.to_string())
     }
 
     fn history_stores(&self) -> u32 {

@@ -241,27 +241,21 @@ impl Cluster {
     pub async fn submit(&self, transactions: Vec<Transaction>, detail: Detail) -> Result<Vec<Submitted>, ClusterError> {
         let count = transactions.len();
         let mut groups: Vec<(u32, Vec<usize>, Vec<Transaction>)> = Vec::new();
-        let mut sagas: Vec<(usize, Transaction)> = Vec::new();
+        let mut sagas: Vec<(usize, u32, Transaction)> = Vec::new();
         let mut chain_shard: Option<u32> = None;
         for (index, transaction) in transactions.into_iter().enumerate() {
-            let shard = match self.shard_of(&transaction) {
-                Ok(shard) => shard,
-                Err(ClusterError::CrossShard { shards, .. }) => {
-                    let chained = chain_shard.is_some() || transaction.is_linked_to_next();
-                    let refusal = match chained {
-                        true => Some(saga::Refusal::Linked),
-                        false => saga::check(&transaction).err(),
-                    };
-                    if let Some(refusal) = refusal {
-                        return Err(ClusterError::CrossShard {
-                            shards,
-                            reason: refusal.to_string(),
-                        });
-                    }
-                    sagas.push((index, transaction));
+            let shard = match self.route(&transaction)? {
+                Route::Shard(shard) => shard,
+                Route::Saga(_) if chain_shard.is_some() => {
+                    return Err(ClusterError::CrossShard {
+                        shards: saga::participants(&transaction, self.shards),
+                        reason: saga::Refusal::Linked.to_string(),
+                    })
+                }
+                Route::Saga(home) => {
+                    sagas.push((index, home, transaction));
                     continue;
                 }
-                Err(other) => return Err(other),
             };
             if let Some(chained) = chain_shard.filter(|chained| *chained != shard) {
                 return Err(ClusterError::CrossShard {
@@ -288,8 +282,7 @@ impl Cluster {
             };
             pending.push((self.append(shard, entry).await?, indexes, expected));
         }
-        for (index, transaction) in sagas {
-            let home = saga::home(&transaction, self.shards);
+        for (index, home, transaction) in sagas {
             let entry = |reply_to| Entry::SagaBegin { reply_to, transaction };
             pending.push((self.append(home, entry).await?, vec![index], 1));
         }
@@ -469,6 +462,22 @@ impl Cluster {
         Ok(())
     }
 
+    /// Where a transaction is applied: in its one shard, or, if it is
+    /// made of transfers across shards, as a saga kept by its home shard.
+    pub fn route(&self, transaction: &Transaction) -> Result<Route, ClusterError> {
+        match self.shard_of(transaction) {
+            Ok(shard) => Ok(Route::Shard(shard)),
+            Err(ClusterError::CrossShard { shards, .. }) => match saga::check(transaction) {
+                Ok(()) => Ok(Route::Saga(saga::home(transaction, self.shards))),
+                Err(refusal) => Err(ClusterError::CrossShard {
+                    shards,
+                    reason: refusal.to_string(),
+                }),
+            },
+            Err(other) => Err(other),
+        }
+    }
+
     /// The one shard of everything the transaction names. `@world` is in
     /// every shard and decides nothing.
     pub fn shard_of(&self, transaction: &Transaction) -> Result<u32, ClusterError> {
@@ -556,6 +565,14 @@ impl Cluster {
             let _ = listener.join();
         }
     }
+}
+
+/// Where a transaction goes (`Cluster::route`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Shard(u32),
+    /// A saga, kept by this home shard.
+    Saga(u32),
 }
 
 /// An entry in a shard's log whose reply has not come yet.
