@@ -193,7 +193,20 @@ fn committed(status: u16, body: &Value) -> bool {
 
 /// A first commit through the client library.
 fn first_commit(result: &Result<coffer_client::TransactionResult, coffer_client::Error>) -> bool {
-    matches!(result, Ok(result) if result.status == "committed")
+    let committed = matches!(result, Ok(result) if result.status == "committed");
+    if !committed {
+        show_wrong(&format!("{result:?}"));
+    }
+    committed
+}
+
+/// Prints the first few wrong answers: the count alone does not say why.
+fn show_wrong(answer: &str) {
+    const SHOWN_MAX: u64 = 5;
+    static SHOWN: AtomicU64 = AtomicU64::new(0);
+    if SHOWN.fetch_add(1, Ordering::Relaxed) < SHOWN_MAX {
+        eprintln!("a wrong answer: {answer}");
+    }
 }
 
 /// One operation; Ok(true) when every answer was the expected one.
