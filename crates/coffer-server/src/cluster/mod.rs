@@ -335,14 +335,13 @@ impl Cluster {
         }
         let mut found = Answer::Transaction(None);
         for waiting in pending {
-            match waiting
+            let answer = waiting
                 .reply()
                 .await?
                 .into_answer()
-                .map_err(ClusterError::Unavailable)?
-            {
-                answer @ (Answer::Transaction(Some(_)) | Answer::SagaInFlight(_)) => found = answer,
-                _ => {}
+                .map_err(ClusterError::Unavailable)?;
+            if let answer @ (Answer::Transaction(Some(_)) | Answer::SagaInFlight(_)) = answer {
+                found = answer;
             }
         }
         Ok(found)
