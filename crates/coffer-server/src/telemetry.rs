@@ -197,6 +197,36 @@ pub const METRICS: &[Metric] = &[
         Histogram,
         "Time from sending a write to its shard's log to its answer, by shard.",
     ),
+    metric(
+        "coffer_cluster_log_gaps_total",
+        Counter,
+        "Entries the broker skipped in a shard's partition, read again from before the gap.",
+    ),
+    metric(
+        "coffer_sagas_in_flight",
+        Gauge,
+        "Cross-shard transactions this home shard runs now, by shard.",
+    ),
+    metric(
+        "coffer_saga_oldest_age_seconds",
+        Gauge,
+        "Age of the oldest cross-shard transaction in flight from this home shard, by shard.",
+    ),
+    metric(
+        "coffer_sagas_started_total",
+        Counter,
+        "Cross-shard transactions started.",
+    ),
+    metric(
+        "coffer_sagas_finished_total",
+        Counter,
+        "Cross-shard transactions finished.",
+    ),
+    metric(
+        "coffer_saga_steps_redriven_total",
+        Counter,
+        "Saga steps sent again: unanswered after 3 s, or by a new owner of the home shard.",
+    ),
 ];
 
 /// Durations from 100 µs (a fast fsync) to 10 s (a stalled dependency).
