@@ -513,4 +513,40 @@ mod tests {
         let sync = Entry::HistorySync { reply_to }.encode();
         assert!(matches!(Entry::decode(&sync), Ok(Entry::HistorySync { reply_to: read }) if read == reply_to));
     }
+
+    #[test]
+    fn saga_entries_read_back_as_written_and_cut_ones_do_not() {
+        let reply_to = ReplyTo {
+            incarnation: 3,
+            request: 4,
+        };
+        let rejection = Rejection {
+            code: RejectionCode::InsufficientFunds,
+            op_index: 0,
+        };
+        let entries = [
+            Entry::SagaBegin {
+                reply_to,
+                transaction: transfer("s1"),
+            },
+            Entry::SagaStep {
+                home: 5,
+                kind: StepKind::Commit,
+                transaction: transfer("s1"),
+            },
+            Entry::SagaReport {
+                saga: TransactionId::parse("s1").unwrap(),
+                shard: 2,
+                kind: StepKind::Prepare,
+                result: StepResult::Rejected(rejection),
+            },
+        ];
+        for entry in entries {
+            let bytes = entry.encode();
+            assert_eq!(Entry::decode(&bytes).unwrap().encode(), bytes, "{entry:?}");
+            for cut in 0..bytes.len() {
+                assert!(Entry::decode(&bytes[..cut]).is_err(), "{entry:?} cut at {cut}");
+            }
+        }
+    }
 }
