@@ -521,6 +521,15 @@ pub struct Outbound {
     pub transaction: Transaction,
 }
 
+/// Where a participant's answer lies in the home's log: a finished saga's
+/// record carries it.
+#[derive(Debug, Clone, Copy)]
+pub struct Position {
+    /// The answer's offset in the home's partition.
+    pub sequence: u64,
+    pub timestamp_ms: u64,
+}
+
 /// A finished saga's outcome and who waits for it.
 #[derive(Debug)]
 pub struct Finished {
@@ -632,7 +641,7 @@ impl SagaTable {
         shard: u32,
         kind: StepKind,
         result: StepResult,
-        position: Record,
+        position: Position,
         shards: u32,
     ) -> (Vec<Outbound>, Option<Finished>) {
         let Some(saga) = self.in_flight.get_mut(id) else {
@@ -674,7 +683,11 @@ impl SagaTable {
             Phase::Aborting(rejection) => Verdict::Rejected(rejection),
             _ => Verdict::Committed,
         };
-        let record = Record { verdict, ..position };
+        let record = Record {
+            sequence: position.sequence,
+            timestamp_ms: position.timestamp_ms,
+            verdict,
+        };
         self.remember(id.clone(), saga.transaction.fingerprint(), record);
         let finished = Finished {
             id: id.clone(),
@@ -1134,10 +1147,9 @@ mod tests {
                     kind,
                     result,
                 } => {
-                    let position = Record {
+                    let position = Position {
                         sequence: time_ms,
                         timestamp_ms: time_ms,
-                        verdict: Verdict::Committed,
                     };
                     let (outbound, finished) = self.shards[shard as usize]
                         .sagas

@@ -22,7 +22,7 @@ use super::{ClusterError, ClusterSettings};
 use crate::clock::now_ms;
 use crate::queries::{answer, describe, Answer, Kind, Query, Submitted};
 use coffer_core::codec::{Reader as BytesReader, Writer};
-use coffer_core::{Engine, Record, TransactionId};
+use coffer_core::{Engine, TransactionId};
 use rdkafka::message::Message;
 use rdkafka::Offset;
 use std::collections::HashMap;
@@ -528,10 +528,9 @@ impl Replica {
                 kind,
                 result,
             } => {
-                let position = Record {
+                let position = saga::Position {
                     sequence: offset,
                     timestamp_ms,
-                    verdict: coffer_core::Verdict::Committed,
                 };
                 let (outbound, finished) = self.sagas.report(&saga, shard, kind, result, position, self.shards);
                 if fresh && !outbound.is_empty() {
