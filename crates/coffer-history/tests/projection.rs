@@ -534,7 +534,8 @@ fn every_sql_store_keeps_128_bit_amounts_exactly() {
 /// answer the server reads (history pages with cursors and time bounds,
 /// balances at instants, transactions by id, known or not) is the same.
 /// Few accounts and many transfers, so that each account's chain crosses
-/// the index's marks of the first two levels (every 64th and 4,096th entry).
+/// the index's marks of the first four levels (every 8th, 64th, 512th and
+/// 4,096th entry).
 #[test]
 fn the_index_answers_as_the_sqlite_store_does() {
     let data = tempfile::tempdir().unwrap();
@@ -591,7 +592,7 @@ fn the_index_answers_as_the_sqlite_store_does() {
         .unwrap();
     assert!(
         deepest > 2 * 4_096,
-        "every chain crosses two second-level marks: {deepest}"
+        "every chain crosses two fourth-level marks: {deepest}"
     );
     let last_id = entries.last().unwrap().history_id as u64;
     let end_ms = 2_000 + BATCHES * 10;
@@ -672,7 +673,7 @@ fn a_reopened_index_drops_what_a_crash_left_and_resumes_from_its_checkpoint() {
     assert_eq!(listed("heads-"), 1, "a checkpoint after 1,120,000 entries");
 
     for (file, bytes) in [
-        ("entries", 1_000),
+        ("entries-v2", 1_000),
         ("transactions", 100),
         ("blob", 50),
         ("accounts", 10),
@@ -846,4 +847,91 @@ fn a_store_the_export_left_midway_is_refused_as_the_history_store() {
         assert!(error.contains("--history-export until it has caught up"), "{error}");
     }
     writer.close().unwrap();
+}
+
+fn copy_directory(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for item in std::fs::read_dir(from).unwrap() {
+        let item = item.unwrap();
+        let target = to.join(item.file_name());
+        if item.file_type().unwrap().is_dir() {
+            copy_directory(&item.path(), &target);
+        } else {
+            std::fs::copy(item.path(), target).unwrap();
+        }
+    }
+}
+
+/// An index written in version 1 (the fixture: a journal of 1,822
+/// transactions with holds that expire, and its index, whose marks were
+/// every 64th entry) is converted when opened. What a crash during the
+/// conversion would leave (a half-written new entries file, an unlisted
+/// checkpoint) is overwritten; what a crash after it would leave (the old
+/// entries file) is deleted. The converted index equals the journal, links
+/// included, answers as an index built from the same journal, and grows on.
+#[test]
+fn a_version_1_index_is_converted_when_opened() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/index-v1");
+    let (converted, fresh) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    copy_directory(&fixture, converted.path());
+    copy_directory(&fixture.join("journal"), &fresh.path().join("journal"));
+    let history = converted.path().join("history");
+    std::fs::write(history.join("entries-v2"), vec![0xab; 5_000]).unwrap();
+    std::fs::write(history.join("heads-0000000000000151"), b"left by a crash").unwrap();
+    let directory = converted.path().join("journal");
+    let index = Database::parse("index", converted.path(), "unused").unwrap();
+    let report = verify(&directory, &index, EngineLimits::default()).unwrap();
+    assert_eq!(
+        (report.sequence_next, report.transactions, report.entries),
+        (1_822, 1_787, 3_277)
+    );
+    assert!(!history.join("entries").exists());
+    assert_eq!(&std::fs::read(history.join("manifest")).unwrap()[..8], b"CFHIDX02");
+    let checkpoint = std::fs::metadata(history.join("heads-0000000000000151")).unwrap();
+    assert_eq!(checkpoint.len(), 14 * 64 + 4, "the heads of 14 accounts");
+
+    let (mut engine, mut writer, _) = coffer_journal::open(
+        &fresh.path().join("journal"),
+        JournalOptions::default(),
+        EngineLimits::default(),
+    )
+    .unwrap();
+    let built = Database::parse("index", fresh.path(), "unused").unwrap();
+    project_everything(&built, &fresh.path().join("journal"), &writer, engine.sequence_next());
+    let (mut a, mut b) = (index.open_reader().unwrap(), built.open_reader().unwrap());
+    let entries = every_entry(a.as_mut());
+    assert_eq!(entries, every_entry(b.as_mut()));
+    let deepest = entries
+        .iter()
+        .filter(|entry| entry.account == account(0).as_str())
+        .count();
+    assert!(deepest > 512, "a chain crosses marks of the third level: {deepest}");
+    let mut random = Random(0xc0de);
+    let end_ms = entries.last().unwrap().timestamp_ms as u64 + 100;
+    for round in 0..200u64 {
+        let name = account(random.below(ACCOUNTS)).to_string();
+        let query = HistoryQuery {
+            account: name.clone(),
+            before: (round % 2 == 0).then(|| random.below(entries.len() as u64 + 10) as i64),
+            from_ms: (round % 3 == 0).then(|| random.below(end_ms) as i64),
+            to_ms: (round % 5 < 3).then(|| random.below(end_ms) as i64),
+            limit: [1, 7, 100, HISTORY_PAGE_MAX][round as usize % 4],
+        };
+        assert_eq!(a.history(&query).unwrap(), b.history(&query).unwrap(), "{query:?}");
+        let at_ms = random.below(end_ms) as i64;
+        assert_eq!(a.balance_at(&name, at_ms).unwrap(), b.balance_at(&name, at_ms).unwrap());
+    }
+    drop((a, b));
+    writer.close().unwrap();
+
+    std::fs::write(history.join("entries"), b"version 1's, after a crash").unwrap();
+    let (mut engine, mut writer, _) =
+        coffer_journal::open(&directory, JournalOptions::default(), EngineLimits::default()).unwrap();
+    append(&mut engine, &mut writer, &workload(0x9a0, 200)[1..]);
+    project_everything(&index, &directory, &writer, engine.sequence_next());
+    assert!(!history.join("entries").exists());
+    writer.close().unwrap();
+    let report = verify(&directory, &index, EngineLimits::default()).unwrap();
+    assert_eq!(report.sequence_next, engine.sequence_next());
+    assert!(report.entries > 3_277, "{report:?}");
 }

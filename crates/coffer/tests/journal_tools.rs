@@ -76,7 +76,7 @@ fn history_verify_compares_the_store_with_the_journal() {
     // Entry 1500's available balance (96-byte entries, the balance at 64).
     let entries = std::fs::OpenOptions::new()
         .write(true)
-        .open(data.path().join("history").join("entries"))
+        .open(data.path().join("history").join("entries-v2"))
         .unwrap();
     std::os::unix::fs::FileExt::write_all_at(&entries, &[0x7f; 8], 1_500 * 96 + 64).unwrap();
     let (ok, _, stderr) = coffer(&["history", "verify", directory]);

@@ -1,6 +1,7 @@
 //! The index's files: fixed-size records appended in history order, and a
 //! manifest that says how much of each file is committed. Little-endian
-//! throughout; the layouts below are the on-disk format (version 1).
+//! throughout; the layouts below are the on-disk format (version 2; an
+//! index of version 1 is converted when opened, `migrate.rs`).
 
 use crate::changes::Cursor;
 use crate::error::HistoryError;
@@ -10,7 +11,8 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-pub const ENTRIES_FILE: &str = "entries";
+/// Version 2's entries (version 1's file, `entries`, had other links).
+pub const ENTRIES_FILE: &str = "entries-v2";
 pub const TRANSACTIONS_FILE: &str = "transactions";
 pub const BLOB_FILE: &str = "blob";
 pub const ACCOUNTS_FILE: &str = "accounts";
@@ -21,16 +23,27 @@ pub const SIDECAR_FILE: &str = "holds-orders.sqlite";
 pub const NONE: u64 = u64::MAX;
 
 /// Marks: every entry links to the account's latest earlier entry whose
-/// depth is a multiple of each of these, so a search back from the head
-/// takes at most about 64 steps per level instead of one per entry.
-pub const MARK_STRIDES: [u64; 3] = [64, 64 * 64, 64 * 64 * 64];
-const _: () = assert!(
-    MARK_STRIDES[0] < MARK_STRIDES[1]
-        && MARK_STRIDES[1] < MARK_STRIDES[2]
-        && MARK_STRIDES[0].is_power_of_two()
-        && MARK_STRIDES[1].is_power_of_two()
-        && MARK_STRIDES[2].is_power_of_two()
-);
+/// depth is a multiple of each of these. Each stride is eight times the one
+/// below, so a search back from the head takes at most seven steps per level
+/// (and one read that ends the level) instead of one per entry: a balance at
+/// a past instant of an account with a thousand entries reads about fifteen.
+pub const MARK_STRIDES: [u64; MARK_LEVELS] = [8, 64, 512, 4_096, 32_768, 262_144];
+pub const MARK_LEVELS: usize = 6;
+const _: () = {
+    let mut level = 0;
+    while level < MARK_LEVELS {
+        // Powers of two: a mask, not a division, per entry.
+        assert!(MARK_STRIDES[level].is_power_of_two());
+        assert!(level == 0 || MARK_STRIDES[level] == 8 * MARK_STRIDES[level - 1]);
+        level += 1;
+    }
+};
+
+/// Entry ids, transaction numbers, blob offsets and timestamps are stored in
+/// 48 bits, depths in 40 (the all-ones link is `NONE`): 2.8 × 10^14 entries,
+/// a blob of 256 TiB, instants until the year 10889, 10^12 entries an account.
+pub const FIELD_48_MAX: u64 = (1 << 48) - 2;
+pub const DEPTH_MAX: u64 = (1 << 40) - 1;
 
 pub fn io_error(path: &Path, error: std::io::Error) -> HistoryError {
     HistoryError::Invalid(format!("history index {}: {error}", path.display()))
@@ -41,12 +54,12 @@ pub fn io_error(path: &Path, error: std::io::Error) -> HistoryError {
 /// | offset | field |
 /// |---|---|
 /// | 0 | account position (u32) |
-/// | 4 | kind (u32): 0 transaction, 1 hold expiry |
-/// | 8 | depth (u64): the account's entries up to this one |
-/// | 16 | timestamp_ms (u64) |
-/// | 24 | source (u64): transaction number, or blob offset of the expiry |
-/// | 32 | previous entry of the account (u64, `NONE`) |
-/// | 40, 48, 56 | marks, one per `MARK_STRIDES` (u64, `NONE`) |
+/// | 4 | kind (u8): 0 transaction, 1 hold expiry |
+/// | 5 | depth (u40): the account's entries up to this one |
+/// | 10 | timestamp_ms (u48) |
+/// | 16 | source (u48): transaction number, or blob offset of the expiry |
+/// | 22 | previous entry of the account (u48, all ones for none) |
+/// | 28, 34, … 58 | marks, one per `MARK_STRIDES` (u48, all ones for none) |
 /// | 64, 80 | available, frozen after (i128) |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryRecord {
@@ -56,22 +69,34 @@ pub struct EntryRecord {
     pub timestamp_ms: u64,
     pub source: u64,
     pub previous: u64,
-    pub marks: [u64; 3],
+    pub marks: [u64; MARK_LEVELS],
     pub available: i128,
     pub frozen: i128,
 }
 
 pub const ENTRY_BYTES: usize = 96;
-const _: () = assert!(ENTRY_BYTES == 4 + 4 + 7 * 8 + 2 * 16);
+const LINKS_AT: usize = 22;
+const _: () = assert!(LINKS_AT == 4 + 1 + 5 + 6 + 6);
+const _: () = assert!(ENTRY_BYTES == LINKS_AT + 6 * (1 + MARK_LEVELS) + 2 * 16);
+const _: () = assert!(DEPTH_MAX < (1 << 40) && FIELD_48_MAX < (1 << 48) - 1);
 
 impl EntryRecord {
+    /// Panics on a field beyond its width (see `FIELD_48_MAX`): the writer
+    /// refuses such a write before it gets here.
     pub fn encode(&self, out: &mut Vec<u8>) {
+        assert!(self.depth <= DEPTH_MAX && self.timestamp_ms <= FIELD_48_MAX && self.source <= FIELD_48_MAX);
         let mut bytes = [0u8; ENTRY_BYTES];
         bytes[0..4].copy_from_slice(&self.account.to_le_bytes());
-        bytes[4..8].copy_from_slice(&u32::from(self.expiry).to_le_bytes());
-        let words = [self.depth, self.timestamp_ms, self.source, self.previous];
-        for (at, value) in (8..).step_by(8).zip(words.into_iter().chain(self.marks)) {
-            bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        bytes[4] = u8::from(self.expiry);
+        bytes[5..10].copy_from_slice(&self.depth.to_le_bytes()[..5]);
+        put_u48(&mut bytes, 10, self.timestamp_ms);
+        put_u48(&mut bytes, 16, self.source);
+        for (at, link) in (LINKS_AT..)
+            .step_by(6)
+            .zip([self.previous].into_iter().chain(self.marks))
+        {
+            assert!(link == NONE || link <= FIELD_48_MAX);
+            put_u48(&mut bytes, at, link & LINK_NONE);
         }
         bytes[64..80].copy_from_slice(&self.available.to_le_bytes());
         bytes[80..96].copy_from_slice(&self.frozen.to_le_bytes());
@@ -80,18 +105,37 @@ impl EntryRecord {
 
     pub fn decode(bytes: &[u8]) -> Self {
         assert_eq!(bytes.len(), ENTRY_BYTES);
+        let link = |at: usize| match le_u48(bytes, at) {
+            LINK_NONE => NONE,
+            id => id,
+        };
+        let mut depth = [0u8; 8];
+        depth[..5].copy_from_slice(&bytes[5..10]);
         EntryRecord {
             account: le_u32(bytes, 0),
-            expiry: le_u32(bytes, 4) == 1,
-            depth: le_u64(bytes, 8),
-            timestamp_ms: le_u64(bytes, 16),
-            source: le_u64(bytes, 24),
-            previous: le_u64(bytes, 32),
-            marks: [le_u64(bytes, 40), le_u64(bytes, 48), le_u64(bytes, 56)],
+            expiry: bytes[4] == 1,
+            depth: u64::from_le_bytes(depth),
+            timestamp_ms: le_u48(bytes, 10),
+            source: le_u48(bytes, 16),
+            previous: link(LINKS_AT),
+            marks: std::array::from_fn(|level| link(LINKS_AT + 6 * (1 + level))),
             available: le_i128(bytes, 64),
             frozen: le_i128(bytes, 80),
         }
     }
+}
+
+/// `NONE` in a 48-bit link.
+const LINK_NONE: u64 = (1 << 48) - 1;
+
+fn put_u48(bytes: &mut [u8], at: usize, value: u64) {
+    bytes[at..at + 6].copy_from_slice(&value.to_le_bytes()[..6]);
+}
+
+fn le_u48(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word[..6].copy_from_slice(&bytes[at..at + 6]);
+    u64::from_le_bytes(word)
 }
 
 /// One stored transaction: 48 bytes.
@@ -161,7 +205,7 @@ pub fn le_u64(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 
-fn le_i128(bytes: &[u8], at: usize) -> i128 {
+pub fn le_i128(bytes: &[u8], at: usize) -> i128 {
     i128::from_le_bytes(bytes[at..at + 16].try_into().expect("16 bytes"))
 }
 
@@ -263,12 +307,22 @@ pub struct Manifest {
     pub generation_next: u64,
 }
 
-const MANIFEST_MAGIC: &[u8; 8] = b"CFHIDX01";
+const MANIFEST_MAGIC: &[u8; 8] = b"CFHIDX02";
+/// Version 1's manifest has the same fields (`migrate.rs` converts it).
+const MANIFEST_MAGIC_V1: &[u8; 8] = b"CFHIDX01";
+pub const VERSION: u32 = 2;
 /// Runs a manifest lists at most: they merge four of a size at a time, so
 /// there are at most three per size class (20 classes cover 4^20 writes).
 pub const RUNS_MAX: usize = 64;
 
 impl Manifest {
+    /// A new file generation (for a run or a heads checkpoint).
+    pub fn take_generation(&mut self) -> u64 {
+        let generation = self.generation_next;
+        self.generation_next += 1;
+        generation
+    }
+
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
         out.extend_from_slice(MANIFEST_MAGIC);
@@ -301,10 +355,16 @@ impl Manifest {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, String> {
+    /// The manifest and its format version.
+    fn decode(bytes: &[u8]) -> Result<(u32, Self), String> {
         let fixed = 8 + 14 * 8;
-        if bytes.len() < fixed + 4 || &bytes[..8] != MANIFEST_MAGIC {
-            return Err("not a coffer history index manifest".into());
+        let version = match bytes.get(..8) {
+            Some(magic) if magic == MANIFEST_MAGIC => VERSION,
+            Some(magic) if magic == MANIFEST_MAGIC_V1 => 1,
+            _ => return Err("not a coffer history index manifest".into()),
+        };
+        if bytes.len() < fixed + 4 {
+            return Err("a manifest cut short".into());
         }
         let (body, crc) = bytes.split_at(bytes.len() - 4);
         if crc32c::crc32c(body) != le_u32(crc, 0) {
@@ -321,7 +381,7 @@ impl Manifest {
                 count: le_u64(body, fixed + n * 16 + 8),
             })
             .collect();
-        Ok(Manifest {
+        let manifest = Manifest {
             cursor: Cursor {
                 position: Position {
                     segment: field(0),
@@ -339,11 +399,13 @@ impl Manifest {
             heads: (field(10) != NONE).then(|| (field(10), field(11))),
             generation_next: field(12),
             runs,
-        })
+        };
+        Ok((version, manifest))
     }
 
-    /// The committed manifest, or `None` for a new index.
-    pub fn read(directory: &Path) -> Result<Option<Self>, HistoryError> {
+    /// The committed manifest with its format version, or `None` for a new
+    /// index.
+    pub fn read(directory: &Path) -> Result<Option<(u32, Self)>, HistoryError> {
         let path = directory.join(MANIFEST_FILE);
         match std::fs::read(&path) {
             Ok(bytes) => Manifest::decode(&bytes)
@@ -386,13 +448,23 @@ mod tests {
             timestamp_ms: 1_700_000_000_000,
             source: 42,
             previous: 10,
-            marks: [NONE, 5, NONE],
+            marks: [NONE, 5, NONE, 1 << 40, FIELD_48_MAX, 0],
             available: -(1 << 100),
             frozen: i128::MAX,
         };
         let mut bytes = Vec::new();
         entry.encode(&mut bytes);
         assert_eq!(EntryRecord::decode(&bytes), entry);
+        let widest = EntryRecord {
+            depth: DEPTH_MAX,
+            timestamp_ms: FIELD_48_MAX,
+            source: FIELD_48_MAX,
+            previous: FIELD_48_MAX,
+            ..entry
+        };
+        let mut bytes = Vec::new();
+        widest.encode(&mut bytes);
+        assert_eq!(EntryRecord::decode(&bytes), widest);
         let transaction = TransactionRecord {
             sequence: 9,
             timestamp_ms: 8,
@@ -418,7 +490,12 @@ mod tests {
             ..Manifest::default()
         };
         let mut encoded = manifest.encode();
-        assert_eq!(Manifest::decode(&encoded), Ok(manifest));
+        assert_eq!(Manifest::decode(&encoded), Ok((VERSION, manifest.clone())));
+        encoded[..8].copy_from_slice(MANIFEST_MAGIC_V1);
+        let crc = crc32c::crc32c(&encoded[..encoded.len() - 4]);
+        let at = encoded.len() - 4;
+        encoded[at..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(Manifest::decode(&encoded), Ok((1, manifest)));
         encoded[20] ^= 1;
         assert!(Manifest::decode(&encoded).is_err());
     }

@@ -12,7 +12,9 @@
 //! written before the manifest with idempotent statements.
 
 mod files;
+mod heads;
 mod ids;
+mod migrate;
 mod reader;
 mod writer;
 
@@ -21,7 +23,7 @@ use crate::error::HistoryError;
 use crate::sqlite::SqliteStore;
 use files::{
     io_error, read_at, AppendFile, EntryRecord, Manifest, ACCOUNTS_FILE, BLOB_FILE, ENTRIES_FILE, ENTRY_BYTES,
-    MARK_STRIDES, NONE, SIDECAR_FILE, TRANSACTIONS_FILE, TRANSACTION_BYTES,
+    SIDECAR_FILE, TRANSACTIONS_FILE, TRANSACTION_BYTES,
 };
 use ids::{run_generation, Run};
 use std::collections::HashMap;
@@ -141,48 +143,6 @@ impl Accounts {
     }
 }
 
-/// What the next entry of an account links to: its newest entry, with
-/// that entry's depth and marks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Head {
-    id: u64,
-    depth: u64,
-    marks: [u64; 3],
-}
-
-impl Default for Head {
-    fn default() -> Self {
-        Head {
-            id: NONE,
-            depth: 0,
-            marks: [NONE; 3],
-        }
-    }
-}
-
-impl Head {
-    /// The links of the entry that follows this head.
-    fn next_links(&self) -> (u64, u64, [u64; 3]) {
-        let marks = std::array::from_fn(|level| {
-            // Strides are powers of two: a mask, not a division per entry.
-            if self.id != NONE && self.depth & (MARK_STRIDES[level] - 1) == 0 {
-                self.id
-            } else {
-                self.marks[level]
-            }
-        });
-        (self.id, self.depth + 1, marks)
-    }
-
-    fn of(id: u64, entry: &EntryRecord) -> Head {
-        Head {
-            id,
-            depth: entry.depth,
-            marks: entry.marks,
-        }
-    }
-}
-
 /// Reads the account table: `count` accounts in `bytes`.
 fn load_accounts(path: &Path, bytes: &[u8], count: u64) -> Result<Accounts, HistoryError> {
     let mut accounts = Accounts::default();
@@ -231,16 +191,19 @@ fn scan_entries(
 }
 
 /// Deletes files of the index that the manifest does not list (runs and
-/// heads checkpoints a crash left half-made or a merge made obsolete).
+/// heads checkpoints a crash left half-made or a merge made obsolete, and
+/// version 1's entries once the index is converted).
 fn remove_unlisted(directory: &Path, manifest: &Manifest) -> Result<(), HistoryError> {
     let listing = std::fs::read_dir(directory).map_err(|error| io_error(directory, error))?;
     for item in listing {
         let item = item.map_err(|error| io_error(directory, error))?;
         let name = item.file_name();
         let Some(name) = name.to_str() else { continue };
-        let listed = if let Some(generation) = run_generation(name) {
+        let listed = if name == migrate::ENTRIES_FILE_V1 {
+            false
+        } else if let Some(generation) = run_generation(name) {
             manifest.runs.iter().any(|run| run.generation == generation)
-        } else if let Some(generation) = writer::heads_generation(name) {
+        } else if let Some(generation) = heads::generation(name) {
             manifest.heads.is_some_and(|(current, _)| current == generation)
         } else {
             continue;

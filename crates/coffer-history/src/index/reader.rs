@@ -2,7 +2,8 @@
 //! under the published view; names and JSON are rendered here.
 
 use super::files::{le_u64, read_at, EntryRecord, TransactionRecord, ENTRY_BYTES, NONE, TRANSACTION_BYTES};
-use super::{scan_entries, Head, IndexLocation, Shared, View};
+use super::heads::Head;
+use super::{scan_entries, IndexLocation, Shared, View};
 use crate::changes::{
     render_transaction_row, Changes, Cursor, EffectJson, HistoryEntry, HoldRow, OrderRow, OrderUpdate, TransactionRow,
 };
@@ -70,40 +71,41 @@ impl Query<'_> {
         read_at(&self.shared.blob, record.blob_offset, record.blob_len as usize)
     }
 
-    /// The first entry stamped after `at_ms` (entries are in time order:
-    /// the engine's clock never goes back), or the entry count.
-    fn first_after(&self, at_ms: i64) -> Result<u64, HistoryError> {
-        let (mut low, mut high) = (0u64, self.view.entries);
-        while low < high {
-            let middle = low + (high - low) / 2;
-            let bytes = read_at(&self.shared.entries, middle * ENTRY_BYTES as u64 + 16, 8)?;
-            if le_u64(&bytes, 0) as i64 <= at_ms {
-                low = middle + 1;
-            } else {
-                high = middle;
-            }
+    /// The account's newest entry with an id below `before` stamped at or
+    /// before `at_ms`. Both hold for every entry older than one for which
+    /// they hold, so this is a skip-list search from the head: from an entry
+    /// too new, its links are tried from the furthest back; the first too
+    /// new is where the search goes on, one that fits is the answer so far,
+    /// and only links newer than it are tried after it. An id is known
+    /// before its entry is read, a time only after; entries stamped after
+    /// `at_ms` cost a read each, so no search over all entries by time.
+    fn newest_at(&self, head: u64, before: u64, at_ms: i64) -> Result<Option<(u64, EntryRecord)>, HistoryError> {
+        if head == NONE {
+            return Ok(None);
         }
-        Ok(low)
-    }
-
-    /// The account's newest entry below `bound`, from its head back,
-    /// skipping by the furthest mark still at or above the bound.
-    fn newest_below(&self, head: u64, bound: u64) -> Result<Option<(u64, EntryRecord)>, HistoryError> {
-        let mut id = head;
-        while id != NONE {
-            let entry = self.entry(id)?;
-            if id < bound {
-                return Ok(Some((id, entry)));
-            }
-            id = entry
-                .marks
-                .iter()
-                .rev()
-                .copied()
-                .find(|mark| *mark != NONE && *mark >= bound)
-                .unwrap_or(entry.previous);
+        let fits = |id: u64, entry: &EntryRecord| id < before && entry.timestamp_ms as i64 <= at_ms;
+        let mut current = self.entry(head)?;
+        if fits(head, &current) {
+            return Ok(Some((head, current)));
         }
-        Ok(None)
+        let mut found: Option<(u64, EntryRecord)> = None;
+        'search: loop {
+            for link in current.marks.into_iter().rev().chain([current.previous]) {
+                if link == NONE || found.is_some_and(|(id, _)| link <= id) {
+                    continue;
+                }
+                let entry = self.entry(link)?;
+                if fits(link, &entry) {
+                    found = Some((link, entry));
+                } else {
+                    current = entry;
+                    continue 'search;
+                }
+            }
+            // Every link of `current` is at or behind `found`: its previous
+            // entry is `found`, the newest that fits (or it has none).
+            return Ok(found);
+        }
     }
 
     /// Renders an entry; `previous` holds the account's entry before it.
@@ -348,17 +350,14 @@ impl Reader for IndexReader {
                 return Ok(Vec::new());
             };
             let head = reads.view.heads.get(position as usize).copied().unwrap_or(NONE);
-            let mut bound = match query.before {
+            let before = match query.before {
                 Some(before) if before <= 0 => return Ok(Vec::new()),
                 Some(before) => before as u64,
                 None => u64::MAX,
             };
-            if let Some(to_ms) = query.to_ms {
-                bound = bound.min(reads.first_after(to_ms)?);
-            }
             let from_ms = query.from_ms.unwrap_or(i64::MIN);
             let mut found: Vec<(u64, EntryRecord)> = Vec::new();
-            let mut next = reads.newest_below(head, bound)?;
+            let mut next = reads.newest_at(head, before, query.to_ms.unwrap_or(i64::MAX))?;
             while let Some((id, entry)) = next {
                 if (entry.timestamp_ms as i64) < from_ms {
                     break;
@@ -391,8 +390,7 @@ impl Reader for IndexReader {
                 return Ok(None);
             };
             let head = reads.view.heads.get(position as usize).copied().unwrap_or(NONE);
-            let bound = reads.first_after(at_ms)?;
-            match reads.newest_below(head, bound)? {
+            match reads.newest_at(head, u64::MAX, at_ms)? {
                 Some((id, entry)) => {
                     let previous = reads.previous_of(&entry)?;
                     reads.render(id, &entry, previous.as_ref()).map(Some)

@@ -2,24 +2,24 @@
 //! its ids in a new run, syncs, then replaces the manifest and publishes.
 
 use super::files::{
-    io_error, read_at, write_durably, AppendFile, EntryRecord, Manifest, TransactionRecord, ACCOUNTS_FILE, NONE,
-    SIDECAR_FILE,
+    io_error, read_at, AppendFile, EntryRecord, Manifest, TransactionRecord, ACCOUNTS_FILE, FIELD_48_MAX, NONE,
+    SIDECAR_FILE, VERSION,
 };
+use super::heads::{self, Head};
 use super::ids::{run_path, Run};
-use super::{load_accounts, open_files, remove_unlisted, scan_entries, Head, IndexLocation, Shared, View};
+use super::{load_accounts, open_files, remove_unlisted, scan_entries, IndexLocation, Shared, View};
 use crate::changes::{Changes, Cursor};
 use crate::compact::{verdict_parts, Source};
 use crate::error::HistoryError;
 use crate::sqlite::SqliteStore;
 use crate::store::Writer;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 /// A heads checkpoint is written once this many entries (or four per
 /// account, if more) have been added since the last: opening reads the
 /// checkpoint and scans only the entries after it.
 const HEADS_CHECKPOINT_ENTRIES_MIN: u64 = 1_000_000;
-const HEAD_BYTES: usize = 40;
 /// Id runs merged at once: each id is rewritten about log4(ids / write)
 /// times (half as often as merging pairs), and a lookup reads at most three
 /// runs per size.
@@ -27,14 +27,6 @@ const MERGE_FAN_IN: usize = 4;
 const _: () = assert!(3 * 20 + MERGE_FAN_IN <= super::files::RUNS_MAX);
 /// How many entries ahead the writer loads account heads.
 const HEADS_PREFETCH_AHEAD: usize = 16;
-
-fn heads_path(directory: &Path, generation: u64) -> PathBuf {
-    directory.join(format!("heads-{generation:016}"))
-}
-
-pub(super) fn heads_generation(name: &str) -> Option<u64> {
-    name.strip_prefix("heads-")?.parse().ok()
-}
 
 pub struct IndexWriter {
     location: Arc<IndexLocation>,
@@ -62,7 +54,12 @@ impl IndexWriter {
     pub(super) fn open(location: Arc<IndexLocation>) -> Result<(IndexWriter, Arc<Shared>), HistoryError> {
         let directory = location.directory().to_owned();
         std::fs::create_dir_all(&directory).map_err(|error| io_error(&directory, error))?;
-        let stored = Manifest::read(&directory)?;
+        let stored = match Manifest::read(&directory)? {
+            Some((1, old)) => Some(super::migrate::from_version_1(&directory, old)?),
+            Some((VERSION, manifest)) => Some(manifest),
+            Some((version, _)) => unreachable!("the manifest decodes versions 1 and {VERSION}, not {version}"),
+            None => None,
+        };
         let manifest = stored.clone().unwrap_or_default();
         remove_unlisted(&directory, &manifest)?;
         let [entries, transactions, blob, accounts] = open_files(&directory, &manifest)?;
@@ -70,13 +67,13 @@ impl IndexWriter {
         let account_bytes = read_at(&accounts.reader()?, 0, manifest.accounts_bytes as usize)?;
         let account_table = load_accounts(&accounts_path, &account_bytes, manifest.accounts)?;
         let mut heads = match manifest.heads {
-            Some((generation, _)) => read_heads(&heads_path(&directory, generation))?,
+            Some((generation, _)) => heads::read_checkpoint(&heads::path(&directory, generation))?,
             None => Vec::new(),
         };
         let entries_reader = entries.reader()?;
         let scanned_from = manifest.heads.map_or(0, |(_, covered)| covered);
         scan_entries(&entries_reader, scanned_from, manifest.entries, |id, entry| {
-            set_head(&mut heads, entry.account, Head::of(id, &entry));
+            heads::set(&mut heads, entry.account, Head::of(id, &entry));
             Ok(())
         })?;
         let runs = manifest
@@ -187,7 +184,7 @@ impl IndexWriter {
                 frozen: entry.frozen,
             };
             record.encode(self.entries.buffer());
-            set_head(&mut self.heads, entry.account, Head::of(id, &record));
+            heads::set(&mut self.heads, entry.account, Head::of(id, &record));
             self.touched.push((entry.account, id));
         }
         self.blob.buffer().extend_from_slice(&compact.blob);
@@ -204,7 +201,7 @@ impl IndexWriter {
             return Ok(obsolete);
         }
         self.pairs.sort_unstable();
-        let generation = take_generation(manifest);
+        let generation = manifest.take_generation();
         let run = Run::write(self.directory(), generation, &self.pairs)?;
         self.runs.push(Arc::new(run));
         while let Some(first) = self.runs.len().checked_sub(MERGE_FAN_IN) {
@@ -213,7 +210,7 @@ impl IndexWriter {
             if tail[0].info.count > newer {
                 break;
             }
-            let generation = take_generation(manifest);
+            let generation = manifest.take_generation();
             let merged = Run::merge(self.directory(), generation, tail)?;
             obsolete.extend(tail.iter().map(|run| run.info.generation));
             self.runs.truncate(first);
@@ -231,23 +228,25 @@ impl IndexWriter {
         if manifest.entries - covered < due {
             return Ok(None);
         }
-        let generation = take_generation(manifest);
-        let mut bytes = Vec::with_capacity(self.heads.len() * HEAD_BYTES + 4);
-        for head in &self.heads {
-            for value in [head.id, head.depth, head.marks[0], head.marks[1], head.marks[2]] {
-                bytes.extend_from_slice(&value.to_le_bytes());
-            }
-        }
-        let crc = crc32c::crc32c(&bytes);
-        bytes.extend_from_slice(&crc.to_le_bytes());
-        write_durably(&heads_path(self.directory(), generation), &bytes)?;
         let previous = manifest.heads.map(|(generation, _)| generation);
-        manifest.heads = Some((generation, manifest.entries));
+        heads::write_checkpoint(self.directory(), manifest, &self.heads)?;
         Ok(previous)
     }
 
     fn write_index(&mut self, changes: &Changes, cursor: &Cursor) -> Result<(), HistoryError> {
         let mut manifest = self.manifest.clone().unwrap_or_default();
+        let compact = &changes.compact;
+        let ends = [
+            manifest.entries + compact.entries.len() as u64,
+            manifest.transactions + compact.transactions.len() as u64,
+            self.blob.len() + compact.blob.len() as u64,
+        ];
+        if ends.iter().any(|end| *end > FIELD_48_MAX) {
+            return Err(HistoryError::Invalid(format!(
+                "the history index is full: entries, transactions and blob bytes are counted in 48 bits \
+                 ({ends:?} after this write)"
+            )));
+        }
         self.append(changes, &manifest);
         manifest.entries += changes.compact.entries.len() as u64;
         manifest.transactions += changes.compact.transactions.len() as u64;
@@ -278,7 +277,7 @@ impl IndexWriter {
             std::fs::remove_file(&path).map_err(|error| io_error(&path, error))?;
         }
         if let Some(generation) = obsolete_heads {
-            let path = heads_path(self.directory(), generation);
+            let path = heads::path(self.directory(), generation);
             std::fs::remove_file(&path).map_err(|error| io_error(&path, error))?;
         }
         Ok(())
@@ -321,46 +320,4 @@ impl Writer for IndexWriter {
         }
         self.write_index(changes, cursor)
     }
-}
-
-fn take_generation(manifest: &mut Manifest) -> u64 {
-    let generation = manifest.generation_next;
-    manifest.generation_next += 1;
-    generation
-}
-
-fn set_head(heads: &mut Vec<Head>, account: u32, head: Head) {
-    let position = account as usize;
-    if position >= heads.len() {
-        heads.resize(position + 1, Head::default());
-    }
-    heads[position] = head;
-}
-
-fn read_heads(path: &Path) -> Result<Vec<Head>, HistoryError> {
-    let bytes = std::fs::read(path).map_err(|error| io_error(path, error))?;
-    let damaged = || {
-        HistoryError::Invalid(format!(
-            "history index {}: damaged; delete the history directory to rebuild it from the journal",
-            path.display()
-        ))
-    };
-    if bytes.len() < 4 || (bytes.len() - 4) % HEAD_BYTES != 0 {
-        return Err(damaged());
-    }
-    let (body, crc) = bytes.split_at(bytes.len() - 4);
-    if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
-        return Err(damaged());
-    }
-    Ok(body
-        .chunks_exact(HEAD_BYTES)
-        .map(|head| {
-            let field = |n: usize| super::files::le_u64(head, n * 8);
-            Head {
-                id: field(0),
-                depth: field(1),
-                marks: [field(2), field(3), field(4)],
-            }
-        })
-        .collect())
 }
