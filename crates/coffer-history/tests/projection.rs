@@ -890,7 +890,7 @@ fn a_version_1_index_is_converted_when_opened() {
     let checkpoint = std::fs::metadata(history.join("heads-0000000000000151")).unwrap();
     assert_eq!(checkpoint.len(), 14 * 64 + 4, "the heads of 14 accounts");
 
-    let (mut engine, mut writer, _) = coffer_journal::open(
+    let (engine, writer, _) = coffer_journal::open(
         &fresh.path().join("journal"),
         JournalOptions::default(),
         EngineLimits::default(),
