@@ -27,14 +27,18 @@ bench --connections 4 --count 20 >/dev/null
 sleep 2
 started_ms=$(($(date +%s%N) / 1000000))
 
-one_million() { # label: history threads' µs per transfer over 1,000,000 at 100 k/s
-  local before after
-  before=$(thread_ticks "$server" '^coffer-(projecto|history-)')
+one_million() { # label: µs per transfer over 1,000,000 at 100 k/s: history threads (user, kernel), whole server
+  local user0 kernel0 user1 kernel1 server0 server1
+  read -r user0 kernel0 < <(thread_ticks_split "$server" '^coffer-(projecto|history-)')
+  server0=$(thread_ticks "$server" '.')
   bench --connections 16 --count 1000 --rate 100 >/dev/null 2>&1
   sleep 1
-  after=$(thread_ticks "$server" '^coffer-(projecto|history-)')
-  awk -v label="$1" -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" \
-    'BEGIN {printf "%s: history threads %.3f µs a transfer\n", label, ticks * 1e6 / hz / 1e6}'
+  read -r user1 kernel1 < <(thread_ticks_split "$server" '^coffer-(projecto|history-)')
+  server1=$(thread_ticks "$server" '.')
+  awk -v label="$1" -v user=$((user1 - user0)) -v kernel=$((kernel1 - kernel0)) -v whole=$((server1 - server0)) \
+    -v hz="$(getconf CLK_TCK)" 'BEGIN {
+      printf "%s: history threads %.3f µs a transfer (user %.3f, kernel %.3f); server %.3f µs a transfer\n",
+        label, (user + kernel) / hz, user / hz, kernel / hz, whole / hz }'
 }
 
 one_million "first million"

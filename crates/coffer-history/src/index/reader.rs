@@ -84,7 +84,7 @@ impl Query<'_> {
             return Ok(None);
         }
         let fits = |id: u64, entry: &EntryRecord| id < before && entry.timestamp_ms as i64 <= at_ms;
-        let mut current = self.entry(head)?;
+        let (mut current_id, mut current) = (head, self.entry(head)?);
         if fits(head, &current) {
             return Ok(Some((head, current)));
         }
@@ -94,11 +94,15 @@ impl Query<'_> {
                 if link == NONE || found.is_some_and(|(id, _)| link <= id) {
                     continue;
                 }
+                if link >= current_id {
+                    // Links point back; anything else would search forever.
+                    return Err(damaged(format!("entry {current_id} links forward to {link}")));
+                }
                 let entry = self.entry(link)?;
                 if fits(link, &entry) {
                     found = Some((link, entry));
                 } else {
-                    current = entry;
+                    (current_id, current) = (link, entry);
                     continue 'search;
                 }
             }
