@@ -6,8 +6,6 @@
 # then the p50/p99 of 100-entry history pages and of balances at random
 # past instants on that history (wrk, 4 connections, 10 s each).
 # Usage: bench/history_scale.sh [total transfers, default 50000000]
-#   SERVER_OPTIONS adds server flags, e.g. "--history-url off" for the
-#   same run without a history (the whole server's CPU as the baseline).
 # Needs about 350 bytes of disk per transfer (17 GB for 50 million).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +19,7 @@ trap cleanup EXIT
 # shellcheck source=bench/thread_cpu.sh
 source bench/thread_cpu.sh
 
-# shellcheck disable=SC2086 # SERVER_OPTIONS is a list of flags
-RUST_LOG=warn "$binary" serve --listen "127.0.0.1:$port" --data-dir "$data/coffer" ${SERVER_OPTIONS:-} >"$data/log" 2>&1 &
+RUST_LOG=warn "$binary" serve --listen "127.0.0.1:$port" --data-dir "$data/coffer" >"$data/log" 2>&1 &
 server=$!
 for _ in $(seq 1 100); do curl -sf -o /dev/null "127.0.0.1:$port/healthz" && break; sleep 0.1; done
 bench() { "$binary" bench --url "http://127.0.0.1:$port" --scenario batches --batch-size 1000 --accounts "$accounts" "$@"; }
@@ -50,7 +47,7 @@ echo "filling: $filled batches of 1,000"
 bench --connections 16 --count "$filled" --json >/dev/null 2>&1
 for _ in $(seq 1 600); do
   lag=$(curl -sf "127.0.0.1:$port/metrics" | awk '$1 == "coffer_history_lag_transactions" {print $2}')
-  [[ ${lag:-0} == 0 ]] && break
+  [[ ${lag:-1} == 0 ]] && break
   sleep 1
 done
 one_million "last million (after $total)"

@@ -5,81 +5,59 @@
 //! always sequentially).
 //! Random ids therefore cost the same as ordered ones: no page is updated
 //! in place. A lookup reads one 4 KiB block per run, found through fences
-//! (every block's first hash) kept in memory, and only when the filter over
-//! all ids (`IdFilter`, in memory) says the index may hold the hash.
+//! (every block's first hash) kept in memory, and only when the block's
+//! filter, also in memory, says the hash may be in it: a new id (the usual
+//! lookup, once the engine's window has forgotten ids) reads almost nothing.
 
 use super::files::{io_error, le_u64, read_at, RunInfo};
 use crate::error::HistoryError;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 const PAIR_BYTES: usize = 16;
 /// Pairs per block: one positioned read of 4 KiB per run and lookup.
 const BLOCK_PAIRS: usize = 256;
 const _: () = assert!(PAIR_BYTES * BLOCK_PAIRS == 4_096);
+/// A block's filter: 8 bits per pair, 3 set per hash. A full block answers
+/// "maybe" for about 3 % of the hashes it does not hold, so a lookup of a
+/// new id reads about one block in thirty runs. One byte of memory per id.
+const FILTER_BYTES: usize = BLOCK_PAIRS;
+const FILTER_PROBES: u32 = 3;
+const _: () = assert!(FILTER_BYTES.is_power_of_two() && 11 * FILTER_PROBES <= 64 && FILTER_BYTES * 8 == 2_048);
 
-/// The filter over every id of the index: a blocked Bloom filter (one
-/// 64-byte line per hash, three bits set in it) of 8 bits per id, grown by
-/// doubling. A lookup of an id the index does not hold (a new id, the usual
-/// lookup once the engine's window has forgotten ids) is answered from it
-/// alone about 96 % of the time, without touching a run.
-const FILTER_BITS_PER_ID: u64 = 8;
-const FILTER_PROBES: usize = 3;
-const LINE_BITS: u64 = 512;
-/// The smallest filter, in ids (128 KiB).
-const FILTER_IDS_MIN: u64 = 1 << 17;
-const _: () = assert!(LINE_BITS == 64 * 8 && 9 * FILTER_PROBES <= 32 && FILTER_IDS_MIN.is_power_of_two());
-
-#[derive(Debug)]
-pub struct IdFilter {
-    /// Lines of eight words, written by the one writer (plain relaxed
-    /// stores, no read-modify-write) before it publishes the view that
-    /// holds the ids: a reader under that view sees every bit of them.
-    words: Vec<AtomicU64>,
-    lines_mask: u64,
-    capacity_ids: u64,
+/// The fences and filters of a run's blocks, built as its pairs stream by
+/// in order (written, merged, or read at open).
+#[derive(Debug, Default)]
+struct Blocks {
+    /// The first hash of every block.
+    fences: Vec<u64>,
+    filters: Vec<u8>,
 }
 
-impl IdFilter {
-    /// An empty filter for at least `ids` ids.
-    pub fn with_capacity(ids: u64) -> Self {
-        let capacity_ids = ids.max(FILTER_IDS_MIN).next_power_of_two();
-        let lines = capacity_ids * FILTER_BITS_PER_ID / LINE_BITS;
-        IdFilter {
-            words: (0..lines * 8).map(|_| AtomicU64::new(0)).collect(),
-            lines_mask: lines - 1,
-            capacity_ids,
+impl Blocks {
+    /// The filter bits of `hash`: its low bits, which do not decide its
+    /// block (its high bits do, as the run is sorted).
+    fn bits(hash: u64) -> impl Iterator<Item = usize> {
+        (0..FILTER_PROBES).map(move |probe| ((hash >> (11 * probe)) & 2_047) as usize)
+    }
+
+    /// Adds the run's pair number `index`, with `hash`.
+    fn add(&mut self, index: u64, hash: u64) {
+        if index.is_multiple_of(BLOCK_PAIRS as u64) {
+            self.fences.push(hash);
+            self.filters.resize(self.filters.len() + FILTER_BYTES, 0);
+        }
+        let filter = self.filters.len() - FILTER_BYTES;
+        for bit in Self::bits(hash) {
+            self.filters[filter + bit / 8] |= 1 << (bit % 8);
         }
     }
 
-    pub fn capacity_ids(&self) -> u64 {
-        self.capacity_ids
-    }
-
-    /// The first word of the hash's line (chosen by its high bits) and its
-    /// three bits in the line (from its low bits).
-    fn place(&self, hash: u64) -> (usize, [u64; FILTER_PROBES]) {
-        let line = ((hash >> 32) & self.lines_mask) as usize;
-        (line * 8, std::array::from_fn(|probe| (hash >> (9 * probe)) & 511))
-    }
-
-    /// Only the writer inserts.
-    pub fn insert(&self, hash: u64) {
-        let (line, bits) = self.place(hash);
-        for bit in bits {
-            let word = &self.words[line + (bit / 64) as usize];
-            word.store(word.load(Ordering::Relaxed) | 1 << (bit % 64), Ordering::Relaxed);
-        }
-    }
-
-    /// False only if no id with this hash was inserted.
-    pub fn may_hold(&self, hash: u64) -> bool {
-        let (line, bits) = self.place(hash);
-        bits.iter()
-            .all(|bit| self.words[line + (bit / 64) as usize].load(Ordering::Relaxed) & 1 << (bit % 64) != 0)
+    fn may_hold(&self, block: usize, hash: u64) -> bool {
+        let filter = &self.filters[block * FILTER_BYTES..(block + 1) * FILTER_BYTES];
+        Self::bits(hash).all(|bit| filter[bit / 8] & (1 << (bit % 8)) != 0)
     }
 }
 
@@ -96,8 +74,7 @@ pub fn run_generation(name: &str) -> Option<u64> {
 pub struct Run {
     pub info: RunInfo,
     file: File,
-    /// The first hash of every block.
-    fences: Vec<u64>,
+    blocks: Blocks,
 }
 
 impl Run {
@@ -112,8 +89,7 @@ impl Run {
         out.finish(generation)
     }
 
-    /// Opens run `info`, calling `each` with every hash in it.
-    pub fn open(directory: &Path, info: RunInfo, mut each: impl FnMut(u64)) -> Result<Run, HistoryError> {
+    pub fn open(directory: &Path, info: RunInfo) -> Result<Run, HistoryError> {
         let path = run_path(directory, info.generation);
         let file = File::open(&path).map_err(|error| io_error(&path, error))?;
         let length = file.metadata().map_err(|error| io_error(&path, error))?.len();
@@ -124,33 +100,24 @@ impl Run {
                 info.count
             )));
         }
-        let mut fences = Vec::with_capacity((info.count as usize).div_ceil(BLOCK_PAIRS));
+        let mut blocks = Blocks::default();
         let mut pairs = PairReader::new(&file);
         for index in 0..info.count {
             let (hash, _) = pairs.next(&path)?;
-            if index % BLOCK_PAIRS as u64 == 0 {
-                fences.push(hash);
-            }
-            each(hash);
+            blocks.add(index, hash);
         }
-        Ok(Run { info, file, fences })
-    }
-
-    /// Calls `each` with every hash in the run, in order (the writer's,
-    /// as merges do).
-    pub fn hashes(&self, directory: &Path, mut each: impl FnMut(u64)) -> Result<(), HistoryError> {
-        let path = run_path(directory, self.info.generation);
-        let mut pairs = PairReader::new(&self.file);
-        for _ in 0..self.info.count {
-            each(pairs.next(&path)?.0);
-        }
-        Ok(())
+        Ok(Run { info, file, blocks })
     }
 
     /// The transaction numbers filed under `hash` in this run.
     pub fn find(&self, hash: u64, found: &mut Vec<u64>) -> Result<(), HistoryError> {
-        let mut block = self.fences.partition_point(|fence| *fence < hash).saturating_sub(1);
-        while block < self.fences.len() && self.fences[block] <= hash {
+        let fences = &self.blocks.fences;
+        let mut block = fences.partition_point(|fence| *fence < hash).saturating_sub(1);
+        while block < fences.len() && fences[block] <= hash {
+            if !self.blocks.may_hold(block, hash) {
+                block += 1;
+                continue;
+            }
             let first = (block * BLOCK_PAIRS) as u64;
             let pairs = (self.info.count - first).min(BLOCK_PAIRS as u64) as usize;
             let bytes = read_at(&self.file, first * PAIR_BYTES as u64, pairs * PAIR_BYTES)?;
@@ -206,7 +173,7 @@ struct RunWriter {
     path: PathBuf,
     out: BufWriter<File>,
     count: u64,
-    fences: Vec<u64>,
+    blocks: Blocks,
 }
 
 impl RunWriter {
@@ -223,14 +190,12 @@ impl RunWriter {
             path: path.to_owned(),
             out: BufWriter::with_capacity(1 << 20, file),
             count: 0,
-            fences: Vec::new(),
+            blocks: Blocks::default(),
         })
     }
 
     fn push(&mut self, (hash, number): (u64, u64)) -> Result<(), HistoryError> {
-        if self.count.is_multiple_of(BLOCK_PAIRS as u64) {
-            self.fences.push(hash);
-        }
+        self.blocks.add(self.count, hash);
         self.count += 1;
         let mut pair = [0u8; PAIR_BYTES];
         pair[..8].copy_from_slice(&hash.to_le_bytes());
@@ -251,7 +216,7 @@ impl RunWriter {
                 count: self.count,
             },
             file,
-            fences: self.fences,
+            blocks: self.blocks,
         })
     }
 }
@@ -316,16 +281,23 @@ mod tests {
         assert!(found.is_empty());
     }
 
-    /// The filter never hides an id, and keeps most others from the runs
-    /// (3 probes in one line, 8 bits an id: about 4 % pass when full).
+    /// The filters never hide a pair, and keep most hashes a run does not
+    /// hold from a read (3 probes, 8 bits a pair: about 3 % pass).
     #[test]
-    fn the_filter_passes_every_member_and_few_others() {
-        let filter = IdFilter::with_capacity(200_000);
-        assert_eq!(filter.capacity_ids(), 262_144);
+    fn block_filters_pass_every_member_and_few_others() {
+        let mut blocks = Blocks::default();
         let hash = |n: u64| xxhash_rust::xxh3::xxh3_64(&n.to_le_bytes());
-        (0..262_144).map(hash).for_each(|member| filter.insert(member));
-        assert!((0..262_144).map(hash).all(|member| filter.may_hold(member)));
-        let passed = (1_000_000..1_100_000).filter(|n| filter.may_hold(hash(*n))).count();
-        assert!(passed < 6_000, "{passed} of 100,000 others pass");
+        let mut members: Vec<u64> = (0..100_000).map(hash).collect();
+        members.sort_unstable();
+        for (index, member) in members.iter().enumerate() {
+            blocks.add(index as u64, *member);
+        }
+        let block_of = |hash: u64| blocks.fences.partition_point(|fence| *fence <= hash).saturating_sub(1);
+        assert!(members.iter().all(|member| blocks.may_hold(block_of(*member), *member)));
+        let passed = (100_000..200_000)
+            .map(hash)
+            .filter(|other| blocks.may_hold(block_of(*other), *other))
+            .count();
+        assert!(passed < 5_000, "{passed} of 100,000 others pass");
     }
 }

@@ -25,7 +25,7 @@ use files::{
     io_error, read_at, AppendFile, EntryRecord, Manifest, ACCOUNTS_FILE, BLOB_FILE, ENTRIES_FILE, ENTRY_BYTES,
     SIDECAR_FILE, TRANSACTIONS_FILE, TRANSACTION_BYTES,
 };
-use ids::{run_generation, IdFilter, Run};
+use ids::{run_generation, Run};
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -86,7 +86,7 @@ struct Shared {
     view: RwLock<View>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct View {
     /// Where the projection stood at the manifest (the export copies up to it).
     cursor: Cursor,
@@ -94,8 +94,6 @@ struct View {
     transactions: u64,
     blob_bytes: u64,
     runs: Vec<Arc<Run>>,
-    /// Over every id in `runs`.
-    filter: Arc<IdFilter>,
     /// Each account's newest entry (`NONE` for none), by position.
     heads: Vec<u64>,
     accounts: Accounts,

@@ -6,7 +6,7 @@ use super::files::{
     SIDECAR_FILE, VERSION,
 };
 use super::heads::{self, Head};
-use super::ids::{run_path, IdFilter, Run};
+use super::ids::{run_path, Run};
 use super::{load_accounts, open_files, remove_unlisted, scan_entries, IndexLocation, Shared, View};
 use crate::changes::{Changes, Cursor};
 use crate::compact::{verdict_parts, Source};
@@ -41,10 +41,6 @@ pub struct IndexWriter {
     account_count: u64,
     heads: Vec<Head>,
     runs: Vec<Arc<Run>>,
-    /// Over every id in `runs`; readers get it with the view.
-    filter: Arc<IdFilter>,
-    /// Ids in `runs` (pairs, counting repeats).
-    ids_filed: u64,
     sidecar: SqliteStore,
     /// Scratch: this write's (id hash, transaction number) pairs.
     pairs: Vec<(u64, u64)>,
@@ -80,12 +76,10 @@ impl IndexWriter {
             heads::set(&mut heads, entry.account, Head::of(id, &entry));
             Ok(())
         })?;
-        let ids_filed: u64 = manifest.runs.iter().map(|run| run.count).sum();
-        let filter = Arc::new(IdFilter::with_capacity(2 * ids_filed));
         let runs = manifest
             .runs
             .iter()
-            .map(|info| Run::open(&directory, *info, |hash| filter.insert(hash)).map(Arc::new))
+            .map(|info| Run::open(&directory, *info).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let mut sidecar = SqliteStore::open(&directory.join(SIDECAR_FILE), true)?;
         // The manifest may pass its rows only once they are on disk.
@@ -96,7 +90,6 @@ impl IndexWriter {
             transactions: manifest.transactions,
             blob_bytes: manifest.blob_bytes,
             runs: runs.clone(),
-            filter: Arc::clone(&filter),
             heads: heads.iter().map(|head| head.id).collect(),
             accounts: account_table,
         };
@@ -117,8 +110,6 @@ impl IndexWriter {
             accounts,
             heads,
             runs,
-            filter,
-            ids_filed,
             sidecar,
             pairs: Vec::new(),
             touched: Vec::new(),
@@ -210,7 +201,6 @@ impl IndexWriter {
             return Ok(obsolete);
         }
         self.pairs.sort_unstable();
-        self.filter_ids()?;
         let generation = manifest.take_generation();
         let run = Run::write(self.directory(), generation, &self.pairs)?;
         self.runs.push(Arc::new(run));
@@ -228,25 +218,6 @@ impl IndexWriter {
         }
         manifest.runs = self.runs.iter().map(|run| run.info).collect();
         Ok(obsolete)
-    }
-
-    /// Adds this write's ids to the filter; one that would be over its
-    /// capacity is replaced by one twice as large, filled from the runs.
-    fn filter_ids(&mut self) -> Result<(), HistoryError> {
-        let ids = self.ids_filed + self.pairs.len() as u64;
-        if ids > self.filter.capacity_ids() {
-            let grown = IdFilter::with_capacity(2 * ids);
-            for run in &self.runs {
-                run.hashes(self.location.directory(), |hash| grown.insert(hash))?;
-            }
-            self.filter = Arc::new(grown);
-        }
-        // Sorted by hash, so the filter's lines come in address order.
-        for &(hash, _) in &self.pairs {
-            self.filter.insert(hash);
-        }
-        self.ids_filed = ids;
-        Ok(())
     }
 
     /// Writes a heads checkpoint when enough entries came since the last.
@@ -329,7 +300,6 @@ impl IndexWriter {
         view.transactions = manifest.transactions;
         view.blob_bytes = manifest.blob_bytes;
         view.runs = self.runs.clone();
-        view.filter = Arc::clone(&self.filter);
     }
 }
 
