@@ -950,3 +950,39 @@ fn a_version_1_index_is_converted_when_opened() {
     assert_eq!(report.sequence_next, engine.sequence_next());
     assert!(report.entries > 3_277, "{report:?}");
 }
+
+/// A version 1 index whose entries do not chain as their accounts say (an
+/// entry's previous link changed) is refused with what to do, and left as
+/// it was: the same manifest, the same entries, no version 2 file.
+#[test]
+fn a_damaged_version_1_index_is_refused_and_left_as_it_was() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/index-v1");
+    let data = tempfile::tempdir().unwrap();
+    copy_directory(&fixture, data.path());
+    let history = data.path().join("history");
+    let entries = std::fs::OpenOptions::new()
+        .write(true)
+        .open(history.join("entries"))
+        .unwrap();
+    // Entry 2,000's previous link (version 1: a u64 at byte 32 of 96).
+    std::os::unix::fs::FileExt::write_all_at(&entries, &7u64.to_le_bytes(), 2_000 * 96 + 32).unwrap();
+    let before = (
+        std::fs::read(history.join("manifest")).unwrap(),
+        std::fs::read(history.join("entries")).unwrap(),
+    );
+    let index = Database::parse("index", data.path(), "unused").unwrap();
+    let error = index.open_reader().err().expect("refused").to_string();
+    assert!(
+        error.contains("entry 2000") && error.contains("delete the history directory"),
+        "{error}"
+    );
+    let after = (
+        std::fs::read(history.join("manifest")).unwrap(),
+        std::fs::read(history.join("entries")).unwrap(),
+    );
+    assert!(before == after, "the version 1 index is unchanged");
+    assert!(
+        !history.join("entries-v2").exists(),
+        "nothing of the conversion is left"
+    );
+}

@@ -82,7 +82,8 @@ const _: () = assert!(DEPTH_MAX < (1 << 40) && FIELD_48_MAX < (1 << 48) - 1);
 
 impl EntryRecord {
     /// Panics on a field beyond its width (see `FIELD_48_MAX`): the writer
-    /// refuses such a write before it gets here.
+    /// refuses a write whose entries, transactions or blob would pass it;
+    /// engine timestamps and an account's depth cannot reach theirs.
     pub fn encode(&self, out: &mut Vec<u8>) {
         assert!(self.depth <= DEPTH_MAX && self.timestamp_ms <= FIELD_48_MAX && self.source <= FIELD_48_MAX);
         let mut bytes = [0u8; ENTRY_BYTES];
@@ -310,7 +311,12 @@ pub struct Manifest {
 const MANIFEST_MAGIC: &[u8; 8] = b"CFHIDX02";
 /// Version 1's manifest has the same fields (`migrate.rs` converts it).
 const MANIFEST_MAGIC_V1: &[u8; 8] = b"CFHIDX01";
-pub const VERSION: u32 = 2;
+
+/// A committed manifest, by its format version.
+pub enum Stored {
+    Version1(Manifest),
+    Current(Manifest),
+}
 /// Runs a manifest lists at most: they merge four of a size at a time, so
 /// there are at most three per size class (20 classes cover 4^20 writes).
 pub const RUNS_MAX: usize = 64;
@@ -355,12 +361,11 @@ impl Manifest {
         out
     }
 
-    /// The manifest and its format version.
-    fn decode(bytes: &[u8]) -> Result<(u32, Self), String> {
+    fn decode(bytes: &[u8]) -> Result<Stored, String> {
         let fixed = 8 + 14 * 8;
-        let version = match bytes.get(..8) {
-            Some(magic) if magic == MANIFEST_MAGIC => VERSION,
-            Some(magic) if magic == MANIFEST_MAGIC_V1 => 1,
+        let current = match bytes.get(..8) {
+            Some(magic) if magic == MANIFEST_MAGIC => true,
+            Some(magic) if magic == MANIFEST_MAGIC_V1 => false,
             _ => return Err("not a coffer history index manifest".into()),
         };
         if bytes.len() < fixed + 4 {
@@ -400,12 +405,14 @@ impl Manifest {
             generation_next: field(12),
             runs,
         };
-        Ok((version, manifest))
+        Ok(match current {
+            true => Stored::Current(manifest),
+            false => Stored::Version1(manifest),
+        })
     }
 
-    /// The committed manifest with its format version, or `None` for a new
-    /// index.
-    pub fn read(directory: &Path) -> Result<Option<(u32, Self)>, HistoryError> {
+    /// The committed manifest, or `None` for a new index.
+    pub fn read(directory: &Path) -> Result<Option<Stored>, HistoryError> {
         let path = directory.join(MANIFEST_FILE);
         match std::fs::read(&path) {
             Ok(bytes) => Manifest::decode(&bytes)
@@ -490,12 +497,12 @@ mod tests {
             ..Manifest::default()
         };
         let mut encoded = manifest.encode();
-        assert_eq!(Manifest::decode(&encoded), Ok((VERSION, manifest.clone())));
+        assert!(matches!(Manifest::decode(&encoded), Ok(Stored::Current(read)) if read == manifest));
         encoded[..8].copy_from_slice(MANIFEST_MAGIC_V1);
         let crc = crc32c::crc32c(&encoded[..encoded.len() - 4]);
         let at = encoded.len() - 4;
         encoded[at..].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(Manifest::decode(&encoded), Ok((1, manifest)));
+        assert!(matches!(Manifest::decode(&encoded), Ok(Stored::Version1(read)) if read == manifest));
         encoded[20] ^= 1;
         assert!(Manifest::decode(&encoded).is_err());
     }

@@ -24,8 +24,11 @@ const _: () = assert!(PAIR_BYTES * BLOCK_PAIRS == 4_096);
 /// "maybe" for about 3 % of the hashes it does not hold, so a lookup of a
 /// new id reads about one block in thirty runs. One byte of memory per id.
 const FILTER_BYTES: usize = BLOCK_PAIRS;
+const FILTER_BITS: u64 = 8 * FILTER_BYTES as u64;
 const FILTER_PROBES: u32 = 3;
-const _: () = assert!(FILTER_BYTES.is_power_of_two() && 11 * FILTER_PROBES <= 64 && FILTER_BYTES * 8 == 2_048);
+/// Each probe takes the next `log2(FILTER_BITS)` low bits of the hash.
+const PROBE_SHIFT: u32 = FILTER_BITS.trailing_zeros();
+const _: () = assert!(FILTER_BITS.is_power_of_two() && PROBE_SHIFT * FILTER_PROBES <= 64);
 
 /// The fences and filters of a run's blocks, built as its pairs stream by
 /// in order (written, merged, or read at open).
@@ -40,7 +43,7 @@ impl Blocks {
     /// The filter bits of `hash`: its low bits, which do not decide its
     /// block (its high bits do, as the run is sorted).
     fn bits(hash: u64) -> impl Iterator<Item = usize> {
-        (0..FILTER_PROBES).map(move |probe| ((hash >> (11 * probe)) & 2_047) as usize)
+        (0..FILTER_PROBES).map(move |probe| ((hash >> (PROBE_SHIFT * probe)) & (FILTER_BITS - 1)) as usize)
     }
 
     /// Adds the run's pair number `index`, with `hash`.

@@ -34,25 +34,14 @@ pub(super) fn from_version_1(directory: &Path, old: Manifest) -> Result<Manifest
         return Err(damaged(&source_path, "shorter than its manifest says"));
     }
     let target_path = directory.join(ENTRIES_FILE);
-    let mut target = File::create(&target_path).map_err(|error| io_error(&target_path, error))?;
-    let mut heads: Vec<Head> = Vec::new();
-    let mut converted = Vec::with_capacity(CHUNK_ENTRIES as usize * super::files::ENTRY_BYTES);
-    let mut id = 0;
-    while id < old.entries {
-        let count = (old.entries - id).min(CHUNK_ENTRIES);
-        let bytes = read_at(&source, id * ENTRY_BYTES_V1 as u64, count as usize * ENTRY_BYTES_V1)?;
-        converted.clear();
-        for old_entry in bytes.chunks_exact(ENTRY_BYTES_V1) {
-            let entry = convert(&heads, old_entry).ok_or_else(|| damaged(&source_path, &format!("entry {id}")))?;
-            entry.encode(&mut converted);
-            heads::set(&mut heads, entry.account, Head::of(id, &entry));
-            id += 1;
+    let heads = match rewrite_entries(&source, &source_path, &target_path, old.entries) {
+        Ok(heads) => heads,
+        Err(error) => {
+            // Version 1 stays as it was: nothing of the conversion is left.
+            let _ = std::fs::remove_file(&target_path);
+            return Err(error);
         }
-        target
-            .write_all(&converted)
-            .map_err(|error| io_error(&target_path, error))?;
-    }
-    target.sync_all().map_err(|error| io_error(&target_path, error))?;
+    };
     let mut manifest = old;
     manifest.heads = None;
     if manifest.entries > 0 {
@@ -70,6 +59,36 @@ pub(super) fn from_version_1(directory: &Path, old: Manifest) -> Result<Manifest
         "history index converted from version 1 to 2"
     );
     Ok(manifest)
+}
+
+/// Writes version 1's `entries` entries from `source` into `target_path` as
+/// version 2's, durably; returns the account heads after them.
+fn rewrite_entries(
+    source: &File,
+    source_path: &Path,
+    target_path: &Path,
+    entries: u64,
+) -> Result<Vec<Head>, HistoryError> {
+    let mut target = File::create(target_path).map_err(|error| io_error(target_path, error))?;
+    let mut heads: Vec<Head> = Vec::new();
+    let mut converted = Vec::with_capacity(CHUNK_ENTRIES as usize * super::files::ENTRY_BYTES);
+    let mut id = 0;
+    while id < entries {
+        let count = (entries - id).min(CHUNK_ENTRIES);
+        let bytes = read_at(source, id * ENTRY_BYTES_V1 as u64, count as usize * ENTRY_BYTES_V1)?;
+        converted.clear();
+        for old_entry in bytes.chunks_exact(ENTRY_BYTES_V1) {
+            let entry = convert(&heads, old_entry).ok_or_else(|| damaged(source_path, &format!("entry {id}")))?;
+            entry.encode(&mut converted);
+            heads::set(&mut heads, entry.account, Head::of(id, &entry));
+            id += 1;
+        }
+        target
+            .write_all(&converted)
+            .map_err(|error| io_error(target_path, error))?;
+    }
+    target.sync_all().map_err(|error| io_error(target_path, error))?;
+    Ok(heads)
 }
 
 /// Version 1's entry as version 2's, linked after `heads`; `None` if its

@@ -2,8 +2,8 @@
 //! its ids in a new run, syncs, then replaces the manifest and publishes.
 
 use super::files::{
-    io_error, read_at, AppendFile, EntryRecord, Manifest, TransactionRecord, ACCOUNTS_FILE, FIELD_48_MAX, NONE,
-    SIDECAR_FILE, VERSION,
+    io_error, read_at, AppendFile, EntryRecord, Manifest, Stored, TransactionRecord, ACCOUNTS_FILE, FIELD_48_MAX, NONE,
+    SIDECAR_FILE,
 };
 use super::heads::{self, Head};
 use super::ids::{run_path, Run};
@@ -55,9 +55,8 @@ impl IndexWriter {
         let directory = location.directory().to_owned();
         std::fs::create_dir_all(&directory).map_err(|error| io_error(&directory, error))?;
         let stored = match Manifest::read(&directory)? {
-            Some((1, old)) => Some(super::migrate::from_version_1(&directory, old)?),
-            Some((VERSION, manifest)) => Some(manifest),
-            Some((version, _)) => unreachable!("the manifest decodes versions 1 and {VERSION}, not {version}"),
+            Some(Stored::Version1(old)) => Some(super::migrate::from_version_1(&directory, old)?),
+            Some(Stored::Current(manifest)) => Some(manifest),
             None => None,
         };
         let manifest = stored.clone().unwrap_or_default();
@@ -248,8 +247,8 @@ impl IndexWriter {
             )));
         }
         self.append(changes, &manifest);
-        manifest.entries += changes.compact.entries.len() as u64;
-        manifest.transactions += changes.compact.transactions.len() as u64;
+        manifest.entries += compact.entries.len() as u64;
+        manifest.transactions += compact.transactions.len() as u64;
         manifest.blob_bytes = self.blob.len();
         manifest.accounts = self.account_count;
         manifest.accounts_bytes = self.accounts.len();
